@@ -1,0 +1,229 @@
+//! Parsing of `#[fdrpc(...)]` attributes. Parsers record errors in the [`Ctxt`] and return
+//! what they could read, so every bad attribute is reported in one pass.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{Attribute, LitInt, LitStr, Path};
+
+use crate::ctxt::Ctxt;
+use crate::symbol::*;
+
+/// Where an attribute sits; decides which keys are allowed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    Container,
+    Field,
+    Variant,
+}
+
+impl Position {
+    fn allowed(self) -> &'static [&'static str] {
+        match self {
+            Position::Container => &[RENAME, CRATE],
+            Position::Field => &[ID, RENAME, BINARY, FD],
+            Position::Variant => &[ID, RENAME],
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Position::Container => "a struct or enum",
+            Position::Field => "a field",
+            Position::Variant => "an enum variant",
+        }
+    }
+
+    /// Where a key does belong, for the error message.
+    fn home_of(key: &str) -> Option<&'static str> {
+        Some(match key {
+            ID => "a field or a union variant",
+            BINARY | FD => "a field",
+            CRATE => "the struct or enum",
+            NAME | ONEWAY => "a service method",
+            _ => return None,
+        })
+    }
+}
+
+/// A key that may be given once; a second one is an error at its span.
+pub(crate) struct Once<T> {
+    name: &'static str,
+    value: Option<(Span, T)>,
+}
+
+impl<T> Once<T> {
+    fn new(name: &'static str) -> Self {
+        Once { name, value: None }
+    }
+
+    fn set(&mut self, cx: &Ctxt, span: Span, value: T) {
+        if self.value.is_some() {
+            cx.syn_error(syn::Error::new(
+                span,
+                format!("duplicate fdrpc attribute `{}`", self.name),
+            ));
+        } else {
+            self.value = Some((span, value));
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.value.as_ref().map(|(_, v)| v)
+    }
+
+    pub(crate) fn span(&self) -> Option<Span> {
+        self.value.as_ref().map(|(s, _)| *s)
+    }
+}
+
+/// Everything `#[fdrpc(...)]` can say, whichever position it is in; keys not allowed in a
+/// position were already reported.
+pub(crate) struct Attrs {
+    pub(crate) id: Once<i64>,
+    pub(crate) rename: Once<String>,
+    pub(crate) binary: Once<()>,
+    pub(crate) fd: Once<()>,
+    pub(crate) krate: Once<Path>,
+}
+
+impl Attrs {
+    pub(crate) fn from_syn(cx: &Ctxt, pos: Position, attrs: &[Attribute]) -> Attrs {
+        let mut out = Attrs {
+            id: Once::new(ID),
+            rename: Once::new(RENAME),
+            binary: Once::new(BINARY),
+            fd: Once::new(FD),
+            krate: Once::new(CRATE),
+        };
+        for attr in attrs {
+            if !attr.path().is_ident(FDRPC) {
+                continue;
+            }
+            if let syn::Meta::Path(_) = attr.meta {
+                cx.error_spanned_by(
+                    attr,
+                    "expected `#[fdrpc(...)]` with keys inside the parentheses",
+                );
+                continue;
+            }
+            let result = attr.parse_nested_meta(|meta| {
+                let key = meta
+                    .path
+                    .get_ident()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
+                let span = meta.path.span();
+                if !pos.allowed().contains(&key.as_str()) {
+                    let msg = match Position::home_of(&key) {
+                        Some(home) => format!(
+                            "`#[fdrpc({key})]` is not allowed on {}; it belongs on {home}",
+                            pos.noun()
+                        ),
+                        None => format!(
+                            "unknown fdrpc attribute `{}`; expected one of {}",
+                            meta.path.to_token_stream_string(),
+                            list(pos.allowed())
+                        ),
+                    };
+                    // Consume a value if there is one so parsing can go on.
+                    if meta.input.peek(syn::Token![=]) {
+                        let _: syn::Expr = meta.value()?.parse()?;
+                    } else if meta.input.peek(syn::token::Paren) {
+                        let _content;
+                        syn::parenthesized!(_content in meta.input);
+                    }
+                    cx.syn_error(syn::Error::new(span, msg));
+                    return Ok(());
+                }
+                match key.as_str() {
+                    ID => {
+                        let lit: syn::Expr = meta.value()?.parse()?;
+                        match int_of(&lit) {
+                            Some(v) => out.id.set(cx, lit.span(), v),
+                            None => cx.error_spanned_by(
+                                &lit,
+                                "`#[fdrpc(id = ...)]` takes an integer literal, such as `id = 3`",
+                            ),
+                        }
+                    }
+                    RENAME => {
+                        let s: LitStr = meta.value()?.parse()?;
+                        let v = s.value();
+                        if !is_thrift_identifier(&v) {
+                            cx.error_spanned_by(
+                                &s,
+                                "`#[fdrpc(rename = ...)]` must be a Thrift identifier (letters, digits, `_`, `.`; not starting with a digit)",
+                            );
+                        }
+                        out.rename.set(cx, s.span(), v);
+                    }
+                    BINARY => out.binary.set(cx, span, ()),
+                    FD => out.fd.set(cx, span, ()),
+                    CRATE => {
+                        let p: Path = meta.value()?.parse()?;
+                        out.krate.set(cx, p.span(), p);
+                    }
+                    _ => unreachable!("allowed keys are handled above"),
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                cx.syn_error(e);
+            }
+        }
+        out
+    }
+}
+
+trait PathString {
+    fn to_token_stream_string(&self) -> String;
+}
+
+impl PathString for Path {
+    fn to_token_stream_string(&self) -> String {
+        quote::ToTokens::to_token_stream(self)
+            .to_string()
+            .replace(' ', "")
+    }
+}
+
+fn list(keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The value of an integer literal, possibly negated.
+pub(crate) fn int_of(expr: &syn::Expr) -> Option<i64> {
+    match expr {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(i),
+            ..
+        }) => parse_int(i).map(|v| v as i64).or_else(|| {
+            // Out of i64 range: report as out of range by the caller.
+            Some(i64::MAX)
+        }),
+        syn::Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            expr,
+            ..
+        }) => int_of(expr).map(|v| v.checked_neg().unwrap_or(i64::MIN)),
+        syn::Expr::Group(g) => int_of(&g.expr),
+        syn::Expr::Paren(p) => int_of(&p.expr),
+        _ => None,
+    }
+}
+
+fn parse_int(lit: &LitInt) -> Option<i128> {
+    lit.base10_parse::<i128>()
+        .ok()
+        .filter(|v| *v <= i64::MAX as i128)
+}
+
+/// Whether `s` is a valid Thrift identifier.
+pub(crate) fn is_thrift_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}

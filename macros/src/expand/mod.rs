@@ -1,0 +1,3 @@
+//! Code generation, one file per generated item.
+
+pub(crate) mod message;

@@ -1,0 +1,41 @@
+//! Macros of [fdrpc](https://docs.rs/fdrpc). Use them through the `fdrpc` crate, which
+//! re-exports them; generated code reaches the runtime only through `fdrpc::__private`.
+//!
+//! # `#[derive(Message)]`
+//!
+//! On a struct with named fields (a Thrift `struct`), an enum of unit variants (a Thrift
+//! `enum`, an `i32`), or an enum whose variants each hold one value or none (a Thrift
+//! `union`). Attributes:
+//!
+//! - on the type:
+//!   - `#[fdrpc(rename = "Name")]`: the Thrift name (default: the Rust name);
+//!   - `#[fdrpc(crate = path)]`: where the `fdrpc` crate is (default `::fdrpc`).
+//! - on a field:
+//!   - `#[fdrpc(id = N)]`: the Thrift field id, 1 to 32767 (default: the field's position,
+//!     counting from 1; explicit ids do not renumber the other fields);
+//!   - `#[fdrpc(rename = "name")]`: the Thrift field name;
+//!   - `#[fdrpc(binary)]`: a `Vec<u8>` (or `Option<Vec<u8>>`) travels as Thrift `binary`;
+//!   - `#[fdrpc(fd)]`: asserts that the field holds descriptors (a compile error otherwise).
+//! - on a union variant: `#[fdrpc(id = N)]` and `#[fdrpc(rename = "name")]`; on a unit-only
+//!   enum's variant, `#[fdrpc(rename = "NAME")]` (its value is the discriminant).
+#![deny(missing_docs)]
+
+mod ast;
+mod attr;
+mod check;
+mod ctxt;
+mod expand;
+mod fallback;
+mod symbol;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Derives `fdrpc::Wire` and `fdrpc::Message`; see the [crate docs](crate).
+#[proc_macro_derive(Message, attributes(fdrpc))]
+pub fn derive_message(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::message::derive(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

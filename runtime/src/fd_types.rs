@@ -1,0 +1,55 @@
+//! The standard library's owned descriptor types as wire types.
+//!
+//! Each travels as an `i32` index into the frame's fd table. `OwnedFd` and `File` accept any
+//! descriptor; the socket and pipe types are checked on arrival (a peer that sends a pipe
+//! where a `UnixStream` is declared gets a decode error naming the field, not a confusing
+//! failure later).
+
+use std::fs::File;
+use std::io::{PipeReader, PipeWriter};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+
+use rustix::fs::OFlags;
+use rustix::net::{AddressFamily, SocketType};
+
+use crate::compact::{Decoder, Encoder, TType};
+use crate::error::{DecodeError, EncodeError};
+use crate::inspect::{self, Kind};
+use crate::wire::Wire;
+
+macro_rules! fd_wire {
+    ($($t:ty => $check:expr;)*) => {$(
+        impl Wire for $t {
+            const TTYPE: TType = TType::I32;
+            const HAS_FDS: bool = true;
+            #[inline]
+            fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+                enc.write_fd(OwnedFd::from(self))
+            }
+            #[inline]
+            fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+                let fd = dec.read_fd()?;
+                let check: Option<Kind> = $check;
+                if let Some(kind) = check {
+                    inspect::require(&fd, &kind)?;
+                }
+                Ok(<$t>::from(fd))
+            }
+        }
+    )*};
+}
+
+fd_wire! {
+    OwnedFd => None;
+    File => None;
+    UnixStream => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::STREAM });
+    UnixListener => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::STREAM });
+    UnixDatagram => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::DGRAM });
+    TcpStream => Some(Kind::InetSocket(SocketType::STREAM));
+    TcpListener => Some(Kind::InetSocket(SocketType::STREAM));
+    UdpSocket => Some(Kind::InetSocket(SocketType::DGRAM));
+    PipeReader => Some(Kind::PipeEnd { access: OFlags::RDONLY });
+    PipeWriter => Some(Kind::PipeEnd { access: OFlags::WRONLY });
+}

@@ -1,0 +1,87 @@
+//! The runtime of [fdrpc](https://docs.rs/fdrpc): the fd table, the Thrift compact codec,
+//! THeader frames and the `SCM_RIGHTS` transport. Users depend on the `fdrpc` crate, which
+//! re-exports this one with the macros.
+//!
+//! Organization:
+//! - [`Wire`], [`Field`], [`Message`]: how Rust types travel as Thrift values; [`encode`]
+//!   and [`decode`] for one value plus its fds.
+//! - [`RegularFile`], [`Directory`], [`Fifo`], [`StreamSocket`], [`SealedMemfd`]: fd types
+//!   checked on arrival.
+//! - [`Channel`]: single messages with fds over a blocking `UnixStream`.
+//! - [`compact`], [`frame`], [`transport`]: the layers underneath, public for other
+//!   transports and for tests.
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    unsafe_op_in_unsafe_fn
+)]
+#![forbid(unsafe_code)]
+
+mod channel;
+pub mod compact;
+mod error;
+mod fd_table;
+mod fd_types;
+pub mod frame;
+mod inspect;
+mod message;
+pub mod transport;
+mod typed_fd;
+mod wire;
+
+pub use channel::Channel;
+pub use error::{
+    DecodeError, DecodeErrorKind, EncodeError, FdStreamError, FrameError, TransportError,
+};
+pub use fd_table::FdTable;
+pub use message::{Message, decode, encode};
+pub use transport::Limits;
+pub use typed_fd::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
+pub use wire::{Binary, Field, Wire};
+
+/// Items generated code uses. Not public API: may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::compact::{Decoder, Encoder, TType};
+    pub use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+    pub use crate::message::Message;
+    pub use crate::wire::{BinaryField, Field, Wire};
+    pub use core::option::Option;
+    pub use core::result::Result;
+
+    /// Asserts at compile time that a field marked `#[fdrpc(fd)]` holds descriptors.
+    pub const fn assert_fd<T: IsFd>() {}
+
+    /// Implemented by the owned descriptor types; see `#[fdrpc(fd)]`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be sent as a file descriptor",
+        label = "not an owned descriptor",
+        note = "use `OwnedFd` (or `File`, `UnixStream`, ...) so ownership moves with the message"
+    )]
+    pub trait IsFd {}
+    macro_rules! is_fd {
+        ($($t:ty),*) => { $(impl IsFd for $t {})* };
+    }
+    is_fd!(
+        std::os::fd::OwnedFd,
+        std::fs::File,
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixListener,
+        std::os::unix::net::UnixDatagram,
+        std::net::TcpStream,
+        std::net::TcpListener,
+        std::net::UdpSocket,
+        std::io::PipeReader,
+        std::io::PipeWriter,
+        crate::RegularFile,
+        crate::Directory,
+        crate::Fifo,
+        crate::StreamSocket
+    );
+    impl<const S: u32> IsFd for crate::SealedMemfd<S> {}
+    impl<T: IsFd> IsFd for Option<T> {}
+    impl<T: IsFd> IsFd for Vec<T> {}
+    impl<T: IsFd> IsFd for Box<T> {}
+    impl<T: IsFd> IsFd for std::collections::VecDeque<T> {}
+}

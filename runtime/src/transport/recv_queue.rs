@@ -1,0 +1,219 @@
+//! Bytes and fds received, cut into frames that each own their fds.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use super::Limits;
+use super::unix::{self, Received};
+use crate::error::{FdStreamError, FrameError, TransportError};
+use crate::frame::{self, Frame};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The receive side of a connection: a byte buffer and a FIFO of received fds.
+///
+/// Each complete frame takes `fdrpc-fds` fds from the head of the FIFO, after checking that
+/// its `fdrpc-fd-seq` equals the number of fds earlier frames claimed and that the fds have
+/// arrived (the sender's invariant guarantees they came with or before the frame's last
+/// byte). Any violation breaks the fd stream: the connection must be closed, and dropping
+/// the queue closes every fd it holds.
+#[derive(Debug)]
+pub struct RecvQueue {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+    claimed: i64,
+    limits: Limits,
+    eof: bool,
+}
+
+/// A complete frame and the fds it owns.
+#[derive(Debug)]
+pub struct ReceivedFrame<'a> {
+    /// The parsed frame.
+    pub frame: Frame<'a>,
+    /// The fds the frame owns, in order (index `i` of its payload is `fds[i]`).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// What [`RecvQueue::fill`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Read this many bytes.
+    Read(usize),
+    /// Nothing to read now (non-blocking socket).
+    WouldBlock,
+    /// The peer closed its end.
+    Eof,
+}
+
+impl RecvQueue {
+    /// An empty queue applying `limits`.
+    pub fn new(limits: Limits) -> Self {
+        RecvQueue {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            claimed: 0,
+            limits,
+            eof: false,
+        }
+    }
+
+    /// Bytes received but not yet part of a returned frame.
+    pub fn buffered_bytes(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Fds received but not yet claimed by a frame.
+    pub fn queued_fds(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Whether the peer has closed its end.
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Reads once from `sock` (non-blocking).
+    ///
+    /// # Errors
+    ///
+    /// The socket's error, or an [`FdStreamError`] (wrapped in [`TransportError`]) when the
+    /// kernel truncated the control data, a foreign control message arrived, or more fds wait
+    /// than [`Limits::max_queued_fds`].
+    pub fn fill(&mut self, sock: BorrowedFd<'_>) -> Result<Fill, TransportError> {
+        self.fill_with(sock, unix::recv)
+    }
+
+    /// Reads once from `sock`, waiting until something arrives.
+    ///
+    /// # Errors
+    ///
+    /// As [`RecvQueue::fill`].
+    pub fn fill_blocking(&mut self, sock: BorrowedFd<'_>) -> Result<Fill, TransportError> {
+        self.fill_with(sock, unix::recv_blocking)
+    }
+
+    fn fill_with(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        recv: impl Fn(BorrowedFd<'_>, &mut [u8], &mut VecDeque<OwnedFd>) -> io::Result<Received>,
+    ) -> Result<Fill, TransportError> {
+        self.make_room();
+        let spare = self.buf.get_mut(self.end..).unwrap_or_default();
+        let got = match recv(sock, spare, &mut self.fds) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
+            Err(e) => return Err(e.into()),
+        };
+        if got.truncated {
+            return Err(FdStreamError::ControlTruncated.into());
+        }
+        if got.unexpected_control {
+            return Err(FdStreamError::UnexpectedControlMessage.into());
+        }
+        if self.fds.len() > self.limits.max_queued_fds {
+            return Err(FdStreamError::BudgetExceeded {
+                queued: self.fds.len(),
+                budget: self.limits.max_queued_fds,
+            }
+            .into());
+        }
+        if got.bytes == 0 {
+            self.eof = true;
+            return Ok(Fill::Eof);
+        }
+        self.end += got.bytes;
+        Ok(Fill::Read(got.bytes))
+    }
+
+    /// Makes sure there is free space after `end`: enough for the frame being received if
+    /// its length is known, and at least a read chunk otherwise.
+    fn make_room(&mut self) {
+        let pending = self.end - self.start;
+        let want = match frame::frame_len(
+            self.buf.get(self.start..self.end).unwrap_or_default(),
+            self.limits.max_frame_size,
+        ) {
+            Ok(Some(total)) if total > pending => total.max(READ_CHUNK),
+            _ => READ_CHUNK,
+        };
+        if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < want / 2) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end = pending;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK.min(want) || self.buf.len() < want {
+            let new_len = (self.end + READ_CHUNK).max(want);
+            self.buf.resize(new_len, 0);
+        }
+    }
+
+    /// The next complete frame, if one is buffered, with its fds.
+    ///
+    /// # Errors
+    ///
+    /// A [`FrameError`] for a malformed frame, or an [`FdStreamError`] for a count or
+    /// sequence mismatch. Either way the connection must be closed.
+    pub fn next_frame(&mut self) -> Result<Option<ReceivedFrame<'_>>, TransportError> {
+        let avail = self.buf.get(self.start..self.end).unwrap_or_default();
+        let Some(total) = frame::frame_len(avail, self.limits.max_frame_size)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = avail.get(..total) else {
+            return Ok(None);
+        };
+        let parsed = frame::parse_frame(bytes)?;
+        if parsed.fds > self.limits.max_fds_per_frame {
+            return Err(FrameError::TooManyFds {
+                count: parsed.fds as u64,
+                limit: self.limits.max_fds_per_frame,
+            }
+            .into());
+        }
+        if let Some(seq) = parsed.fd_seq {
+            if seq != self.claimed {
+                return Err(FdStreamError::SequenceMismatch {
+                    declared: seq,
+                    claimed: self.claimed,
+                }
+                .into());
+            }
+        } else if parsed.fds > 0 {
+            return Err(FrameError::BadFdHeader {
+                key: frame::HEADER_FD_SEQ,
+            }
+            .into());
+        }
+        if parsed.fds > self.fds.len() {
+            return Err(FdStreamError::MissingFds {
+                declared: parsed.fds,
+                available: self.fds.len(),
+            }
+            .into());
+        }
+        let fds: Vec<OwnedFd> = self.fds.drain(..parsed.fds).collect();
+        self.claimed = self.claimed.wrapping_add(parsed.fds as i64);
+        self.start += total;
+        Ok(Some(ReceivedFrame { frame: parsed, fds }))
+    }
+
+    /// At end of stream: an error if a frame was cut off or fds arrived that no frame claimed.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::ClosedMidFrame`] or [`FdStreamError::UnclaimedAtEof`].
+    pub fn check_clean_eof(&self) -> Result<(), TransportError> {
+        if self.end > self.start {
+            return Err(TransportError::ClosedMidFrame(self.end - self.start));
+        }
+        if !self.fds.is_empty() {
+            return Err(FdStreamError::UnclaimedAtEof(self.fds.len()).into());
+        }
+        Ok(())
+    }
+}

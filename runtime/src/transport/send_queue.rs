@@ -1,0 +1,157 @@
+//! Frames waiting to be written, and the fds they own.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::unix::{self, SCM_MAX_FD};
+use crate::error::FrameError;
+use crate::frame;
+
+/// Frames waiting to be written to one connection, with their fds.
+///
+/// Many frames go out in one `sendmsg` together with all their fds (up to [`SCM_MAX_FD`]),
+/// which is what makes fd traffic fast: Linux returns at most one fd-carrying `sendmsg` per
+/// `recvmsg`. The invariant that keeps the receiver's FIFO matching sound: a frame's fds ride
+/// on a `sendmsg` whose data starts at or before the frame's last byte. So fds always go on
+/// the next `sendmsg` after they are queued, and when more than [`SCM_MAX_FD`] are pending,
+/// the write is cut short so that every remaining fd still has a byte of its frame to ride on.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    /// Bytes not yet written start at `buf[head]`.
+    buf: Vec<u8>,
+    head: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    /// Fds not yet sent, with the stream offset just past the frame that owns each.
+    fds: VecDeque<(u64, OwnedFd)>,
+    /// Fds owned by all frames queued so far (wrapping), for `fdrpc-fd-seq`.
+    fd_seq: i64,
+}
+
+impl SendQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether everything queued has been written.
+    pub fn is_empty(&self) -> bool {
+        self.head == self.buf.len()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Fds queued and not yet sent.
+    pub fn pending_fds(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Queues one frame whose Thrift payload is `payload` and which owns `fds`.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError`] if the frame cannot be represented; nothing is queued and the fds are
+    /// closed.
+    pub fn push(
+        &mut self,
+        seqid: i32,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<(), FrameError> {
+        let before = self.buf.len();
+        if let Err(e) = frame::write_frame(
+            &mut self.buf,
+            seqid,
+            fds.len(),
+            self.fd_seq,
+            extra_headers,
+            payload,
+        ) {
+            self.buf.truncate(before);
+            return Err(e);
+        }
+        let end = self.base + self.buf.len() as u64;
+        self.fd_seq = self.fd_seq.wrapping_add(fds.len() as i64);
+        self.fds.extend(fds.into_iter().map(|fd| (end, fd)));
+        Ok(())
+    }
+
+    /// Writes as much as the socket takes without blocking. Returns `Ok(true)` when the queue
+    /// is empty, `Ok(false)` when the socket would block.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error; the queue is left as it was before the failed call.
+    pub fn write_to(&mut self, sock: BorrowedFd<'_>) -> io::Result<bool> {
+        self.write_with(sock, unix::send)
+    }
+
+    /// Writes everything, waiting while the socket is full (for blocking use).
+    ///
+    /// # Errors
+    ///
+    /// The socket's error.
+    pub fn flush_blocking(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        self.write_with(sock, unix::send_blocking).map(|_| ())
+    }
+
+    fn write_with(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        send: impl Fn(BorrowedFd<'_>, &[u8], &[BorrowedFd<'_>]) -> io::Result<usize>,
+    ) -> io::Result<bool> {
+        while self.head < self.buf.len() {
+            let attach = self.fds.len().min(SCM_MAX_FD);
+            let mut end = self.buf.len();
+            if attach < self.fds.len() {
+                end = self.cut_before_unsent(attach);
+            }
+            let data = &self.buf[self.head..end];
+            let borrowed: Vec<BorrowedFd<'_>> = self
+                .fds
+                .iter()
+                .take(attach)
+                .map(|(_, fd)| fd.as_fd())
+                .collect();
+            let sent = match send(sock, data, &borrowed) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            drop(borrowed);
+            // The kernel took the fds with the first byte: close our copies.
+            self.fds.drain(..attach);
+            self.head += sent;
+        }
+        self.base += self.buf.len() as u64;
+        self.buf.clear();
+        self.head = 0;
+        Ok(true)
+    }
+
+    /// Where a write that attaches the first `attach` pending fds must stop, so that the
+    /// fds after them still have a byte of their frame to ride on: before the last
+    /// `ceil(r / 253)` bytes of the frame owning the next unsent fd, `r` being that frame's
+    /// remaining fds. Every fd has at least one placeholder byte in its frame, so this always
+    /// leaves at least one byte to write now.
+    fn cut_before_unsent(&self, attach: usize) -> usize {
+        let Some(&(owner_end, _)) = self.fds.get(attach) else {
+            return self.buf.len();
+        };
+        let remaining = self
+            .fds
+            .iter()
+            .skip(attach)
+            .take_while(|(end, _)| *end == owner_end)
+            .count();
+        let reserve = remaining.div_ceil(SCM_MAX_FD) as u64;
+        let limit = (owner_end - reserve - self.base) as usize;
+        limit.max(self.head + 1)
+    }
+}

@@ -1,0 +1,122 @@
+//! `sendmsg` and `recvmsg` with `SCM_RIGHTS` (rustix: no allocation per call, and received
+//! fds are `OwnedFd` the moment the control buffer is parsed; unparsed ones are closed).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+/// Linux's `SCM_MAX_FD`: most fds one `sendmsg` may carry.
+pub const SCM_MAX_FD: usize = 253;
+
+/// Sends `data` with `fds` attached to its first byte. Returns the bytes written (at least
+/// one on success; the fds went with them).
+pub(crate) fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    debug_assert!(fds.len() <= SCM_MAX_FD);
+    debug_assert!(!data.is_empty());
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    if fds.is_empty() {
+        return Ok(rustix::net::send(sock, data, flags)?);
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many fds for one sendmsg",
+        ));
+    }
+    Ok(rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(data)],
+        &mut control,
+        flags,
+    )?)
+}
+
+/// Sends `data` and `fds` on a blocking socket, waiting while it would block.
+pub(crate) fn send_blocking(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    loop {
+        match send(sock, data, fds) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait(sock, rustix::event::PollFlags::OUT)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// What one `recvmsg` produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Bytes read (0 at end of stream).
+    pub bytes: usize,
+    /// The kernel truncated the control data (`MSG_CTRUNC`): fds were lost.
+    pub truncated: bool,
+    /// A control message other than `SCM_RIGHTS` arrived (and was discarded).
+    pub unexpected_control: bool,
+}
+
+/// Receives into `buf`; received fds are appended to `fifo`, close-on-exec.
+pub(crate) fn recv(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fifo: &mut VecDeque<OwnedFd>,
+) -> io::Result<Received> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+    )?;
+    let mut unexpected_control = false;
+    for cmsg in control.drain() {
+        match cmsg {
+            RecvAncillaryMessage::ScmRights(fds) => fifo.extend(fds),
+            // Dropping it closes any fds it holds.
+            _ => unexpected_control = true,
+        }
+    }
+    Ok(Received {
+        bytes: msg.bytes,
+        truncated: msg.flags.contains(ReturnFlags::CTRUNC),
+        unexpected_control,
+    })
+}
+
+/// Receives on a blocking or non-blocking socket, waiting while nothing is available.
+pub(crate) fn recv_blocking(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fifo: &mut VecDeque<OwnedFd>,
+) -> io::Result<Received> {
+    loop {
+        match recv(sock, buf, fifo) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait(sock, rustix::event::PollFlags::IN)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+fn wait(sock: BorrowedFd<'_>, flags: rustix::event::PollFlags) -> io::Result<()> {
+    let mut fds = [rustix::event::PollFd::from_borrowed_fd(sock, flags)];
+    match rustix::event::poll(&mut fds, None) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
