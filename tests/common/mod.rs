@@ -1,0 +1,103 @@
+//! Helpers shared by the integration tests: fd accounting, fd identity, scratch fds.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+
+static FD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Number of open fds of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+/// Serializes the tests of one binary that count fds, and checks on drop that the count is
+/// back where it started: nothing leaked, nothing closed twice.
+pub struct FdLeakCheck {
+    before: usize,
+    _lock: MutexGuard<'static, ()>,
+}
+
+pub fn fd_leak_check() -> FdLeakCheck {
+    let lock = FD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    FdLeakCheck {
+        before: fd_count(),
+        _lock: lock,
+    }
+}
+
+impl Drop for FdLeakCheck {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let after = fd_count();
+        assert_eq!(
+            self.before, after,
+            "fd count changed: {} before, {} after",
+            self.before, after
+        );
+    }
+}
+
+/// A memfd holding `contents`, offset at 0.
+pub fn memfd(contents: &[u8]) -> File {
+    let fd = rustix::fs::memfd_create("fdrpc-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let mut f = File::from(fd);
+    f.write_all(contents).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f
+}
+
+/// The whole contents of `f`, read from offset 0 with `pread`.
+pub fn contents(f: &impl AsFd) -> Vec<u8> {
+    let f = File::from(f.as_fd().try_clone_to_owned().unwrap());
+    let mut out = Vec::new();
+    let mut r = std::io::BufReader::new(&f);
+    r.seek(SeekFrom::Start(0)).unwrap();
+    r.read_to_end(&mut out).unwrap();
+    out
+}
+
+/// Whether the fd has `FD_CLOEXEC`.
+pub fn is_cloexec(fd: &impl AsFd) -> bool {
+    rustix::io::fcntl_getfd(fd)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC)
+}
+
+/// Whether `a` and `b` are the same open file description (shared offset: moving one moves
+/// the other), not merely the same file.
+pub fn same_description(a: &impl AsFd, b: &impl AsFd) -> bool {
+    let sa = rustix::fs::fstat(a).unwrap();
+    let sb = rustix::fs::fstat(b).unwrap();
+    if (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino) {
+        return false;
+    }
+    if a.as_fd().as_raw_fd() == b.as_fd().as_raw_fd() {
+        return true;
+    }
+    let old = rustix::fs::seek(a, rustix::fs::SeekFrom::Current(0)).unwrap();
+    let probe = old + 12345;
+    rustix::fs::seek(a, rustix::fs::SeekFrom::Start(probe)).unwrap();
+    let seen = rustix::fs::seek(b, rustix::fs::SeekFrom::Current(0)).unwrap();
+    rustix::fs::seek(a, rustix::fs::SeekFrom::Start(old)).unwrap();
+    seen == probe
+}
+
+/// The `(st_dev, st_ino)` identity of the file behind `fd`.
+pub fn ino(fd: &impl AsFd) -> (u64, u64) {
+    let st = rustix::fs::fstat(fd).unwrap();
+    (st.st_dev, st.st_ino)
+}
+
+/// `n` fresh memfds, the i-th holding the decimal text of `i`.
+pub fn numbered(n: usize) -> Vec<OwnedFd> {
+    (0..n)
+        .map(|i| OwnedFd::from(memfd(i.to_string().as_bytes())))
+        .collect()
+}

@@ -1,0 +1,265 @@
+//! Fd counts from 0 to 1000 in one message, many frames and their fds per `sendmsg`, partial
+//! writes, and the receive side's checks of counts and sequence numbers.
+
+mod common;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use common::*;
+use fdrpc::transport::{Fill, Limits, RecvQueue, SendQueue};
+
+#[derive(fdrpc::Message)]
+struct Batch {
+    seq: i32,
+    fds: Vec<OwnedFd>,
+}
+
+fn round_trip(n: usize) {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    let (mut tx, mut rx) = (
+        fdrpc::Channel::new(a).unwrap(),
+        fdrpc::Channel::new(b).unwrap(),
+    );
+    let fds = numbered(n);
+    let inos: Vec<_> = fds.iter().map(ino).collect();
+    // Sending must not block on a socket buffer: do it from another thread.
+    let sender = std::thread::spawn(move || {
+        tx.send(Batch { seq: n as i32, fds }).unwrap();
+        tx
+    });
+    let got: Batch = rx.recv().unwrap();
+    let tx = sender.join().unwrap();
+    assert_eq!(got.seq, n as i32);
+    assert_eq!(got.fds.len(), n);
+    for (i, fd) in got.fds.iter().enumerate() {
+        assert_eq!(ino(fd), inos[i], "fd {i} is not the one sent at {i}");
+        assert_eq!(contents(fd), i.to_string().as_bytes());
+        assert!(is_cloexec(fd));
+    }
+    drop((got, tx, rx));
+}
+
+#[test]
+fn zero_fds() {
+    round_trip(0);
+}
+
+#[test]
+fn one_fd() {
+    round_trip(1);
+}
+
+#[test]
+fn two_fds() {
+    round_trip(2);
+}
+
+#[test]
+fn scm_max_fd() {
+    round_trip(253);
+}
+
+#[test]
+fn one_more_than_scm_max_fd() {
+    round_trip(254);
+}
+
+#[test]
+fn a_thousand_fds() {
+    round_trip(1000);
+}
+
+/// Frames with 0..=5 fds each, 600 of them, queued at once: the writer sends many frames and
+/// their fds per `sendmsg`, cuts every 253 fds, and the reader matches each frame to its own.
+/// A 4 KiB send buffer on a non-blocking socket forces short writes.
+#[test]
+fn many_frames_share_sendmsg_calls_and_keep_their_fds() {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    rustix::net::sockopt::set_socket_send_buffer_size(&a, 4096).unwrap();
+    let counts: Vec<usize> = (0..600).map(|i| [0, 1, 0, 0, 2, 5, 3][i % 7]).collect();
+    let total: usize = counts.iter().sum();
+
+    let writer = std::thread::spawn({
+        let counts = counts.clone();
+        move || {
+            let mut q = SendQueue::new();
+            let mut sendmsgs = 0;
+            for (i, &n) in counts.iter().enumerate() {
+                let fds: Vec<OwnedFd> = (0..n)
+                    .map(|k| memfd(format!("{i}:{k}").as_bytes()).into())
+                    .collect();
+                let payload = vec![i as u8; 1 + i % 50];
+                q.push(i as i32, &payload, fds, &[]).unwrap();
+            }
+            while !q.write_to(a.as_fd()).unwrap() {
+                sendmsgs += 1;
+                let mut p = [rustix::event::PollFd::new(
+                    &a,
+                    rustix::event::PollFlags::OUT,
+                )];
+                rustix::event::poll(&mut p, None).unwrap();
+            }
+            assert_eq!(q.pending_fds(), 0);
+            (a, sendmsgs)
+        }
+    });
+
+    let mut rq = RecvQueue::new(Limits::default());
+    let mut seen = 0;
+    let mut fds_seen = 0;
+    while seen < counts.len() {
+        while let Some(f) = rq.next_frame().unwrap() {
+            let i = seen;
+            assert_eq!(f.frame.seqid, i as i32);
+            assert_eq!(f.frame.payload, vec![i as u8; 1 + i % 50]);
+            assert_eq!(f.fds.len(), counts[i]);
+            for (k, fd) in f.fds.iter().enumerate() {
+                assert_eq!(contents(fd), format!("{i}:{k}").as_bytes());
+                assert!(is_cloexec(fd));
+            }
+            fds_seen += f.fds.len();
+            seen += 1;
+        }
+        if seen < counts.len() {
+            assert!(matches!(
+                rq.fill_blocking(b.as_fd()).unwrap(),
+                Fill::Read(_)
+            ));
+        }
+    }
+    assert_eq!(fds_seen, total);
+    assert_eq!(rq.queued_fds(), 0);
+    let (a, _) = writer.join().unwrap();
+    drop(a);
+    assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Eof);
+    rq.check_clean_eof().unwrap();
+}
+
+/// A frame that declares more fds than arrived with or before its last byte breaks the fd
+/// stream; so does a wrong `fdrpc-fd-seq`. Every fd the queue held is closed.
+#[test]
+fn count_and_sequence_mismatches_break_the_stream() {
+    let _check = fd_leak_check();
+    // Declares 2 fds, carries 1.
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut frame = Vec::new();
+    fdrpc::frame::write_frame(&mut frame, 1, 2, 0, &[], b"x").unwrap();
+    let fd = memfd(b"only one");
+    rustix::net::sendmsg(
+        &a,
+        &[std::io::IoSlice::new(&frame)],
+        &mut send_rights(&[fd.as_fd()]),
+        rustix::net::SendFlags::empty(),
+    )
+    .unwrap();
+    let mut rq = RecvQueue::new(Limits::default());
+    rq.fill_blocking(b.as_fd()).unwrap();
+    let err = rq.next_frame().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fdrpc::TransportError::FdStream(fdrpc::FdStreamError::MissingFds {
+                declared: 2,
+                available: 1
+            })
+        ),
+        "{err}"
+    );
+    drop(rq);
+
+    // Right count, wrong sequence number.
+    let mut frame = Vec::new();
+    fdrpc::frame::write_frame(&mut frame, 1, 1, 5, &[], b"x").unwrap();
+    rustix::net::sendmsg(
+        &a,
+        &[std::io::IoSlice::new(&frame)],
+        &mut send_rights(&[fd.as_fd()]),
+        rustix::net::SendFlags::empty(),
+    )
+    .unwrap();
+    let mut rq = RecvQueue::new(Limits::default());
+    rq.fill_blocking(b.as_fd()).unwrap();
+    let err = rq.next_frame().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fdrpc::TransportError::FdStream(fdrpc::FdStreamError::SequenceMismatch {
+                declared: 5,
+                claimed: 0
+            })
+        ),
+        "{err}"
+    );
+    drop((rq, a, b, fd));
+}
+
+/// Fds beyond the per-connection budget of unclaimed fds fail the connection at once.
+#[test]
+fn unclaimed_fd_budget() {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    let fds = numbered(10);
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    // Half a frame header, with 10 fds.
+    rustix::net::sendmsg(
+        &a,
+        &[std::io::IoSlice::new(&[0, 0])],
+        &mut send_rights(&borrowed),
+        rustix::net::SendFlags::empty(),
+    )
+    .unwrap();
+    let mut rq = RecvQueue::new(Limits::default().max_queued_fds(8));
+    let err = rq.fill_blocking(b.as_fd()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fdrpc::TransportError::FdStream(fdrpc::FdStreamError::BudgetExceeded {
+                queued: 10,
+                budget: 8
+            })
+        ),
+        "{err}"
+    );
+    drop(borrowed);
+    drop((rq, a, b, fds));
+}
+
+/// A peer that closes with a frame half-sent, or with fds no frame claimed, is reported.
+#[test]
+fn eof_inside_a_frame_or_with_unclaimed_fds() {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    let fd = memfd(b"parked");
+    rustix::net::sendmsg(
+        &a,
+        &[std::io::IoSlice::new(&[0, 0, 0])],
+        &mut send_rights(&[fd.as_fd()]),
+        rustix::net::SendFlags::empty(),
+    )
+    .unwrap();
+    drop(a);
+    let mut rq = RecvQueue::new(Limits::default());
+    rq.fill_blocking(b.as_fd()).unwrap();
+    assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Eof);
+    assert!(matches!(
+        rq.check_clean_eof(),
+        Err(fdrpc::TransportError::ClosedMidFrame(3))
+    ));
+    drop((rq, b, fd));
+}
+
+fn send_rights<'a>(
+    fds: &'a [std::os::fd::BorrowedFd<'a>],
+) -> rustix::net::SendAncillaryBuffer<'static, 'a, 'a> {
+    let space: &'static mut [std::mem::MaybeUninit<u8>] = Box::leak(
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))]
+            .into_boxed_slice(),
+    );
+    let mut buf = rustix::net::SendAncillaryBuffer::new(space);
+    assert!(buf.push(rustix::net::SendAncillaryMessage::ScmRights(fds)));
+    buf
+}

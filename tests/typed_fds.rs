@@ -1,0 +1,147 @@
+//! Fd types that say what the fd must be are checked on arrival.
+
+mod common;
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+
+use common::*;
+use fdrpc::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
+
+#[derive(fdrpc::Message)]
+struct Any {
+    fd: OwnedFd,
+}
+
+fn send_as<T: fdrpc::Message>(fd: impl Into<OwnedFd>) -> Result<T, fdrpc::DecodeError> {
+    let (bytes, fds) = fdrpc::encode(Any { fd: fd.into() }).unwrap();
+    fdrpc::decode(&bytes, fds)
+}
+
+#[derive(fdrpc::Message, Debug)]
+struct WantsFile {
+    fd: RegularFile,
+}
+#[derive(fdrpc::Message, Debug)]
+struct WantsDir {
+    fd: Directory,
+}
+#[derive(fdrpc::Message, Debug)]
+struct WantsFifo {
+    fd: Fifo,
+}
+#[derive(fdrpc::Message, Debug)]
+struct WantsStream {
+    fd: StreamSocket,
+}
+#[derive(fdrpc::Message, Debug)]
+struct WantsUnixStream {
+    fd: UnixStream,
+}
+#[derive(fdrpc::Message, Debug)]
+struct WantsReader {
+    fd: std::io::PipeReader,
+}
+#[derive(fdrpc::Message, Debug)]
+struct WantsSealed {
+    fd: SealedMemfd,
+}
+#[derive(fdrpc::Message, Debug)]
+struct WantsShrinkSealed {
+    fd: SealedMemfd<{ seals::SHRINK }>,
+}
+
+fn mismatch(e: fdrpc::DecodeError) -> (String, String) {
+    assert_eq!(e.path(), "fd");
+    match e.kind() {
+        fdrpc::DecodeErrorKind::FdKindMismatch { expected, found } => {
+            (expected.clone(), found.clone())
+        }
+        other => panic!("expected a kind mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn right_kinds_are_accepted() {
+    let _check = fd_leak_check();
+    let exe = File::open("/proc/self/exe").unwrap();
+    assert!(send_as::<WantsFile>(exe).is_ok());
+    assert!(send_as::<WantsDir>(File::open("/").unwrap()).is_ok());
+    let (r, w) = std::io::pipe().unwrap();
+    assert!(send_as::<WantsFifo>(w).is_ok());
+    assert!(send_as::<WantsReader>(r).is_ok());
+    let (a, b) = UnixStream::pair().unwrap();
+    assert!(send_as::<WantsStream>(a).is_ok());
+    assert!(send_as::<WantsUnixStream>(b).is_ok());
+    let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"data").unwrap();
+    let got = send_as::<WantsSealed>(sealed).unwrap();
+    assert_eq!(got.fd.read_all().unwrap(), b"data");
+    let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"data").unwrap();
+    assert!(send_as::<WantsShrinkSealed>(sealed).is_ok());
+}
+
+#[test]
+fn a_pipe_where_a_regular_file_is_required() {
+    let _check = fd_leak_check();
+    let (r, _w) = std::io::pipe().unwrap();
+    let (expected, found) = mismatch(send_as::<WantsFile>(r).unwrap_err());
+    assert_eq!(
+        (expected.as_str(), found.as_str()),
+        ("a regular file", "a pipe")
+    );
+}
+
+#[test]
+fn wrong_kinds_are_rejected() {
+    let _check = fd_leak_check();
+    let (_, found) = mismatch(send_as::<WantsDir>(memfd(b"")).unwrap_err());
+    assert_eq!(found, "a regular file");
+    let (a, _b) = UnixDatagram::pair().unwrap();
+    let (expected, found) = mismatch(send_as::<WantsStream>(a).unwrap_err());
+    assert_eq!(
+        (expected.as_str(), found.as_str()),
+        ("a stream socket", "a datagram socket")
+    );
+    let (_r, w) = std::io::pipe().unwrap();
+    let (expected, _) = mismatch(send_as::<WantsReader>(w).unwrap_err());
+    assert_eq!(expected, "the read end of a pipe");
+    let (expected, _) = mismatch(send_as::<WantsUnixStream>(memfd(b"")).unwrap_err());
+    assert_eq!(expected, "a unix stream socket");
+}
+
+#[test]
+fn a_memfd_without_the_required_seals() {
+    let _check = fd_leak_check();
+    let unsealed = rustix::fs::memfd_create(
+        "x",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
+    let (expected, found) = mismatch(send_as::<WantsSealed>(unsealed).unwrap_err());
+    assert_eq!(
+        expected,
+        "a memfd sealed with F_SEAL_SEAL|F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_WRITE"
+    );
+    assert_eq!(found, "a memfd sealed with no seals");
+
+    let partly = SealedMemfd::<{ seals::SHRINK }>::with_contents("x", b"d").unwrap();
+    let (_, found) = mismatch(send_as::<WantsSealed>(partly).unwrap_err());
+    assert_eq!(found, "a memfd sealed with F_SEAL_SHRINK");
+
+    // Not sealable at all: a memfd created without ALLOW_SEALING carries F_SEAL_SEAL only,
+    // and a plain file cannot be sealed.
+    let (_, found) =
+        mismatch(send_as::<WantsSealed>(File::open("/proc/self/exe").unwrap()).unwrap_err());
+    assert_eq!(found, "a regular file");
+}
+
+#[test]
+fn constructors_check_too() {
+    let _check = fd_leak_check();
+    let (r, _w) = std::io::pipe().unwrap();
+    let err = RegularFile::new(r).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(Directory::new(File::open("/").unwrap()).is_ok());
+    assert!(SealedMemfd::<{ seals::WRITE }>::new(memfd(b"")).is_err());
+}
