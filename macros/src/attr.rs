@@ -56,10 +56,11 @@ impl<T> Once<T> {
         Once { name, value: None }
     }
 
-    fn set(&mut self, cx: &Ctxt, span: Span, value: T) {
+    /// Records `value` given at `span` by the key at `key_span`.
+    fn set(&mut self, cx: &Ctxt, key_span: Span, span: Span, value: T) {
         if self.value.is_some() {
             cx.syn_error(syn::Error::new(
-                span,
+                key_span,
                 format!("duplicate fdrpc attribute `{}`", self.name),
             ));
         } else {
@@ -139,7 +140,7 @@ impl Attrs {
                     ID => {
                         let lit: syn::Expr = meta.value()?.parse()?;
                         match int_of(&lit) {
-                            Some(v) => out.id.set(cx, lit.span(), v),
+                            Some(v) => out.id.set(cx, span, lit.span(), v),
                             None => cx.error_spanned_by(
                                 &lit,
                                 "`#[fdrpc(id = ...)]` takes an integer literal, such as `id = 3`",
@@ -155,13 +156,13 @@ impl Attrs {
                                 "`#[fdrpc(rename = ...)]` must be a Thrift identifier (letters, digits, `_`, `.`; not starting with a digit)",
                             );
                         }
-                        out.rename.set(cx, s.span(), v);
+                        out.rename.set(cx, span, s.span(), v);
                     }
-                    BINARY => out.binary.set(cx, span, ()),
-                    FD => out.fd.set(cx, span, ()),
+                    BINARY => out.binary.set(cx, span, span, ()),
+                    FD => out.fd.set(cx, span, span, ()),
                     CRATE => {
                         let p: Path = meta.value()?.parse()?;
-                        out.krate.set(cx, p.span(), p);
+                        out.krate.set(cx, span, p.span(), p);
                     }
                     _ => unreachable!("allowed keys are handled above"),
                 }
@@ -200,10 +201,10 @@ pub(crate) fn int_of(expr: &syn::Expr) -> Option<i64> {
         syn::Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Int(i),
             ..
-        }) => parse_int(i).map(|v| v as i64).or_else(|| {
-            // Out of i64 range: report as out of range by the caller.
-            Some(i64::MAX)
-        }),
+        }) => {
+            // Beyond i64: reported as out of range by the caller.
+            Some(parse_int(i).map_or(i64::MAX, |v| v as i64))
+        }
         syn::Expr::Unary(syn::ExprUnary {
             op: syn::UnOp::Neg(_),
             expr,

@@ -67,7 +67,7 @@ pub fn write_frame(
             push_str(out, v.as_bytes());
         }
     }
-    while (out.len() - header_start) % 4 != 0 {
+    while !(out.len() - header_start).is_multiple_of(4) {
         out.push(0);
     }
     let header_words = (out.len() - header_start) / 4;

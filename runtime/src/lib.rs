@@ -46,7 +46,7 @@ pub mod __private {
     pub use crate::compact::{Decoder, Encoder, TType};
     pub use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
     pub use crate::message::Message;
-    pub use crate::wire::{BinaryField, Field, Wire};
+    pub use crate::wire::{Binary, BinaryField, Field, Wire};
     pub use core::option::Option;
     pub use core::result::Result;
 

@@ -305,14 +305,17 @@ impl Wire for Binary {
 
 /// Converts a field marked `#[fdrpc(binary)]` to and from [`Binary`] (used by generated code).
 #[doc(hidden)]
-pub trait BinaryField: Sized {
-    type Repr: Field;
-    fn into_repr(self) -> Self::Repr;
-    fn from_repr(r: Self::Repr) -> Self;
+#[diagnostic::on_unimplemented(
+    message = "`#[fdrpc(binary)]` does not apply to `{Self}`",
+    label = "not `Vec<u8>` or `Option<Vec<u8>>`",
+    note = "`#[fdrpc(binary)]` makes a `Vec<u8>` travel as Thrift `binary`; remove it from other fields"
+)]
+pub trait BinaryField<Repr>: Sized {
+    fn into_repr(self) -> Repr;
+    fn from_repr(r: Repr) -> Self;
 }
 
-impl BinaryField for Vec<u8> {
-    type Repr = Binary;
+impl BinaryField<Binary> for Vec<u8> {
     fn into_repr(self) -> Binary {
         Binary(self)
     }
@@ -321,8 +324,7 @@ impl BinaryField for Vec<u8> {
     }
 }
 
-impl BinaryField for Option<Vec<u8>> {
-    type Repr = Option<Binary>;
+impl BinaryField<Option<Binary>> for Option<Vec<u8>> {
     fn into_repr(self) -> Option<Binary> {
         self.map(Binary)
     }

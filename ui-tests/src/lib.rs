@@ -1,1 +1,1 @@
-
+//! Compile-fail tests of fdrpc's macros live in `tests/`.

@@ -58,13 +58,25 @@ fn expand(cont: &Container<'_>) -> TokenStream {
     }
 }
 
-/// The type a field travels as: itself, or its `Binary` form for `#[fdrpc(binary)]`.
+/// The type a field travels as: itself, or `Binary` (`Option<Binary>`) for
+/// `#[fdrpc(binary)]`, chosen by syntax so a misplaced `binary` yields one error, at the field.
 fn field_repr(p: &TokenStream, f: &Field<'_>) -> TokenStream {
     let ty = f.ty;
-    if f.binary {
-        quote_spanned!(ty.span()=> <#ty as #p::BinaryField>::Repr)
-    } else {
+    if !f.binary {
         quote!(#ty)
+    } else if is_option(ty) {
+        quote!(#p::Option<#p::Binary>)
+    } else {
+        quote!(#p::Binary)
+    }
+}
+
+fn is_option(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Option"),
+        Type::Group(g) => is_option(&g.elem),
+        Type::Paren(p) => is_option(&p.elem),
+        _ => false,
     }
 }
 
@@ -79,13 +91,17 @@ fn struct_body(p: &TokenStream, fields: &[Field<'_>]) -> TokenStream {
         let id = f.id as i16;
         let value = if f.binary {
             let ty = f.ty;
-            quote!(<#ty as #p::BinaryField>::into_repr(#b))
+            quote_spanned!(ty.span()=> <#ty as #p::BinaryField<#repr>>::into_repr(#b))
         } else {
             quote!(#b)
         };
         quote_spanned! {f.ty.span()=>
             <#repr as #p::Field>::encode_field(#value, #id, &mut __last, __enc)?;
         }
+    });
+    let fd_asserts = fields.iter().filter(|f| f.fd.is_some()).map(|f| {
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #p::assert_fd::<#ty>();)
     });
     let decl = binds
         .iter()
@@ -123,7 +139,7 @@ fn struct_body(p: &TokenStream, fields: &[Field<'_>]) -> TokenStream {
         };
         if f.binary {
             let ty = f.ty;
-            quote!(#m: <#ty as #p::BinaryField>::from_repr(#value))
+            quote_spanned!(ty.span()=> #m: <#ty as #p::BinaryField<#repr>>::from_repr(#value))
         } else {
             quote!(#m: #value)
         }
@@ -134,6 +150,7 @@ fn struct_body(p: &TokenStream, fields: &[Field<'_>]) -> TokenStream {
 
         #[inline]
         fn encode(self, __enc: &mut #p::Encoder) -> #p::Result<(), #p::EncodeError> {
+            #(#fd_asserts)*
             let Self { #(#members: #binds),* } = self;
             let mut __last: i16 = 0;
             #(#encode_fields)*

@@ -1,0 +1,7 @@
+#[derive(fdrpc::Message)]
+struct Opened {
+    #[fdrpc]
+    path: String,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[derive(fdrpc::Message)]
+struct Opened {
+    #[fdrpc(binary)]
+    path: String,
+}
+
+fn main() {}

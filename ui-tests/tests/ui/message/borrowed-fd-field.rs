@@ -1,0 +1,8 @@
+use std::os::fd::BorrowedFd;
+
+#[derive(fdrpc::Message)]
+struct Opened<'a> {
+    file: BorrowedFd<'a>,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[derive(fdrpc::Message)]
+union Bits {
+    a: i32,
+    b: f32,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[derive(fdrpc::Message)]
+struct Wrapper<T> {
+    value: T,
+}
+
+fn main() {}

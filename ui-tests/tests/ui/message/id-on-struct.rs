@@ -1,0 +1,7 @@
+#[derive(fdrpc::Message)]
+#[fdrpc(id = 3)]
+struct Opened {
+    path: String,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[derive(fdrpc::Message)]
+struct Opened {
+    ratio: Option<f32>,
+}
+
+fn main() {}

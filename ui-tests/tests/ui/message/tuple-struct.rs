@@ -1,0 +1,4 @@
+#[derive(fdrpc::Message)]
+struct Opened(String, i32);
+
+fn main() {}
