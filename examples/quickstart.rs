@@ -1,51 +1,69 @@
-//! A broker opens a file for a client and hands it over as a descriptor; the client reads the
-//! file through the fd it received.
+//! A file broker: the server opens files for its clients and hands them over as descriptors;
+//! the client reads the file through the fd it received.
 //!
 //! Run with `cargo run --example quickstart`.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 
-#[derive(fdrpc::Message)]
-struct OpenRequest {
-    path: String,
-}
-
-#[derive(fdrpc::Message)]
-struct Opened {
-    path: String,
+#[derive(fdrpc::Message, Debug)]
+pub struct Opened {
+    pub path: String,
     /// Checked on arrival: only a regular file can land here.
-    file: fdrpc::RegularFile,
+    pub file: fdrpc::RegularFile,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+#[derive(fdrpc::Message, Debug)]
+pub struct Denied {
+    pub reason: String,
+}
+
+#[fdrpc::service]
+pub trait Broker {
+    /// Opens `path` read-only for the caller.
+    async fn open(&self, path: String) -> Result<Opened, Denied>;
+}
+
+struct FileBroker;
+
+impl Broker for FileBroker {
+    async fn open(&self, path: String) -> Result<Opened, Denied> {
+        let denied = |e: std::io::Error| Denied {
+            reason: e.to_string(),
+        };
+        let file = std::fs::File::open(&path).map_err(denied)?;
+        let file = fdrpc::RegularFile::new(file).map_err(denied)?;
+        Ok(Opened { path, file })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("fdrpc-quickstart-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("broker.sock");
     let path = dir.join("greeting.txt");
     std::fs::File::create(&path)?.write_all(b"hello from a file the broker opened\n")?;
 
-    let (client_end, broker_end) = UnixStream::pair()?;
-    let broker = std::thread::spawn(move || -> Result<(), fdrpc::TransportError> {
-        let mut chan = fdrpc::Channel::new(broker_end)?;
-        let req: OpenRequest = chan.recv()?;
-        let file = std::fs::File::open(&req.path)?;
-        let file = fdrpc::RegularFile::new(file)?;
-        chan.send(Opened {
-            path: req.path,
-            file,
-        })
-    });
+    // The server: one task serving the broker on a Unix socket.
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    let server = tokio::spawn(fdrpc::Server::new().serve(listener, BrokerServer::new(FileBroker)));
 
-    let mut chan = fdrpc::Channel::new(client_end)?;
-    chan.send(OpenRequest {
-        path: path.to_string_lossy().into_owned(),
-    })?;
-    let opened: Opened = chan.recv()?;
+    // The client: asks for the file and reads it through the received fd.
+    let client = BrokerClient::connect(&socket).await?;
+    let opened = client.open(path.to_string_lossy().into_owned()).await?;
     let mut text = String::new();
     opened.file.into_inner().read_to_string(&mut text)?;
-    print!("read through the received fd of {}: {text}", opened.path);
+    print!(
+        "read through the fd the broker sent for {}: {text}",
+        opened.path
+    );
 
-    broker.join().expect("broker thread panicked")?;
+    match client.open("/no/such/file".into()).await {
+        Err(fdrpc::CallError::Service(denied)) => println!("and a denial: {}", denied.reason),
+        other => return Err(format!("expected a denial, got {other:?}").into()),
+    }
+
+    server.abort();
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

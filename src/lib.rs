@@ -37,7 +37,7 @@
 //! ```
 #![deny(missing_docs)]
 
-pub use fdrpc_macros::Message;
+pub use fdrpc_macros::{Message, service};
 pub use fdrpc_runtime::*;
 
 #[doc(hidden)]

@@ -14,14 +14,17 @@ pub(crate) enum Position {
     Container,
     Field,
     Variant,
+    Method,
+    Param,
 }
 
 impl Position {
     fn allowed(self) -> &'static [&'static str] {
         match self {
             Position::Container => &[RENAME, CRATE],
-            Position::Field => &[ID, RENAME, BINARY, FD],
+            Position::Field | Position::Param => &[ID, RENAME, BINARY, FD],
             Position::Variant => &[ID, RENAME],
+            Position::Method => &[NAME, ONEWAY],
         }
     }
 
@@ -30,14 +33,17 @@ impl Position {
             Position::Container => "a struct or enum",
             Position::Field => "a field",
             Position::Variant => "an enum variant",
+            Position::Method => "a service method",
+            Position::Param => "a method parameter",
         }
     }
 
     /// Where a key does belong, for the error message.
     fn home_of(key: &str) -> Option<&'static str> {
         Some(match key {
-            ID => "a field or a union variant",
-            BINARY | FD => "a field",
+            ID => "a field, a union variant or a method parameter",
+            BINARY | FD => "a field or a method parameter",
+            RENAME => "a type, a field, a variant or a parameter (a method takes `name`)",
             CRATE => "the struct or enum",
             NAME | ONEWAY => "a service method",
             _ => return None,
@@ -85,6 +91,8 @@ pub(crate) struct Attrs {
     pub(crate) binary: Once<()>,
     pub(crate) fd: Once<()>,
     pub(crate) krate: Once<Path>,
+    pub(crate) name: Once<String>,
+    pub(crate) oneway: Once<()>,
 }
 
 impl Attrs {
@@ -95,6 +103,8 @@ impl Attrs {
             binary: Once::new(BINARY),
             fd: Once::new(FD),
             krate: Once::new(CRATE),
+            name: Once::new(NAME),
+            oneway: Once::new(ONEWAY),
         };
         for attr in attrs {
             if !attr.path().is_ident(FDRPC) {
@@ -158,6 +168,18 @@ impl Attrs {
                         }
                         out.rename.set(cx, span, s.span(), v);
                     }
+                    NAME => {
+                        let s: LitStr = meta.value()?.parse()?;
+                        let v = s.value();
+                        if !is_thrift_identifier(&v) {
+                            cx.error_spanned_by(
+                                &s,
+                                "`#[fdrpc(name = ...)]` must be a Thrift identifier (letters, digits, `_`, `.`; not starting with a digit)",
+                            );
+                        }
+                        out.name.set(cx, span, s.span(), v);
+                    }
+                    ONEWAY => out.oneway.set(cx, span, span, ()),
                     BINARY => out.binary.set(cx, span, span, ()),
                     FD => out.fd.set(cx, span, span, ()),
                     CRATE => {

@@ -18,6 +18,24 @@
 //!   - `#[fdrpc(fd)]`: asserts that the field holds descriptors (a compile error otherwise).
 //! - on a union variant: `#[fdrpc(id = N)]` and `#[fdrpc(rename = "name")]`; on a unit-only
 //!   enum's variant, `#[fdrpc(rename = "NAME")]` (its value is the discriminant).
+//!
+//! # `#[service]`
+//!
+//! On a trait of `async fn` methods taking `&self`. Generates, for `trait Broker`:
+//! `BrokerClient` (async), `BrokerBlockingClient` (plain threads) and `BrokerServer<T>` (hand
+//! it to `fdrpc::Server`). The trait itself is rewritten so every method returns a `Send`
+//! future; implement it with `async fn`.
+//!
+//! - `#[fdrpc::service(rename = "Name")]`: the Thrift service name; `crate = path`: where the
+//!   `fdrpc` crate is.
+//! - on a method: `#[oneway]` (or `#[fdrpc(oneway)]`): no reply, returns nothing;
+//!   `#[fdrpc(name = "wire_name")]`: the Thrift method name.
+//! - on a parameter: `#[fdrpc(id = N)]`, `#[fdrpc(rename = "...")]`, `#[fdrpc(binary)]`,
+//!   `#[fdrpc(fd)]` as on a struct field. Parameter n is field n of the Thrift
+//!   `{method}_args` struct, not counting a `cx: &fdrpc::Context` parameter, which is not on
+//!   the wire.
+//! - returns: `T` (result field 0), `()` (void), `Option<T>` (field 0 absent for `None`),
+//!   `Result<T, E>` with `E: Message` (field 1: a Thrift exception, which may carry fds).
 #![deny(missing_docs)]
 
 mod ast;
@@ -29,7 +47,7 @@ mod fallback;
 mod symbol;
 
 use proc_macro::TokenStream;
-use syn::{DeriveInput, parse_macro_input};
+use syn::{DeriveInput, ItemTrait, parse_macro_input};
 
 /// Derives `fdrpc::Wire` and `fdrpc::Message`; see the [crate docs](crate).
 #[proc_macro_derive(Message, attributes(fdrpc))]
@@ -38,4 +56,12 @@ pub fn derive_message(input: TokenStream) -> TokenStream {
     expand::message::derive(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+/// Turns a trait of `async fn` methods into an fdrpc service; see the [crate docs](crate).
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
+    let args = parse_macro_input!(args as ast::service::ServiceArgs);
+    let item = parse_macro_input!(input as ItemTrait);
+    expand::service::expand(args, &item).into()
 }

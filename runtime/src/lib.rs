@@ -16,7 +16,7 @@
     unreachable_pub,
     unsafe_op_in_unsafe_fn
 )]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod channel;
 pub mod compact;
@@ -26,6 +26,7 @@ mod fd_types;
 pub mod frame;
 mod inspect;
 mod message;
+pub mod rpc;
 pub mod transport;
 mod typed_fd;
 mod wire;
@@ -36,6 +37,10 @@ pub use error::{
 };
 pub use fd_table::FdTable;
 pub use message::{Message, decode, encode};
+pub use rpc::{
+    ApplicationError, ApplicationErrorKind, BlockingClient, CallError, Client, ConnectionError,
+    Context, PeerCredentials, RpcError, Server, Service,
+};
 pub use transport::Limits;
 pub use typed_fd::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
 pub use wire::{Binary, Field, Wire};
@@ -46,9 +51,21 @@ pub mod __private {
     pub use crate::compact::{Decoder, Encoder, TType};
     pub use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
     pub use crate::message::Message;
+    pub use crate::rpc::result::{
+        NoException, decode_result, decode_void_result, encode_result, encode_void_result,
+    };
+    pub use crate::rpc::{
+        BlockingClient, BoxFuture, CallError, Client, Context, Dispatch, Incoming, RpcError,
+        Service,
+    };
     pub use crate::wire::{Binary, BinaryField, Field, Wire};
     pub use core::option::Option;
     pub use core::result::Result;
+    pub use std::boxed::Box;
+    pub use std::sync::Arc;
+
+    /// Asserts at compile time that a method's error type is a message (a Thrift exception).
+    pub const fn assert_message<T: Message>() {}
 
     /// Asserts at compile time that a field marked `#[fdrpc(fd)]` holds descriptors.
     pub const fn assert_fd<T: IsFd>() {}

@@ -95,7 +95,29 @@ impl RecvQueue {
     ///
     /// As [`RecvQueue::fill`].
     pub fn fill_blocking(&mut self, sock: BorrowedFd<'_>) -> Result<Fill, TransportError> {
-        self.fill_with(sock, unix::recv_blocking)
+        self.fill_with(sock, |s, b, f| unix::recv_until(s, b, f, None))
+    }
+
+    /// Reads once from `sock`, waiting until something arrives or `deadline` passes
+    /// ([`Fill::WouldBlock`] then).
+    ///
+    /// # Errors
+    ///
+    /// As [`RecvQueue::fill`].
+    pub fn fill_until(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Fill, TransportError> {
+        self.fill_with(sock, |s, b, f| {
+            unix::recv_until(s, b, f, deadline).map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    io::ErrorKind::WouldBlock.into()
+                } else {
+                    e
+                }
+            })
+        })
     }
 
     fn fill_with(

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Instant;
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
@@ -96,16 +97,18 @@ pub(crate) fn recv(
     })
 }
 
-/// Receives on a blocking or non-blocking socket, waiting while nothing is available.
-pub(crate) fn recv_blocking(
+/// Receives on a blocking or non-blocking socket, waiting while nothing is available, until
+/// `deadline` (`TimedOut` then).
+pub(crate) fn recv_until(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fifo: &mut VecDeque<OwnedFd>,
+    deadline: Option<Instant>,
 ) -> io::Result<Received> {
     loop {
         match recv(sock, buf, fifo) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait(sock, rustix::event::PollFlags::IN)?
+                wait_until(sock, rustix::event::PollFlags::IN, deadline)?
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
@@ -114,8 +117,32 @@ pub(crate) fn recv_blocking(
 }
 
 fn wait(sock: BorrowedFd<'_>, flags: rustix::event::PollFlags) -> io::Result<()> {
+    wait_until(sock, flags, None)
+}
+
+/// Waits for `flags` on `sock`, until `deadline` (`TimedOut` then).
+fn wait_until(
+    sock: BorrowedFd<'_>,
+    flags: rustix::event::PollFlags,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let timeout = match deadline {
+        None => None,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            Some(
+                rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                }),
+            )
+        }
+    };
     let mut fds = [rustix::event::PollFd::from_borrowed_fd(sock, flags)];
-    match rustix::event::poll(&mut fds, None) {
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
         Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
         Err(e) => Err(e.into()),
     }

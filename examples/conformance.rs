@@ -1,0 +1,141 @@
+//! The conformance service: what other-language clients and the test suite call.
+//!
+//! ```text
+//! cargo run --example conformance -- serve PATH   # serve on PATH until SIGINT/SIGTERM
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+
+#[derive(fdrpc::Message)]
+pub struct Bundle {
+    pub label: String,
+    pub fds: Vec<OwnedFd>,
+    pub spare: Option<OwnedFd>,
+}
+#[derive(fdrpc::Message, Debug)]
+pub struct Failure {
+    pub message: String,
+    pub log: Option<OwnedFd>,
+}
+#[derive(fdrpc::Message)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: i32,
+    pub gid: i32,
+}
+
+#[fdrpc::service]
+pub trait Conformance {
+    /// The bundle as received: same label, the same open file descriptions.
+    async fn echo(&self, bundle: Bundle) -> Bundle;
+    /// `path` opened read-only; Failure with the OS error's text otherwise.
+    async fn open(&self, path: String) -> Result<OwnedFd, Failure>;
+    /// Always fails: Failure whose `log` is a memfd holding `reason`.
+    async fn fail(&self, reason: String) -> Result<(), Failure>;
+    /// Keeps `fd` under `key`.
+    #[oneway]
+    async fn deposit(&self, key: String, fd: OwnedFd);
+    /// Removes and returns what is kept under `key`.
+    async fn withdraw(&self, key: String) -> Option<OwnedFd>;
+    /// The caller as the server saw it.
+    async fn whoami(&self, cx: &fdrpc::Context) -> Peer;
+}
+
+/// The reference implementation of [`Conformance`].
+#[derive(Debug, Default)]
+pub struct ConformanceImpl {
+    vault: Mutex<HashMap<String, OwnedFd>>,
+}
+
+fn memfd_holding(text: &str) -> std::io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create("fdrpc-failure-log", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(text.as_bytes())?;
+    Ok(file.into())
+}
+
+impl Conformance for ConformanceImpl {
+    async fn echo(&self, bundle: Bundle) -> Bundle {
+        bundle
+    }
+
+    async fn open(&self, path: String) -> Result<OwnedFd, Failure> {
+        std::fs::File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|e| Failure {
+                message: e.to_string(),
+                log: None,
+            })
+    }
+
+    async fn fail(&self, reason: String) -> Result<(), Failure> {
+        let log = memfd_holding(&reason).ok();
+        Err(Failure {
+            message: reason,
+            log,
+        })
+    }
+
+    async fn deposit(&self, key: String, fd: OwnedFd) {
+        // A key deposited twice keeps the newer fd; the older one closes.
+        self.vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, fd);
+    }
+
+    async fn withdraw(&self, key: String) -> Option<OwnedFd> {
+        self.vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+    }
+
+    async fn whoami(&self, cx: &fdrpc::Context) -> Peer {
+        let peer = cx.peer();
+        Peer {
+            pid: peer.pid(),
+            uid: peer.uid() as i32,
+            gid: peer.gid() as i32,
+        }
+    }
+}
+
+/// Serves [`ConformanceImpl`] on `path` until SIGINT or SIGTERM, then removes the socket.
+pub async fn serve(path: &std::path::Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let result = fdrpc::Server::new()
+        .serve_with_shutdown(
+            listener,
+            ConformanceServer::new(ConformanceImpl::default()),
+            stop,
+        )
+        .await;
+    let _ = std::fs::remove_file(path);
+    result
+}
+
+fn usage() -> ! {
+    eprintln!("usage: conformance serve PATH");
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [cmd, path] if cmd == "serve" => serve(std::path::Path::new(path)).await,
+        _ => usage(),
+    }
+}

@@ -1,0 +1,204 @@
+//! The generated `{Trait}Client` (async) and `{Trait}BlockingClient`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::ast::service::{Method, Service};
+use crate::expand::service::{args_ident, decode_reply, private};
+
+fn names(service: &Service<'_>) -> (syn::Ident, syn::Ident) {
+    let t = &service.item.ident;
+    (
+        format_ident!("{}Client", t),
+        format_ident!("{}BlockingClient", t),
+    )
+}
+
+pub(crate) fn types(service: &Service<'_>) -> TokenStream {
+    let krate = &service.krate;
+    let vis = &service.item.vis;
+    let t = &service.item.ident;
+    let (client, blocking) = names(service);
+    let doc = format!(
+        "The async client of [`{t}`]: one connection, many calls in flight, fds in both directions.\n\nCheap to clone; the connection closes with the last clone."
+    );
+    let bdoc = format!(
+        "The blocking client of [`{t}`], for plain threads (no async runtime): each call waits for its reply on the calling thread."
+    );
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #client {
+            inner: #krate::Client,
+        }
+
+        #[doc = #bdoc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #blocking {
+            inner: #krate::BlockingClient,
+        }
+    }
+}
+
+/// The return type and the tail of a generated client method.
+fn outcome(service: &Service<'_>, m: &Method<'_>) -> (TokenStream, TokenStream) {
+    let krate = &service.krate;
+    let p = private(service);
+    let value = match m.ret.value {
+        Some(t) => quote!(#t),
+        None => quote!(()),
+    };
+    match m.ret.exception {
+        Some(e) => (
+            quote!(#p::Result<#value, #krate::CallError<#e>>),
+            quote! {
+                match __r {
+                    #p::Result::Ok(#p::Result::Ok(__v)) => #p::Result::Ok(__v),
+                    #p::Result::Ok(#p::Result::Err(__e)) => #p::Result::Err(#krate::CallError::Service(__e)),
+                    #p::Result::Err(__e) => #p::Result::Err(#krate::CallError::Rpc(__e)),
+                }
+            },
+        ),
+        None => (
+            quote!(#p::Result<#value, #krate::RpcError>),
+            quote! {
+                match __r {
+                    #p::Result::Ok(#p::Result::Ok(__v)) => #p::Result::Ok(__v),
+                    #p::Result::Ok(#p::Result::Err(__never)) => match __never {},
+                    #p::Result::Err(__e) => #p::Result::Err(__e),
+                }
+            },
+        ),
+    }
+}
+
+pub(crate) fn impls(service: &Service<'_>) -> TokenStream {
+    let krate = &service.krate;
+    let p = private(service);
+    let (client, blocking) = names(service);
+    let t = &service.item.ident;
+    let mut async_methods = Vec::new();
+    let mut blocking_methods = Vec::new();
+    for m in &service.methods {
+        let docs = &m.docs;
+        let ident = m.ident;
+        let wire = &m.name;
+        let args = args_ident(m);
+        let params: Vec<_> = m
+            .wire_params()
+            .map(|p| {
+                let (i, t) = (p.ident, p.ty);
+                quote!(#i: #t)
+            })
+            .collect();
+        let names: Vec<_> = m.wire_params().map(|p| p.ident).collect();
+        let build = quote!(#args { #(#names),* });
+        if m.oneway.is_some() {
+            async_methods.push(quote! {
+                #(#docs)*
+                ///
+                /// Oneway: returns once the call is queued; no reply comes back.
+                pub async fn #ident(&self, #(#params),*) -> #p::Result<(), #krate::RpcError> {
+                    self.inner.oneway(#wire, #build)
+                }
+            });
+            blocking_methods.push(quote! {
+                #(#docs)*
+                ///
+                /// Oneway: returns once the call is written; no reply comes back.
+                pub fn #ident(&self, #(#params),*) -> #p::Result<(), #krate::RpcError> {
+                    self.inner.oneway(#wire, #build)
+                }
+            });
+            continue;
+        }
+        let decode = decode_reply(service, m);
+        let (ret, tail) = outcome(service, m);
+        async_methods.push(quote! {
+            #(#docs)*
+            pub async fn #ident(&self, #(#params),*) -> #ret {
+                let __r = self.inner.call(#wire, #build, #decode).await;
+                #tail
+            }
+        });
+        blocking_methods.push(quote! {
+            #(#docs)*
+            pub fn #ident(&self, #(#params),*) -> #ret {
+                let __r = self.inner.call(#wire, #build, #decode);
+                #tail
+            }
+        });
+    }
+    let connect_doc = format!("Connects to a server of [`{t}`] listening at `path`.");
+    quote! {
+        impl #client {
+            #[doc = #connect_doc]
+            ///
+            /// # Errors
+            ///
+            /// The error of `connect`.
+            pub async fn connect(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::std::io::Result<Self> {
+                #p::Result::Ok(Self::new(#krate::Client::connect(path).await?))
+            }
+
+            /// A client over an existing connection.
+            pub fn new(client: #krate::Client) -> Self {
+                Self { inner: client }
+            }
+
+            /// A client over an already-connected std stream.
+            ///
+            /// # Errors
+            ///
+            /// The error of registering the stream with the tokio runtime.
+            pub fn from_std(stream: ::std::os::unix::net::UnixStream) -> ::std::io::Result<Self> {
+                #p::Result::Ok(Self::new(#krate::Client::from_std(stream)?))
+            }
+
+            /// A handle to the same connection whose calls time out after `timeout`.
+            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                Self { inner: self.inner.with_timeout(timeout) }
+            }
+
+            /// The untyped client underneath.
+            pub fn client(&self) -> &#krate::Client {
+                &self.inner
+            }
+
+            #(#async_methods)*
+        }
+
+        impl #blocking {
+            #[doc = #connect_doc]
+            ///
+            /// # Errors
+            ///
+            /// The error of `connect`.
+            pub fn connect(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::std::io::Result<Self> {
+                #p::Result::Ok(Self::new(#krate::BlockingClient::connect(path)?))
+            }
+
+            /// A client over an existing connection.
+            pub fn new(client: #krate::BlockingClient) -> Self {
+                Self { inner: client }
+            }
+
+            /// A client over an already-connected std stream.
+            pub fn from_std(stream: ::std::os::unix::net::UnixStream) -> Self {
+                Self::new(#krate::BlockingClient::new(stream))
+            }
+
+            /// A handle to the same connection whose calls time out after `timeout`.
+            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                Self { inner: self.inner.with_timeout(timeout) }
+            }
+
+            /// The untyped client underneath.
+            pub fn client(&self) -> &#krate::BlockingClient {
+                &self.inner
+            }
+
+            #(#blocking_methods)*
+        }
+    }
+}

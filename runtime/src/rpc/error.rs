@@ -1,0 +1,114 @@
+//! Errors of calls: the service's own error apart from everything else.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::app_exception::ApplicationError;
+use crate::error::{DecodeError, EncodeError, TransportError};
+
+/// Why a call failed for a reason other than the service's own error type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The arguments could not be encoded; nothing was sent.
+    #[error("could not encode the call: {0}")]
+    Encode(#[from] EncodeError),
+    /// The reply could not be decoded (its fds are closed).
+    #[error("could not decode the reply: {0}")]
+    Decode(#[from] DecodeError),
+    /// The server answered with a `TApplicationException`.
+    #[error("the server could not run the call: {0}")]
+    Application(#[from] ApplicationError),
+    /// No reply within the call's timeout; a late reply is discarded and its fds closed.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or closed before the reply arrived.
+    #[error("connection lost: {0}")]
+    Connection(ConnectionError),
+}
+
+/// Why a connection ended, shared by every call that was pending on it.
+#[derive(Debug, Clone)]
+pub struct ConnectionError(std::sync::Arc<TransportError>);
+
+impl ConnectionError {
+    pub(crate) fn new(e: TransportError) -> Self {
+        ConnectionError(std::sync::Arc::new(e))
+    }
+
+    /// The transport failure underneath.
+    pub fn transport(&self) -> &TransportError {
+        &self.0
+    }
+
+    /// Whether the peer closed the connection (rather than breaking the protocol).
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            *self.0,
+            TransportError::Closed | TransportError::ClosedMidFrame(_)
+        ) || matches!(&*self.0, TransportError::Io(e) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset))
+    }
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// The error of a method declared `-> Result<T, E>`: the service's `E`, or an [`RpcError`].
+#[derive(Debug)]
+pub enum CallError<E> {
+    /// The service returned its own error (which may carry fds).
+    Service(E),
+    /// The call failed for another reason.
+    Rpc(RpcError),
+}
+
+impl<E> CallError<E> {
+    /// The service's error, if that is what this is.
+    pub fn into_service(self) -> Option<E> {
+        match self {
+            CallError::Service(e) => Some(e),
+            CallError::Rpc(_) => None,
+        }
+    }
+
+    /// The other failure, if that is what this is.
+    pub fn rpc(&self) -> Option<&RpcError> {
+        match self {
+            CallError::Service(_) => None,
+            CallError::Rpc(e) => Some(e),
+        }
+    }
+}
+
+impl<E> From<RpcError> for CallError<E> {
+    fn from(e: RpcError) -> Self {
+        CallError::Rpc(e)
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Service(e) => write!(f, "the service returned an error: {e:?}"),
+            CallError::Rpc(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Service(_) => None,
+            CallError::Rpc(e) => Some(e),
+        }
+    }
+}

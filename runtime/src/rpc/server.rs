@@ -1,0 +1,435 @@
+//! [`Server`]: serves a [`Service`] on a listener or on connected streams.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::app_exception::{ApplicationError, ApplicationErrorKind};
+use super::error::ConnectionError;
+use super::peer::PeerCredentials;
+use super::reader;
+use super::service::{Dispatch, Incoming, Service};
+use super::writer::Writer;
+use crate::compact::{Decoder, Encoder, MessageType};
+use crate::error::TransportError;
+use crate::fd_table::FdTable;
+use crate::transport::{Limits, RecvQueue};
+
+type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
+
+/// Serves a [`Service`]: accepts connections, reads calls, runs handlers concurrently, and
+/// writes replies with their fds.
+///
+/// Every limit has a safe default:
+///
+/// | setting | default |
+/// |---|---|
+/// | [`Server::limits`] | [`Limits::default`] (16 MiB frames, 1024 fds per frame, 2048 unclaimed fds) |
+/// | [`Server::max_in_flight`] | 256 calls per connection (reading pauses beyond it) |
+/// | [`Server::max_connections`] | 1024 (further connections are closed at once) |
+///
+/// # Examples
+///
+/// See the crate docs of `fdrpc` and `examples/quickstart.rs`.
+#[derive(Clone)]
+pub struct Server {
+    limits: Limits,
+    max_in_flight: usize,
+    max_connections: usize,
+    authorize: Option<Arc<Authorize>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("limits", &self.limits)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("authorize", &self.authorize.is_some())
+            .finish()
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Server {
+    /// A server with the default settings.
+    pub fn new() -> Self {
+        Server {
+            limits: Limits::default(),
+            max_in_flight: 256,
+            max_connections: 1024,
+            authorize: None,
+        }
+    }
+
+    /// Sets the limits on what each connection receives.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets how many calls one connection may have running at once; beyond it the server
+    /// stops reading from that connection until one finishes.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// Sets how many connections are served at once; beyond it new connections are closed.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// Decides at accept time, from the peer's credentials, whether to serve a connection;
+    /// a refused connection is closed before anything is read from it.
+    pub fn authorize(
+        mut self,
+        f: impl Fn(&PeerCredentials) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize = Some(Arc::new(f));
+        self
+    }
+
+    /// Serves `service` on `listener` until an accept fails.
+    ///
+    /// # Errors
+    ///
+    /// The error of `accept`.
+    pub async fn serve<S: Service>(
+        self,
+        listener: UnixListener,
+        service: S,
+    ) -> std::io::Result<()> {
+        self.serve_with_shutdown(listener, service, std::future::pending())
+            .await
+    }
+
+    /// Serves `service` on `listener` until `signal` completes, then shuts down gracefully:
+    /// stops accepting and reading new calls, lets calls in flight finish and their replies
+    /// be written, then closes every connection.
+    ///
+    /// # Errors
+    ///
+    /// The error of `accept`.
+    pub async fn serve_with_shutdown<S: Service>(
+        self,
+        listener: UnixListener,
+        service: S,
+        signal: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let service = Arc::new(service);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let mut conns = JoinSet::new();
+        let mut signal = std::pin::pin!(signal);
+        let result = loop {
+            tokio::select! {
+                () = &mut signal => break Ok(()),
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((s, _)) => s,
+                        Err(e) if is_transient_accept_error(&e) => {
+                            tracing::warn!(error = %e, "fdrpc accept failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                        Err(e) => break Err(e),
+                    };
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(max = self.max_connections, "fdrpc connection refused: too many connections");
+                        continue;
+                    };
+                    let server = self.clone();
+                    let service = service.clone();
+                    let stop = stop_rx.clone();
+                    conns.spawn(async move {
+                        let _slot = slot;
+                        if let Err(e) = server.run_connection(stream, service, stop).await {
+                            tracing::info!(error = %e, "fdrpc connection ended");
+                        }
+                    });
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        };
+        let _ = stop_tx.send(true);
+        while conns.join_next().await.is_some() {}
+        result
+    }
+
+    /// Serves `service` on one connected stream until the peer closes it.
+    ///
+    /// # Errors
+    ///
+    /// Why the connection ended, if not by a clean close; the peer's credentials could not be
+    /// read; or the authorization hook refused it.
+    pub async fn serve_connection<S: Service>(
+        &self,
+        stream: UnixStream,
+        service: S,
+    ) -> Result<(), TransportError> {
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        self.run_connection(stream, Arc::new(service), stop_rx)
+            .await
+    }
+
+    async fn run_connection<S: Service>(
+        &self,
+        stream: UnixStream,
+        service: Arc<S>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), TransportError> {
+        let peer = Arc::new(PeerCredentials::of(&stream)?);
+        if let Some(authorize) = &self.authorize {
+            if !authorize(&peer) {
+                tracing::info!(
+                    pid = peer.pid(),
+                    uid = peer.uid(),
+                    "fdrpc connection refused by the authorization hook"
+                );
+                return Err(TransportError::Io(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "refused by the authorization hook",
+                )));
+            }
+        }
+        let stream = Arc::new(stream);
+        let writer = Arc::new(Writer::new(stream.clone()));
+        let writer_task = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.run().await }
+        });
+        let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut rq = RecvQueue::new(self.limits);
+        let conn = ConnState {
+            writer: writer.clone(),
+            peer,
+        };
+        let ended = loop {
+            if *stop.borrow() {
+                break Ok(());
+            }
+            // Take a call slot before reading the next frame: a peer that floods calls stops
+            // being read, and its fds stay in the kernel's socket buffer, not ours.
+            let permit = tokio::select! {
+                p = in_flight.clone().acquire_owned() => p.ok(),
+                _ = stop.changed() => break Ok(()),
+            };
+            let Some(permit) = permit else { break Ok(()) };
+            match rq.next_frame() {
+                Ok(Some(frame)) => {
+                    let oneway = conn.handle_frame(
+                        &*service,
+                        frame.frame.seqid,
+                        frame.frame.payload,
+                        frame.fds,
+                        permit,
+                    );
+                    // Oneway handlers run in order, each finished before the next frame is
+                    // read, so later calls on this connection see their effects.
+                    if let Some(fut) = oneway {
+                        fut.await;
+                    }
+                    continue;
+                }
+                Ok(None) => drop(permit),
+                Err(e) => break Err(e),
+            }
+            // Nothing complete is buffered: wait for more bytes (or the stop signal).
+            let filled = tokio::select! {
+                r = reader::fill(&stream, &mut rq) => r,
+                _ = stop.changed() => break Ok(()),
+            };
+            match filled {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        // Drop what was received but not dispatched, closing its fds.
+        drop(rq);
+        if let Err(e) = &ended {
+            tracing::warn!(error = %e, pid = conn.peer.pid(), "fdrpc connection failed; closing it");
+        }
+        // Let calls in flight finish and their replies go out (a failed connection too: the
+        // peer may still read).
+        let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+        writer.drained().await;
+        writer.fail(ConnectionError::new(TransportError::Closed));
+        writer_task.abort();
+        ended
+    }
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+        )
+    )
+}
+
+struct ConnState {
+    writer: Arc<Writer>,
+    peer: Arc<PeerCredentials>,
+}
+
+impl ConnState {
+    /// Decodes and dispatches one frame. A call's handler runs in its own task holding
+    /// `permit`; a oneway handler is returned, to be awaited before the next frame.
+    fn handle_frame<S: Service + ?Sized>(
+        &self,
+        service: &S,
+        frame_seqid: i32,
+        payload: &[u8],
+        fds: Vec<std::os::fd::OwnedFd>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Option<super::service::BoxFuture<()>> {
+        let mut dec = Decoder::new(payload, FdTable::new(fds));
+        let header = match dec.read_message_header() {
+            Ok(h) => h,
+            Err(e) => {
+                // Not a Thrift compact message: answer on the frame's sequence id.
+                tracing::debug!(error = %e, "fdrpc: undecodable message header");
+                self.exception(
+                    "",
+                    frame_seqid,
+                    ApplicationErrorKind::ProtocolError,
+                    e.to_string(),
+                );
+                return None;
+            }
+        };
+        let (name, seqid, ty) = (header.name, header.seqid, header.ty);
+        if !matches!(ty, MessageType::Call | MessageType::Oneway) {
+            self.exception(
+                name,
+                seqid,
+                ApplicationErrorKind::InvalidMessageType,
+                format!("a server accepts calls, not {ty:?} messages"),
+            );
+            return None;
+        }
+        let wants_reply = ty == MessageType::Call;
+        let incoming = Incoming::new(header, dec, &self.peer);
+        match service.dispatch(incoming) {
+            Dispatch::Reply(fut) => {
+                let writer = self.writer.clone();
+                let name = name.to_owned();
+                tokio::spawn(async move {
+                    let result = AssertUnwindSafe(fut).catch_unwind().await;
+                    if wants_reply {
+                        match result {
+                            Ok(Ok(enc)) => {
+                                let (payload, fds) = enc.into_parts();
+                                let _ = writer.push(seqid, &payload, fds, &[]);
+                            }
+                            Ok(Err(e)) => {
+                                tracing::error!(method = %name, error = %e, "fdrpc: could not encode a reply");
+                                push_exception(
+                                    &writer,
+                                    &name,
+                                    seqid,
+                                    ApplicationErrorKind::InternalError,
+                                    format!("could not encode the reply: {e}"),
+                                );
+                            }
+                            Err(_) => {
+                                tracing::error!(method = %name, "fdrpc: handler panicked");
+                                push_exception(
+                                    &writer,
+                                    &name,
+                                    seqid,
+                                    ApplicationErrorKind::InternalError,
+                                    "the handler panicked".into(),
+                                );
+                            }
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Dispatch::Oneway(fut) => {
+                let writer = self.writer.clone();
+                let name = name.to_owned();
+                return Some(Box::pin(async move {
+                    let result = AssertUnwindSafe(fut).catch_unwind().await;
+                    if result.is_err() {
+                        tracing::error!(method = %name, "fdrpc: oneway handler panicked");
+                    }
+                    if wants_reply {
+                        // A client that sent a oneway method as a call gets an empty result.
+                        let mut enc = Encoder::new();
+                        let _ = enc.write_message_header(&name, MessageType::Reply, seqid);
+                        enc.write_stop();
+                        let (payload, fds) = enc.into_parts();
+                        let _ = writer.push(seqid, &payload, fds, &[]);
+                    }
+                    drop(permit);
+                }));
+            }
+            Dispatch::BadArgs(e) => {
+                tracing::debug!(method = name, error = %e, "fdrpc: bad arguments");
+                if wants_reply {
+                    self.exception(
+                        name,
+                        seqid,
+                        ApplicationErrorKind::ProtocolError,
+                        format!("bad arguments: {e}"),
+                    );
+                }
+            }
+            Dispatch::UnknownMethod => {
+                tracing::debug!(method = name, "fdrpc: unknown method");
+                if wants_reply {
+                    self.exception(
+                        name,
+                        seqid,
+                        ApplicationErrorKind::UnknownMethod,
+                        format!("unknown method `{name}`"),
+                    );
+                }
+            }
+        }
+        None
+    }
+
+    fn exception(&self, name: &str, seqid: i32, kind: ApplicationErrorKind, message: String) {
+        push_exception(&self.writer, name, seqid, kind, message);
+    }
+}
+
+fn push_exception(
+    writer: &Writer,
+    name: &str,
+    seqid: i32,
+    kind: ApplicationErrorKind,
+    message: String,
+) {
+    let mut enc = Encoder::new();
+    let ok = enc
+        .write_message_header(name, MessageType::Exception, seqid)
+        .and_then(|()| ApplicationError::new(kind, message).encode(&mut enc));
+    if ok.is_ok() {
+        let (payload, fds) = enc.into_parts();
+        let _ = writer.push(seqid, &payload, fds, &[]);
+    }
+}

@@ -1,0 +1,144 @@
+//! The write side of an async connection: frames are queued by any task and written by one
+//! writer task, so everything queued while it was asleep leaves in one `sendmsg` with all
+//! its fds.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+
+use super::error::ConnectionError;
+use crate::error::TransportError;
+use crate::transport::SendQueue;
+
+pub(crate) struct Writer {
+    stream: Arc<UnixStream>,
+    state: Mutex<State>,
+    wake: Notify,
+    drained: Notify,
+}
+
+struct State {
+    queue: SendQueue,
+    /// The writer task has been told there is work and has not finished it yet.
+    scheduled: bool,
+    /// Set once writing failed or the connection was closed; later pushes fail with it.
+    error: Option<ConnectionError>,
+}
+
+impl Writer {
+    pub(crate) fn new(stream: Arc<UnixStream>) -> Self {
+        Writer {
+            stream,
+            state: Mutex::new(State {
+                queue: SendQueue::new(),
+                scheduled: false,
+                error: None,
+            }),
+            wake: Notify::new(),
+            drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queue half-written: recover it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame; the writer task sends it.
+    pub(crate) fn push(
+        &self,
+        seqid: i32,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+        headers: &[(&str, &str)],
+    ) -> Result<(), ConnectionError> {
+        let mut st = self.lock();
+        if let Some(e) = &st.error {
+            return Err(e.clone());
+        }
+        st.queue
+            .push(seqid, payload, fds, headers)
+            .map_err(|e| ConnectionError::new(e.into()))?;
+        if !st.scheduled {
+            st.scheduled = true;
+            drop(st);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Marks the connection failed: queued frames are dropped (their fds closed), and later
+    /// pushes fail with `why`.
+    pub(crate) fn fail(&self, why: ConnectionError) {
+        let mut st = self.lock();
+        if st.error.is_none() {
+            st.error = Some(why);
+        }
+        st.queue = SendQueue::new();
+        drop(st);
+        self.drained.notify_waiters();
+    }
+
+    /// Waits until everything queued so far has been written (or writing failed).
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            {
+                let st = self.lock();
+                if st.error.is_some() || (st.queue.is_empty() && !st.scheduled) {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The writer task: runs until writing fails. Returns the failure.
+    pub(crate) async fn run(&self) -> ConnectionError {
+        loop {
+            self.wake.notified().await;
+            loop {
+                let result = self.stream.try_io(Interest::WRITABLE, || {
+                    let mut st = self.lock();
+                    if st.error.is_some() {
+                        return Ok(true);
+                    }
+                    match st.queue.write_to(self.stream.as_fd()) {
+                        Ok(true) => {
+                            st.scheduled = false;
+                            Ok(true)
+                        }
+                        Ok(false) => Err(std::io::ErrorKind::WouldBlock.into()),
+                        Err(e) => Err(e),
+                    }
+                });
+                match result {
+                    Ok(_) => {
+                        self.drained.notify_waiters();
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if let Err(e) = self.stream.writable().await {
+                            return self.failed(e);
+                        }
+                    }
+                    Err(e) => return self.failed(e),
+                }
+            }
+            if let Some(e) = self.lock().error.clone() {
+                return e;
+            }
+        }
+    }
+
+    fn failed(&self, e: std::io::Error) -> ConnectionError {
+        let err = ConnectionError::new(TransportError::Io(e));
+        self.fail(err.clone());
+        // Wake the reader too: a connection that cannot write is dead.
+        let _ = rustix::net::shutdown(&self.stream, rustix::net::Shutdown::Both);
+        err
+    }
+}
