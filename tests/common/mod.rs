@@ -24,6 +24,18 @@ pub struct FdLeakCheck {
 
 pub fn fd_leak_check() -> FdLeakCheck {
     let lock = FD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // tokio's signal driver (part of every runtime's IO stack when the `signal` feature is
+    // built) opens a process-wide socketpair on first use and keeps it: open it before any
+    // count is taken.
+    static TOKIO_GLOBALS: std::sync::Once = std::sync::Once::new();
+    TOKIO_GLOBALS.call_once(|| {
+        drop(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap(),
+        );
+    });
     FdLeakCheck {
         before: fd_count(),
         _lock: lock,
@@ -36,6 +48,11 @@ impl Drop for FdLeakCheck {
             return;
         }
         let after = fd_count();
+        if after != self.before {
+            for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+                eprintln!("{:?} -> {:?}", e.file_name(), std::fs::read_link(e.path()));
+            }
+        }
         assert_eq!(
             self.before, after,
             "fd count changed: {} before, {} after",
@@ -100,4 +117,18 @@ pub fn numbered(n: usize) -> Vec<OwnedFd> {
     (0..n)
         .map(|i| OwnedFd::from(memfd(i.to_string().as_bytes())))
         .collect()
+}
+
+/// Runs an async test on its own multi-threaded runtime, inside the fd-count check: the
+/// runtime's own fds (epoll, eventfd) come and go within it.
+pub fn run_async<F: std::future::Future<Output = ()>>(f: F) {
+    let _check = fd_leak_check();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(f);
+    drop(rt);
 }

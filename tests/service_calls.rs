@@ -1,0 +1,514 @@
+//! Every RPC shape through a real server, with fds both ways, checked by identity and by the
+//! process's fd count (client and server share this process).
+
+mod common;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/conformance.rs"]
+mod conformance;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use common::*;
+use conformance::{
+    Bundle, ConformanceBlockingClient, ConformanceClient, ConformanceImpl, ConformanceServer,
+};
+
+/// A server on one end of a socketpair; the returned handle finishes when the connection
+/// does, after every handler and reply.
+fn serve_pair() -> (ConformanceClient, tokio::task::JoinHandle<()>) {
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = fdrpc::Server::new()
+            .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
+            .await;
+    });
+    (ConformanceClient::new(fdrpc::Client::new(a)), server)
+}
+
+fn bundle(label: &str, n: usize, spare: bool) -> (Bundle, Vec<(u64, u64)>) {
+    let fds: Vec<OwnedFd> = (0..n)
+        .map(|k| memfd(format!("{label}:{k}").as_bytes()).into())
+        .collect();
+    let spare = spare.then(|| OwnedFd::from(memfd(format!("{label}:spare").as_bytes())));
+    let mut ids: Vec<_> = fds.iter().map(ino).collect();
+    if let Some(s) = &spare {
+        ids.push(ino(s));
+    }
+    (
+        Bundle {
+            label: label.into(),
+            fds,
+            spare,
+        },
+        ids,
+    )
+}
+
+fn check_bundle(b: &Bundle, label: &str, ids: &[(u64, u64)]) {
+    assert_eq!(b.label, label);
+    let mut got: Vec<_> = b.fds.iter().map(ino).collect();
+    if let Some(s) = &b.spare {
+        got.push(ino(s));
+        assert_eq!(contents(s), format!("{label}:spare").as_bytes());
+        assert!(is_cloexec(s));
+    }
+    assert_eq!(got, ids, "not the same files");
+    for (k, fd) in b.fds.iter().enumerate() {
+        assert_eq!(contents(fd), format!("{label}:{k}").as_bytes());
+        assert!(is_cloexec(fd));
+    }
+}
+
+#[test]
+fn echo_with_0_1_and_many_fds_both_ways() {
+    run_async(async {
+        let (client, server) = serve_pair();
+        for (n, spare) in [(0, false), (1, false), (0, true), (3, true), (300, true)] {
+            let label = format!("echo{n}");
+            let (b, ids) = bundle(&label, n, spare);
+            let keep: Vec<OwnedFd> = b.fds.iter().map(|f| f.try_clone().unwrap()).collect();
+            let back = client.echo(b).await.unwrap();
+            check_bundle(&back, &label, &ids);
+            for (sent, got) in keep.iter().zip(&back.fds) {
+                assert!(same_description(sent, got));
+            }
+        }
+        drop(client);
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn open_returns_an_fd_or_a_failure() {
+    run_async(async {
+        let (client, server) = serve_pair();
+        let fd = client.open("/proc/self/exe".into()).await.unwrap();
+        assert!(is_cloexec(&fd));
+        assert_eq!(
+            rustix::fs::fstat(&fd).unwrap().st_size,
+            std::fs::metadata("/proc/self/exe").unwrap().len() as i64
+        );
+        drop(fd);
+        match client.open("/definitely/not/here".into()).await {
+            Err(fdrpc::CallError::Service(f)) => {
+                assert!(f.message.contains("No such file"), "{}", f.message);
+                assert!(f.log.is_none());
+            }
+            other => panic!("expected a Failure, got {other:?}"),
+        }
+        drop(client);
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn errors_carry_fds() {
+    run_async(async {
+        let (client, server) = serve_pair();
+        match client.fail("disk on fire".into()).await {
+            Err(fdrpc::CallError::Service(f)) => {
+                assert_eq!(f.message, "disk on fire");
+                let log = f.log.expect("the failure carries its log");
+                assert_eq!(contents(&log), b"disk on fire");
+                assert!(is_cloexec(&log));
+            }
+            other => panic!("expected a Failure, got {other:?}"),
+        }
+        drop(client);
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn oneway_deposits_are_seen_by_a_later_withdraw() {
+    run_async(async {
+        let (client, server) = serve_pair();
+        let mut ids = Vec::new();
+        for i in 0..50 {
+            let f = memfd(format!("deposit {i}").as_bytes());
+            ids.push(ino(&f));
+            client.deposit(format!("k{i}"), f.into()).await.unwrap();
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let fd = client
+                .withdraw(format!("k{i}"))
+                .await
+                .unwrap()
+                .expect("deposited");
+            assert_eq!(ino(&fd), *id);
+            assert_eq!(contents(&fd), format!("deposit {i}").as_bytes());
+        }
+        assert!(client.withdraw("k0".into()).await.unwrap().is_none());
+        drop(client);
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn sixty_four_concurrent_calls_get_their_own_fds() {
+    run_async(async {
+        let (client, server) = serve_pair();
+        for round in 0..5 {
+            let calls = (0..64).map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let label = format!("r{round}c{i}");
+                    let (b, ids) = bundle(&label, i % 4, i % 3 == 0);
+                    let back = client.echo(b).await.unwrap();
+                    check_bundle(&back, &label, &ids);
+                })
+            });
+            for c in futures::future::join_all(calls).await {
+                c.unwrap();
+            }
+        }
+        drop(client);
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn peer_credentials_are_the_callers() {
+    run_async(async {
+        let (client, server) = serve_pair();
+        let me = client.whoami().await.unwrap();
+        assert_eq!(me.pid, std::process::id() as i32);
+        assert_eq!(me.uid, rustix::process::getuid().as_raw() as i32);
+        assert_eq!(me.gid, rustix::process::getgid().as_raw() as i32);
+        drop(client);
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn an_authorization_hook_can_refuse_the_uid() {
+    run_async(async {
+        let dir = tempdir();
+        let path = dir.join("auth.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let me = rustix::process::getuid().as_raw();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            fdrpc::Server::new()
+                .authorize(move |peer| peer.uid() != me)
+                .serve_with_shutdown(
+                    listener,
+                    ConformanceServer::new(ConformanceImpl::default()),
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                ),
+        );
+        let client = ConformanceClient::connect(&path).await.unwrap();
+        let err = client.whoami().await.err().expect("refused");
+        assert!(matches!(err, fdrpc::RpcError::Connection(_)), "{err}");
+        drop(client);
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn the_blocking_client_does_everything() {
+    run_async(async {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let b = tokio::net::UnixStream::from_std(b).unwrap();
+        let server = tokio::spawn(async move {
+            let _ = fdrpc::Server::new()
+                .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
+                .await;
+        });
+        tokio::task::spawn_blocking(move || {
+            let client = ConformanceBlockingClient::from_std(a);
+            for (n, spare) in [(0, false), (1, true), (5, true), (254, false)] {
+                let label = format!("blocking{n}");
+                let (b, ids) = bundle(&label, n, spare);
+                check_bundle(&client.echo(b).unwrap(), &label, &ids);
+            }
+            let fd = client.open("/proc/self/exe".into()).unwrap();
+            assert!(is_cloexec(&fd));
+            let f = client
+                .fail("blocked".into())
+                .unwrap_err()
+                .into_service()
+                .unwrap();
+            assert_eq!(contents(f.log.as_ref().unwrap()), b"blocked");
+            client.deposit("b".into(), memfd(b"kept").into()).unwrap();
+            let kept = client.withdraw("b".into()).unwrap().unwrap();
+            assert_eq!(contents(&kept), b"kept");
+            assert_eq!(client.whoami().unwrap().pid, std::process::id() as i32);
+            // Several threads share one blocking client.
+            std::thread::scope(|s| {
+                for t in 0..4 {
+                    let client = client.clone();
+                    s.spawn(move || {
+                        for i in 0..20 {
+                            let label = format!("t{t}i{i}");
+                            let (b, ids) = bundle(&label, 2, true);
+                            check_bundle(&client.echo(b).unwrap(), &label, &ids);
+                        }
+                    });
+                }
+            });
+        })
+        .await
+        .unwrap();
+        server.await.unwrap();
+    });
+}
+
+/// Methods the conformance server does not have, and arguments it cannot decode, get a
+/// `TApplicationException`; the connection keeps working.
+mod mismatched {
+    use super::*;
+
+    #[derive(fdrpc::Message)]
+    pub struct NotABundle {
+        pub label: i64,
+    }
+
+    #[fdrpc::service(rename = "Conformance")]
+    pub trait Other {
+        async fn nonexistent(&self) -> i32;
+        async fn echo(&self, bundle: NotABundle) -> i32;
+        #[fdrpc(name = "withdraw")]
+        async fn withdraw_with_fds(&self, key: String, stray: Vec<OwnedFd>) -> Option<OwnedFd>;
+    }
+
+    #[test]
+    fn unknown_methods_and_bad_arguments_are_application_errors() {
+        run_async(async {
+            let (a, b) = tokio::net::UnixStream::pair().unwrap();
+            let server = tokio::spawn(async move {
+                let _ = fdrpc::Server::new()
+                    .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
+                    .await;
+            });
+            let inner = fdrpc::Client::new(a);
+            let other = OtherClient::new(inner.clone());
+            let conf = ConformanceClient::new(inner);
+            match other.nonexistent().await {
+                Err(fdrpc::RpcError::Application(e)) => {
+                    assert_eq!(e.kind, fdrpc::ApplicationErrorKind::UnknownMethod)
+                }
+                r => panic!("{r:?}"),
+            }
+            match other.echo(NotABundle { label: 5 }).await {
+                Err(fdrpc::RpcError::Application(e)) => {
+                    assert_eq!(e.kind, fdrpc::ApplicationErrorKind::ProtocolError)
+                }
+                r => panic!("{r:?}"),
+            }
+            // fds sent to a method whose arguments hold none: refused, and closed.
+            let stray: Vec<OwnedFd> = numbered(3);
+            match other.withdraw_with_fds("x".into(), stray).await {
+                Err(fdrpc::RpcError::Application(e)) => {
+                    assert_eq!(e.kind, fdrpc::ApplicationErrorKind::ProtocolError)
+                }
+                r => panic!("{r:?}"),
+            }
+            // Still serving.
+            assert_eq!(
+                conf.echo(bundle("after", 1, false).0).await.unwrap().label,
+                "after"
+            );
+            drop((other, conf));
+            server.await.unwrap();
+        });
+    }
+}
+
+/// A service whose handlers misbehave.
+mod misbehaving {
+    use super::*;
+
+    #[fdrpc::service]
+    pub trait Slow {
+        async fn sleep_then_fd(&self, millis: u64) -> OwnedFd;
+        async fn panic(&self) -> i32;
+    }
+
+    pub struct SlowImpl;
+
+    impl Slow for SlowImpl {
+        async fn sleep_then_fd(&self, millis: u64) -> OwnedFd {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            memfd(b"late").into()
+        }
+        async fn panic(&self) -> i32 {
+            panic!("handler bug")
+        }
+    }
+
+    fn serve() -> (SlowClient, tokio::task::JoinHandle<()>) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = fdrpc::Server::new()
+                .serve_connection(b, SlowServer::new(SlowImpl))
+                .await;
+        });
+        (SlowClient::new(fdrpc::Client::new(a)), server)
+    }
+
+    #[test]
+    fn a_panicking_handler_fails_only_its_call() {
+        run_async(async {
+            let (client, server) = serve();
+            match client.panic().await {
+                Err(fdrpc::RpcError::Application(e)) => {
+                    assert_eq!(e.kind, fdrpc::ApplicationErrorKind::InternalError)
+                }
+                r => panic!("{r:?}"),
+            }
+            let fd = client.sleep_then_fd(0).await.unwrap();
+            assert_eq!(contents(&fd), b"late");
+            drop((client, fd));
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn timeouts_and_dropped_calls_close_late_fds() {
+        run_async(async {
+            let (client, server) = serve();
+            let quick = client.with_timeout(Duration::from_millis(20));
+            match quick.sleep_then_fd(300).await {
+                Err(fdrpc::RpcError::Timeout(_)) => {}
+                r => panic!("{r:?}"),
+            }
+            // A call whose future is dropped.
+            let dropped =
+                tokio::time::timeout(Duration::from_millis(20), client.sleep_then_fd(300)).await;
+            assert!(dropped.is_err());
+            // Both late replies arrive and are discarded; the connection still works.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let fd = client.sleep_then_fd(0).await.unwrap();
+            drop((client, quick, fd));
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn graceful_shutdown_finishes_calls_in_flight() {
+        run_async(async {
+            let dir = tempdir();
+            let path = dir.join("slow.sock");
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(fdrpc::Server::new().serve_with_shutdown(
+                listener,
+                SlowServer::new(SlowImpl),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ));
+            let client = SlowClient::connect(&path).await.unwrap();
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move { client.sleep_then_fd(200).await }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop_tx.send(()).unwrap();
+            let fd = call.await.unwrap().expect("the call in flight finishes");
+            assert_eq!(contents(&fd), b"late");
+            server.await.unwrap().unwrap();
+            // The connection is closed now.
+            assert!(client.sleep_then_fd(0).await.is_err());
+            drop((client, fd));
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+}
+
+/// The server process dies with calls pending.
+mod server_killed {
+    use super::*;
+
+    const CHILD_ENV: &str = "FDRPC_TEST_CHILD_SOCKET";
+
+    /// Runs in a child process (re-executed test binary): serves the slow service.
+    #[test]
+    #[ignore = "runs only as the child of server_killed_mid_call"]
+    fn child_server() {
+        let Ok(path) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let _ = fdrpc::Server::new()
+                .serve(
+                    listener,
+                    misbehaving::SlowServer::new(misbehaving::SlowImpl),
+                )
+                .await;
+        });
+    }
+
+    #[test]
+    fn server_killed_mid_call() {
+        run_async(async {
+            let dir = tempdir();
+            let path = dir.join("child.sock");
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "server_killed::child_server",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env(CHILD_ENV, &path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let client = loop {
+                match misbehaving::SlowClient::connect(&path).await {
+                    Ok(c) => break c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            assert_eq!(contents(&client.sleep_then_fd(0).await.unwrap()), b"late");
+            let pending: Vec<_> = (0..8)
+                .map(|_| {
+                    let c = client.clone();
+                    tokio::spawn(async move { c.sleep_then_fd(60_000).await })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let killed = std::time::Instant::now();
+            child.kill().unwrap();
+            for p in pending {
+                match p.await.unwrap() {
+                    Err(fdrpc::RpcError::Connection(_)) => {}
+                    r => panic!("{r:?}"),
+                }
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(5),
+                "pending calls failed slowly"
+            );
+            child.wait().unwrap();
+            assert!(client.client().is_closed());
+            drop(client);
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+}
+
+fn tempdir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fdrpc-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[allow(dead_code)]
+fn unused(_: &dyn AsFd) {}
