@@ -63,7 +63,7 @@ fn check_unique_names(cx: &Ctxt, service: &Service<'_>) {
             cx.syn_error(syn::Error::new(
                 m.name_span,
                 format!(
-                    "two methods have the wire name `{}` (`{first}` too); give one another `#[fdrpc(name = \"...\")]`",
+                    "method `{first}` already has the wire name `{}`; give this one another `#[fdrpc(name = \"...\")]`",
                     m.name
                 ),
             ));

@@ -1,0 +1,6 @@
+#[fdrpc::service]
+trait Broker {
+    async fn whoami(&self, cx: &fdrpc::Context, again: &fdrpc::Context) -> i32;
+}
+
+fn main() {}

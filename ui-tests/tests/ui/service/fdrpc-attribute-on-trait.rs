@@ -1,0 +1,7 @@
+#[fdrpc::service]
+#[fdrpc(rename = "Other")]
+trait Broker {
+    async fn deposit(&self, key: String);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[fdrpc::service]
+trait Broker {
+    async fn open<P: Into<String>>(&self, path: P) -> i32;
+}
+
+fn main() {}

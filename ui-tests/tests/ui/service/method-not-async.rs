@@ -1,0 +1,6 @@
+#[fdrpc::service]
+trait Broker {
+    fn open(&self, path: String) -> i32;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[fdrpc::service]
+trait Broker {
+    async fn open(path: String) -> i32;
+}
+
+fn main() {}

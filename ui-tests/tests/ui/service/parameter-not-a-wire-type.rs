@@ -1,0 +1,8 @@
+struct Config;
+
+#[fdrpc::service]
+trait Broker {
+    async fn configure(&self, config: Config);
+}
+
+fn main() {}
