@@ -284,48 +284,45 @@ pub fn parse_frame(frame: &[u8]) -> Result<Frame<'_>, FrameError> {
         info: &[],
         payload,
     };
-    let mut seen_kv = false;
+    // Key/value sections in order; like Apache Thrift, padding (id 0) or an info id this
+    // reader does not know ends the header, and the rest of it is ignored.
+    let mut fds_seen = false;
+    let mut seq_seen = false;
+    let mut info_start: Option<usize> = None;
+    let mut info_end = 0;
     while let Some(&first) = cur.buf.first() {
         if first == 0 {
-            // Padding: the rest of the header must be zero.
-            if cur.buf.iter().any(|&b| b != 0) {
-                return Err(FrameError::Malformed("non-zero bytes after header padding"));
-            }
             break;
         }
         let id = cur.varint()?;
         if id != INFO_KEYVALUE {
-            return Err(FrameError::Malformed("unknown info header id"));
+            break;
         }
-        if seen_kv {
-            return Err(FrameError::Malformed(
-                "more than one key/value info section",
-            ));
-        }
-        seen_kv = true;
         let count = cur.varint()?;
-        let section = cur.buf;
-        let mut fds_seen = false;
-        let mut seq_seen = false;
+        let section_start = header.len() - cur.buf.len();
         for _ in 0..count {
             let k = cur.string()?;
             let v = cur.string()?;
             if k == HEADER_FDS.as_bytes() {
-                if fds_seen {
+                if std::mem::replace(&mut fds_seen, true) {
                     return Err(FrameError::Malformed("`fdrpc-fds` given twice"));
                 }
-                fds_seen = true;
                 out.fds = parse_int(v, HEADER_FDS)?;
             } else if k == HEADER_FD_SEQ.as_bytes() {
-                if seq_seen {
+                if std::mem::replace(&mut seq_seen, true) {
                     return Err(FrameError::Malformed("`fdrpc-fd-seq` given twice"));
                 }
-                seq_seen = true;
                 out.fd_seq = Some(parse_int(v, HEADER_FD_SEQ)?);
             }
         }
-        let used = section.len() - cur.buf.len();
-        out.info = section.get(..used).unwrap_or_default();
+        // Only the first section is kept for `headers()`; fdrpc writes one.
+        if info_start.is_none() {
+            info_start = Some(section_start);
+            info_end = header.len() - cur.buf.len();
+        }
+    }
+    if let Some(start) = info_start {
+        out.info = header.get(start..info_end).unwrap_or_default();
     }
     Ok(out)
 }
