@@ -42,6 +42,10 @@ pub trait Conformance {
     async fn withdraw(&self, key: String) -> Option<OwnedFd>;
     /// The caller as the server saw it.
     async fn whoami(&self, cx: &fdrpc::Context) -> Peer;
+    /// `count` memfds; the i-th (from 0) holds the decimal text of i.
+    async fn memfds(&self, count: i32) -> fdrpc::Stream<OwnedFd>;
+    /// The sum of the sizes (fstat) of the files streamed in.
+    async fn total_size(&self, files: fdrpc::Stream<OwnedFd>) -> i64;
 }
 
 /// The reference implementation of [`Conformance`].
@@ -92,6 +96,28 @@ impl Conformance for ConformanceImpl {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key)
+    }
+
+    async fn memfds(&self, count: i32) -> fdrpc::Stream<OwnedFd> {
+        // Each memfd is made when the client has credit for it, so a slow reader never makes
+        // this side hold more than its window of fds.
+        let items = (0..count.max(0)).map_while(|i| match memfd_holding(&i.to_string()) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                eprintln!("conformance: memfd_create failed: {e}; ending the stream");
+                None
+            }
+        });
+        fdrpc::Stream::iter(items)
+    }
+
+    async fn total_size(&self, mut files: fdrpc::Stream<OwnedFd>) -> i64 {
+        use futures::StreamExt;
+        let mut total = 0;
+        while let Some(Ok(fd)) = files.next().await {
+            total += rustix::fs::fstat(&fd).map(|st| st.st_size).unwrap_or(0);
+        }
+        total
     }
 
     async fn whoami(&self, cx: &fdrpc::Context) -> Peer {

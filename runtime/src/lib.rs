@@ -38,8 +38,9 @@ pub use error::{
 pub use fd_table::FdTable;
 pub use message::{Message, decode, encode};
 pub use rpc::{
-    ApplicationError, ApplicationErrorKind, BlockingClient, CallError, Client, ConnectionError,
-    Context, PeerCredentials, RpcError, Server, Service,
+    ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError, Client,
+    ConnectionError, Context, DEFAULT_WINDOW, PeerCredentials, RpcError, Server, Service,
+    SinkStatus, Stream, Streaming,
 };
 pub use transport::Limits;
 pub use typed_fd::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
@@ -55,10 +56,11 @@ pub mod __private {
         NoException, decode_result, decode_void_result, encode_result, encode_void_result,
     };
     pub use crate::rpc::{
-        BlockingClient, BoxFuture, CallError, Client, Context, Dispatch, Incoming, RpcError,
-        Service,
+        BlockingClient, BlockingSink, BlockingStreaming, BoxFuture, CallError, Client, Context,
+        Dispatch, Incoming, ReplyError, RpcError, Service, Stream, Streaming, producer,
     };
     pub use crate::wire::{Binary, BinaryField, Field, Wire};
+    pub use core::convert::Infallible;
     pub use core::option::Option;
     pub use core::result::Result;
     pub use std::boxed::Box;

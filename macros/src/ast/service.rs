@@ -97,14 +97,25 @@ pub(crate) struct Method<'a> {
 pub(crate) struct Param<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) ty: &'a Type,
+    /// `fdrpc::Stream<T, E>`: this parameter is the call's sink (not in the arguments struct).
+    pub(crate) stream: Option<StreamType<'a>>,
     /// `#[fdrpc(...)]` attributes, passed on to the arguments struct's field.
     pub(crate) attrs: Vec<&'a Attribute>,
     /// This is the `cx: &fdrpc::Context` parameter (not on the wire).
     pub(crate) is_context: bool,
 }
 
+/// The item and error types of an `fdrpc::Stream<T, E>`.
+#[derive(Clone, Copy)]
+pub(crate) struct StreamType<'a> {
+    pub(crate) item: &'a Type,
+    pub(crate) error: Option<&'a Type>,
+}
+
 /// What a method returns, split into its Thrift result struct fields.
 pub(crate) struct Return<'a> {
+    /// The method returns `fdrpc::Stream<T, E>` (or `Result<fdrpc::Stream<T, E>, X>`).
+    pub(crate) stream: Option<StreamType<'a>>,
     /// The success type; `None` for `()` (a Thrift `void`).
     pub(crate) value: Option<&'a Type>,
     /// The `E` of `Result<T, E>`: result field 1.
@@ -115,7 +126,13 @@ pub(crate) struct Return<'a> {
 
 impl<'a> Method<'a> {
     pub(crate) fn wire_params(&self) -> impl Iterator<Item = &Param<'a>> {
-        self.params.iter().filter(|p| !p.is_context)
+        self.params
+            .iter()
+            .filter(|p| !p.is_context && p.stream.is_none())
+    }
+
+    pub(crate) fn sink(&self) -> Option<&Param<'a>> {
+        self.params.iter().find(|p| p.stream.is_some())
     }
 
     pub(crate) fn context(&self) -> Option<&Param<'a>> {
@@ -323,9 +340,23 @@ fn method_from_syn<'a>(cx: &Ctxt, f: &'a TraitItemFn) -> Option<Method<'a>> {
             let owned: Vec<Attribute> = param_attrs.iter().map(|a| (*a).clone()).collect();
             let _ = Attrs::from_syn(cx, Position::Param, &owned);
         }
+        let stream = if is_context {
+            None
+        } else {
+            stream_type(&pt.ty)
+        };
+        if stream.is_some() {
+            if let Some(a) = param_attrs.first() {
+                cx.error_spanned_by(a, "a stream parameter is not in the arguments struct; it takes no `#[fdrpc(...)]`");
+            }
+            if params.iter().any(|p: &Param<'_>| p.stream.is_some()) {
+                cx.error_spanned_by(&pt.ty, "a method takes at most one stream parameter");
+            }
+        }
         params.push(Param {
             ident,
             ty: &pt.ty,
+            stream,
             attrs: param_attrs,
             is_context,
         });
@@ -333,14 +364,17 @@ fn method_from_syn<'a>(cx: &Ctxt, f: &'a TraitItemFn) -> Option<Method<'a>> {
 
     let ret = match &sig.output {
         ReturnType::Default => Return {
+            stream: None,
             value: None,
             exception: None,
             written: None,
         },
         ReturnType::Type(_, ty) => {
             let (value, exception) = split_result(ty);
+            let stream = value.and_then(stream_type);
             Return {
-                value: value.filter(|t| !is_unit(t)),
+                stream,
+                value: value.filter(|t| !is_unit(t) && stream.is_none()),
                 exception,
                 written: Some(ty),
             }
@@ -390,6 +424,34 @@ fn context_kind(ty: &Type) -> ContextKind {
         }
         _ if last_ident(ty).is_some_and(|i| i == "Context") => ContextKind::ByValue,
         _ => ContextKind::NotContext,
+    }
+}
+
+/// `Stream<T>` or `Stream<T, E>` (any path ending in `Stream`).
+pub(crate) fn stream_type(ty: &Type) -> Option<StreamType<'_>> {
+    let Type::Path(p) = ty else { return None };
+    let seg = p.path.segments.last()?;
+    if seg.ident != "Stream" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    let tys: Vec<&Type> = args
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    match tys[..] {
+        [item] => Some(StreamType { item, error: None }),
+        [item, error] => Some(StreamType {
+            item,
+            error: Some(error),
+        }),
+        _ => None,
     }
 }
 

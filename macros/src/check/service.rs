@@ -42,9 +42,26 @@ pub(crate) fn check(cx: &Ctxt, service: &Service<'_>) {
                 }
             }
             let _ = span;
+            if let Some(p) = m.sink() {
+                cx.error_spanned_by(
+                    p.ty,
+                    "a `#[oneway]` method cannot take a stream: a sink needs a reply; drop `#[oneway]`",
+                );
+            }
         }
         for p in m.wire_params() {
             check_type(cx, p.ty);
+        }
+        for st in m
+            .sink()
+            .and_then(|p| p.stream)
+            .into_iter()
+            .chain(m.ret.stream)
+        {
+            check_type(cx, st.item);
+            if let Some(e) = st.error {
+                check_type(cx, e);
+            }
         }
         if let Some(ty) = m.ret.value {
             check_type(cx, ty);

@@ -4,6 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use crate::ast::service::{Method, Service};
+use crate::expand::server::stream_error;
 use crate::expand::service::{args_ident, decode_reply, private};
 
 fn names(service: &Service<'_>) -> (syn::Ident, syn::Ident) {
@@ -72,6 +73,144 @@ fn outcome(service: &Service<'_>, m: &Method<'_>) -> (TokenStream, TokenStream) 
     }
 }
 
+/// Client methods of a method with a sink or a stream: (async, blocking).
+fn stream_methods(
+    service: &Service<'_>,
+    m: &Method<'_>,
+    params: &[TokenStream],
+    build: &TokenStream,
+) -> (TokenStream, TokenStream) {
+    let krate = &service.krate;
+    let p = private(service);
+    let docs = &m.docs;
+    let ident = m.ident;
+    let wire = &m.name;
+    // The sink argument: a `Stream` for the async client, an iterator for the blocking one.
+    let (sink_expr, blocking_params, blocking_sink) = match m.sink() {
+        Some(param) => {
+            let i = param.ident;
+            let st = param.stream.expect("sink parameters are streams");
+            let (t, e) = (st.item, stream_error(&p, st.error));
+            let iter_item = match st.error {
+                Some(e) => quote!(#p::Result<#t, #e>),
+                None => quote!(#t),
+            };
+            let to_results = match st.error {
+                Some(_) => quote!(#i.into_iter()),
+                None => quote!(#i.into_iter().map(#p::Result::<#t, #p::Infallible>::Ok)),
+            };
+            let blocking_params: Vec<TokenStream> = m
+                .params
+                .iter()
+                .filter(|x| !x.is_context)
+                .map(|x| {
+                    let (xi, xt) = (x.ident, x.ty);
+                    if x.stream.is_some() {
+                        quote!(#xi: impl ::core::iter::IntoIterator<Item = #iter_item, IntoIter: ::core::marker::Send + 'static>)
+                    } else {
+                        quote!(#xi: #xt)
+                    }
+                })
+                .collect();
+            (
+                quote!(#p::producer::<#t, #e>(#i)),
+                blocking_params,
+                quote!(#p::BlockingSink::<#t, #e>::new(#to_results)),
+            )
+        }
+        None => (quote!(), params.to_vec(), quote!()),
+    };
+    let exc = match m.ret.exception {
+        Some(e) => quote!(#e),
+        None => quote!(#p::NoException),
+    };
+    let has_exc = m.ret.exception.is_some();
+    let stream_types = m.ret.stream.map(|st| (st.item, stream_error(&p, st.error)));
+    let (ok_ty, blocking_ok_ty) = match (&stream_types, m.ret.value) {
+        (Some((t, e)), _) => (
+            quote!(#krate::Streaming<#t, #e>),
+            quote!(#krate::BlockingStreaming<#t, #e>),
+        ),
+        (None, Some(v)) => (quote!(#v), quote!(#v)),
+        (None, None) => (quote!(()), quote!(())),
+    };
+    let (ret, blocking_ret, tail) = match m.ret.exception {
+        Some(e) => (
+            quote!(#p::Result<#ok_ty, #krate::CallError<#e>>),
+            quote!(#p::Result<#blocking_ok_ty, #krate::CallError<#e>>),
+            quote! {
+                match __r {
+                    #p::Result::Ok(#p::Result::Ok(__v)) => #p::Result::Ok(__v),
+                    #p::Result::Ok(#p::Result::Err(__e)) => #p::Result::Err(#krate::CallError::Service(__e)),
+                    #p::Result::Err(__e) => #p::Result::Err(#krate::CallError::Rpc(__e)),
+                }
+            },
+        ),
+        None => (
+            quote!(#p::Result<#ok_ty, #krate::RpcError>),
+            quote!(#p::Result<#blocking_ok_ty, #krate::RpcError>),
+            quote! {
+                match __r {
+                    #p::Result::Ok(#p::Result::Ok(__v)) => #p::Result::Ok(__v),
+                    #p::Result::Ok(#p::Result::Err(__never)) => match __never {},
+                    #p::Result::Err(__e) => #p::Result::Err(__e),
+                }
+            },
+        ),
+    };
+    if let Some((t, e)) = stream_types {
+        let async_sink_opt = if m.sink().is_some() {
+            quote!(#p::Option::Some(#sink_expr))
+        } else {
+            quote!(#p::Option::None)
+        };
+        let _ = &blocking_sink;
+        let async_m = quote! {
+            #(#docs)*
+            pub async fn #ident(&self, #(#params),*) -> #ret {
+                let __r = self
+                    .inner
+                    .call_streaming::<_, _, #t, #e>(#wire, #build, |__d| #p::decode_void_result::<#exc>(__d, #has_exc), #async_sink_opt)
+                    .await
+                    .map(|(__init, __s)| __init.map(|()| __s));
+                #tail
+            }
+        };
+        let blocking_m = quote! {
+            #(#docs)*
+            pub fn #ident(&self, #(#blocking_params),*) -> #blocking_ret {
+                let __r = self
+                    .inner
+                    .call_streaming::<_, _, #t, #e>(#wire, #build, |__d| #p::decode_void_result::<#exc>(__d, #has_exc), #p::Option::None)
+                    .map(|(__init, __s)| __init.map(|()| __s));
+                #tail
+            }
+        };
+        // A stream both ways needs both directions driven at once: async client only.
+        if m.sink().is_some() {
+            return (async_m, quote!());
+        }
+        return (async_m, blocking_m);
+    }
+    let decode = decode_reply(service, m);
+    // No stream back: the method has a sink.
+    let async_m = quote! {
+        #(#docs)*
+        pub async fn #ident(&self, #(#params),*) -> #ret {
+            let __r = self.inner.call_with_sink(#wire, #build, #sink_expr, #decode).await;
+            #tail
+        }
+    };
+    let blocking_m = quote! {
+        #(#docs)*
+        pub fn #ident(&self, #(#blocking_params),*) -> #blocking_ret {
+            let __r = self.inner.call_with_sink(#wire, #build, #blocking_sink, #decode);
+            #tail
+        }
+    };
+    (async_m, blocking_m)
+}
+
 pub(crate) fn impls(service: &Service<'_>) -> TokenStream {
     let krate = &service.krate;
     let p = private(service);
@@ -110,6 +249,22 @@ pub(crate) fn impls(service: &Service<'_>) -> TokenStream {
                     self.inner.oneway(#wire, #build)
                 }
             });
+            continue;
+        }
+        if m.sink().is_some() || m.ret.stream.is_some() {
+            // The sink parameter is a parameter of the client method too.
+            let params: Vec<_> = m
+                .params
+                .iter()
+                .filter(|p| !p.is_context)
+                .map(|p| {
+                    let (i, t) = (p.ident, p.ty);
+                    quote!(#i: #t)
+                })
+                .collect();
+            let (a, b) = stream_methods(service, m, &params, &build);
+            async_methods.push(a);
+            blocking_methods.push(b);
             continue;
         }
         let decode = decode_reply(service, m);

@@ -61,6 +61,58 @@ fn arm(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
         Some(e) => quote!(#e),
         None => quote!(#p::NoException),
     };
+    // The sink: opened when the call is dispatched, so the client gets its credit at once.
+    let (open_sink, check_sink) = match m.sink() {
+        Some(param) => {
+            let i = param.ident;
+            let st = param.stream.expect("sink parameters are streams");
+            let (t, e) = (st.item, stream_error(&p, st.error));
+            (
+                quote!(let (#i, __sink_status) = __call.open_sink::<#t, #e>(#wire);),
+                quote!(__sink_status.check()?;),
+            )
+        }
+        None => (quote!(), quote!()),
+    };
+    if let Some(st) = m.ret.stream {
+        let (t, e) = (st.item, stream_error(&p, st.error));
+        let reply = if m.ret.exception.is_some() {
+            quote! {
+                match __ret {
+                    #p::Result::Ok(__s) => {
+                        #p::encode_void_result::<#exc>(&mut __enc, #p::Result::Ok(()))?;
+                        #p::Result::Ok((__enc, #p::Option::Some(#p::producer::<#t, #e>(__s))))
+                    }
+                    #p::Result::Err(__x) => {
+                        #p::encode_void_result::<#exc>(&mut __enc, #p::Result::Err(__x))?;
+                        #p::Result::Ok((__enc, #p::Option::None))
+                    }
+                }
+            }
+        } else {
+            quote! {
+                #p::encode_void_result::<#exc>(&mut __enc, #p::Result::Ok(()))?;
+                #p::Result::Ok((__enc, #p::Option::Some(#p::producer::<#t, #e>(__ret))))
+            }
+        };
+        return quote! {
+            #wire => {
+                let #args { #(#names),* } = match __call.decode_args::<#args>() {
+                    #p::Result::Ok(__a) => __a,
+                    #p::Result::Err(__e) => return #p::Dispatch::BadArgs(__e),
+                };
+                let __svc = #p::Arc::clone(&self.service);
+                #context
+                #open_sink
+                let __slot = __call.open_stream(#wire);
+                let mut __enc = __call.reply_encoder(#wire);
+                #p::Dispatch::Stream(__slot, #p::Box::pin(async move {
+                    let __ret = #invoke;
+                    #reply
+                }))
+            }
+        };
+    }
     let encode = match (m.ret.value, m.ret.exception.is_some()) {
         (Some(t), true) => quote!(#p::encode_result::<#t, #exc>(&mut __enc, __ret)?),
         (Some(t), false) => {
@@ -80,13 +132,23 @@ fn arm(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
             };
             let __svc = #p::Arc::clone(&self.service);
             #context
+            #open_sink
             let mut __enc = __call.reply_encoder(#wire);
             #p::Dispatch::Reply(#p::Box::pin(async move {
                 let __ret = #invoke;
+                #check_sink
                 #encode;
                 #p::Result::Ok(__enc)
             }))
         }
+    }
+}
+
+/// The error type of a stream: as declared, or `Infallible`.
+pub(crate) fn stream_error(p: &TokenStream, error: Option<&syn::Type>) -> TokenStream {
+    match error {
+        Some(e) => quote!(#e),
+        None => quote!(#p::Infallible),
     }
 }
 

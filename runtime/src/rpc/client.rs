@@ -14,13 +14,17 @@ use tokio::task::JoinHandle;
 
 use super::app_exception::ApplicationError;
 use super::error::{ConnectionError, RpcError};
+use super::flow::{DEFAULT_WINDOW, HEADER_CREDIT, HEADER_STREAM, StreamFrame};
+use super::producer::{ErasedProducer, produce};
 use super::reader;
+use super::routes::{Delivered, Routes, send_control};
+use super::streaming::{Consumer, Streaming};
 use super::writer::Writer;
 use crate::compact::{Decoder, Encoder, MessageType};
 use crate::error::{DecodeError, TransportError};
 use crate::fd_table::FdTable;
 use crate::transport::{Limits, RecvQueue};
-use crate::wire::Wire;
+use crate::wire::{Field, Wire};
 
 /// A reply as the reader hands it to the waiting call.
 pub(crate) struct Reply {
@@ -42,9 +46,11 @@ struct Pending {
 
 struct Shared {
     stream: Arc<UnixStream>,
-    writer: Writer,
+    writer: Arc<Writer>,
+    routes: Arc<Routes>,
     pending: Mutex<Pending>,
     next_seqid: AtomicI32,
+    window: u32,
 }
 
 impl Shared {
@@ -55,6 +61,7 @@ impl Shared {
     /// Fails every pending call and every later one with `err`.
     fn kill(&self, err: ConnectionError) {
         self.writer.fail(err.clone());
+        self.routes.fail_all(&err);
         let waiters = {
             let mut p = self.pending();
             if p.dead.is_none() {
@@ -145,7 +152,9 @@ impl Client {
     pub fn with_limits(stream: UnixStream, limits: Limits) -> Self {
         let stream = Arc::new(stream);
         let shared = Arc::new(Shared {
-            writer: Writer::new(stream.clone()),
+            writer: Arc::new(Writer::new(stream.clone())),
+            routes: Arc::new(Routes::default()),
+            window: DEFAULT_WINDOW,
             stream,
             pending: Mutex::new(Pending {
                 waiters: HashMap::new(),
@@ -221,6 +230,67 @@ impl Client {
         args: A,
         decode: fn(&mut Decoder<'_>) -> Result<R, DecodeError>,
     ) -> Result<R, RpcError> {
+        self.exchange(method, args, decode, None, false)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// Sends a call whose reply opens a stream of items (used by generated clients).
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future forgets the call; dropping the returned [`Streaming`] cancels the
+    /// stream.
+    #[doc(hidden)]
+    pub async fn call_streaming<A: Wire, R, T: Field, E: Field>(
+        &self,
+        method: &'static str,
+        args: A,
+        decode: fn(&mut Decoder<'_>) -> Result<R, DecodeError>,
+        sink: Option<Box<dyn ErasedProducer>>,
+    ) -> Result<(R, Streaming<T, E>), RpcError> {
+        let (r, consumer) = self.exchange(method, args, decode, sink, true).await?;
+        let consumer = consumer
+            .ok_or_else(|| RpcError::Connection(ConnectionError::new(TransportError::Closed)))?;
+        Ok((r, Streaming::new(consumer)))
+    }
+
+    /// Sends a call together with a stream of items (a sink), and waits for its reply (used
+    /// by generated clients).
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future aborts the sink (the server sees it break off) and forgets the
+    /// call.
+    #[doc(hidden)]
+    pub async fn call_with_sink<A: Wire, R>(
+        &self,
+        method: &'static str,
+        args: A,
+        sink: Box<dyn ErasedProducer>,
+        decode: fn(&mut Decoder<'_>) -> Result<R, DecodeError>,
+    ) -> Result<R, RpcError> {
+        self.exchange(method, args, decode, Some(sink), false)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    async fn exchange<A: Wire, R>(
+        &self,
+        method: &'static str,
+        args: A,
+        decode: fn(&mut Decoder<'_>) -> Result<R, DecodeError>,
+        sink: Option<Box<dyn ErasedProducer>>,
+        streaming: bool,
+    ) -> Result<(R, Option<Consumer>), RpcError> {
         let shared = &self.core.shared;
         let seqid = self.seqid();
         let (tx, rx) = oneshot::channel();
@@ -232,13 +302,89 @@ impl Client {
             p.waiters.insert(seqid, Waiter { method, tx });
         }
         let guard = PendingGuard { shared, seqid };
-        send(shared, method, MessageType::Call, seqid, args)?;
-        let reply = match self.timeout {
-            Some(d) => tokio::time::timeout(d, rx)
-                .await
-                .map_err(|_| RpcError::Timeout(d))?,
-            None => rx.await,
+        // Register the stream's ends before the call goes out: its frames may follow the
+        // reply at once.
+        let consumer = streaming.then(|| {
+            let (rx, window) = shared.routes.open_inbound(seqid, shared.window);
+            Consumer {
+                rx,
+                window,
+                writer: shared.writer.clone(),
+                routes: shared.routes.clone(),
+                method,
+                ty: MessageType::Oneway,
+                seqid,
+                finished: false,
+            }
+        });
+        let credit = sink.as_ref().map(|_| shared.routes.open_credit(seqid, 0));
+        let mut sink_guard = SinkGuard {
+            shared,
+            method,
+            seqid,
+            active: credit.is_some(),
         };
+        let window = shared.window.to_string();
+        let headers: &[(&str, &str)] = if streaming {
+            &[(HEADER_CREDIT, &window)]
+        } else {
+            &[]
+        };
+        send(shared, method, MessageType::Call, seqid, args, headers)?;
+        let reply = async {
+            match self.timeout {
+                Some(d) => tokio::time::timeout(d, rx)
+                    .await
+                    .map_err(|_| RpcError::Timeout(d)),
+                None => Ok(rx.await),
+            }
+        };
+        let reply = match (sink, credit) {
+            // A bidirectional call: the sink goes on after the reply, for as long as the server
+            // grants credit; it stops when cancelled or when the connection ends.
+            (Some(p), Some(credit)) if streaming => {
+                sink_guard.active = false;
+                tokio::spawn(produce(
+                    shared.writer.clone(),
+                    shared.routes.clone(),
+                    method,
+                    MessageType::Oneway,
+                    seqid,
+                    credit,
+                    p,
+                ));
+                reply.await
+            }
+            (Some(p), Some(credit)) => {
+                let produce = produce(
+                    shared.writer.clone(),
+                    shared.routes.clone(),
+                    method,
+                    MessageType::Oneway,
+                    seqid,
+                    credit,
+                    p,
+                );
+                tokio::pin!(produce);
+                tokio::pin!(reply);
+                let mut producing = true;
+                loop {
+                    tokio::select! {
+                        r = &mut reply => break r,
+                        _ = &mut produce, if producing => {
+                            producing = false;
+                            sink_guard.active = false;
+                        }
+                    }
+                }
+            }
+            _ => reply.await,
+        }?;
+        // The reply came: a sink still producing is no longer wanted.
+        if sink_guard.active {
+            sink_guard.active = false;
+            shared.routes.close_credit(seqid);
+        }
         drop(guard);
         let reply = match reply {
             Ok(r) => r?,
@@ -249,7 +395,8 @@ impl Client {
                 ));
             }
         };
-        decode_reply(reply, decode)
+        let r = decode_reply(reply, decode)?;
+        Ok((r, consumer))
     }
 
     /// Sends a oneway call (used by generated clients). Returns once the frame is queued.
@@ -260,7 +407,14 @@ impl Client {
     #[doc(hidden)]
     pub fn oneway<A: Wire>(&self, method: &'static str, args: A) -> Result<(), RpcError> {
         let seqid = self.seqid();
-        send(&self.core.shared, method, MessageType::Oneway, seqid, args)
+        send(
+            &self.core.shared,
+            method,
+            MessageType::Oneway,
+            seqid,
+            args,
+            &[],
+        )
     }
 
     /// Waits until every frame queued on this connection has been written.
@@ -282,6 +436,30 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// Aborts a sink still being sent when its call is dropped.
+struct SinkGuard<'a> {
+    shared: &'a Shared,
+    method: &'static str,
+    seqid: i32,
+    active: bool,
+}
+
+impl Drop for SinkGuard<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.shared.routes.close_credit(self.seqid);
+            send_control(
+                &self.shared.writer,
+                self.method,
+                MessageType::Oneway,
+                self.seqid,
+                StreamFrame::Abort,
+                None,
+            );
+        }
+    }
+}
+
 thread_local! {
     static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -293,6 +471,7 @@ fn send<A: Wire>(
     ty: MessageType,
     seqid: i32,
     args: A,
+    headers: &[(&str, &str)],
 ) -> Result<(), RpcError> {
     let buf = SCRATCH.with(|s| s.take());
     let mut enc = Encoder::with_buffer(buf);
@@ -303,7 +482,7 @@ fn send<A: Wire>(
     let pushed = match encoded {
         Ok(()) => shared
             .writer
-            .push(seqid, &payload, fds, &[])
+            .push(seqid, &payload, fds, headers)
             .map_err(RpcError::Connection),
         Err(e) => Err(RpcError::Encode(e)),
     };
@@ -347,6 +526,33 @@ async fn read_replies(shared: &Shared, limits: Limits) -> ConnectionError {
                 Err(e) => return ConnectionError::new(e.into()),
             };
             let body_start = payload.len() - dec.remaining();
+            if let Some(kind) = frame.frame.header(HEADER_STREAM) {
+                let Some(kind) = StreamFrame::parse(kind) else {
+                    return ConnectionError::new(TransportError::Frame(
+                        crate::FrameError::Malformed("unknown `fdrpc-stream` value"),
+                    ));
+                };
+                let credit = frame
+                    .frame
+                    .header(HEADER_CREDIT)
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                let body = payload.get(body_start..).unwrap_or_default();
+                if let Delivered::Violation { seqid } =
+                    shared
+                        .routes
+                        .deliver(header.seqid, kind, credit, body, frame.fds)
+                {
+                    send_control(
+                        &shared.writer,
+                        header.name,
+                        MessageType::Oneway,
+                        seqid,
+                        StreamFrame::Cancel,
+                        None,
+                    );
+                }
+                continue;
+            }
             let waiter = shared.pending().waiters.remove(&header.seqid);
             let Some(waiter) = waiter else {
                 // A reply for a call nobody waits for any more: its fds close here.

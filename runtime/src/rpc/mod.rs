@@ -9,21 +9,32 @@
 
 mod app_exception;
 mod blocking_client;
+mod blocking_stream;
 mod client;
 mod context;
 mod error;
+mod flow;
 mod peer;
+mod producer;
 mod reader;
 pub(crate) mod result;
+mod routes;
 mod server;
 mod service;
+mod stream;
+mod streaming;
 mod writer;
 
 pub use app_exception::{ApplicationError, ApplicationErrorKind};
 pub use blocking_client::BlockingClient;
+pub use blocking_stream::{BlockingSink, BlockingStreaming};
 pub use client::Client;
 pub use context::Context;
 pub use error::{CallError, ConnectionError, RpcError};
+pub use flow::DEFAULT_WINDOW;
 pub use peer::PeerCredentials;
+pub use producer::{ErasedProducer, producer};
 pub use server::Server;
-pub use service::{BoxFuture, Dispatch, Incoming, Service};
+pub use service::{BoxFuture, Dispatch, Incoming, ReplyError, Service, StreamReply, StreamSlot};
+pub use stream::Stream;
+pub use streaming::{SinkStatus, Streaming};

@@ -107,3 +107,13 @@ pub fn decode_void_result<E: Field>(
         (_, None) => Ok(Ok(())),
     }
 }
+
+impl Wire for std::convert::Infallible {
+    const TTYPE: TType = TType::Struct;
+    fn encode(self, _: &mut Encoder) -> Result<(), EncodeError> {
+        match self {}
+    }
+    fn decode(_: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Err(DecodeErrorKind::InvalidUnion("this stream declares no error").into())
+    }
+}

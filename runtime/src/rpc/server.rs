@@ -12,13 +12,17 @@ use tokio::task::JoinSet;
 
 use super::app_exception::{ApplicationError, ApplicationErrorKind};
 use super::error::ConnectionError;
+use super::flow::{DEFAULT_WINDOW, HEADER_CREDIT, HEADER_STREAM, MAX_WINDOW, StreamFrame};
 use super::peer::PeerCredentials;
+use super::producer::produce;
 use super::reader;
-use super::service::{Dispatch, Incoming, Service};
+use super::routes::{Delivered, Routes, send_control};
+use super::service::{BoxFuture, Dispatch, Incoming, ReplyError, Service, StreamCtx, StreamReply};
 use super::writer::Writer;
 use crate::compact::{Decoder, Encoder, MessageType};
 use crate::error::TransportError;
 use crate::fd_table::FdTable;
+use crate::frame::Frame;
 use crate::transport::{Limits, RecvQueue};
 
 type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
@@ -216,6 +220,11 @@ impl Server {
         let conn = ConnState {
             writer: writer.clone(),
             peer,
+            streams: StreamCtx {
+                writer: writer.clone(),
+                routes: Arc::new(Routes::default()),
+                sink_window: DEFAULT_WINDOW,
+            },
         };
         let ended = loop {
             if *stop.borrow() {
@@ -230,13 +239,7 @@ impl Server {
             let Some(permit) = permit else { break Ok(()) };
             match rq.next_frame() {
                 Ok(Some(frame)) => {
-                    let oneway = conn.handle_frame(
-                        &*service,
-                        frame.frame.seqid,
-                        frame.frame.payload,
-                        frame.fds,
-                        permit,
-                    );
+                    let oneway = conn.handle_frame(&*service, &frame.frame, frame.fds, permit);
                     // Oneway handlers run in order, each finished before the next frame is
                     // read, so later calls on this connection see their effects.
                     if let Some(fut) = oneway {
@@ -258,8 +261,13 @@ impl Server {
                 Err(e) => break Err(e),
             }
         };
-        // Drop what was received but not dispatched, closing its fds.
+        // Drop what was received but not dispatched, closing its fds; end every stream.
         drop(rq);
+        let why = match &ended {
+            Ok(()) => ConnectionError::new(TransportError::Closed),
+            Err(e) => ConnectionError::new(clone_transport_error(e)),
+        };
+        conn.streams.routes.fail_all(&why);
         if let Err(e) = &ended {
             tracing::warn!(error = %e, pid = conn.peer.pid(), "fdrpc connection failed; closing it");
         }
@@ -290,35 +298,68 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
 struct ConnState {
     writer: Arc<Writer>,
     peer: Arc<PeerCredentials>,
+    streams: StreamCtx,
 }
 
 impl ConnState {
     /// Decodes and dispatches one frame. A call's handler runs in its own task holding
-    /// `permit`; a oneway handler is returned, to be awaited before the next frame.
+    /// `permit`; a oneway handler is returned, to be awaited before the next frame. Stream
+    /// frames go to their stream.
     fn handle_frame<S: Service + ?Sized>(
         &self,
         service: &S,
-        frame_seqid: i32,
-        payload: &[u8],
+        frame: &Frame<'_>,
         fds: Vec<std::os::fd::OwnedFd>,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Option<super::service::BoxFuture<()>> {
-        let mut dec = Decoder::new(payload, FdTable::new(fds));
+    ) -> Option<BoxFuture<()>> {
+        let payload = frame.payload;
+        let mut dec = Decoder::new(payload, FdTable::empty());
         let header = match dec.read_message_header() {
             Ok(h) => h,
             Err(e) => {
-                // Not a Thrift compact message: answer on the frame's sequence id.
+                // Not a Thrift compact message: answer on the frame's sequence id. Its fds
+                // close here.
                 tracing::debug!(error = %e, "fdrpc: undecodable message header");
                 self.exception(
                     "",
-                    frame_seqid,
+                    frame.seqid,
                     ApplicationErrorKind::ProtocolError,
                     e.to_string(),
                 );
                 return None;
             }
         };
+        let body = payload
+            .get(payload.len() - dec.remaining()..)
+            .unwrap_or_default();
         let (name, seqid, ty) = (header.name, header.seqid, header.ty);
+        if let Some(kind) = frame.header(HEADER_STREAM) {
+            drop(permit);
+            match StreamFrame::parse(kind) {
+                Some(kind) => {
+                    let credit = frame
+                        .header(HEADER_CREDIT)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                    if let Delivered::Violation { seqid } =
+                        self.streams.routes.deliver(seqid, kind, credit, body, fds)
+                    {
+                        send_control(
+                            &self.writer,
+                            name,
+                            MessageType::Reply,
+                            seqid,
+                            StreamFrame::Cancel,
+                            None,
+                        );
+                    }
+                }
+                None => tracing::debug!(
+                    method = name,
+                    "fdrpc: unknown `fdrpc-stream` value; frame dropped"
+                ),
+            }
+            return None;
+        }
         if !matches!(ty, MessageType::Call | MessageType::Oneway) {
             self.exception(
                 name,
@@ -329,7 +370,12 @@ impl ConnState {
             return None;
         }
         let wants_reply = ty == MessageType::Call;
-        let incoming = Incoming::new(header, dec, &self.peer);
+        let credit = frame
+            .header(HEADER_CREDIT)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+            .map(|c| c.min(MAX_WINDOW));
+        let args = Decoder::new(body, FdTable::new(fds));
+        let incoming = Incoming::new(header, args, &self.peer, &self.streams, credit);
         match service.dispatch(incoming) {
             Dispatch::Reply(fut) => {
                 let writer = self.writer.clone();
@@ -337,32 +383,41 @@ impl ConnState {
                 tokio::spawn(async move {
                     let result = AssertUnwindSafe(fut).catch_unwind().await;
                     if wants_reply {
-                        match result {
-                            Ok(Ok(enc)) => {
-                                let (payload, fds) = enc.into_parts();
-                                let _ = writer.push(seqid, &payload, fds, &[]);
-                            }
-                            Ok(Err(e)) => {
-                                tracing::error!(method = %name, error = %e, "fdrpc: could not encode a reply");
-                                push_exception(
-                                    &writer,
-                                    &name,
-                                    seqid,
-                                    ApplicationErrorKind::InternalError,
-                                    format!("could not encode the reply: {e}"),
-                                );
-                            }
-                            Err(_) => {
-                                tracing::error!(method = %name, "fdrpc: handler panicked");
-                                push_exception(
-                                    &writer,
-                                    &name,
-                                    seqid,
-                                    ApplicationErrorKind::InternalError,
-                                    "the handler panicked".into(),
-                                );
-                            }
+                        push_reply(
+                            &writer,
+                            &name,
+                            seqid,
+                            result.map(|r| r.map(|enc| (enc, None))),
+                        );
+                    }
+                    drop(permit);
+                });
+            }
+            Dispatch::Stream(slot, fut) => {
+                let writer = self.writer.clone();
+                let routes = self.streams.routes.clone();
+                let name = name.to_owned();
+                tokio::spawn(async move {
+                    let mut result = AssertUnwindSafe(fut).catch_unwind().await;
+                    let p = match &mut result {
+                        Ok(Ok((_, p))) => p.take(),
+                        _ => None,
+                    };
+                    push_reply(&writer, &name, seqid, result);
+                    match p {
+                        Some(p) => {
+                            produce(
+                                writer,
+                                routes,
+                                slot.method,
+                                MessageType::Reply,
+                                seqid,
+                                slot.credit,
+                                p,
+                            )
+                            .await;
                         }
+                        None => routes.close_credit(seqid),
                     }
                     drop(permit);
                 });
@@ -417,6 +472,41 @@ impl ConnState {
     }
 }
 
+type HandlerOutcome = Result<StreamReply, Box<dyn std::any::Any + Send>>;
+
+/// Queues a handler's reply, or the `TApplicationException` that replaces it.
+fn push_reply(writer: &Writer, name: &str, seqid: i32, result: HandlerOutcome) {
+    match result {
+        Ok(Ok((enc, _))) => {
+            let (payload, fds) = enc.into_parts();
+            let _ = writer.push(seqid, &payload, fds, &[]);
+        }
+        Ok(Err(ReplyError::Encode(e))) => {
+            tracing::error!(method = %name, error = %e, "fdrpc: could not encode a reply");
+            push_exception(
+                writer,
+                name,
+                seqid,
+                ApplicationErrorKind::InternalError,
+                format!("could not encode the reply: {e}"),
+            );
+        }
+        Ok(Err(ReplyError::Application(e))) => {
+            push_exception(writer, name, seqid, e.kind, e.message);
+        }
+        Err(_) => {
+            tracing::error!(method = %name, "fdrpc: handler panicked");
+            push_exception(
+                writer,
+                name,
+                seqid,
+                ApplicationErrorKind::InternalError,
+                "the handler panicked".into(),
+            );
+        }
+    }
+}
+
 fn push_exception(
     writer: &Writer,
     name: &str,
@@ -431,5 +521,20 @@ fn push_exception(
     if ok.is_ok() {
         let (payload, fds) = enc.into_parts();
         let _ = writer.push(seqid, &payload, fds, &[]);
+    }
+}
+
+/// A description of `e` to hand to the connection's streams (transport errors hold an
+/// `io::Error`, which is not `Clone`).
+fn clone_transport_error(e: &TransportError) -> TransportError {
+    match e {
+        TransportError::Io(io) => {
+            TransportError::Io(std::io::Error::new(io.kind(), io.to_string()))
+        }
+        TransportError::Frame(f) => TransportError::Frame(f.clone()),
+        TransportError::FdStream(f) => TransportError::FdStream(f.clone()),
+        TransportError::Closed => TransportError::Closed,
+        TransportError::ClosedMidFrame(n) => TransportError::ClosedMidFrame(*n),
+        other => TransportError::Io(std::io::Error::other(other.to_string())),
     }
 }

@@ -5,11 +5,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::app_exception::{ApplicationError, ApplicationErrorKind};
 use super::context::Context;
+use super::flow::{Credit, DEFAULT_WINDOW, StreamFrame};
 use super::peer::PeerCredentials;
+use super::producer::ErasedProducer;
+use super::routes::{Routes, send_control};
+use super::stream::Stream;
+use super::streaming::{Consumer, SinkStatus, sink_stream};
+use super::writer::Writer;
 use crate::compact::{Decoder, Encoder, MessageHeader, MessageType};
 use crate::error::{DecodeError, EncodeError};
-use crate::wire::Wire;
+use crate::wire::{Field, Wire};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -35,11 +42,44 @@ impl<S: Service + ?Sized> Service for Arc<S> {
 
 /// One call as the server received it: the Thrift message header and a decoder positioned at
 /// the arguments struct, holding the frame's fds.
-#[derive(Debug)]
 pub struct Incoming<'a> {
     header: MessageHeader<'a>,
     dec: Option<Decoder<'a>>,
     peer: &'a Arc<PeerCredentials>,
+    streams: &'a StreamCtx,
+    /// `fdrpc-credit` of the call: the window the client grants a stream it opens.
+    credit: Option<u32>,
+}
+
+impl std::fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a connection lends its calls for streams.
+pub(crate) struct StreamCtx {
+    pub(crate) writer: Arc<Writer>,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) sink_window: u32,
+}
+
+/// A server stream registered for a call, waiting for its producer.
+pub struct StreamSlot {
+    pub(crate) seqid: i32,
+    pub(crate) method: &'static str,
+    pub(crate) credit: Arc<Credit>,
+}
+
+impl std::fmt::Debug for StreamSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSlot")
+            .field("seqid", &self.seqid)
+            .field("method", &self.method)
+            .finish()
+    }
 }
 
 impl<'a> Incoming<'a> {
@@ -47,11 +87,59 @@ impl<'a> Incoming<'a> {
         header: MessageHeader<'a>,
         dec: Decoder<'a>,
         peer: &'a Arc<PeerCredentials>,
+        streams: &'a StreamCtx,
+        credit: Option<u32>,
     ) -> Self {
         Incoming {
             header,
             dec: Some(dec),
             peer,
+            streams,
+            credit,
+        }
+    }
+
+    /// Opens the sink of this call: the stream of items the client sends, for the handler.
+    /// Grants the client its first window of credit.
+    pub fn open_sink<T, E>(&self, method: &'static str) -> (Stream<T, E>, SinkStatus)
+    where
+        T: Field + Send + 'static,
+        E: Field + Send + 'static,
+    {
+        let seqid = self.header.seqid;
+        let ctx = self.streams;
+        let (rx, window) = ctx.routes.open_inbound(seqid, ctx.sink_window);
+        send_control(
+            &ctx.writer,
+            method,
+            MessageType::Reply,
+            seqid,
+            StreamFrame::Credit,
+            Some(ctx.sink_window),
+        );
+        sink_stream(Consumer {
+            rx,
+            window,
+            writer: ctx.writer.clone(),
+            routes: ctx.routes.clone(),
+            method,
+            ty: MessageType::Reply,
+            seqid,
+            finished: false,
+        })
+    }
+
+    /// Registers the stream this call's reply will open, with the window the client granted.
+    pub fn open_stream(&self, method: &'static str) -> StreamSlot {
+        let seqid = self.header.seqid;
+        let credit = self
+            .streams
+            .routes
+            .open_credit(seqid, self.credit.unwrap_or(DEFAULT_WINDOW));
+        StreamSlot {
+            seqid,
+            method,
+            credit,
         }
     }
 
@@ -100,11 +188,52 @@ impl<'a> Incoming<'a> {
     }
 }
 
+/// Why a handler's reply is not its result struct.
+#[derive(Debug)]
+pub enum ReplyError {
+    /// The result could not be encoded.
+    Encode(EncodeError),
+    /// The call failed in a way the client must learn as a `TApplicationException`.
+    Application(ApplicationError),
+}
+
+impl From<EncodeError> for ReplyError {
+    fn from(e: EncodeError) -> Self {
+        ReplyError::Encode(e)
+    }
+}
+
+impl SinkStatus {
+    /// `Err` if the sink broke off: the handler's result then describes an incomplete sink,
+    /// and the client gets a `PROTOCOL_ERROR` instead (used by generated code).
+    ///
+    /// # Errors
+    ///
+    /// [`ReplyError::Application`] if the sink broke off.
+    pub fn check(&self) -> Result<(), ReplyError> {
+        if self.is_broken() {
+            Err(ReplyError::Application(ApplicationError::new(
+                ApplicationErrorKind::ProtocolError,
+                "the sink broke off before its end",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What a stream method's handler yields: the encoded reply and, unless the call was refused,
+/// the producer of the stream the reply opens.
+pub type StreamReply = Result<(Encoder, Option<Box<dyn ErasedProducer>>), ReplyError>;
+
 /// What [`Service::dispatch`] decided for a call.
 #[non_exhaustive]
 pub enum Dispatch {
     /// Run the future; it yields the encoded reply (message header and result struct).
-    Reply(BoxFuture<Result<Encoder, EncodeError>>),
+    Reply(BoxFuture<Result<Encoder, ReplyError>>),
+    /// Run the future; it yields the encoded reply and, unless the call was refused, the
+    /// producer of the stream the reply opens.
+    Stream(StreamSlot, BoxFuture<StreamReply>),
     /// Run the future; a oneway method sends no reply.
     Oneway(BoxFuture<()>),
     /// The arguments could not be decoded.
@@ -117,6 +246,7 @@ impl std::fmt::Debug for Dispatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Dispatch::Reply(_) => f.write_str("Dispatch::Reply"),
+            Dispatch::Stream(slot, _) => write!(f, "Dispatch::Stream({slot:?})"),
             Dispatch::Oneway(_) => f.write_str("Dispatch::Oneway"),
             Dispatch::BadArgs(e) => write!(f, "Dispatch::BadArgs({e})"),
             Dispatch::UnknownMethod => f.write_str("Dispatch::UnknownMethod"),
