@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example conformance -- serve PATH   # serve on PATH until SIGINT/SIGTERM
+//! cargo run --example conformance -- idl          # print the service's Thrift IDL
 //! ```
 
 use std::collections::HashMap;
@@ -153,7 +154,7 @@ pub async fn serve(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: conformance serve PATH");
+    eprintln!("usage: conformance serve PATH | conformance idl");
     std::process::exit(2)
 }
 
@@ -162,6 +163,10 @@ async fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [cmd, path] if cmd == "serve" => serve(std::path::Path::new(path)).await,
+        [cmd] if cmd == "idl" => {
+            print!("{}", ConformanceClient::idl());
+            Ok(())
+        }
         _ => usage(),
     }
 }

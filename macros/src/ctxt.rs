@@ -17,6 +17,13 @@ impl Ctxt {
         }
     }
 
+    /// A collector for parsing that cannot fail (no attributes), already checked.
+    pub(crate) fn new_checked() -> Self {
+        Ctxt {
+            errors: RefCell::new(None),
+        }
+    }
+
     /// Records an error spanning `tokens`.
     pub(crate) fn error_spanned_by<T: ToTokens, M: Display>(&self, tokens: T, msg: M) {
         self.syn_error(syn::Error::new_spanned(tokens.into_token_stream(), msg));

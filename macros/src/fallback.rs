@@ -30,6 +30,9 @@ pub(crate) fn message(cont: &Container<'_>) -> TokenStream {
                 fn decode(_: &mut #p::Decoder<'_>) -> #p::Result<Self, #p::DecodeError> {
                     ::core::unreachable!()
                 }
+                fn idl_type(_: &mut #p::Idl) -> #p::String {
+                    ::core::unreachable!()
+                }
             }
             #message
         };

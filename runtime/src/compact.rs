@@ -60,7 +60,15 @@ impl TType {
         })
     }
 
-    /// The IDL name of the type.
+    /// The IDL keyword of a primitive type (`i8` for `byte`).
+    pub fn idl_name(self) -> &'static str {
+        match self {
+            TType::Byte => "i8",
+            other => other.name(),
+        }
+    }
+
+    /// The name of the type in messages.
     pub fn name(self) -> &'static str {
         match self {
             TType::Bool => "bool",

@@ -16,14 +16,18 @@ use rustix::net::{AddressFamily, SocketType};
 
 use crate::compact::{Decoder, Encoder, TType};
 use crate::error::{DecodeError, EncodeError};
+use crate::idl::Idl;
 use crate::inspect::{self, Kind};
 use crate::wire::Wire;
 
 macro_rules! fd_wire {
-    ($($t:ty => $check:expr;)*) => {$(
+    ($($t:ty, $idl:literal, $kind:literal => $check:expr;)*) => {$(
         impl Wire for $t {
             const TTYPE: TType = TType::I32;
             const HAS_FDS: bool = true;
+            fn idl_type(idl: &mut Idl) -> String {
+                idl.fd_typedef($idl, concat!("fdrpc.fd = \"", $kind, "\""))
+            }
             #[inline]
             fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
                 enc.write_fd(OwnedFd::from(self))
@@ -42,14 +46,14 @@ macro_rules! fd_wire {
 }
 
 fd_wire! {
-    OwnedFd => None;
-    File => None;
-    UnixStream => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::STREAM });
-    UnixListener => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::STREAM });
-    UnixDatagram => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::DGRAM });
-    TcpStream => Some(Kind::InetSocket(SocketType::STREAM));
-    TcpListener => Some(Kind::InetSocket(SocketType::STREAM));
-    UdpSocket => Some(Kind::InetSocket(SocketType::DGRAM));
-    PipeReader => Some(Kind::PipeEnd { access: OFlags::RDONLY });
-    PipeWriter => Some(Kind::PipeEnd { access: OFlags::WRONLY });
+    OwnedFd, "fd", "any" => None;
+    File, "fd", "any" => None;
+    UnixStream, "unix_stream_fd", "unix_stream_socket" => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::STREAM });
+    UnixListener, "unix_listener_fd", "unix_stream_socket" => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::STREAM });
+    UnixDatagram, "unix_datagram_fd", "unix_datagram_socket" => Some(Kind::Socket { domain: Some(AddressFamily::UNIX), ty: SocketType::DGRAM });
+    TcpStream, "tcp_stream_fd", "inet_stream_socket" => Some(Kind::InetSocket(SocketType::STREAM));
+    TcpListener, "tcp_listener_fd", "inet_stream_socket" => Some(Kind::InetSocket(SocketType::STREAM));
+    UdpSocket, "udp_socket_fd", "inet_datagram_socket" => Some(Kind::InetSocket(SocketType::DGRAM));
+    PipeReader, "pipe_reader_fd", "pipe_read_end" => Some(Kind::PipeEnd { access: OFlags::RDONLY });
+    PipeWriter, "pipe_writer_fd", "pipe_write_end" => Some(Kind::PipeEnd { access: OFlags::WRONLY });
 }

@@ -24,6 +24,7 @@ mod error;
 mod fd_table;
 mod fd_types;
 pub mod frame;
+pub mod idl;
 mod inspect;
 mod message;
 pub mod rpc;
@@ -51,20 +52,24 @@ pub use wire::{Binary, Field, Wire};
 pub mod __private {
     pub use crate::compact::{Decoder, Encoder, TType};
     pub use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+    pub use crate::idl::{Idl, IdlField, IdlFunction, is_reserved};
     pub use crate::message::Message;
     pub use crate::rpc::result::{
         NoException, decode_result, decode_void_result, encode_result, encode_void_result,
     };
     pub use crate::rpc::{
         BlockingClient, BlockingSink, BlockingStreaming, BoxFuture, CallError, Client, Context,
-        Dispatch, Incoming, ReplyError, RpcError, Service, Stream, Streaming, producer,
+        Dispatch, Incoming, ReplyError, RpcError, Service, Stream, Streaming,
+        introspection_function, producer,
     };
     pub use crate::wire::{Binary, BinaryField, Field, Wire};
     pub use core::convert::Infallible;
     pub use core::option::Option;
     pub use core::result::Result;
     pub use std::boxed::Box;
+    pub use std::string::String;
     pub use std::sync::Arc;
+    pub use std::vec::Vec;
 
     /// Asserts at compile time that a method's error type is a message (a Thrift exception).
     pub const fn assert_message<T: Message>() {}

@@ -17,6 +17,7 @@ use rustix::net::SocketType;
 
 use crate::compact::{Decoder, Encoder, TType};
 use crate::error::{DecodeError, EncodeError};
+use crate::idl::Idl;
 use crate::inspect::{self, Kind};
 use crate::wire::Wire;
 
@@ -26,7 +27,7 @@ fn check_io(fd: &OwnedFd, kind: &Kind) -> io::Result<()> {
 }
 
 macro_rules! typed_fd {
-    ($(#[$doc:meta])* $name:ident($inner:ty), $kind:expr) => {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $kind:expr, $idl:literal, $idl_kind:literal) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name($inner);
@@ -78,6 +79,9 @@ macro_rules! typed_fd {
         impl Wire for $name {
             const TTYPE: TType = TType::I32;
             const HAS_FDS: bool = true;
+            fn idl_type(idl: &mut Idl) -> String {
+                idl.fd_typedef($idl, concat!("fdrpc.fd = \"", $idl_kind, "\""))
+            }
             #[inline]
             fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
                 enc.write_fd(self.0.into())
@@ -95,20 +99,26 @@ macro_rules! typed_fd {
 typed_fd!(
     /// A regular file (`S_ISREG`), checked on arrival.
     RegularFile(File),
-    Kind::File(FileType::RegularFile)
+    Kind::File(FileType::RegularFile),
+    "regular_file_fd",
+    "regular_file"
 );
 
 typed_fd!(
     /// A directory (`S_ISDIR`), checked on arrival; use it with `openat`-style APIs.
     Directory(OwnedFd),
-    Kind::File(FileType::Directory)
+    Kind::File(FileType::Directory),
+    "directory_fd",
+    "directory"
 );
 
 typed_fd!(
     /// A pipe or FIFO end of either direction (`S_ISFIFO`), checked on arrival. For a
     /// direction, use `std::io::PipeReader` or `PipeWriter`, which are checked too.
     Fifo(OwnedFd),
-    Kind::File(FileType::Fifo)
+    Kind::File(FileType::Fifo),
+    "fifo_fd",
+    "fifo"
 );
 
 typed_fd!(
@@ -116,7 +126,9 @@ typed_fd!(
     /// arrival. `std::os::unix::net::UnixStream` and `std::net::TcpStream` fields are checked
     /// for their domain too.
     StreamSocket(OwnedFd),
-    Kind::Socket { domain: None, ty: SocketType::STREAM }
+    Kind::Socket { domain: None, ty: SocketType::STREAM },
+    "stream_socket_fd",
+    "stream_socket"
 );
 
 /// Seal bits for [`SealedMemfd`] (`F_SEAL_*`).
@@ -248,6 +260,13 @@ impl<const SEALS: u32> From<SealedMemfd<SEALS>> for OwnedFd {
 impl<const SEALS: u32> Wire for SealedMemfd<SEALS> {
     const TTYPE: TType = TType::I32;
     const HAS_FDS: bool = true;
+    fn idl_type(idl: &mut Idl) -> String {
+        let seals = crate::inspect::seal_names(SealFlags::from_bits_retain(SEALS));
+        idl.fd_typedef(
+            &format!("sealed_memfd_{SEALS:x}"),
+            &format!("fdrpc.fd = \"sealed_memfd\", fdrpc.seals = \"{seals}\""),
+        )
+    }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         enc.write_fd(self.0.into())

@@ -24,6 +24,7 @@ use std::hash::{BuildHasher, Hash};
 
 use crate::compact::{Decoder, Encoder, TType};
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+use crate::idl::Idl;
 
 /// A type that can travel as a Thrift value in an fdrpc message.
 ///
@@ -57,6 +58,9 @@ pub trait Wire: Sized {
     /// Malformed input (see [`DecodeError`]); fds already claimed for a partial value are
     /// closed when it is dropped.
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError>;
+
+    /// The Thrift IDL type of this type, registering any definitions it needs in `idl`.
+    fn idl_type(idl: &mut Idl) -> String;
 
     /// Writes the value as struct field `id`. `bool` overrides this to put its value into the
     /// field header, as the compact protocol does.
@@ -100,6 +104,9 @@ pub trait Field: Sized {
 
     /// The value of an absent field, or `None` if the field is required.
     fn missing() -> Option<Self>;
+
+    /// The Thrift IDL type of the field.
+    fn idl_type(idl: &mut Idl) -> String;
 }
 
 #[cold]
@@ -141,6 +148,10 @@ impl<T: Wire> Field for T {
     fn missing() -> Option<Self> {
         None
     }
+
+    fn idl_type(idl: &mut Idl) -> String {
+        <T as Wire>::idl_type(idl)
+    }
 }
 
 impl<T: Wire> Field for Option<T> {
@@ -166,10 +177,17 @@ impl<T: Wire> Field for Option<T> {
     fn missing() -> Option<Self> {
         Some(None)
     }
+
+    fn idl_type(idl: &mut Idl) -> String {
+        T::idl_type(idl)
+    }
 }
 
 impl Wire for bool {
     const TTYPE: TType = TType::Bool;
+    fn idl_type(_: &mut Idl) -> String {
+        "bool".into()
+    }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         enc.write_bool(self);
@@ -198,6 +216,9 @@ macro_rules! signed {
             #[inline]
             fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
                 dec.$r()
+            }
+            fn idl_type(_: &mut Idl) -> String {
+                TType::$tt.idl_name().into()
             }
         }
     )*};
@@ -230,6 +251,9 @@ macro_rules! unsigned {
                 <$t>::try_from(v)
                     .map_err(|_| DecodeErrorKind::IntegerOutOfRange(i64::from(v)).into())
             }
+            fn idl_type(_: &mut Idl) -> String {
+                TType::$tt.idl_name().into()
+            }
         }
     )*};
 }
@@ -243,6 +267,9 @@ unsigned! {
 
 impl Wire for f64 {
     const TTYPE: TType = TType::Double;
+    fn idl_type(_: &mut Idl) -> String {
+        "double".into()
+    }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         enc.write_double(self);
@@ -256,6 +283,9 @@ impl Wire for f64 {
 
 impl Wire for String {
     const TTYPE: TType = TType::Binary;
+    fn idl_type(_: &mut Idl) -> String {
+        "string".into()
+    }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         enc.write_binary(self.as_bytes())
@@ -293,6 +323,9 @@ impl std::ops::Deref for Binary {
 
 impl Wire for Binary {
     const TTYPE: TType = TType::Binary;
+    fn idl_type(_: &mut Idl) -> String {
+        "binary".into()
+    }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         enc.write_binary(&self.0)
@@ -335,6 +368,13 @@ impl BinaryField<Option<Binary>> for Option<Vec<u8>> {
 
 impl Wire for () {
     const TTYPE: TType = TType::Struct;
+    fn idl_type(idl: &mut Idl) -> String {
+        // Thrift has no unit type: an empty struct stands for it.
+        if idl.begin("FdrpcUnit") {
+            idl.define_struct("FdrpcUnit", Vec::new());
+        }
+        "FdrpcUnit".into()
+    }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         enc.write_stop();
@@ -350,6 +390,9 @@ impl Wire for () {
 impl<T: Wire> Wire for Box<T> {
     const TTYPE: TType = T::TTYPE;
     const HAS_FDS: bool = T::HAS_FDS;
+    fn idl_type(idl: &mut Idl) -> String {
+        T::idl_type(idl)
+    }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         (*self).encode(enc)
@@ -412,6 +455,9 @@ fn decode_seq<T: Wire, C>(
 }
 
 impl<T: Wire> Wire for Vec<T> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("list<{}>", T::idl_type(idl))
+    }
     const TTYPE: TType = TType::List;
     const HAS_FDS: bool = T::HAS_FDS;
     #[inline]
@@ -425,6 +471,9 @@ impl<T: Wire> Wire for Vec<T> {
 }
 
 impl<T: Wire> Wire for VecDeque<T> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("list<{}>", T::idl_type(idl))
+    }
     const TTYPE: TType = TType::List;
     const HAS_FDS: bool = T::HAS_FDS;
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
@@ -436,6 +485,9 @@ impl<T: Wire> Wire for VecDeque<T> {
 }
 
 impl<T: Wire + Eq + Hash, S: BuildHasher + Default> Wire for HashSet<T, S> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("set<{}>", T::idl_type(idl))
+    }
     const TTYPE: TType = TType::Set;
     const HAS_FDS: bool = T::HAS_FDS;
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
@@ -453,6 +505,9 @@ impl<T: Wire + Eq + Hash, S: BuildHasher + Default> Wire for HashSet<T, S> {
 }
 
 impl<T: Wire + Ord> Wire for BTreeSet<T> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("set<{}>", T::idl_type(idl))
+    }
     const TTYPE: TType = TType::Set;
     const HAS_FDS: bool = T::HAS_FDS;
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
@@ -502,6 +557,10 @@ fn decode_map<K: Wire, V: Wire, C>(
 }
 
 impl<K: Wire + Eq + Hash, V: Wire, S: BuildHasher + Default> Wire for HashMap<K, V, S> {
+    fn idl_type(idl: &mut Idl) -> String {
+        let k = K::idl_type(idl);
+        format!("map<{k}, {}>", V::idl_type(idl))
+    }
     const TTYPE: TType = TType::Map;
     const HAS_FDS: bool = K::HAS_FDS || V::HAS_FDS;
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
@@ -519,6 +578,10 @@ impl<K: Wire + Eq + Hash, V: Wire, S: BuildHasher + Default> Wire for HashMap<K,
 }
 
 impl<K: Wire + Ord, V: Wire> Wire for BTreeMap<K, V> {
+    fn idl_type(idl: &mut Idl) -> String {
+        let k = K::idl_type(idl);
+        format!("map<{k}, {}>", V::idl_type(idl))
+    }
     const TTYPE: TType = TType::Map;
     const HAS_FDS: bool = K::HAS_FDS || V::HAS_FDS;
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {

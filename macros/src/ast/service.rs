@@ -101,6 +101,12 @@ pub(crate) struct Param<'a> {
     pub(crate) stream: Option<StreamType<'a>>,
     /// `#[fdrpc(...)]` attributes, passed on to the arguments struct's field.
     pub(crate) attrs: Vec<&'a Attribute>,
+    /// Field id in the arguments struct (as the derive will number it).
+    pub(crate) id: i64,
+    /// Field name in the arguments struct.
+    pub(crate) wire_name: String,
+    /// `#[fdrpc(binary)]`.
+    pub(crate) binary: bool,
     /// This is the `cx: &fdrpc::Context` parameter (not on the wire).
     pub(crate) is_context: bool,
 }
@@ -335,11 +341,26 @@ fn method_from_syn<'a>(cx: &Ctxt, f: &'a TraitItemFn) -> Option<Method<'a>> {
                     "the context is not on the wire; it takes no `#[fdrpc(...)]`",
                 );
             }
-        } else {
-            // Validate keys now so errors point at the trait, not at generated code.
-            let owned: Vec<Attribute> = param_attrs.iter().map(|a| (*a).clone()).collect();
-            let _ = Attrs::from_syn(cx, Position::Param, &owned);
         }
+        // Validate keys now so errors point at the trait, not at generated code.
+        let owned: Vec<Attribute> = param_attrs.iter().map(|a| (*a).clone()).collect();
+        let pattrs = if is_context {
+            Attrs::from_syn(&Ctxt::new_checked(), Position::Param, &[])
+        } else {
+            Attrs::from_syn(cx, Position::Param, &owned)
+        };
+        let position = params
+            .iter()
+            .filter(|p: &&Param<'_>| !p.is_context && p.stream.is_none())
+            .count() as i64
+            + 1;
+        let id = pattrs.id.get().copied().unwrap_or(position);
+        let wire_name = pattrs
+            .rename
+            .get()
+            .cloned()
+            .unwrap_or_else(|| syn::ext::IdentExt::unraw(ident).to_string());
+        let binary = pattrs.binary.get().is_some();
         let stream = if is_context {
             None
         } else {
@@ -358,6 +379,9 @@ fn method_from_syn<'a>(cx: &Ctxt, f: &'a TraitItemFn) -> Option<Method<'a>> {
             ty: &pt.ty,
             stream,
             attrs: param_attrs,
+            id,
+            wire_name,
+            binary,
             is_context,
         });
     }

@@ -29,8 +29,11 @@ pub(crate) fn check(cx: &Ctxt, service: &Service<'_>) {
                 ),
             );
         }
-        if m.ident.to_string().starts_with("__fdrpc") || m.name.starts_with("__fdrpc") {
-            cx.error_spanned_by(m.ident, "method names starting with `__fdrpc` are reserved");
+        if m.ident.to_string().starts_with("__fdrpc") || m.name.starts_with("_fdrpc") {
+            cx.error_spanned_by(
+                m.ident,
+                "wire names starting with `_fdrpc` are reserved (`_fdrpc_idl` is the introspection method)",
+            );
         }
         if let Some(span) = m.oneway {
             if let Some(ty) = m.ret.written {

@@ -320,6 +320,11 @@ pub(crate) fn impls(service: &Service<'_>) -> TokenStream {
                 &self.inner
             }
 
+            /// The Apache Thrift IDL of this service and every type it uses.
+            pub fn idl() -> #p::String {
+                __fdrpc_idl()
+            }
+
             #(#async_methods)*
         }
 

@@ -36,6 +36,7 @@ fn expand(cont: &Container<'_>) -> TokenStream {
         Data::Enum(values) => enum_body(&p, values),
         Data::Union(variants) => union_body(&p, variants),
     };
+    let idl = idl_body(&p, cont);
     let message_impl = match cont.data {
         Data::Enum(_) => quote!(),
         _ => quote! {
@@ -52,6 +53,7 @@ fn expand(cont: &Container<'_>) -> TokenStream {
             #[automatically_derived]
             impl #impl_g #p::Wire for #ident #ty_g #where_c {
                 #body
+                #idl
             }
             #message_impl
         };
@@ -71,12 +73,59 @@ fn field_repr(p: &TokenStream, f: &Field<'_>) -> TokenStream {
     }
 }
 
-fn is_option(ty: &Type) -> bool {
+pub(crate) fn is_option(ty: &Type) -> bool {
     match ty {
         Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Option"),
         Type::Group(g) => is_option(&g.elem),
         Type::Paren(p) => is_option(&p.elem),
         _ => false,
+    }
+}
+
+/// `Wire::idl_type`: registers the definition (once) and names it.
+fn idl_body(p: &TokenStream, cont: &Container<'_>) -> TokenStream {
+    let name = &cont.name;
+    let define = match &cont.data {
+        Data::Struct(fields) => {
+            let fields = fields.iter().map(|f| {
+                let repr = field_repr(p, f);
+                let (id, n) = (f.id as i16, &f.name);
+                quote!(#p::IdlField::new(#id, #n, <#repr as #p::Field>::idl_type(__idl), <#repr as #p::Field>::OPTIONAL))
+            });
+            quote! {
+                let __fields = #p::Vec::from([#(#fields),*]);
+                __idl.define_struct(#name, __fields);
+            }
+        }
+        Data::Union(variants) => {
+            let fields = variants.iter().map(|v| {
+                let (id, n) = (v.id as i16, &v.name);
+                let ty = match v.ty {
+                    Some(ty) => quote!(<#ty as #p::Field>::idl_type(__idl)),
+                    None => quote!(<() as #p::Wire>::idl_type(__idl)),
+                };
+                quote!(#p::IdlField::new(#id, #n, #ty, true))
+            });
+            quote! {
+                let __fields = #p::Vec::from([#(#fields),*]);
+                __idl.define_union(#name, __fields);
+            }
+        }
+        Data::Enum(values) => {
+            let values = values.iter().map(|v| {
+                let (n, val) = (&v.name, v.value as i32);
+                quote!((#p::String::from(#n), #val))
+            });
+            quote!(__idl.define_enum(#name, #p::Vec::from([#(#values),*]));)
+        }
+    };
+    quote! {
+        fn idl_type(__idl: &mut #p::Idl) -> #p::String {
+            if __idl.begin(#name) {
+                #define
+            }
+            #p::String::from(#name)
+        }
     }
 }
 

@@ -188,6 +188,10 @@ pub(crate) fn server_impl(service: &Service<'_>) -> TokenStream {
                 #svc_name
             }
 
+            fn idl(&self) -> #p::String {
+                __fdrpc_idl()
+            }
+
             fn dispatch(&self, mut __call: #p::Incoming<'_>) -> #p::Dispatch {
                 match __call.method() {
                     #(#arms)*

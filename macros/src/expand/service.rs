@@ -33,6 +33,7 @@ fn generate(service: &Service<'_>) -> TokenStream {
     let client_impls = client::impls(service);
     let server_type = server::server_type(service);
     let server_impl = server::server_impl(service);
+    let idl = idl_fn(service);
     quote! {
         #tr
         #client_types
@@ -41,6 +42,7 @@ fn generate(service: &Service<'_>) -> TokenStream {
         #[allow(non_camel_case_types, clippy::all)]
         const _: () = {
             #(#args)*
+            #idl
             #client_impls
             #server_impl
         };
@@ -96,6 +98,15 @@ fn args_struct(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
         let attrs = &p.attrs;
         quote!(#(#attrs)* #i: #t)
     });
+    let wire = &m.name;
+    let reserved = format!(
+        "the wire name `{wire}` is a reserved word in Thrift IDL; give the method another one with #[fdrpc(name = \"...\")]"
+    );
+    let reserved_check = quote_spanned! {m.name_span=>
+        const _: () = if #krate::__private::is_reserved(#wire) {
+            ::core::panic!(#reserved)
+        };
+    };
     let exception_check = m.ret.exception.map(
         |e| quote_spanned!(e.span()=> const _: () = #krate::__private::assert_message::<#e>();),
     );
@@ -106,6 +117,7 @@ fn args_struct(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
             #(#fields,)*
         }
         #exception_check
+        #reserved_check
     }
 }
 
@@ -126,4 +138,114 @@ pub(crate) fn decode_reply(service: &Service<'_>, m: &Method<'_>) -> TokenStream
 pub(crate) fn private(service: &Service<'_>) -> TokenStream {
     let krate = &service.krate;
     quote!(#krate::__private)
+}
+
+fn doc_strings(attrs: &[&syn::Attribute]) -> Vec<String> {
+    attrs
+        .iter()
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// `fn __fdrpc_idl() -> String`: the service's Thrift IDL with every type it uses.
+fn idl_fn(service: &Service<'_>) -> TokenStream {
+    let p = private(service);
+    let name = &service.name;
+    let service_doc: Vec<&syn::Attribute> = service
+        .item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .collect();
+    let service_doc = doc_strings(&service_doc);
+    let functions = service.methods.iter().map(|m| {
+        let wire = &m.name;
+        let doc = doc_strings(&m.docs);
+        let oneway = m.oneway.is_some();
+        let params = m.wire_params().map(|param| {
+            let (id, n, ty) = (param.id as i16, &param.wire_name, param.ty);
+            let repr = if param.binary {
+                if crate::expand::message::is_option(ty) {
+                    quote!(#p::Option<#p::Binary>)
+                } else {
+                    quote!(#p::Binary)
+                }
+            } else {
+                quote!(#ty)
+            };
+            quote!(#p::IdlField::new(#id, #n, <#repr as #p::Field>::idl_type(&mut __idl), false))
+        });
+        let returns = match m.ret.value {
+            Some(t) => quote!(<#t as #p::Field>::idl_type(&mut __idl)),
+            None => quote!(#p::String::from("void")),
+        };
+        let throws = match m.ret.exception {
+            Some(e) => quote! {{
+                let __e = <#e as #p::Field>::idl_type(&mut __idl);
+                __idl.mark_exception(&__e);
+                #p::Option::Some(__e)
+            }},
+            None => quote!(#p::Option::None),
+        };
+        let mut annotations = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        if let Some(st) = m.ret.stream {
+            let item = st.item;
+            annotations.push(quote!((#p::String::from("fdrpc.stream"), <#item as #p::Field>::idl_type(&mut __idl))));
+            if let Some(e) = st.error {
+                annotations.push(quote!((#p::String::from("fdrpc.stream_error"), <#e as #p::Field>::idl_type(&mut __idl))));
+            }
+            notes.push("fdrpc stream: the reply opens a stream of the `fdrpc.stream` items (docs/PROTOCOL.md, \"Streams and sinks\"); a stock Thrift client sees only the opening reply.".into());
+        }
+        if let Some(st) = m.sink().and_then(|s| s.stream) {
+            let item = st.item;
+            annotations.push(quote!((#p::String::from("fdrpc.sink"), <#item as #p::Field>::idl_type(&mut __idl))));
+            if let Some(e) = st.error {
+                annotations.push(quote!((#p::String::from("fdrpc.sink_error"), <#e as #p::Field>::idl_type(&mut __idl))));
+            }
+            notes.push("fdrpc sink: the caller also sends a stream of the `fdrpc.sink` items (docs/PROTOCOL.md, \"Streams and sinks\").".into());
+        }
+        if let Some(t) = m.ret.value {
+            if crate::expand::message::is_option(t) {
+                notes.push("Returns nothing (the result's success field unset) for none.".into());
+            }
+        }
+        let note = if notes.is_empty() {
+            quote!(#p::Option::None)
+        } else {
+            let n = notes.join(" ");
+            quote!(#p::Option::Some(#p::String::from(#n)))
+        };
+        quote! {
+            #p::IdlFunction {
+                name: #p::String::from(#wire),
+                doc: #p::Vec::from([#(#p::String::from(#doc)),*]),
+                oneway: #oneway,
+                returns: #returns,
+                params: #p::Vec::from([#(#params),*]),
+                throws: #throws,
+                annotations: #p::Vec::from([#(#annotations),*]),
+                note: #note,
+            }
+        }
+    });
+    quote! {
+        fn __fdrpc_idl() -> #p::String {
+            let mut __idl = #p::Idl::new();
+            let mut __functions: #p::Vec<#p::IdlFunction> = #p::Vec::new();
+            #(__functions.push(#functions);)*
+            __functions.push(#p::introspection_function());
+            __idl.service(#name, &[#(#p::String::from(#service_doc)),*], &__functions);
+            __idl.render()
+        }
+    }
 }

@@ -146,6 +146,22 @@ impl BlockingClient {
         decode_reply(reply, decode)
     }
 
+    /// Asks the server for the Thrift IDL of the services it serves (the reserved method
+    /// `_fdrpc_idl`).
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    pub fn introspect(&self) -> Result<String, RpcError> {
+        self.call(super::INTROSPECTION_METHOD, (), |d| {
+            super::result::decode_result::<String, super::result::NoException>(d, false)
+        })
+        .map(|r| match r {
+            Ok(s) => s,
+            Err(never) => match never {},
+        })
+    }
+
     /// Sends a oneway call (used by generated clients). Returns once it is written.
     ///
     /// # Errors

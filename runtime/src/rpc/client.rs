@@ -417,6 +417,23 @@ impl Client {
         )
     }
 
+    /// Asks the server for the Thrift IDL of the services it serves (the reserved method
+    /// `_fdrpc_idl`), as `busctl introspect` does for D-Bus.
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    pub async fn introspect(&self) -> Result<String, RpcError> {
+        self.call(super::INTROSPECTION_METHOD, (), |d| {
+            super::result::decode_result::<String, super::result::NoException>(d, false)
+        })
+        .await
+        .map(|r| match r {
+            Ok(s) => s,
+            Err(never) => match never {},
+        })
+    }
+
     /// Waits until every frame queued on this connection has been written.
     pub async fn flush(&self) {
         self.core.shared.writer.drained().await;

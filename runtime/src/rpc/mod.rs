@@ -35,6 +35,9 @@ pub use flow::DEFAULT_WINDOW;
 pub use peer::PeerCredentials;
 pub use producer::{ErasedProducer, producer};
 pub use server::Server;
-pub use service::{BoxFuture, Dispatch, Incoming, ReplyError, Service, StreamReply, StreamSlot};
+pub use service::{
+    BoxFuture, Dispatch, INTROSPECTION_METHOD, Incoming, ReplyError, Service, StreamReply,
+    StreamSlot, introspection_function,
+};
 pub use stream::Stream;
 pub use streaming::{SinkStatus, Streaming};

@@ -3,6 +3,7 @@
 
 use crate::compact::{Decoder, Encoder, TType};
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+use crate::idl::Idl;
 use crate::wire::{Field, Wire};
 
 /// The exception type of a method that declares none. It has no values.
@@ -11,6 +12,10 @@ pub enum NoException {}
 
 impl Wire for NoException {
     const TTYPE: TType = TType::Struct;
+    fn idl_type(_: &mut Idl) -> String {
+        // Never in a `throws`: methods without an exception declare none.
+        "void".into()
+    }
     fn encode(self, _: &mut Encoder) -> Result<(), EncodeError> {
         match self {}
     }
@@ -110,6 +115,9 @@ pub fn decode_void_result<E: Field>(
 
 impl Wire for std::convert::Infallible {
     const TTYPE: TType = TType::Struct;
+    fn idl_type(_: &mut Idl) -> String {
+        "void".into()
+    }
     fn encode(self, _: &mut Encoder) -> Result<(), EncodeError> {
         match self {}
     }

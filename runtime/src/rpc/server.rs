@@ -16,8 +16,12 @@ use super::flow::{DEFAULT_WINDOW, HEADER_CREDIT, HEADER_STREAM, MAX_WINDOW, Stre
 use super::peer::PeerCredentials;
 use super::producer::produce;
 use super::reader;
+use super::result::{NoException, encode_result};
 use super::routes::{Delivered, Routes, send_control};
-use super::service::{BoxFuture, Dispatch, Incoming, ReplyError, Service, StreamCtx, StreamReply};
+use super::service::{
+    BoxFuture, Dispatch, INTROSPECTION_METHOD, Incoming, ReplyError, Service, StreamCtx,
+    StreamReply,
+};
 use super::writer::Writer;
 use crate::compact::{Decoder, Encoder, MessageType};
 use crate::error::TransportError;
@@ -370,6 +374,22 @@ impl ConnState {
             return None;
         }
         let wants_reply = ty == MessageType::Call;
+        if name == INTROSPECTION_METHOD {
+            if wants_reply {
+                let mut enc = Encoder::new();
+                let encoded = enc
+                    .write_message_header(name, MessageType::Reply, seqid)
+                    .and_then(|()| {
+                        encode_result::<String, NoException>(&mut enc, Ok(service.idl()))
+                    });
+                if encoded.is_ok() {
+                    let (payload, _) = enc.into_parts();
+                    // Its arguments are ignored; fds sent with it close here.
+                    let _ = self.writer.push(seqid, &payload, Vec::new(), &[]);
+                }
+            }
+            return None;
+        }
         let credit = frame
             .header(HEADER_CREDIT)
             .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())

@@ -29,6 +29,9 @@ pub trait Service: Send + Sync + 'static {
 
     /// Routes one incoming call to its handler.
     fn dispatch(&self, call: Incoming<'_>) -> Dispatch;
+
+    /// The Apache Thrift IDL of the service, returned by the reserved method `_fdrpc_idl`.
+    fn idl(&self) -> String;
 }
 
 impl<S: Service + ?Sized> Service for Arc<S> {
@@ -37,6 +40,22 @@ impl<S: Service + ?Sized> Service for Arc<S> {
     }
     fn dispatch(&self, call: Incoming<'_>) -> Dispatch {
         (**self).dispatch(call)
+    }
+    fn idl(&self) -> String {
+        (**self).idl()
+    }
+}
+
+/// The wire name of the introspection method every fdrpc server answers.
+pub const INTROSPECTION_METHOD: &str = "_fdrpc_idl";
+
+/// The IDL entry of the introspection method (used by generated code).
+pub fn introspection_function() -> crate::idl::IdlFunction {
+    crate::idl::IdlFunction {
+        name: INTROSPECTION_METHOD.into(),
+        doc: vec!["fdrpc introspection: the Thrift IDL of the services this server serves.".into()],
+        returns: "string".into(),
+        ..Default::default()
     }
 }
 

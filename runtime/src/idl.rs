@@ -1,0 +1,431 @@
+//! Apache Thrift IDL of messages and services, generated from the Rust types: the `.thrift`
+//! text other languages generate their code from.
+//!
+//! Fds are `typedef i32 fd (fdrpc.fd = "any")`; typed fds have a typedef of their own whose
+//! annotation names their kind. Streams and sinks, which Thrift cannot express, are `void`
+//! results or absent parameters with an `fdrpc.stream` / `fdrpc.sink` annotation and a comment.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write;
+
+/// Words the Thrift compiler or one of its generators rejects as names: its keywords and the
+/// reserved words of the languages it generates for (checked against `thrift` 0.17's `py` and
+/// `cpp` generators).
+const RESERVED: &[&str] = &[
+    "BEGIN",
+    "END",
+    "__CLASS__",
+    "__DIR__",
+    "__FILE__",
+    "__FUNCTION__",
+    "__LINE__",
+    "__METHOD__",
+    "__NAMESPACE__",
+    "abstract",
+    "alias",
+    "and",
+    "args",
+    "as",
+    "assert",
+    "async",
+    "begin",
+    "binary",
+    "bool",
+    "break",
+    "byte",
+    "case",
+    "catch",
+    "class",
+    "clone",
+    "const",
+    "continue",
+    "cpp_include",
+    "cpp_type",
+    "declare",
+    "def",
+    "default",
+    "del",
+    "delete",
+    "do",
+    "double",
+    "dynamic",
+    "elif",
+    "else",
+    "elseif",
+    "elsif",
+    "end",
+    "enddeclare",
+    "endfor",
+    "endforeach",
+    "endif",
+    "endswitch",
+    "endwhile",
+    "ensure",
+    "enum",
+    "except",
+    "exception",
+    "exec",
+    "extends",
+    "false",
+    "finally",
+    "float",
+    "for",
+    "foreach",
+    "from",
+    "function",
+    "global",
+    "goto",
+    "i16",
+    "i32",
+    "i64",
+    "i8",
+    "if",
+    "implements",
+    "import",
+    "in",
+    "include",
+    "inline",
+    "instanceof",
+    "interface",
+    "is",
+    "lambda",
+    "list",
+    "map",
+    "module",
+    "namespace",
+    "native",
+    "new",
+    "next",
+    "nil",
+    "not",
+    "oneway",
+    "optional",
+    "or",
+    "package",
+    "pass",
+    "print",
+    "private",
+    "protected",
+    "public",
+    "raise",
+    "redo",
+    "register",
+    "required",
+    "rescue",
+    "retry",
+    "return",
+    "self",
+    "senum",
+    "service",
+    "set",
+    "sizeof",
+    "slist",
+    "static",
+    "string",
+    "struct",
+    "super",
+    "switch",
+    "synchronized",
+    "then",
+    "this",
+    "throw",
+    "throws",
+    "transient",
+    "true",
+    "try",
+    "typedef",
+    "undef",
+    "union",
+    "unless",
+    "unsigned",
+    "until",
+    "use",
+    "var",
+    "virtual",
+    "void",
+    "volatile",
+    "when",
+    "while",
+    "with",
+    "xor",
+    "xsd_all",
+    "xsd_attrs",
+    "xsd_nillable",
+    "xsd_optional",
+    "yield",
+];
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `name` cannot be a name in Thrift IDL. Method names are on the wire, so the
+/// service macro rejects reserved ones at compile time; other names are escaped.
+pub const fn is_reserved(name: &str) -> bool {
+    let mut i = 0;
+    while i < RESERVED.len() {
+        if str_eq(RESERVED[i], name) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// `name`, or `name_` if it is reserved: field, parameter and enum value names are not on the
+/// wire, so the IDL may spell them differently.
+pub fn escape(name: &str) -> String {
+    if is_reserved(name) {
+        format!("{name}_")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A field of a struct, union or exception, or a parameter of a function.
+#[derive(Debug, Clone)]
+pub struct IdlField {
+    /// Thrift field id.
+    pub id: i16,
+    /// Field name.
+    pub name: String,
+    /// Thrift type expression.
+    pub ty: String,
+    /// `optional` on the wire.
+    pub optional: bool,
+}
+
+impl IdlField {
+    /// A field.
+    pub fn new(id: i16, name: impl Into<String>, ty: String, optional: bool) -> Self {
+        IdlField {
+            id,
+            name: name.into(),
+            ty,
+            optional,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Struct,
+    Union,
+}
+
+#[derive(Debug)]
+enum Def {
+    Fields(Kind, Vec<IdlField>),
+    Enum(Vec<(String, i32)>),
+}
+
+/// A function of a service.
+#[derive(Debug, Clone, Default)]
+pub struct IdlFunction {
+    /// Wire name.
+    pub name: String,
+    /// Documentation, one line per element.
+    pub doc: Vec<String>,
+    /// `oneway`.
+    pub oneway: bool,
+    /// The return type, `void` for none.
+    pub returns: String,
+    /// Parameters (on the wire).
+    pub params: Vec<IdlField>,
+    /// The declared exception type, as field 1 of `throws`.
+    pub throws: Option<String>,
+    /// Extra annotations, `key = "value"` each.
+    pub annotations: Vec<(String, String)>,
+    /// A comment added after the docs.
+    pub note: Option<String>,
+}
+
+/// Collects definitions while types describe themselves, and renders them in dependency
+/// order.
+#[derive(Debug, Default)]
+pub struct Idl {
+    order: Vec<String>,
+    defs: HashMap<String, Def>,
+    started: HashSet<String>,
+    exceptions: HashSet<String>,
+    typedefs: BTreeMap<String, String>,
+    services: Vec<String>,
+}
+
+impl Idl {
+    /// An empty document.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares `typedef i32 name (annotations)` once and returns `name`.
+    pub fn fd_typedef(&mut self, name: &str, annotations: &str) -> String {
+        self.typedefs
+            .entry(name.to_owned())
+            .or_insert_with(|| format!("typedef i32 {name} ({annotations})"));
+        name.to_owned()
+    }
+
+    /// Starts the definition of `name`: `true` if the caller should describe it now (it is
+    /// neither described nor being described).
+    pub fn begin(&mut self, name: &str) -> bool {
+        self.started.insert(name.to_owned())
+    }
+
+    /// Defines a struct.
+    pub fn define_struct(&mut self, name: &str, fields: Vec<IdlField>) {
+        self.define(name, Def::Fields(Kind::Struct, fields));
+    }
+
+    /// Defines a union.
+    pub fn define_union(&mut self, name: &str, fields: Vec<IdlField>) {
+        self.define(name, Def::Fields(Kind::Union, fields));
+    }
+
+    /// Defines an enum.
+    pub fn define_enum(&mut self, name: &str, values: Vec<(String, i32)>) {
+        self.define(name, Def::Enum(values));
+    }
+
+    fn define(&mut self, name: &str, def: Def) {
+        if self.defs.insert(name.to_owned(), def).is_none() {
+            self.order.push(name.to_owned());
+        }
+    }
+
+    /// Marks a struct or union as used in `throws`: it is rendered as an `exception`.
+    pub fn mark_exception(&mut self, name: &str) {
+        self.exceptions.insert(name.to_owned());
+    }
+
+    /// Adds a service.
+    pub fn service(&mut self, name: &str, doc: &[String], functions: &[IdlFunction]) {
+        let mut out = String::new();
+        doc_comment(&mut out, "", doc, None);
+        let _ = writeln!(out, "service {name} {{");
+        for (i, f) in functions.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            doc_comment(&mut out, "  ", &f.doc, f.note.as_deref());
+            let params: Vec<String> = f
+                .params
+                .iter()
+                .map(|p| format!("{}: {} {}", p.id, p.ty, escape(&p.name)))
+                .collect();
+            let _ = write!(
+                out,
+                "  {}{} {}({})",
+                if f.oneway { "oneway " } else { "" },
+                f.returns,
+                f.name,
+                params.join(", ")
+            );
+            if let Some(t) = &f.throws {
+                let _ = write!(out, " throws (1: {t} error)");
+            }
+            if !f.annotations.is_empty() {
+                let a: Vec<String> = f
+                    .annotations
+                    .iter()
+                    .map(|(k, v)| format!("{k} = \"{v}\""))
+                    .collect();
+                let _ = write!(out, " ({})", a.join(", "));
+            }
+            out.push_str(",\n");
+        }
+        out.push_str("}\n");
+        self.services.push(out);
+    }
+
+    /// The whole document.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "// Apache Thrift IDL generated by fdrpc. Fds travel out of band (SCM_RIGHTS); an fd\n\
+             // field holds its index in the frame's fd table (docs/PROTOCOL.md).\n\n",
+        );
+        for t in self.typedefs.values() {
+            out.push_str(t);
+            out.push('\n');
+        }
+        if !self.typedefs.is_empty() {
+            out.push('\n');
+        }
+        for name in &self.order {
+            let Some(def) = self.defs.get(name) else {
+                continue;
+            };
+            match def {
+                Def::Enum(values) => {
+                    let _ = writeln!(out, "enum {name} {{");
+                    for (v, n) in values {
+                        let _ = writeln!(out, "  {} = {n},", escape(v));
+                    }
+                }
+                Def::Fields(kind, fields) => {
+                    let exception = self.exceptions.contains(name);
+                    let keyword = match (exception, kind) {
+                        (true, _) => "exception",
+                        (false, Kind::Struct) => "struct",
+                        (false, Kind::Union) => "union",
+                    };
+                    let _ = writeln!(out, "{keyword} {name} {{");
+                    for f in fields {
+                        let req = match (kind, f.optional) {
+                            (Kind::Union, _) if exception => "optional ",
+                            (Kind::Union, _) => "",
+                            (Kind::Struct, true) => "optional ",
+                            (Kind::Struct, false) => "required ",
+                        };
+                        let _ = writeln!(out, "  {}: {req}{} {},", f.id, f.ty, escape(&f.name));
+                    }
+                }
+            }
+            out.push_str("}\n\n");
+        }
+        for s in &self.services {
+            out.push_str(s);
+            out.push('\n');
+        }
+        while out.ends_with("\n\n") {
+            out.pop();
+        }
+        out
+    }
+}
+
+fn doc_comment(out: &mut String, indent: &str, doc: &[String], note: Option<&str>) {
+    let lines: Vec<&str> = doc.iter().map(|l| l.trim()).chain(note).collect();
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{indent}/**");
+    for l in lines {
+        // `*/` would end the comment early.
+        let l = l.replace("*/", "* /");
+        if l.is_empty() {
+            let _ = writeln!(out, "{indent} *");
+        } else {
+            let _ = writeln!(out, "{indent} * {l}");
+        }
+    }
+    let _ = writeln!(out, "{indent} */");
+}
+
+/// The IDL of one message type and everything it uses.
+pub fn message_idl<T: crate::Wire>() -> String {
+    let mut idl = Idl::new();
+    T::idl_type(&mut idl);
+    idl.render()
+}

@@ -1,0 +1,360 @@
+//! Other languages: the exported IDL is accepted by the stock Thrift compiler, a stock
+//! Python client calls the Rust server with fds, and the Rust client calls a stock Python
+//! server with fds. Needs `thrift` (Debian: thrift-compiler) and Python's `thrift` package;
+//! `.ci/run` installs both and sets `FDRPC_REQUIRE_INTEROP=1` so that missing tools fail.
+
+mod common;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/conformance.rs"]
+mod conformance;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/quickstart.rs"]
+mod quickstart;
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use conformance::{
+    Bundle, ConformanceBlockingClient, ConformanceClient, ConformanceImpl, ConformanceServer,
+};
+
+/// Whether the interop tools are here; without them the test fails under
+/// `FDRPC_REQUIRE_INTEROP=1` (CI) and is skipped with a message otherwise.
+fn tools_present() -> bool {
+    let thrift = Command::new("thrift")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let python = Command::new("python3")
+        .args(["-c", "import thrift.protocol.THeaderProtocol"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if thrift && python {
+        return true;
+    }
+    let msg = format!("interop tools missing (thrift compiler: {thrift}, python thrift: {python})");
+    if std::env::var_os("FDRPC_REQUIRE_INTEROP").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}; install thrift-compiler and `pip install thrift`");
+    false
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fdrpc-polyglot-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `idl` as `name.thrift` in `dir` and generates Python from it into `dir/gen`.
+fn compile(dir: &Path, name: &str, idl: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.thrift"));
+    std::fs::write(&file, idl).unwrap();
+    let gen_dir = dir.join("gen");
+    std::fs::create_dir_all(&gen_dir).unwrap();
+    let out = Command::new("thrift")
+        .args(["--gen", "py", "-out"])
+        .arg(&gen_dir)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the thrift compiler rejected the IDL of {name}:\n{}\n--- IDL ---\n{idl}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gen_dir
+}
+
+mod every_type {
+    use super::*;
+
+    #[derive(fdrpc::Message, Debug, Clone, Copy, PartialEq)]
+    pub enum Level {
+        Low,
+        High = 10,
+    }
+
+    #[derive(fdrpc::Message)]
+    pub struct Inner {
+        pub fd: OwnedFd,
+    }
+
+    #[derive(fdrpc::Message)]
+    pub enum Choice {
+        Nothing,
+        Number(i64),
+        File(fdrpc::RegularFile),
+        Nested(Inner),
+    }
+
+    #[derive(fdrpc::Message)]
+    #[fdrpc(rename = "Kitchen")]
+    pub struct Everything {
+        pub flag: bool,
+        pub tiny: i8,
+        pub small: i16,
+        pub medium: i32,
+        pub large: i64,
+        pub unsigned: u32,
+        pub ratio: f64,
+        pub text: String,
+        #[fdrpc(binary)]
+        pub blob: Vec<u8>,
+        pub unit: (),
+        pub level: Level,
+        pub list: Vec<Vec<i32>>,
+        pub set: HashSet<String>,
+        pub map: BTreeMap<String, OwnedFd>,
+        pub boxed: Box<Inner>,
+        #[fdrpc(id = 40, rename = "maybe_file")]
+        pub maybe: Option<std::fs::File>,
+        pub choice: Choice,
+        pub dir: fdrpc::Directory,
+        pub fifo: fdrpc::Fifo,
+        pub sock: fdrpc::StreamSocket,
+        pub sealed: fdrpc::SealedMemfd,
+        pub unix: std::os::unix::net::UnixStream,
+        pub reader: std::io::PipeReader,
+    }
+
+    #[derive(fdrpc::Message, Debug)]
+    pub enum Refusal {
+        Denied(String),
+        Gone,
+    }
+
+    /// A service using every kind of type and method.
+    #[fdrpc::service(rename = "EveryKind")]
+    pub trait Kinds {
+        async fn everything(&self, e: Everything, #[fdrpc(binary)] raw: Vec<u8>) -> Everything;
+        async fn refuse(&self) -> Result<Option<Level>, Refusal>;
+        #[oneway]
+        async fn drop_it(&self, choice: Choice);
+        async fn items(&self, n: i32) -> fdrpc::Stream<Inner, Refusal>;
+        async fn gather(&self, items: fdrpc::Stream<Choice>) -> Result<i64, Refusal>;
+        async fn both(&self, items: fdrpc::Stream<i32>) -> Result<fdrpc::Stream<i32>, Refusal>;
+    }
+}
+
+#[test]
+fn every_service_idl_is_accepted_by_the_thrift_compiler() {
+    // Every test here holds the fd-count lock: the compiler runs open pipes.
+    let _check = fd_leak_check();
+    if !tools_present() {
+        return;
+    }
+    let dir = tempdir("idl");
+    compile(&dir, "conformance", &ConformanceClient::idl());
+    compile(&dir, "quickstart", &quickstart::BrokerClient::idl());
+    let kinds = every_type::KindsClient::idl();
+    compile(&dir, "kinds", &kinds);
+    // The IDL says what the wire does.
+    for needle in [
+        "typedef i32 fd (fdrpc.fd = \"any\")",
+        "typedef i32 regular_file_fd (fdrpc.fd = \"regular_file\")",
+        "fdrpc.fd = \"sealed_memfd\", fdrpc.seals = \"F_SEAL_SEAL|F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_WRITE\"",
+        "enum Level {\n  Low = 0,\n  High = 10,\n}",
+        "union Choice {",
+        "exception Refusal {",
+        "40: optional fd maybe_file,",
+        "14: required map<string, fd> map_,",
+        "12: required list<list<i32>> list_,",
+        "2: required i8 tiny,",
+        "3: required i16 small,",
+        "6: required i64 unsigned_,",
+        "Kitchen everything(1: Kitchen e, 2: binary raw)",
+        "Level refuse() throws (1: Refusal error)",
+        "oneway void drop_it(1: Choice choice)",
+        "void items(1: i32 n) (fdrpc.stream = \"Inner\", fdrpc.stream_error = \"Refusal\")",
+        "i64 gather() throws (1: Refusal error) (fdrpc.sink = \"Choice\")",
+        "string _fdrpc_idl()",
+    ] {
+        assert!(kinds.contains(needle), "missing {needle:?} in\n{kinds}");
+    }
+    // Compiled for another language too.
+    let out = Command::new("thrift")
+        .args(["--gen", "cpp", "-out"])
+        .arg(&dir)
+        .arg(dir.join("kinds.thrift"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_stock_python_client_calls_the_rust_server_with_fds() {
+    run_async(async {
+        if !tools_present() {
+            return;
+        }
+        let dir = tempdir("pyclient");
+        let gen_dir = compile(&dir, "conformance", &ConformanceClient::idl());
+        let path = dir.join("conformance.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(fdrpc::Server::new().serve_with_shutdown(
+            listener,
+            ConformanceServer::new(ConformanceImpl::default()),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.py");
+        // A std child on a blocking thread: tokio's child reaper would open a process-wide
+        // signal socketpair that outlives the test's fd count.
+        let args = (script.clone(), path.clone(), gen_dir.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("python3")
+                .arg(&args.0)
+                .arg(&args.1)
+                .arg(&args.2)
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "python client failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("all calls passed"));
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn the_rust_client_calls_a_stock_python_server_with_fds() {
+    let _check = fd_leak_check();
+    if !tools_present() {
+        return;
+    }
+    let dir = tempdir("pyserver");
+    let gen_dir = compile(&dir, "conformance", &ConformanceClient::idl());
+    let path = dir.join("python.sock");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/server.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(&path)
+        .arg(&gen_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => {
+                break ConformanceBlockingClient::from_std(s).with_timeout(Duration::from_secs(20));
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("python server did not start: {e}"),
+        }
+    };
+    // echo: the same open file descriptions come back from Python.
+    let fds = numbered(3);
+    let ids: Vec<_> = fds.iter().map(ino).collect();
+    let spare = memfd(b"spare");
+    let spare_id = ino(&spare);
+    let back = client
+        .echo(Bundle {
+            label: "from rust".into(),
+            fds,
+            spare: Some(spare.into()),
+        })
+        .unwrap();
+    assert_eq!(back.label, "from rust");
+    assert_eq!(back.fds.iter().map(ino).collect::<Vec<_>>(), ids);
+    for (i, fd) in back.fds.iter().enumerate() {
+        assert_eq!(contents(fd), i.to_string().as_bytes());
+        assert!(is_cloexec(fd));
+    }
+    assert_eq!(ino(back.spare.as_ref().unwrap()), spare_id);
+    drop(back);
+    // open and fail.
+    let fd = client.open("/proc/self/exe".into()).unwrap();
+    assert!(is_cloexec(&fd));
+    drop(fd);
+    let f = client
+        .fail("python said no".into())
+        .unwrap_err()
+        .into_service()
+        .unwrap();
+    assert_eq!(f.message, "python said no");
+    assert_eq!(contents(f.log.as_ref().unwrap()), b"python said no");
+    drop(f);
+    // deposit and withdraw.
+    let kept = memfd(b"kept in python");
+    let kept_id = ino(&kept);
+    client.deposit("k".into(), kept.into()).unwrap();
+    let back = client.withdraw("k".into()).unwrap().unwrap();
+    assert_eq!(ino(&back), kept_id);
+    assert_eq!(contents(&back), b"kept in python");
+    drop(back);
+    assert!(client.withdraw("k".into()).unwrap().is_none());
+    assert_eq!(client.whoami().unwrap().pid, std::process::id() as i32);
+    drop(client);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "python server failed: {status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_introspection_tool_prints_a_live_servers_idl() {
+    run_async(async {
+        let dir = tempdir("introspect");
+        let path = dir.join("live.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(fdrpc::Server::new().serve_with_shutdown(
+            listener,
+            ConformanceServer::new(ConformanceImpl::default()),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let p = path.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_fdrpc-introspect"))
+                .arg(&p)
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(printed.trim_end(), ConformanceClient::idl().trim_end());
+        // The async client asks the same way.
+        let client = ConformanceClient::connect(&path).await.unwrap();
+        assert_eq!(
+            client.client().introspect().await.unwrap(),
+            ConformanceClient::idl()
+        );
+        drop(client);
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
