@@ -202,24 +202,31 @@ fn count_and_sequence_mismatches_break_the_stream() {
 fn unclaimed_fd_budget() {
     let _check = fd_leak_check();
     let (a, b) = UnixStream::pair().unwrap();
-    let fds = numbered(10);
+    let fds = numbered(200);
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    // Half a frame header, with 10 fds.
-    rustix::net::sendmsg(
-        &a,
-        &[std::io::IoSlice::new(&[0, 0])],
-        &mut send_rights(&borrowed),
-        rustix::net::SendFlags::empty(),
-    )
-    .unwrap();
-    let mut rq = RecvQueue::new(Limits::default().max_queued_fds(8));
+    // One byte with 200 fds, twice. The budget of 8 is raised to 8 + 253 = 261: one sendmsg
+    // may legally carry 253 fds ahead of a frame of 8.
+    for _ in 0..2 {
+        rustix::net::sendmsg(
+            &a,
+            &[std::io::IoSlice::new(&[0])],
+            &mut send_rights(&borrowed),
+            rustix::net::SendFlags::empty(),
+        )
+        .unwrap();
+    }
+    let mut rq = RecvQueue::new(Limits::default().max_fds_per_frame(8).max_queued_fds(8));
+    assert!(matches!(
+        rq.fill_blocking(b.as_fd()).unwrap(),
+        Fill::Read(1)
+    ));
     let err = rq.fill_blocking(b.as_fd()).unwrap_err();
     assert!(
         matches!(
             err,
             fdrpc::TransportError::FdStream(fdrpc::FdStreamError::BudgetExceeded {
-                queued: 10,
-                budget: 8
+                queued: 400,
+                budget: 261
             })
         ),
         "{err}"

@@ -311,6 +311,13 @@ pub enum FdStreamError {
     /// A control message other than `SCM_RIGHTS`.
     #[error("unexpected control message")]
     UnexpectedControlMessage,
+    /// A frame stayed incomplete, or received fds stayed unclaimed, for longer than the
+    /// timeout (a peer pinning fds in a half-sent frame).
+    #[error("stalled: a frame stayed incomplete or fds stayed unclaimed for {0:?}")]
+    Stalled(std::time::Duration),
+    /// The peer stopped reading: replies stayed unwritten for longer than the timeout.
+    #[error("the peer has not read its replies for {0:?}")]
+    NotReading(std::time::Duration),
 }
 
 /// Errors of sending or receiving one message over a socket.

@@ -12,6 +12,16 @@
 //! payload: one Thrift compact-protocol message
 //! ```
 
+// Input from a peer reaches this module: no panics on it (see docs/SECURITY.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
+
 use crate::error::FrameError;
 
 /// THeader magic.
@@ -81,9 +91,16 @@ pub fn write_frame(
         len: len as u64,
         max: u32::MAX as usize,
     })?;
-    out[start..start + 4].copy_from_slice(&len32.to_be_bytes());
-    out[header_start - 2..header_start].copy_from_slice(&header_words.to_be_bytes());
+    patch(out, start, &len32.to_be_bytes());
+    patch(out, header_start - 2, &header_words.to_be_bytes());
     Ok(())
+}
+
+/// Overwrites the bytes at `at` (reserved earlier, so always in bounds).
+fn patch(out: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -103,29 +120,31 @@ fn itoa_buf() -> [u8; 20] {
     [0; 20]
 }
 
+/// Decimal digits of `v` at the end of `buf` (u64::MAX has 20 digits).
 fn format_u64(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        start -= 1;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    &buf[i..]
+    buf.get(start..).unwrap_or_default()
 }
 
+/// Decimal text of `v` (i64::MIN has 19 digits plus the sign: 20 bytes).
 fn format_i64(buf: &mut [u8; 20], v: i64) -> &[u8] {
     if v >= 0 {
-        format_u64(buf, v as u64)
-    } else {
-        // i64::MIN has 19 digits plus the sign: 20 bytes.
-        let digits = format_u64(buf, v.unsigned_abs()).len();
-        let start = buf.len() - digits - 1;
-        buf[start] = b'-';
-        &buf[start..]
+        return format_u64(buf, v as u64);
     }
+    let digits = format_u64(buf, v.unsigned_abs()).len();
+    let start = buf.len() - digits - 1;
+    if let Some(sign) = buf.get_mut(start) {
+        *sign = b'-';
+    }
+    buf.get(start..).unwrap_or_default()
 }
 
 /// How long a frame is, from its first four bytes.
@@ -328,6 +347,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<Frame<'_>, FrameError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

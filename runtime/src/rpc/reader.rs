@@ -1,5 +1,15 @@
 //! The read side of an async connection.
 
+// Input from a peer reaches this module: no panics on it (see docs/SECURITY.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
+
 use std::os::fd::AsFd;
 
 use tokio::io::Interest;

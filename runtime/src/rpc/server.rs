@@ -1,5 +1,15 @@
 //! [`Server`]: serves a [`Service`] on a listener or on connected streams.
 
+// Input from a peer reaches this module: no panics on it (see docs/SECURITY.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -7,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::app_exception::{ApplicationError, ApplicationErrorKind};
@@ -24,9 +34,10 @@ use super::service::{
 };
 use super::writer::Writer;
 use crate::compact::{Decoder, Encoder, MessageType};
-use crate::error::TransportError;
+use crate::error::{FdStreamError, TransportError};
 use crate::fd_table::FdTable;
 use crate::frame::Frame;
+use crate::transport::SCM_MAX_FD;
 use crate::transport::{Limits, RecvQueue};
 
 type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
@@ -38,9 +49,12 @@ type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`Server::limits`] | [`Limits::default`] (16 MiB frames, 1024 fds per frame, 2048 unclaimed fds) |
+/// | [`Server::limits`] | [`Limits::default`] (16 MiB frames, 1024 fds per frame, 2048 unclaimed fds per connection) |
 /// | [`Server::max_in_flight`] | 256 calls per connection (reading pauses beyond it) |
 /// | [`Server::max_connections`] | 1024 (further connections are closed at once) |
+/// | [`Server::fd_budget`] | half the `RLIMIT_NOFILE` soft limit, between 512 and 65536: fds received and not yet released by their call, over all connections (reading pauses beyond it) |
+/// | [`Server::stall_timeout`] | 30 s: a frame left incomplete, fds left unclaimed, or replies left unread that long close the connection |
+/// | [`Server::max_backlog`] | 4 MiB and 1024 fds of replies not yet written per connection (reading pauses beyond it) |
 ///
 /// # Examples
 ///
@@ -51,6 +65,9 @@ pub struct Server {
     max_in_flight: usize,
     max_connections: usize,
     authorize: Option<Arc<Authorize>>,
+    fd_budget: usize,
+    stall_timeout: Duration,
+    max_backlog: (usize, usize),
 }
 
 impl std::fmt::Debug for Server {
@@ -60,6 +77,9 @@ impl std::fmt::Debug for Server {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_connections", &self.max_connections)
             .field("authorize", &self.authorize.is_some())
+            .field("fd_budget", &self.fd_budget)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("max_backlog", &self.max_backlog)
             .finish()
     }
 }
@@ -78,7 +98,33 @@ impl Server {
             max_in_flight: 256,
             max_connections: 1024,
             authorize: None,
+            fd_budget: default_fd_budget(),
+            stall_timeout: Duration::from_secs(30),
+            max_backlog: (4 << 20, 1024),
         }
+    }
+
+    /// Sets how many received fds the server holds at once over all connections: fds waiting
+    /// for their frame, and fds of calls whose handlers have not finished. Beyond it the
+    /// server stops reading until some are released, so a flood of fds never exhausts
+    /// `RLIMIT_NOFILE`. A frame may carry at most half the budget.
+    pub fn fd_budget(mut self, fds: usize) -> Self {
+        self.fd_budget = fds.max(2 * SCM_MAX_FD);
+        self
+    }
+
+    /// Sets how long a frame may stay incomplete, received fds unclaimed, or replies
+    /// unread, before the connection is closed.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
+    /// Sets how many bytes and fds of replies may wait to be written on one connection
+    /// before the server stops reading its calls.
+    pub fn max_backlog(mut self, bytes: usize, fds: usize) -> Self {
+        self.max_backlog = (bytes, fds);
+        self
     }
 
     /// Sets the limits on what each connection receives.
@@ -138,6 +184,7 @@ impl Server {
         signal: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let service = Arc::new(service);
+        let budget = Arc::new(Semaphore::new(self.fd_budget));
         let (stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let mut conns = JoinSet::new();
@@ -162,9 +209,10 @@ impl Server {
                     let server = self.clone();
                     let service = service.clone();
                     let stop = stop_rx.clone();
+                    let budget = budget.clone();
                     conns.spawn(async move {
                         let _slot = slot;
-                        if let Err(e) = server.run_connection(stream, service, stop).await {
+                        if let Err(e) = server.run_connection(stream, service, stop, budget).await {
                             tracing::info!(error = %e, "fdrpc connection ended");
                         }
                     });
@@ -189,7 +237,8 @@ impl Server {
         service: S,
     ) -> Result<(), TransportError> {
         let (_stop_tx, stop_rx) = watch::channel(false);
-        self.run_connection(stream, Arc::new(service), stop_rx)
+        let budget = Arc::new(Semaphore::new(self.fd_budget));
+        self.run_connection(stream, Arc::new(service), stop_rx, budget)
             .await
     }
 
@@ -198,6 +247,7 @@ impl Server {
         stream: UnixStream,
         service: Arc<S>,
         mut stop: watch::Receiver<bool>,
+        budget: Arc<Semaphore>,
     ) -> Result<(), TransportError> {
         let peer = Arc::new(PeerCredentials::of(&stream)?);
         if let Some(authorize) = &self.authorize {
@@ -220,7 +270,12 @@ impl Server {
             async move { writer.run().await }
         });
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
-        let mut rq = RecvQueue::new(self.limits);
+        // A frame larger than half the budget could never be received whole.
+        let mut limits = self.limits;
+        limits.max_fds_per_frame = limits.max_fds_per_frame.min(self.fd_budget / 2);
+        let mut rq = RecvQueue::new(limits);
+        // Budget units of the fds waiting in `rq`; a frame takes its share with it.
+        let mut parked: Option<OwnedSemaphorePermit> = None;
         let conn = ConnState {
             writer: writer.clone(),
             peer,
@@ -230,6 +285,8 @@ impl Server {
                 sink_window: DEFAULT_WINDOW,
             },
         };
+        let timeout = self.stall_timeout;
+        let (max_bytes, max_fds) = self.max_backlog;
         let ended = loop {
             if *stop.borrow() {
                 break Ok(());
@@ -241,9 +298,23 @@ impl Server {
                 _ = stop.changed() => break Ok(()),
             };
             let Some(permit) = permit else { break Ok(()) };
+            // Likewise while replies pile up unread: a peer that never reads stops being
+            // read, and is dropped once its replies stay unread for the stall timeout.
+            let (bytes, fds) = writer.backlog();
+            if bytes > max_bytes || fds > max_fds {
+                tokio::select! {
+                    () = writer.wait_backlog_below(max_bytes, max_fds) => {}
+                    () = tokio::time::sleep(timeout) => {
+                        break Err(FdStreamError::NotReading(timeout).into());
+                    }
+                    _ = stop.changed() => break Ok(()),
+                }
+            }
             match rq.next_frame() {
                 Ok(Some(frame)) => {
-                    let oneway = conn.handle_frame(&*service, &frame.frame, frame.fds, permit);
+                    let lease = parked.as_mut().and_then(|p| p.split(frame.fds.len()));
+                    let oneway =
+                        conn.handle_frame(&*service, &frame.frame, frame.fds, permit, lease);
                     // Oneway handlers run in order, each finished before the next frame is
                     // read, so later calls on this connection see their effects.
                     if let Some(fut) = oneway {
@@ -254,11 +325,41 @@ impl Server {
                 Ok(None) => drop(permit),
                 Err(e) => break Err(e),
             }
-            // Nothing complete is buffered: wait for more bytes (or the stop signal).
-            let filled = tokio::select! {
-                r = reader::fill(&stream, &mut rq) => r,
+            // Nothing complete is buffered: read more, within the fd budget, unless the peer
+            // has stalled.
+            let deadline = rq
+                .stall_deadline(timeout)
+                .map(tokio::time::Instant::from_std);
+            let stalled = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(stalled);
+            let reservation = tokio::select! {
+                r = budget.clone().acquire_many_owned(SCM_MAX_FD as u32) => r.ok(),
+                () = &mut stalled => break Err(FdStreamError::Stalled(timeout).into()),
                 _ = stop.changed() => break Ok(()),
             };
+            let Some(mut reservation) = reservation else {
+                break Ok(());
+            };
+            let before = rq.queued_fds();
+            let filled = tokio::select! {
+                r = reader::fill(&stream, &mut rq) => r,
+                () = &mut stalled => Err(FdStreamError::Stalled(timeout).into()),
+                _ = stop.changed() => Ok(false),
+            };
+            // The fds that arrived keep their share of the budget; the rest goes back.
+            let arrived = rq.queued_fds().saturating_sub(before);
+            if let Some(share) = reservation.split(arrived.min(SCM_MAX_FD)) {
+                match &mut parked {
+                    Some(p) => p.merge(share),
+                    None => parked = Some(share),
+                }
+            }
+            drop(reservation);
             match filled {
                 Ok(true) => {}
                 Ok(false) => break Ok(()),
@@ -267,6 +368,7 @@ impl Server {
         };
         // Drop what was received but not dispatched, closing its fds; end every stream.
         drop(rq);
+        drop(parked);
         let why = match &ended {
             Ok(()) => ConnectionError::new(TransportError::Closed),
             Err(e) => ConnectionError::new(clone_transport_error(e)),
@@ -276,13 +378,25 @@ impl Server {
             tracing::warn!(error = %e, pid = conn.peer.pid(), "fdrpc connection failed; closing it");
         }
         // Let calls in flight finish and their replies go out (a failed connection too: the
-        // peer may still read).
-        let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
-        writer.drained().await;
+        // peer may still read), but not for longer than the stall timeout.
+        let finish = async {
+            let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+            writer.drained().await;
+        };
+        let _ = tokio::time::timeout(timeout, finish).await;
         writer.fail(ConnectionError::new(TransportError::Closed));
         writer_task.abort();
         ended
     }
+}
+
+/// Half the soft `RLIMIT_NOFILE`, between 512 and 65536.
+fn default_fd_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    usize::try_from(soft / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(512, 65536)
 }
 
 fn is_transient_accept_error(e: &std::io::Error) -> bool {
@@ -314,8 +428,11 @@ impl ConnState {
         service: &S,
         frame: &Frame<'_>,
         fds: Vec<std::os::fd::OwnedFd>,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
+        lease: Option<OwnedSemaphorePermit>,
     ) -> Option<BoxFuture<()>> {
+        // The frame's share of the fd budget goes back when its call is done with its fds.
+        let permit = (permit, lease);
         let payload = frame.payload;
         let mut dec = Decoder::new(payload, FdTable::empty());
         let header = match dec.read_message_header() {

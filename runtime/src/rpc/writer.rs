@@ -82,6 +82,28 @@ impl Writer {
         self.drained.notify_waiters();
     }
 
+    /// Bytes and fds queued and not yet written.
+    pub(crate) fn backlog(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.queue.pending_bytes(), st.queue.pending_fds())
+    }
+
+    /// Waits until the backlog is within `max_bytes` and `max_fds` (or writing failed).
+    pub(crate) async fn wait_backlog_below(&self, max_bytes: usize, max_fds: usize) {
+        loop {
+            let notified = self.drained.notified();
+            {
+                let st = self.lock();
+                if st.error.is_some()
+                    || (st.queue.pending_bytes() <= max_bytes && st.queue.pending_fds() <= max_fds)
+                {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Waits until everything queued so far has been written (or writing failed).
     pub(crate) async fn drained(&self) {
         loop {
@@ -121,6 +143,8 @@ impl Writer {
                         break;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Some of the backlog may have gone out: let waiters look again.
+                        self.drained.notify_waiters();
                         if let Err(e) = self.stream.writable().await {
                             return self.failed(e);
                         }

@@ -14,7 +14,8 @@ pub struct Limits {
     pub max_frame_size: usize,
     /// Most fds one frame may own (`fdrpc-fds`).
     pub max_fds_per_frame: usize,
-    /// Most fds received but not yet claimed by a complete frame.
+    /// Most fds received but not yet claimed by a complete frame. Never less than
+    /// `max_fds_per_frame + 253`: one `sendmsg` may carry the fds of several frames.
     pub max_queued_fds: usize,
 }
 

@@ -1,8 +1,19 @@
 //! Bytes and fds received, cut into frames that each own their fds.
 
+// Input from a peer reaches this module: no panics on it (see docs/SECURITY.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
+
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use super::Limits;
 use super::unix::{self, Received};
@@ -24,6 +35,10 @@ pub struct RecvQueue {
     start: usize,
     end: usize,
     fds: VecDeque<OwnedFd>,
+    /// When each run of fds in `fds` arrived: (time, count), oldest first.
+    arrivals: VecDeque<(Instant, usize)>,
+    /// When the first byte of the frame still incomplete arrived.
+    partial_since: Option<Instant>,
     claimed: i64,
     limits: Limits,
     eof: bool,
@@ -51,16 +66,35 @@ pub enum Fill {
 
 impl RecvQueue {
     /// An empty queue applying `limits`.
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(mut limits: Limits) -> Self {
+        // A sender may batch up to 253 fds ahead of a frame as large as the limit.
+        limits.max_queued_fds = limits
+            .max_queued_fds
+            .max(limits.max_fds_per_frame.saturating_add(super::SCM_MAX_FD));
         RecvQueue {
             buf: Vec::new(),
             start: 0,
             end: 0,
             fds: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            partial_since: None,
             claimed: 0,
             limits,
             eof: false,
         }
+    }
+
+    /// When this connection stalls if nothing changes: `timeout` after the first byte of an
+    /// incomplete frame arrived, or after the oldest fd no frame has claimed arrived. `None`
+    /// when nothing is pending. A peer that parks fds in a half-sent frame (or sends fds no
+    /// frame claims) must not pin them for ever.
+    pub fn stall_deadline(&self, timeout: Duration) -> Option<Instant> {
+        let oldest_fd = self.arrivals.front().map(|(t, _)| *t);
+        let since = match (self.partial_since, oldest_fd) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(since + timeout)
     }
 
     /// Bytes received but not yet part of a returned frame.
@@ -127,7 +161,13 @@ impl RecvQueue {
     ) -> Result<Fill, TransportError> {
         self.make_room();
         let spare = self.buf.get_mut(self.end..).unwrap_or_default();
-        let got = match recv(sock, spare, &mut self.fds) {
+        let before = self.fds.len();
+        let result = recv(sock, spare, &mut self.fds);
+        let now = Instant::now();
+        if self.fds.len() > before {
+            self.arrivals.push_back((now, self.fds.len() - before));
+        }
+        let got = match result {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
             Err(e) => return Err(e.into()),
@@ -150,6 +190,9 @@ impl RecvQueue {
             return Ok(Fill::Eof);
         }
         self.end += got.bytes;
+        if self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
         Ok(Fill::Read(got.bytes))
     }
 
@@ -219,8 +262,22 @@ impl RecvQueue {
             .into());
         }
         let fds: Vec<OwnedFd> = self.fds.drain(..parsed.fds).collect();
+        let mut to_forget = parsed.fds;
+        while to_forget > 0 {
+            let Some(front) = self.arrivals.front_mut() else {
+                break;
+            };
+            let n = front.1.min(to_forget);
+            front.1 -= n;
+            to_forget -= n;
+            if front.1 == 0 {
+                self.arrivals.pop_front();
+            }
+        }
         self.claimed = self.claimed.wrapping_add(parsed.fds as i64);
         self.start += total;
+        // What follows is the start of the next frame, which arrived no earlier than now.
+        self.partial_since = (self.start < self.end).then(Instant::now);
         Ok(Some(ReceivedFrame { frame: parsed, fds }))
     }
 

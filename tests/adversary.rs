@@ -1,0 +1,805 @@
+//! A hostile peer speaking raw THeader frames and SCM_RIGHTS to a real server. For every
+//! case: the server's reaction (a `TApplicationException` reply, or the connection closed),
+//! other connections keep working, and the process's fd count returns to its baseline.
+
+mod common;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/conformance.rs"]
+mod conformance;
+
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use conformance::{Bundle, ConformanceBlockingClient, ConformanceImpl, ConformanceServer};
+use fdrpc::compact::{Encoder, MessageType};
+use fdrpc::transport::{Fill, Limits, RecvQueue};
+
+const PER_FRAME: usize = 64;
+/// The server raises this to `PER_FRAME + 253`.
+const QUEUED: usize = PER_FRAME + 253;
+const STALL: Duration = Duration::from_millis(300);
+
+/// An in-process conformance server with small limits, on its own runtime thread.
+struct Harness {
+    path: PathBuf,
+    dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    baseline: usize,
+    _check: FdLeakCheck,
+}
+
+impl Harness {
+    fn start() -> Harness {
+        let check = fd_leak_check();
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fdrpc-adversary-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.sock");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_io()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::UnixListener::bind(&p).unwrap();
+                ready_tx.send(()).unwrap();
+                fdrpc::Server::new()
+                    .limits(
+                        Limits::default()
+                            .max_fds_per_frame(PER_FRAME)
+                            .max_queued_fds(QUEUED),
+                    )
+                    .stall_timeout(STALL)
+                    .max_backlog(64 << 10, 64)
+                    .max_in_flight(32)
+                    .serve_with_shutdown(
+                        listener,
+                        ConformanceServer::new(ConformanceImpl::default()),
+                        async move {
+                            let _ = stop_rx.await;
+                        },
+                    )
+                    .await
+                    .unwrap();
+            });
+        });
+        ready_rx.recv().unwrap();
+        // Let the runtime settle before taking the baseline.
+        std::thread::sleep(Duration::from_millis(50));
+        Harness {
+            path,
+            dir,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            baseline: fd_count(),
+            _check: check,
+        }
+    }
+
+    fn raw(&self) -> Raw {
+        Raw::new(UnixStream::connect(&self.path).unwrap())
+    }
+
+    /// Another connection makes a call with an fd each way.
+    fn others_still_work(&self) {
+        let client = ConformanceBlockingClient::connect(&self.path)
+            .unwrap()
+            .with_timeout(Duration::from_secs(5));
+        let fd = memfd(b"other");
+        let id = ino(&fd);
+        let back = client
+            .echo(Bundle {
+                label: "other".into(),
+                fds: vec![fd.into()],
+                spare: None,
+            })
+            .unwrap();
+        assert_eq!(ino(&back.fds[0]), id);
+    }
+
+    /// Waits until the process holds no more fds than at the start.
+    fn settles(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = fd_count();
+            if now == self.baseline {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fd count stuck at {now}, baseline {}",
+                self.baseline
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What came back on a raw connection.
+#[derive(Debug)]
+enum Got {
+    Reply {
+        ty: MessageType,
+        name: String,
+        body: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
+    Closed,
+    Nothing,
+}
+
+struct Raw {
+    sock: UnixStream,
+    rq: RecvQueue,
+}
+
+impl Raw {
+    fn new(sock: UnixStream) -> Raw {
+        Raw {
+            sock,
+            rq: RecvQueue::new(Limits::default()),
+        }
+    }
+
+    fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];
+        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() {
+            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(fds)));
+        }
+        let sent = rustix::net::sendmsg(
+            &self.sock,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            rustix::net::SendFlags::NOSIGNAL,
+        )
+        .unwrap();
+        assert_eq!(sent, bytes.len());
+    }
+
+    /// Reads the next frame, or notices the connection closed, within `wait`.
+    fn next(&mut self, wait: Duration) -> Got {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.rq.next_frame() {
+                Ok(Some(f)) => {
+                    let mut dec =
+                        fdrpc::compact::Decoder::new(f.frame.payload, fdrpc::FdTable::empty());
+                    let h = dec.read_message_header().unwrap();
+                    let body = f.frame.payload[f.frame.payload.len() - dec.remaining()..].to_vec();
+                    return Got::Reply {
+                        ty: h.ty,
+                        name: h.name.to_owned(),
+                        body,
+                        fds: f.fds,
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => panic!("the server sent a broken frame: {e}"),
+            }
+            match self.rq.fill_until(self.sock.as_fd(), Some(deadline)) {
+                Ok(Fill::Read(_)) => {}
+                Ok(Fill::WouldBlock) => return Got::Nothing,
+                Ok(Fill::Eof) => return Got::Closed,
+                Err(e) => match e {
+                    fdrpc::TransportError::Io(io)
+                        if io.kind() == std::io::ErrorKind::ConnectionReset =>
+                    {
+                        return Got::Closed;
+                    }
+                    other => panic!("{other}"),
+                },
+            }
+        }
+    }
+
+    fn expect_closed(&mut self) {
+        // Replies already queued may come first; then the connection must close.
+        let deadline = Instant::now() + STALL * 10;
+        loop {
+            match self.next(deadline.saturating_duration_since(Instant::now())) {
+                Got::Closed => return,
+                Got::Reply { .. } => continue,
+                Got::Nothing => panic!("the server kept the connection open"),
+            }
+        }
+    }
+
+    fn expect_application_error(&mut self, kind: fdrpc::ApplicationErrorKind) {
+        match self.next(Duration::from_secs(5)) {
+            Got::Reply { ty, body, fds, .. } => {
+                assert_eq!(ty, MessageType::Exception);
+                assert!(fds.is_empty());
+                let code = exception_code(&body);
+                assert_eq!(fdrpc::ApplicationErrorKind::from_code(code), kind);
+            }
+            other => panic!("expected a TApplicationException, got {other:?}"),
+        }
+    }
+
+    /// A valid `whoami` call answered on this connection.
+    fn still_answers(&mut self, seqid: i32) {
+        self.send(&frame(seqid, &[], &call("whoami", seqid, &[0])), &[]);
+        match self.next(Duration::from_secs(5)) {
+            Got::Reply { ty, name, .. } => {
+                assert_eq!((ty, name.as_str()), (MessageType::Reply, "whoami"));
+            }
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+}
+
+/// The `type` field of a TApplicationException body.
+fn exception_code(body: &[u8]) -> i32 {
+    let mut dec = fdrpc::compact::Decoder::new(body, fdrpc::FdTable::empty());
+    let mut last = 0;
+    let mut code = -1;
+    while let Some((ty, id)) = dec.read_field_header(&mut last).unwrap() {
+        if id == 2 {
+            code = dec.read_i32().unwrap();
+        } else {
+            dec.skip(ty).unwrap();
+        }
+    }
+    code
+}
+
+/// A THeader frame with exactly the given info headers.
+fn frame(seqid: i32, headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    fdrpc::frame::write_frame(&mut out, seqid, 0, 0, headers, payload).unwrap();
+    out
+}
+
+/// A compact CALL message: header, then `args` (a struct body, stop byte included).
+fn call(name: &str, seqid: i32, args: &[u8]) -> Vec<u8> {
+    let mut enc = Encoder::new();
+    enc.write_message_header(name, MessageType::Call, seqid)
+        .unwrap();
+    let (mut out, _) = enc.into_parts();
+    out.extend_from_slice(args);
+    out
+}
+
+/// `echo_args { 1: Bundle { 1: label, 2: fds = indices } }`.
+fn echo_args(indices: &[i32]) -> Vec<u8> {
+    let mut enc = Encoder::new();
+    let mut last = 0;
+    enc.write_field_header(12, 1, &mut last);
+    let mut inner = 0;
+    enc.write_field_header(8, 1, &mut inner);
+    enc.write_binary(b"raw").unwrap();
+    enc.write_field_header(9, 2, &mut inner);
+    enc.write_list_header(fdrpc::compact::TType::I32, indices.len())
+        .unwrap();
+    for &i in indices {
+        enc.write_i32(i);
+    }
+    enc.write_stop();
+    enc.write_stop();
+    enc.into_parts().0
+}
+
+fn fd_headers(n: usize, seq: i64) -> (String, String) {
+    (n.to_string(), seq.to_string())
+}
+
+fn borrowed(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
+    fds.iter().map(|f| f.as_fd()).collect()
+}
+
+#[test]
+fn more_fds_than_the_frame_declares() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(3);
+    let (n, s) = fd_headers(1, 0);
+    let f = frame(
+        1,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 1, &echo_args(&[0])),
+    );
+    raw.send(&f, &borrowed(&fds));
+    // The call is answered with its one fd; the two extra fds stay unclaimed, so the
+    // connection is closed after the stall timeout and they are closed with it.
+    match raw.next(Duration::from_secs(5)) {
+        Got::Reply { ty, fds: back, .. } => {
+            assert_eq!(ty, MessageType::Reply);
+            assert_eq!(back.len(), 1);
+            assert_eq!(ino(&back[0]), ino(&fds[0]));
+        }
+        other => panic!("{other:?}"),
+    }
+    raw.expect_closed();
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn fewer_fds_than_the_frame_declares() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(1);
+    let (n, s) = fd_headers(2, 0);
+    let f = frame(
+        1,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 1, &echo_args(&[0, 1])),
+    );
+    raw.send(&f, &borrowed(&fds));
+    raw.expect_closed();
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn a_wrong_fd_sequence_number() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(1);
+    let (n, s) = fd_headers(1, 7);
+    let f = frame(
+        1,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 1, &echo_args(&[0])),
+    );
+    raw.send(&f, &borrowed(&fds));
+    raw.expect_closed();
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn an_fd_sent_with_the_frame_before_its_own() {
+    // A declares no fds but its sendmsg carries one; B declares one and carries none. Under
+    // the FIFO rule this is batching: B gets the fd, and nothing is left over.
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fd = memfd(b"early");
+    let a = frame(1, &[], &call("whoami", 1, &[0]));
+    let (n, s) = fd_headers(1, 0);
+    let b = frame(
+        2,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 2, &echo_args(&[0])),
+    );
+    raw.send(&a, &[fd.as_fd()]);
+    raw.send(&b, &[]);
+    let mut echoed = None;
+    for _ in 0..2 {
+        if let Got::Reply { name, fds, .. } = raw.next(Duration::from_secs(5)) {
+            if name == "echo" {
+                echoed = Some(fds);
+            }
+        }
+    }
+    let echoed = echoed.expect("echo answered");
+    assert_eq!(ino(&echoed[0]), ino(&fd));
+    raw.still_answers(3);
+    h.others_still_work();
+    drop((raw, fd, echoed));
+    h.settles();
+}
+
+#[test]
+fn fds_without_any_fd_header() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(2);
+    raw.send(&frame(1, &[], &call("whoami", 1, &[0])), &borrowed(&fds));
+    match raw.next(Duration::from_secs(5)) {
+        Got::Reply { ty, .. } => assert_eq!(ty, MessageType::Reply),
+        other => panic!("{other:?}"),
+    }
+    // Nobody claims the fds: closed after the stall timeout.
+    raw.expect_closed();
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn more_fds_than_the_per_frame_limit_in_one_sendmsg() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(PER_FRAME + 10);
+    let (n, s) = fd_headers(fds.len(), 0);
+    let indices: Vec<i32> = (0..fds.len() as i32).collect();
+    let f = frame(
+        1,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 1, &echo_args(&indices)),
+    );
+    raw.send(&f, &borrowed(&fds));
+    raw.expect_closed();
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn more_fds_than_the_per_frame_limit_split_across_two_sendmsgs() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(PER_FRAME + 10);
+    let (n, s) = fd_headers(fds.len(), 0);
+    let indices: Vec<i32> = (0..fds.len() as i32).collect();
+    let f = frame(
+        1,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 1, &echo_args(&indices)),
+    );
+    let half = fds.len() / 2;
+    raw.send(&f[..1], &borrowed(&fds[..half]));
+    raw.send(&f[1..], &borrowed(&fds[half..]));
+    raw.expect_closed();
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn more_unclaimed_fds_than_the_connection_budget() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(200);
+    raw.send(&[0], &borrowed(&fds));
+    raw.send(&[0], &borrowed(&fds));
+    assert!(2 * fds.len() > QUEUED);
+    raw.expect_closed();
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn bad_fd_indices_get_a_protocol_error_and_the_connection_goes_on() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let mut seq = 0i64;
+    let mut seqid = 0;
+    // (indices in the payload, fds attached)
+    for (indices, nfds) in [
+        (vec![3], 1usize), // out of range
+        (vec![0, 0], 1),   // claimed twice
+        (vec![0], 3),      // two left unclaimed
+        (vec![-1], 1),     // negative
+        (vec![i32::MAX], 2),
+    ] {
+        seqid += 1;
+        let fds = numbered(nfds);
+        let (n, s) = fd_headers(nfds, seq);
+        seq += nfds as i64;
+        let f = frame(
+            seqid,
+            &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+            &call("echo", seqid, &echo_args(&indices)),
+        );
+        raw.send(&f, &borrowed(&fds));
+        raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+    }
+    // fds sent to a method whose arguments hold none (fbthrift once crashed on this).
+    let fds = numbered(2);
+    let (n, s) = fd_headers(2, seq);
+    raw.send(
+        &frame(
+            9,
+            &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+            &call("whoami", 9, &[0]),
+        ),
+        &borrowed(&fds),
+    );
+    raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+    raw.still_answers(10);
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn malformed_frames_close_the_connection() {
+    let h = Harness::start();
+    let valid = frame(1, &[], &call("whoami", 1, &[0]));
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("huge length", vec![0x7f, 0xff, 0xff, 0xff, 0x0f, 0xff]),
+        ("length below the minimum", vec![0, 0, 0, 3, 1, 2, 3]),
+        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+    ];
+    let mut wrong_magic = valid.clone();
+    wrong_magic[4] = 0x80;
+    cases.push(("wrong magic", wrong_magic));
+    let mut wrong_protocol = valid.clone();
+    wrong_protocol[14] = 0;
+    cases.push(("binary protocol id", wrong_protocol));
+    let mut transforms = valid.clone();
+    transforms[15] = 1;
+    cases.push(("a transform", transforms));
+    let mut big_header = valid.clone();
+    big_header[12] = 0x40;
+    cases.push(("header larger than the frame", big_header));
+    // An info section that claims 5 headers and holds none.
+    let mut lying = Vec::new();
+    lying.extend_from_slice(&[0, 0, 0, 0, 0x0f, 0xff, 0, 0, 0, 0, 0, 1, 0, 1]);
+    lying.extend_from_slice(&[2, 0, 1, 5]);
+    let payload = call("whoami", 1, &[0]);
+    lying.extend_from_slice(&payload);
+    let len = (lying.len() - 4) as u32;
+    lying[..4].copy_from_slice(&len.to_be_bytes());
+    cases.push(("info headers lie about their count", lying));
+    let (n, s) = ("not a number".to_string(), "0".to_string());
+    cases.push((
+        "fd count not a number",
+        frame(1, &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)], &payload),
+    ));
+    for (what, bytes) in cases {
+        let mut raw = h.raw();
+        raw.send(&bytes, &[]);
+        match raw.next(STALL * 10) {
+            Got::Closed => {}
+            other => panic!("{what}: expected the connection closed, got {other:?}"),
+        }
+    }
+    // A truncated frame, then the end of the stream.
+    let mut raw = h.raw();
+    raw.send(&valid[..valid.len() - 3], &[]);
+    raw.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(matches!(raw.next(Duration::from_secs(5)), Got::Closed));
+    drop(raw);
+    h.others_still_work();
+    h.settles();
+}
+
+#[test]
+fn undecodable_payloads_get_an_error_reply() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    // Nested 100,000 lists deep in an unknown field.
+    let mut deep = vec![0x99];
+    deep.extend(std::iter::repeat_n(0x19, 100_000));
+    raw.send(&frame(1, &[], &call("whoami", 1, &deep)), &[]);
+    raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+    // A payload that is not a Thrift message at all.
+    raw.send(&frame(2, &[], b"\x00\x01\x02"), &[]);
+    raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+    // An unknown method.
+    raw.send(&frame(3, &[], &call("no_such_method", 3, &[0])), &[]);
+    raw.expect_application_error(fdrpc::ApplicationErrorKind::UnknownMethod);
+    // A reply sent to a server.
+    let mut enc = Encoder::new();
+    enc.write_message_header("whoami", MessageType::Reply, 4)
+        .unwrap();
+    enc.write_stop();
+    raw.send(&frame(4, &[], &enc.into_parts().0), &[]);
+    raw.expect_application_error(fdrpc::ApplicationErrorKind::InvalidMessageType);
+    raw.still_answers(5);
+    drop(raw);
+    h.others_still_work();
+    h.settles();
+}
+
+#[test]
+fn half_a_frame_with_fds_then_silence() {
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(5);
+    let (n, s) = fd_headers(5, 0);
+    let f = frame(
+        1,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 1, &echo_args(&[0, 1, 2, 3, 4])),
+    );
+    raw.send(&f[..f.len() / 2], &borrowed(&fds));
+    let started = Instant::now();
+    raw.expect_closed();
+    assert!(
+        started.elapsed() >= STALL / 2,
+        "closed before the stall timeout"
+    );
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
+fn the_parked_fd_is_the_peers_own_socket() {
+    // The client parks its own end of the connection in a half-sent frame and closes its
+    // copy: only the server now holds the socket that would tell it the peer is gone. The
+    // stall timeout breaks the cycle.
+    let h = Harness::start();
+    let raw = h.raw();
+    let own = raw.sock.try_clone().unwrap();
+    let (n, s) = fd_headers(1, 0);
+    let f = frame(
+        1,
+        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+        &call("echo", 1, &echo_args(&[0])),
+    );
+    raw.send(&f[..10], &[own.as_fd()]);
+    drop((raw, own));
+    h.settles();
+    h.others_still_work();
+    h.settles();
+}
+
+#[test]
+fn a_flood_of_frames_at_half_three_quarters_and_the_full_fd_limit() {
+    let h = Harness::start();
+    let sock = UnixStream::connect(&h.path).unwrap();
+    let mut send = fdrpc::transport::SendQueue::new();
+    let mut expected = Vec::new();
+    let mut seqid = 0;
+    for n in [PER_FRAME / 2, PER_FRAME * 3 / 4, PER_FRAME] {
+        for _ in 0..20 {
+            seqid += 1;
+            let fds: Vec<OwnedFd> = (0..n)
+                .map(|k| OwnedFd::from(memfd(format!("{seqid}:{k}").as_bytes())))
+                .collect();
+            let indices: Vec<i32> = (0..n as i32).collect();
+            send.push(seqid, &call("echo", seqid, &echo_args(&indices)), fds, &[])
+                .unwrap();
+            expected.push((seqid, n));
+        }
+    }
+    // Everything at once, batched into as few sendmsg calls as the fds allow, while the
+    // replies are read.
+    let mut raw = Raw::new(sock.try_clone().unwrap());
+    let writer = std::thread::spawn(move || {
+        send.flush_blocking(sock.as_fd()).unwrap();
+        sock
+    });
+    let mut got = std::collections::HashMap::new();
+    while got.len() < expected.len() {
+        match raw.next(Duration::from_secs(10)) {
+            Got::Reply { ty, body, fds, .. } => {
+                assert_eq!(ty, MessageType::Reply);
+                let bundle: Bundle = fdrpc::decode(&body[1 + 1..body.len() - 1], fds)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                got.insert(bundle.fds.len(), ());
+                let seqid_of = |fd: &OwnedFd| String::from_utf8(contents(fd)).unwrap();
+                let first = seqid_of(&bundle.fds[0]);
+                let seq: i32 = first.split(':').next().unwrap().parse().unwrap();
+                for (k, fd) in bundle.fds.iter().enumerate() {
+                    assert_eq!(seqid_of(fd), format!("{seq}:{k}"));
+                }
+                got.insert(seq as usize + 1000, ());
+            }
+            other => panic!("{other:?}"),
+        }
+        if got.keys().filter(|k| **k >= 1000).count() == expected.len() {
+            break;
+        }
+    }
+    drop(writer.join().unwrap());
+    drop(raw);
+    h.others_still_work();
+    h.settles();
+}
+
+#[test]
+fn a_client_that_disconnects_with_calls_streams_and_fds_in_flight() {
+    let h = Harness::start();
+    let path = h.path.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let client = conformance::ConformanceClient::connect(&path)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut s = c.memfds(1_000_000).await.unwrap();
+                use futures::StreamExt;
+                for _ in 0..i {
+                    let _ = s.next().await;
+                }
+                std::future::pending::<()>().await;
+            }));
+        }
+        for _ in 0..20 {
+            let c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = c
+                    .echo(Bundle {
+                        label: "x".into(),
+                        fds: numbered(3),
+                        spare: None,
+                    })
+                    .await;
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for t in &tasks {
+            t.abort();
+        }
+        drop(client);
+    });
+    drop(rt);
+    h.others_still_work();
+    h.settles();
+}
+
+#[test]
+fn a_client_that_never_reads_its_replies() {
+    let h = Harness::start();
+    let sock = UnixStream::connect(&h.path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let raw = Raw::new(sock);
+    // Calls whose replies each carry an fd, written until the server stops reading.
+    let mut sent = 0;
+    let started = Instant::now();
+    let path_args = {
+        let mut enc = Encoder::new();
+        let mut last = 0;
+        enc.write_field_header(8, 1, &mut last);
+        enc.write_binary(b"/proc/self/exe").unwrap();
+        enc.write_stop();
+        enc.into_parts().0
+    };
+    let mut peak = 0;
+    loop {
+        let f = frame(sent + 1, &[], &call("open", sent + 1, &path_args));
+        match rustix::net::send(&raw.sock, &f, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(n) if n == f.len() => sent += 1,
+            Ok(_) | Err(_) => {
+                // The socket is full: the server has stopped reading. Wait a little and look
+                // at what it holds.
+                std::thread::sleep(Duration::from_millis(100));
+                peak = peak.max(fd_count() - h.baseline);
+                break;
+            }
+        }
+        if sent % 100 == 0 {
+            peak = peak.max(fd_count() - h.baseline);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server never stopped reading"
+        );
+    }
+    assert!(sent > 0);
+    // What the server holds is bounded by its backlog and in-flight limits, not by `sent`.
+    assert!(
+        peak < 64 + 32 + 64 + 16,
+        "{peak} fds held for {sent} unread calls"
+    );
+    // It gives up on the connection once replies stay unread past the stall timeout.
+    std::thread::sleep(STALL * 3);
+    drop(raw);
+    h.others_still_work();
+    h.settles();
+}
