@@ -1,0 +1,387 @@
+//! fdrpc against the alternatives, client and server in separate processes.
+//!
+//! ```text
+//! cargo run --release -p fdrpc-bench -- --pin same [--json] [--reps 5] [--iters 20000] [--only a,b]
+//! ```
+//!
+//! The binary re-executes itself as the server (`--serve KIND FD CPU`) with one end of a
+//! socketpair inherited. Every case runs `--reps` times, interleaved with the others; the
+//! table shows medians and min..max. See BENCHMARKS.md.
+
+mod fdrpc_cases;
+mod raw_cases;
+mod stats;
+mod tarpc_cases;
+mod workload;
+mod zbus_cases;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stats::{Sample, Spread, Summary, summarize};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pin {
+    Same,
+    Split,
+    None,
+}
+
+/// Which server a case's child runs.
+#[derive(Clone, Copy)]
+enum ServerKind {
+    RawBlocking,
+    RawTokio,
+    RawTokioBatched,
+    RawBulk,
+    Fdrpc,
+    Zbus,
+    Tarpc,
+}
+
+impl ServerKind {
+    fn name(self) -> &'static str {
+        match self {
+            ServerKind::RawBlocking => "raw-blocking",
+            ServerKind::RawTokio => "raw-tokio",
+            ServerKind::RawTokioBatched => "raw-tokio-batched",
+            ServerKind::RawBulk => "raw-bulk",
+            ServerKind::Fdrpc => "fdrpc",
+            ServerKind::Zbus => "zbus",
+            ServerKind::Tarpc => "tarpc",
+        }
+    }
+
+    fn serve(name: &str, sock: UnixStream) {
+        match name {
+            "raw-blocking" => raw_cases::serve_blocking(sock),
+            "raw-tokio" => raw_cases::serve_tokio(sock),
+            "raw-tokio-batched" => raw_cases::serve_tokio_batched(sock),
+            "raw-bulk" => raw_cases::serve_bulk(sock),
+            "fdrpc" => fdrpc_cases::serve(sock),
+            "zbus" => zbus_cases::serve(sock),
+            "tarpc" => tarpc_cases::serve(sock),
+            other => panic!("unknown server {other}"),
+        }
+    }
+}
+
+struct Case {
+    name: &'static str,
+    unit: &'static str,
+    server: ServerKind,
+    run: fn(UnixStream, usize) -> Sample,
+    /// Iterations relative to `--iters`.
+    scale: f64,
+}
+
+fn cases() -> Vec<Case> {
+    use ServerKind::*;
+    let c = |name, unit, server, run, scale| Case { name, unit, server, run, scale };
+    vec![
+        c("raw_blocking_fd", "ops/s", RawBlocking, raw_cases::blocking_fd as fn(_, _) -> _, 1.0),
+        c("raw_tokio_fd", "ops/s", RawTokio, raw_cases::tokio_fd, 1.0),
+        c("raw_tokio_fd_pipelined", "ops/s", RawTokio, raw_cases::tokio_fd_pipelined, 2.0),
+        c("raw_tokio_fd_batched", "ops/s", RawTokioBatched, raw_cases::tokio_fd_batched, 4.0),
+        c("fdrpc_async_fd", "ops/s", Fdrpc, fdrpc_cases::async_fd, 1.0),
+        c("fdrpc_async_fd_64", "ops/s", Fdrpc, fdrpc_cases::async_fd_64, 4.0),
+        c("fdrpc_blocking_fd", "ops/s", Fdrpc, fdrpc_cases::blocking_fd, 1.0),
+        c("fdrpc_async_nofd_64", "ops/s", Fdrpc, fdrpc_cases::async_nofd_64, 4.0),
+        c("tarpc_nofd_64", "ops/s", Tarpc, tarpc_cases::nofd_64, 2.0),
+        c("zbus_p2p_fd", "ops/s", Zbus, zbus_cases::p2p_fd, 0.5),
+        c("zbus_p2p_fd_64", "ops/s", Zbus, zbus_cases::p2p_fd_64, 0.5),
+        c("fdrpc_stream_fd", "items/s", Fdrpc, fdrpc_cases::stream_fd, 2.0),
+        c("fdrpc_sink_fd", "items/s", Fdrpc, fdrpc_cases::sink_fd, 2.0),
+        c("raw_bulk_253", "fds/s", RawBulk, |s, n| raw_cases::bulk_253(s, n * 10), 1.0),
+        c("fdrpc_bulk_253", "fds/s", Fdrpc, |s, n| fdrpc_cases::bulk(s, n * 10, 253), 1.0),
+        c("fdrpc_bulk_1000", "fds/s", Fdrpc, |s, n| fdrpc_cases::bulk(s, n * 10, 1000), 1.0),
+    ]
+}
+
+fn pin_self(cpu: Option<usize>) {
+    let mut set = rustix::thread::CpuSet::new();
+    match cpu {
+        Some(c) => set.set(c),
+        None => {
+            for c in 0..rustix::thread::CpuSet::MAX_CPU.min(1024) {
+                set.set(c);
+            }
+        }
+    }
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+fn cpus(pin: Pin) -> (Option<usize>, Option<usize>) {
+    match pin {
+        Pin::Same => (Some(0), Some(0)),
+        Pin::Split => (Some(0), Some(1)),
+        Pin::None => (None, None),
+    }
+}
+
+/// Spawns this binary as a server with `fd` inherited.
+fn spawn_server(args: &[String], inherit: Option<&OwnedFd>) -> Child {
+    if let Some(fd) = inherit {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).unwrap();
+    }
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+}
+
+fn reap(mut child: Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn run_case(case: &Case, pin: Pin, iters: usize) -> Sample {
+    let (client, server) = UnixStream::pair().unwrap();
+    let server = OwnedFd::from(server);
+    let (_, server_cpu) = cpus(pin);
+    let args = vec![
+        "--serve".to_string(),
+        case.server.name().to_string(),
+        server.as_raw_fd().to_string(),
+        server_cpu.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+    ];
+    let child = spawn_server(&args, Some(&server));
+    drop(server);
+    let n = ((iters as f64) * case.scale) as usize;
+    let sample = (case.run)(client, n);
+    reap(child);
+    sample
+}
+
+/// Peak RSS (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn memory_case(name: &'static str, pin: Pin, scenario: impl FnOnce(&str)) -> Sample {
+    let dir = std::env::temp_dir().join(format!("fdrpc-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let (_, server_cpu) = cpus(pin);
+    let args = vec![
+        "--serve-listener".to_string(),
+        path.to_string_lossy().into_owned(),
+        server_cpu.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+    ];
+    let mut child = spawn_server(&args, None);
+    while !path.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    scenario(path.to_str().unwrap());
+    let rss = peak_rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Sample {
+        rss_mib: rss,
+        ..Sample::default()
+    }
+}
+
+fn fmt_spread(s: Option<Spread>, digits: usize) -> String {
+    match s {
+        None => "–".into(),
+        Some(s) => format!(
+            "{:.d$} ({:.d$}..{:.d$})",
+            s.median,
+            s.min,
+            s.max,
+            d = digits
+        ),
+    }
+}
+
+fn fmt_ops(s: &Summary) -> String {
+    if s.ops.median == 0.0 {
+        return "–".into();
+    }
+    format!(
+        "{:.0} ({:.0}..{:.0}) {}",
+        s.ops.median, s.ops.min, s.ops.max, s.unit
+    )
+}
+
+fn find<'a>(all: &'a [Summary], name: &str) -> Option<&'a Summary> {
+    all.iter().find(|s| s.case == name)
+}
+
+fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
+    let p50 = |n: &str| find(all, n).and_then(|s| s.p50).map(|s| s.median);
+    let ops = |n: &str| find(all, n).map(|s| s.ops.median);
+    let mut out = Vec::new();
+    let mut lower = |label: &str, a: Option<f64>, b: Option<f64>, limit: f64| {
+        if let (Some(a), Some(b)) = (a, b) {
+            out.push((label.to_string(), a / b, limit, a / b <= limit));
+        }
+    };
+    lower("fdrpc_async_fd p50 / raw_tokio_fd p50", p50("fdrpc_async_fd"), p50("raw_tokio_fd"), 1.3);
+    lower("fdrpc_blocking_fd p50 / raw_blocking_fd p50", p50("fdrpc_blocking_fd"), p50("raw_blocking_fd"), 1.25);
+    lower("fdrpc_async_fd p50 / zbus_p2p_fd p50", p50("fdrpc_async_fd"), p50("zbus_p2p_fd"), 0.5);
+    let mut higher = |label: &str, a: Option<f64>, b: Option<f64>, limit: f64| {
+        if let (Some(a), Some(b)) = (a, b) {
+            out.push((label.to_string(), a / b, limit, a / b >= limit));
+        }
+    };
+    higher("fdrpc_async_fd_64 / raw_tokio_fd_pipelined", ops("fdrpc_async_fd_64"), ops("raw_tokio_fd_pipelined"), 2.0);
+    higher("fdrpc_async_fd_64 / raw_tokio_fd_batched", ops("fdrpc_async_fd_64"), ops("raw_tokio_fd_batched"), 0.5);
+    higher("fdrpc_async_fd_64 / zbus_p2p_fd_64", ops("fdrpc_async_fd_64"), ops("zbus_p2p_fd_64"), 3.0);
+    higher("fdrpc_async_nofd_64 / tarpc_nofd_64", ops("fdrpc_async_nofd_64"), ops("tarpc_nofd_64"), 1.0);
+    higher("fdrpc_bulk_253 / raw_bulk_253 (fds/s)", ops("fdrpc_bulk_253"), ops("raw_bulk_253"), 0.8);
+    out
+}
+
+fn json_num(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "null".into())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--serve") {
+        let cpu = args.get(3).and_then(|c| c.parse().ok());
+        if cpu.is_some() {
+            pin_self(cpu);
+        }
+        let fd: i32 = args[2].parse().unwrap();
+        // SAFETY: the parent handed this fd down for this purpose; nothing else owns it.
+        let sock = unsafe { UnixStream::from_raw_fd(fd) };
+        ServerKind::serve(&args[1], sock);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--serve-listener") {
+        if let Some(cpu) = args.get(2).and_then(|c| c.parse().ok()) {
+            pin_self(Some(cpu));
+        }
+        fdrpc_cases::serve_listener(&args[1]);
+        return;
+    }
+    let mut pin = Pin::Same;
+    let mut json = false;
+    let mut reps = 5;
+    let mut iters = 20_000;
+    let mut only: Option<Vec<String>> = None;
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--pin" => {
+                pin = match value.as_str() {
+                    "same" => Pin::Same,
+                    "split" => Pin::Split,
+                    "none" => Pin::None,
+                    other => panic!("--pin same|split|none, not {other}"),
+                };
+                i += 1;
+            }
+            "--json" => json = true,
+            "--reps" => {
+                reps = value.parse().expect("--reps N");
+                i += 1;
+            }
+            "--iters" => {
+                iters = value.parse().expect("--iters N");
+                i += 1;
+            }
+            "--only" => {
+                only = Some(value.split(',').map(str::to_owned).collect());
+                i += 1;
+            }
+            other => panic!("unknown argument {other}; see BENCHMARKS.md"),
+        }
+        i += 1;
+    }
+    let (client_cpu, _) = cpus(pin);
+    pin_self(client_cpu);
+
+    let all = cases();
+    let selected: Vec<&Case> = all
+        .iter()
+        .filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|n| n == c.name)))
+        .collect();
+    let run_memory = only.as_ref().is_none_or(|o| o.iter().any(|n| n.starts_with("memory")));
+    let started = Instant::now();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); selected.len()];
+    let mut mem_idle = Vec::new();
+    let mut mem_busy = Vec::new();
+    for rep in 0..reps {
+        for (k, case) in selected.iter().enumerate() {
+            samples[k].push(run_case(case, pin, iters));
+        }
+        if run_memory && rep < 3 {
+            mem_idle.push(memory_case("idle", pin, |p| {
+                let conns = fdrpc_cases::idle_connections(p, 1000);
+                std::thread::sleep(Duration::from_millis(300));
+                drop(conns);
+            }));
+            mem_busy.push(memory_case("busy", pin, |p| fdrpc_cases::calls_in_flight(p, 100)));
+        }
+        eprintln!("rep {}/{reps} done at {:.0?}", rep + 1, started.elapsed());
+    }
+    let mut summaries: Vec<Summary> = selected
+        .iter()
+        .zip(&samples)
+        .map(|(c, s)| summarize(c.name, c.unit, s))
+        .collect();
+    if run_memory {
+        summaries.push(summarize("memory_1000_idle_connections", "MiB", &mem_idle));
+        summaries.push(summarize("memory_100x64_calls_in_flight", "MiB", &mem_busy));
+    }
+
+    if json {
+        for s in &summaries {
+            println!(
+                "{{\"case\": \"{}\", \"p50_us\": {}, \"p99_us\": {}, \"ops_per_s\": {}, \"peak_rss_mib\": {}}}",
+                s.case,
+                json_num(s.p50.map(|x| x.median)),
+                json_num(s.p99.map(|x| x.median)),
+                if s.ops.median == 0.0 { "null".into() } else { format!("{:.1}", s.ops.median) },
+                json_num(s.rss.map(|x| x.median)),
+            );
+        }
+        return;
+    }
+    println!(
+        "pin: {pin:?}, {reps} repetitions, {iters} iterations per one-at-a-time case, wall time {:.0?}\n",
+        started.elapsed()
+    );
+    println!("| case | p50 µs | p99 µs | throughput | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for s in &summaries {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            s.case,
+            fmt_spread(s.p50, 1),
+            fmt_spread(s.p99, 1),
+            fmt_ops(s),
+            fmt_spread(s.rss, 1)
+        );
+    }
+    println!("\n| target | ratio | goal | met |");
+    println!("|---|---:|---:|---|");
+    for (label, ratio, goal, met) in targets(&summaries) {
+        let op = if label.contains("p50") { "≤" } else { "≥" };
+        println!("| {label} | {ratio:.2} | {op} {goal} | {} |", if met { "yes" } else { "**no**" });
+    }
+}
