@@ -24,7 +24,7 @@ fn serve_pair() -> (ConformanceClient, tokio::task::JoinHandle<()>) {
             .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
             .await;
     });
-    (ConformanceClient::new(fdrpc::Client::new(a)), server)
+    (ConformanceClient::new(fdrpc::Client::new(a).unwrap()), server)
 }
 
 fn bundle(label: &str, n: usize, spare: bool) -> (Bundle, Vec<(u64, u64)>) {
@@ -288,7 +288,7 @@ mod mismatched {
                     .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
                     .await;
             });
-            let inner = fdrpc::Client::new(a);
+            let inner = fdrpc::Client::new(a).unwrap();
             let other = OtherClient::new(inner.clone());
             let conf = ConformanceClient::new(inner);
             match other.nonexistent().await {
@@ -351,7 +351,7 @@ mod misbehaving {
                 .serve_connection(b, SlowServer::new(SlowImpl))
                 .await;
         });
-        (SlowClient::new(fdrpc::Client::new(a)), server)
+        (SlowClient::new(fdrpc::Client::new(a).unwrap()), server)
     }
 
     #[test]

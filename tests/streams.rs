@@ -26,7 +26,7 @@ fn serve_conformance() -> (ConformanceClient, tokio::task::JoinHandle<()>) {
             .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
             .await;
     });
-    (ConformanceClient::new(fdrpc::Client::new(a)), server)
+    (ConformanceClient::new(fdrpc::Client::new(a).unwrap()), server)
 }
 
 #[derive(fdrpc::Message, Debug)]
@@ -133,7 +133,7 @@ fn serve_probe(probe: ProbeImpl) -> (ProbeClient, tokio::task::JoinHandle<()>) {
             .serve_connection(b, ProbeServer::new(probe))
             .await;
     });
-    (ProbeClient::new(fdrpc::Client::new(a)), server)
+    (ProbeClient::new(fdrpc::Client::new(a).unwrap()), server)
 }
 
 fn numbered(n: i64) -> Numbered {

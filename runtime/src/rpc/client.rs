@@ -28,6 +28,7 @@ use super::flow::{DEFAULT_WINDOW, HEADER_CREDIT, HEADER_STREAM, StreamFrame};
 use super::producer::{ErasedProducer, produce};
 use super::reader;
 use super::routes::{Delivered, Routes, send_control};
+use super::socket::Socket;
 use super::streaming::{Consumer, Streaming};
 use super::writer::Writer;
 use crate::compact::{Decoder, Encoder, MessageType};
@@ -55,7 +56,7 @@ struct Pending {
 }
 
 struct Shared {
-    stream: Arc<UnixStream>,
+    stream: Arc<Socket>,
     writer: Arc<Writer>,
     routes: Arc<Routes>,
     pending: Mutex<Pending>,
@@ -128,7 +129,7 @@ impl Client {
     ///
     /// The error of `connect`.
     pub async fn connect(path: impl AsRef<Path>) -> std::io::Result<Self> {
-        Ok(Self::new(UnixStream::connect(path).await?))
+        Self::new(UnixStream::connect(path).await?)
     }
 
     /// A client over an already-connected std stream (made non-blocking here).
@@ -142,25 +143,33 @@ impl Client {
     /// Outside a tokio runtime.
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> std::io::Result<Self> {
         stream.set_nonblocking(true)?;
-        Ok(Self::new(UnixStream::from_std(stream)?))
+        Self::new(UnixStream::from_std(stream)?)
     }
 
     /// A client over an already-connected stream, with the default [`Limits`].
     ///
+    /// # Errors
+    ///
+    /// The error of registering the socket with the runtime.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn new(stream: UnixStream) -> Self {
+    pub fn new(stream: UnixStream) -> std::io::Result<Self> {
         Self::with_limits(stream, Limits::default())
     }
 
     /// A client over an already-connected stream, applying `limits` to what it receives.
     ///
+    /// # Errors
+    ///
+    /// The error of registering the socket with the runtime.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn with_limits(stream: UnixStream, limits: Limits) -> Self {
-        let stream = Arc::new(stream);
+    pub fn with_limits(stream: UnixStream, limits: Limits) -> std::io::Result<Self> {
+        let stream = Arc::new(Socket::from_tokio(stream)?);
         let shared = Arc::new(Shared {
             writer: Arc::new(Writer::new(stream.clone())),
             routes: Arc::new(Routes::default()),
@@ -187,13 +196,13 @@ impl Client {
                 shared.kill(err);
             }
         });
-        Client {
+        Ok(Client {
             core: Arc::new(Core {
                 shared,
                 tasks: [writer, reader],
             }),
             timeout: None,
-        }
+        })
     }
 
     /// A handle to the same connection whose calls time out after `timeout`.

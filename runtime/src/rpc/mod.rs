@@ -21,6 +21,7 @@ pub(crate) mod result;
 mod routes;
 mod server;
 mod service;
+mod socket;
 mod stream;
 mod streaming;
 mod writer;

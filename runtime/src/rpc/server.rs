@@ -28,6 +28,7 @@ use super::producer::produce;
 use super::reader;
 use super::result::{NoException, encode_result};
 use super::routes::{Delivered, Routes, send_control};
+use super::socket::Socket;
 use super::service::{
     BoxFuture, Dispatch, INTROSPECTION_METHOD, Incoming, ReplyError, Service, StreamCtx,
     StreamReply,
@@ -263,7 +264,7 @@ impl Server {
                 )));
             }
         }
-        let stream = Arc::new(stream);
+        let stream = Arc::new(Socket::from_tokio(stream)?);
         let writer = Arc::new(Writer::new(stream.clone()));
         let writer_task = tokio::spawn({
             let writer = writer.clone();
@@ -316,7 +317,8 @@ impl Server {
                     let oneway =
                         conn.handle_frame(&*service, &frame.frame, frame.fds, permit, lease);
                     // Oneway handlers run in order, each finished before the next frame is
-                    // read, so later calls on this connection see their effects.
+                    // read, so later calls on this connection see their effects; calls get
+                    // their first poll here.
                     if let Some(fut) = oneway {
                         fut.await;
                     }
@@ -337,20 +339,25 @@ impl Server {
                 }
             };
             tokio::pin!(stalled);
+            // Wait for data first, then take a share of the fd budget for the one read that
+            // follows: an idle connection holds none of it.
+            let mut ready = tokio::select! {
+                r = stream.readable() => match r {
+                    Ok(guard) => guard,
+                    Err(e) => break Err(e.into()),
+                },
+                () = &mut stalled => break Err(FdStreamError::Stalled(timeout).into()),
+                _ = stop.changed() => break Ok(()),
+            };
             let reservation = tokio::select! {
                 r = budget.clone().acquire_many_owned(SCM_MAX_FD as u32) => r.ok(),
                 () = &mut stalled => break Err(FdStreamError::Stalled(timeout).into()),
                 _ = stop.changed() => break Ok(()),
             };
-            let Some(mut reservation) = reservation else {
-                break Ok(());
-            };
+            let Some(mut reservation) = reservation else { break Ok(()) };
             let before = rq.queued_fds();
-            let filled = tokio::select! {
-                r = reader::fill(&stream, &mut rq) => r,
-                () = &mut stalled => Err(FdStreamError::Stalled(timeout).into()),
-                _ = stop.changed() => Ok(false),
-            };
+            let filled = reader::try_fill(&mut ready, &mut rq);
+            drop(ready);
             // The fds that arrived keep their share of the budget; the rest goes back.
             let arrived = rq.queued_fds().saturating_sub(before);
             if let Some(share) = reservation.split(arrived.min(SCM_MAX_FD)) {
@@ -360,6 +367,12 @@ impl Server {
                 }
             }
             drop(reservation);
+            let filled = match filled {
+                // Spurious readiness: wait again.
+                Ok(None) => continue,
+                Ok(Some(more)) => Ok(more),
+                Err(e) => Err(e),
+            };
             match filled {
                 Ok(true) => {}
                 Ok(false) => break Ok(()),
@@ -517,18 +530,32 @@ impl ConnState {
             Dispatch::Reply(fut) => {
                 let writer = self.writer.clone();
                 let name = name.to_owned();
-                tokio::spawn(async move {
-                    let result = AssertUnwindSafe(fut).catch_unwind().await;
-                    if wants_reply {
-                        push_reply(
-                            &writer,
-                            &name,
-                            seqid,
-                            result.map(|r| r.map(|enc| (enc, None))),
-                        );
+                // Most handlers finish on their first poll: run that poll here and queue the
+                // reply at once; only a handler that waits gets a task of its own.
+                return Some(Box::pin(async move {
+                    let mut task = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+                    let first = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(std::future::Future::poll(task.as_mut(), cx))
+                    })
+                    .await;
+                    match first {
+                        std::task::Poll::Ready(result) => {
+                            if wants_reply {
+                                push_reply(&writer, &name, seqid, result.map(|r| r.map(|enc| (enc, None))));
+                            }
+                            drop(permit);
+                        }
+                        std::task::Poll::Pending => {
+                            tokio::spawn(async move {
+                                let result = task.await;
+                                if wants_reply {
+                                    push_reply(&writer, &name, seqid, result.map(|r| r.map(|enc| (enc, None))));
+                                }
+                                drop(permit);
+                            });
+                        }
                     }
-                    drop(permit);
-                });
+                }));
             }
             Dispatch::Stream(slot, fut) => {
                 let writer = self.writer.clone();

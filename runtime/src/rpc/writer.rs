@@ -5,16 +5,15 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::io::Interest;
-use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
 use super::error::ConnectionError;
+use super::socket::Socket;
 use crate::error::TransportError;
 use crate::transport::SendQueue;
 
 pub(crate) struct Writer {
-    stream: Arc<UnixStream>,
+    stream: Arc<Socket>,
     state: Mutex<State>,
     wake: Notify,
     drained: Notify,
@@ -29,7 +28,7 @@ struct State {
 }
 
 impl Writer {
-    pub(crate) fn new(stream: Arc<UnixStream>) -> Self {
+    pub(crate) fn new(stream: Arc<Socket>) -> Self {
         Writer {
             stream,
             state: Mutex::new(State {
@@ -123,26 +122,26 @@ impl Writer {
         loop {
             self.wake.notified().await;
             loop {
-                let result = self.stream.try_io(Interest::WRITABLE, || {
+                let result = {
                     let mut st = self.lock();
                     if st.error.is_some() {
-                        return Ok(true);
-                    }
-                    match st.queue.write_to(self.stream.as_fd()) {
-                        Ok(true) => {
-                            st.scheduled = false;
-                            Ok(true)
+                        Ok(true)
+                    } else {
+                        match st.queue.write_to(self.stream.as_fd()) {
+                            Ok(true) => {
+                                st.scheduled = false;
+                                Ok(true)
+                            }
+                            other => other,
                         }
-                        Ok(false) => Err(std::io::ErrorKind::WouldBlock.into()),
-                        Err(e) => Err(e),
                     }
-                });
+                };
                 match result {
-                    Ok(_) => {
+                    Ok(true) => {
                         self.drained.notify_waiters();
                         break;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    Ok(false) => {
                         // Some of the backlog may have gone out: let waiters look again.
                         self.drained.notify_waiters();
                         if let Err(e) = self.stream.writable().await {
@@ -162,7 +161,7 @@ impl Writer {
         let err = ConnectionError::new(TransportError::Io(e));
         self.fail(err.clone());
         // Wake the reader too: a connection that cannot write is dead.
-        let _ = rustix::net::shutdown(&self.stream, rustix::net::Shutdown::Both);
+        let _ = rustix::net::shutdown(self.stream.as_fd(), rustix::net::Shutdown::Both);
         err
     }
 }

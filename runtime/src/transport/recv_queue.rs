@@ -20,6 +20,9 @@ use super::unix::{self, Received};
 use crate::error::{FdStreamError, FrameError, TransportError};
 use crate::frame::{self, Frame};
 
+/// The first read buffer of a connection: small, so idle connections cost little.
+const FIRST_CHUNK: usize = 4 * 1024;
+/// The largest read chunk: reads that fill the buffer double it up to this.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// The receive side of a connection: a byte buffer and a FIFO of received fds.
@@ -42,6 +45,8 @@ pub struct RecvQueue {
     claimed: i64,
     limits: Limits,
     eof: bool,
+    /// How much free space a read asks for; grows while reads fill it.
+    chunk: usize,
 }
 
 /// A complete frame and the fds it owns.
@@ -81,6 +86,7 @@ impl RecvQueue {
             claimed: 0,
             limits,
             eof: false,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -189,6 +195,10 @@ impl RecvQueue {
             self.eof = true;
             return Ok(Fill::Eof);
         }
+        if got.bytes == self.buf.len() - self.end && self.chunk < READ_CHUNK {
+            // The read filled the buffer: more was probably waiting.
+            self.chunk *= 2;
+        }
         self.end += got.bytes;
         if self.partial_since.is_none() {
             self.partial_since = Some(now);
@@ -204,16 +214,16 @@ impl RecvQueue {
             self.buf.get(self.start..self.end).unwrap_or_default(),
             self.limits.max_frame_size,
         ) {
-            Ok(Some(total)) if total > pending => total.max(READ_CHUNK),
-            _ => READ_CHUNK,
+            Ok(Some(total)) if total > pending => total.max(self.chunk),
+            _ => self.chunk,
         };
         if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < want / 2) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end = pending;
             self.start = 0;
         }
-        if self.buf.len() - self.end < READ_CHUNK.min(want) || self.buf.len() < want {
-            let new_len = (self.end + READ_CHUNK).max(want);
+        if self.buf.len() - self.end < self.chunk.min(want) || self.buf.len() < want {
+            let new_len = (self.end + self.chunk).max(want);
             self.buf.resize(new_len, 0);
         }
     }

@@ -78,11 +78,21 @@ pub(crate) struct Received {
     pub unexpected_control: bool,
 }
 
-/// Receives into `buf`; received fds are appended to `fifo`, close-on-exec.
+/// Receives into `buf` without waiting; received fds are appended to `fifo`, close-on-exec.
 pub(crate) fn recv(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fifo: &mut VecDeque<OwnedFd>,
+) -> io::Result<Received> {
+    recv_flags(sock, buf, fifo, RecvFlags::DONTWAIT)
+}
+
+/// Receives into `buf` with `flags`; received fds are appended to `fifo`, close-on-exec.
+fn recv_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fifo: &mut VecDeque<OwnedFd>,
+    flags: RecvFlags,
 ) -> io::Result<Received> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -90,7 +100,7 @@ pub(crate) fn recv(
         sock,
         &mut [IoSliceMut::new(buf)],
         &mut control,
-        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        RecvFlags::CMSG_CLOEXEC | flags,
     )?;
     let mut unexpected_control = false;
     for cmsg in control.drain() {
@@ -115,8 +125,17 @@ pub(crate) fn recv_until(
     fifo: &mut VecDeque<OwnedFd>,
     deadline: Option<Instant>,
 ) -> io::Result<Received> {
+    // Without a deadline, let a blocking socket wait in the kernel: one syscall, not
+    // recvmsg, poll, recvmsg. (A non-blocking socket still returns EAGAIN and is polled.)
+    let mut flags = if deadline.is_none() {
+        RecvFlags::empty()
+    } else {
+        RecvFlags::DONTWAIT
+    };
     loop {
-        match recv(sock, buf, fifo) {
+        let got = recv_flags(sock, buf, fifo, flags);
+        flags = RecvFlags::DONTWAIT;
+        match got {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 wait_until(sock, rustix::event::PollFlags::IN, deadline)?
             }
