@@ -24,7 +24,10 @@ fn serve_pair() -> (ConformanceClient, tokio::task::JoinHandle<()>) {
             .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
             .await;
     });
-    (ConformanceClient::new(fdrpc::Client::new(a).unwrap()), server)
+    (
+        ConformanceClient::new(fdrpc::Client::new(a).unwrap()),
+        server,
+    )
 }
 
 fn bundle(label: &str, n: usize, spare: bool) -> (Bundle, Vec<(u64, u64)>) {

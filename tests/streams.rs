@@ -26,7 +26,10 @@ fn serve_conformance() -> (ConformanceClient, tokio::task::JoinHandle<()>) {
             .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
             .await;
     });
-    (ConformanceClient::new(fdrpc::Client::new(a).unwrap()), server)
+    (
+        ConformanceClient::new(fdrpc::Client::new(a).unwrap()),
+        server,
+    )
 }
 
 #[derive(fdrpc::Message, Debug)]

@@ -69,24 +69,38 @@ impl Bench for BenchImpl {
 /// The child's side: serves one connection on a single-threaded runtime.
 pub fn serve(stream: UnixStream) {
     stream.set_nonblocking(true).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let stream = tokio::net::UnixStream::from_std(stream).unwrap();
-        let _ = fdrpc::Server::new().serve_connection(stream, BenchServer::new(BenchImpl)).await;
+        let _ = fdrpc::Server::new()
+            .serve_connection(stream, BenchServer::new(BenchImpl))
+            .await;
     });
 }
 
 /// Serves a listener (for the memory cases) until killed.
 pub fn serve_listener(path: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(path).unwrap();
-        let _ = fdrpc::Server::new().max_connections(4096).serve(listener, BenchServer::new(BenchImpl)).await;
+        let _ = fdrpc::Server::new()
+            .max_connections(4096)
+            .serve(listener, BenchServer::new(BenchImpl))
+            .await;
     });
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn client(stream: UnixStream) -> BenchClient {
@@ -198,7 +212,10 @@ pub fn sink_fd(stream: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let c = client(stream);
         let start = Instant::now();
-        let n = c.absorb(fdrpc::Stream::iter((0..iters).map(|_| fd()))).await.unwrap();
+        let n = c
+            .absorb(fdrpc::Stream::iter((0..iters).map(|_| fd())))
+            .await
+            .unwrap();
         assert_eq!(n as usize, iters);
         Sample::throughput(iters, start.elapsed())
     })
@@ -223,7 +240,9 @@ pub fn bulk(stream: UnixStream, total_fds: usize, per_call: usize) -> Sample {
 
 /// Peak RSS of a server holding `conns` idle connections.
 pub fn idle_connections(path: &str, conns: usize) -> Vec<UnixStream> {
-    (0..conns).map(|_| UnixStream::connect(path).unwrap()).collect()
+    (0..conns)
+        .map(|_| UnixStream::connect(path).unwrap())
+        .collect()
 }
 
 /// 64 calls in flight on each of `conns` connections.

@@ -79,24 +79,90 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     use ServerKind::*;
-    let c = |name, unit, server, run, scale| Case { name, unit, server, run, scale };
+    let c = |name, unit, server, run, scale| Case {
+        name,
+        unit,
+        server,
+        run,
+        scale,
+    };
     vec![
-        c("raw_blocking_fd", "ops/s", RawBlocking, raw_cases::blocking_fd as fn(_, _) -> _, 1.0),
+        c(
+            "raw_blocking_fd",
+            "ops/s",
+            RawBlocking,
+            raw_cases::blocking_fd as fn(_, _) -> _,
+            1.0,
+        ),
         c("raw_tokio_fd", "ops/s", RawTokio, raw_cases::tokio_fd, 1.0),
-        c("raw_tokio_fd_pipelined", "ops/s", RawTokio, raw_cases::tokio_fd_pipelined, 2.0),
-        c("raw_tokio_fd_batched", "ops/s", RawTokioBatched, raw_cases::tokio_fd_batched, 4.0),
+        c(
+            "raw_tokio_fd_pipelined",
+            "ops/s",
+            RawTokio,
+            raw_cases::tokio_fd_pipelined,
+            2.0,
+        ),
+        c(
+            "raw_tokio_fd_batched",
+            "ops/s",
+            RawTokioBatched,
+            raw_cases::tokio_fd_batched,
+            4.0,
+        ),
         c("fdrpc_async_fd", "ops/s", Fdrpc, fdrpc_cases::async_fd, 1.0),
-        c("fdrpc_async_fd_64", "ops/s", Fdrpc, fdrpc_cases::async_fd_64, 4.0),
-        c("fdrpc_blocking_fd", "ops/s", Fdrpc, fdrpc_cases::blocking_fd, 1.0),
-        c("fdrpc_async_nofd_64", "ops/s", Fdrpc, fdrpc_cases::async_nofd_64, 4.0),
+        c(
+            "fdrpc_async_fd_64",
+            "ops/s",
+            Fdrpc,
+            fdrpc_cases::async_fd_64,
+            4.0,
+        ),
+        c(
+            "fdrpc_blocking_fd",
+            "ops/s",
+            Fdrpc,
+            fdrpc_cases::blocking_fd,
+            1.0,
+        ),
+        c(
+            "fdrpc_async_nofd_64",
+            "ops/s",
+            Fdrpc,
+            fdrpc_cases::async_nofd_64,
+            4.0,
+        ),
         c("tarpc_nofd_64", "ops/s", Tarpc, tarpc_cases::nofd_64, 2.0),
         c("zbus_p2p_fd", "ops/s", Zbus, zbus_cases::p2p_fd, 0.5),
         c("zbus_p2p_fd_64", "ops/s", Zbus, zbus_cases::p2p_fd_64, 0.5),
-        c("fdrpc_stream_fd", "items/s", Fdrpc, fdrpc_cases::stream_fd, 2.0),
+        c(
+            "fdrpc_stream_fd",
+            "items/s",
+            Fdrpc,
+            fdrpc_cases::stream_fd,
+            2.0,
+        ),
         c("fdrpc_sink_fd", "items/s", Fdrpc, fdrpc_cases::sink_fd, 2.0),
-        c("raw_bulk_253", "fds/s", RawBulk, |s, n| raw_cases::bulk_253(s, n * 10), 1.0),
-        c("fdrpc_bulk_253", "fds/s", Fdrpc, |s, n| fdrpc_cases::bulk(s, n * 10, 253), 1.0),
-        c("fdrpc_bulk_1000", "fds/s", Fdrpc, |s, n| fdrpc_cases::bulk(s, n * 10, 1000), 1.0),
+        c(
+            "raw_bulk_253",
+            "fds/s",
+            RawBulk,
+            |s, n| raw_cases::bulk_253(s, n * 10),
+            1.0,
+        ),
+        c(
+            "fdrpc_bulk_253",
+            "fds/s",
+            Fdrpc,
+            |s, n| fdrpc_cases::bulk(s, n * 10, 253),
+            1.0,
+        ),
+        c(
+            "fdrpc_bulk_1000",
+            "fds/s",
+            Fdrpc,
+            |s, n| fdrpc_cases::bulk(s, n * 10, 1000),
+            1.0,
+        ),
     ]
 }
 
@@ -126,12 +192,11 @@ fn spawn_server(args: &[String], inherit: Option<&OwnedFd>) -> Child {
     if let Some(fd) = inherit {
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).unwrap();
     }
-    let child = Command::new(std::env::current_exe().unwrap())
+    Command::new(std::env::current_exe().unwrap())
         .args(args)
         .stdin(Stdio::null())
         .spawn()
-        .unwrap();
-    child
+        .unwrap()
 }
 
 fn reap(mut child: Child) {
@@ -157,7 +222,9 @@ fn run_case(case: &Case, pin: Pin, iters: usize) -> Sample {
         "--serve".to_string(),
         case.server.name().to_string(),
         server.as_raw_fd().to_string(),
-        server_cpu.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+        server_cpu
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
     ];
     let child = spawn_server(&args, Some(&server));
     drop(server);
@@ -184,7 +251,9 @@ fn memory_case(name: &'static str, pin: Pin, scenario: impl FnOnce(&str)) -> Sam
     let args = vec![
         "--serve-listener".to_string(),
         path.to_string_lossy().into_owned(),
-        server_cpu.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+        server_cpu
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
     ];
     let mut child = spawn_server(&args, None);
     while !path.exists() {
@@ -237,24 +306,65 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
             out.push((label.to_string(), a / b, limit, a / b <= limit));
         }
     };
-    lower("fdrpc_async_fd p50 / raw_tokio_fd p50", p50("fdrpc_async_fd"), p50("raw_tokio_fd"), 1.3);
-    lower("fdrpc_blocking_fd p50 / raw_blocking_fd p50", p50("fdrpc_blocking_fd"), p50("raw_blocking_fd"), 1.25);
-    lower("fdrpc_async_fd p50 / zbus_p2p_fd p50", p50("fdrpc_async_fd"), p50("zbus_p2p_fd"), 0.5);
+    lower(
+        "fdrpc_async_fd p50 / raw_tokio_fd p50",
+        p50("fdrpc_async_fd"),
+        p50("raw_tokio_fd"),
+        1.3,
+    );
+    lower(
+        "fdrpc_blocking_fd p50 / raw_blocking_fd p50",
+        p50("fdrpc_blocking_fd"),
+        p50("raw_blocking_fd"),
+        1.25,
+    );
+    lower(
+        "fdrpc_async_fd p50 / zbus_p2p_fd p50",
+        p50("fdrpc_async_fd"),
+        p50("zbus_p2p_fd"),
+        0.5,
+    );
     let mut higher = |label: &str, a: Option<f64>, b: Option<f64>, limit: f64| {
         if let (Some(a), Some(b)) = (a, b) {
             out.push((label.to_string(), a / b, limit, a / b >= limit));
         }
     };
-    higher("fdrpc_async_fd_64 / raw_tokio_fd_pipelined", ops("fdrpc_async_fd_64"), ops("raw_tokio_fd_pipelined"), 2.0);
-    higher("fdrpc_async_fd_64 / raw_tokio_fd_batched", ops("fdrpc_async_fd_64"), ops("raw_tokio_fd_batched"), 0.5);
-    higher("fdrpc_async_fd_64 / zbus_p2p_fd_64", ops("fdrpc_async_fd_64"), ops("zbus_p2p_fd_64"), 3.0);
-    higher("fdrpc_async_nofd_64 / tarpc_nofd_64", ops("fdrpc_async_nofd_64"), ops("tarpc_nofd_64"), 1.0);
-    higher("fdrpc_bulk_253 / raw_bulk_253 (fds/s)", ops("fdrpc_bulk_253"), ops("raw_bulk_253"), 0.8);
+    higher(
+        "fdrpc_async_fd_64 / raw_tokio_fd_pipelined",
+        ops("fdrpc_async_fd_64"),
+        ops("raw_tokio_fd_pipelined"),
+        2.0,
+    );
+    higher(
+        "fdrpc_async_fd_64 / raw_tokio_fd_batched",
+        ops("fdrpc_async_fd_64"),
+        ops("raw_tokio_fd_batched"),
+        0.5,
+    );
+    higher(
+        "fdrpc_async_fd_64 / zbus_p2p_fd_64",
+        ops("fdrpc_async_fd_64"),
+        ops("zbus_p2p_fd_64"),
+        3.0,
+    );
+    higher(
+        "fdrpc_async_nofd_64 / tarpc_nofd_64",
+        ops("fdrpc_async_nofd_64"),
+        ops("tarpc_nofd_64"),
+        1.0,
+    );
+    higher(
+        "fdrpc_bulk_253 / raw_bulk_253 (fds/s)",
+        ops("fdrpc_bulk_253"),
+        ops("raw_bulk_253"),
+        0.8,
+    );
     out
 }
 
 fn json_num(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "null".into())
+    v.map(|v| format!("{v:.3}"))
+        .unwrap_or_else(|| "null".into())
 }
 
 fn main() {
@@ -320,7 +430,9 @@ fn main() {
         .iter()
         .filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|n| n == c.name)))
         .collect();
-    let run_memory = only.as_ref().is_none_or(|o| o.iter().any(|n| n.starts_with("memory")));
+    let run_memory = only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|n| n.starts_with("memory")));
     let started = Instant::now();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); selected.len()];
     let mut mem_idle = Vec::new();
@@ -335,7 +447,9 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(300));
                 drop(conns);
             }));
-            mem_busy.push(memory_case("busy", pin, |p| fdrpc_cases::calls_in_flight(p, 100)));
+            mem_busy.push(memory_case("busy", pin, |p| {
+                fdrpc_cases::calls_in_flight(p, 100)
+            }));
         }
         eprintln!("rep {}/{reps} done at {:.0?}", rep + 1, started.elapsed());
     }
@@ -356,7 +470,11 @@ fn main() {
                 s.case,
                 json_num(s.p50.map(|x| x.median)),
                 json_num(s.p99.map(|x| x.median)),
-                if s.ops.median == 0.0 { "null".into() } else { format!("{:.1}", s.ops.median) },
+                if s.ops.median == 0.0 {
+                    "null".into()
+                } else {
+                    format!("{:.1}", s.ops.median)
+                },
                 json_num(s.rss.map(|x| x.median)),
             );
         }
@@ -382,6 +500,9 @@ fn main() {
     println!("|---|---:|---:|---|");
     for (label, ratio, goal, met) in targets(&summaries) {
         let op = if label.contains("p50") { "≤" } else { "≥" };
-        println!("| {label} | {ratio:.2} | {op} {goal} | {} |", if met { "yes" } else { "**no**" });
+        println!(
+            "| {label} | {ratio:.2} | {op} {goal} | {} |",
+            if met { "yes" } else { "**no**" }
+        );
     }
 }

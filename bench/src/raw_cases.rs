@@ -20,20 +20,40 @@ use crate::workload::{PAYLOAD, fd, payload};
 const MAX_FDS: usize = 253;
 
 /// One `sendmsg` of `data` with `fds`; returns the bytes written.
-fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>], flags: SendFlags) -> rustix::io::Result<usize> {
+fn send(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> rustix::io::Result<usize> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() {
         control.push(SendAncillaryMessage::ScmRights(fds));
     }
-    rustix::net::sendmsg(sock, &[IoSlice::new(data)], &mut control, flags | SendFlags::NOSIGNAL)
+    rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(data)],
+        &mut control,
+        flags | SendFlags::NOSIGNAL,
+    )
 }
 
 /// One `recvmsg`; fds go to `fifo`. Returns the bytes read.
-fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], fifo: &mut VecDeque<OwnedFd>, flags: RecvFlags) -> rustix::io::Result<usize> {
+fn recv(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fifo: &mut VecDeque<OwnedFd>,
+    flags: RecvFlags,
+) -> rustix::io::Result<usize> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags | RecvFlags::CMSG_CLOEXEC)?;
+    let msg = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        flags | RecvFlags::CMSG_CLOEXEC,
+    )?;
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(fds) = m {
             fifo.extend(fds);
@@ -93,7 +113,10 @@ pub fn blocking_fd(sock: UnixStream, iters: usize) -> Sample {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn tokio_stream(sock: UnixStream) -> tokio::net::UnixStream {
@@ -105,9 +128,12 @@ async fn tsend(s: &tokio::net::UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) 
     let mut off = 0;
     let mut fds = fds;
     while off < data.len() {
-        match s.async_io(Interest::WRITABLE, || {
-            send(s.as_fd(), &data[off..], fds, SendFlags::DONTWAIT).map_err(Into::into)
-        }).await {
+        match s
+            .async_io(Interest::WRITABLE, || {
+                send(s.as_fd(), &data[off..], fds, SendFlags::DONTWAIT).map_err(Into::into)
+            })
+            .await
+        {
             Ok(n) => {
                 off += n;
                 fds = &[];
@@ -119,9 +145,11 @@ async fn tsend(s: &tokio::net::UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) 
 }
 
 async fn trecv(s: &tokio::net::UnixStream, buf: &mut [u8], fifo: &mut VecDeque<OwnedFd>) -> usize {
-    s.async_io(Interest::READABLE, || recv(s.as_fd(), buf, fifo, RecvFlags::DONTWAIT).map_err(Into::into))
-        .await
-        .unwrap_or(0)
+    s.async_io(Interest::READABLE, || {
+        recv(s.as_fd(), buf, fifo, RecvFlags::DONTWAIT).map_err(Into::into)
+    })
+    .await
+    .unwrap_or(0)
 }
 
 /// The child: tokio, one `sendmsg` per reply.

@@ -26,14 +26,20 @@ impl TBench for Server {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub fn serve(sock: UnixStream) {
     rt().block_on(async move {
         sock.set_nonblocking(true).unwrap();
         let s = tokio::net::UnixStream::from_std(sock).unwrap();
-        let t = tarpc::serde_transport::new(Framed::new(s, LengthDelimitedCodec::new()), Bincode::default());
+        let t = tarpc::serde_transport::new(
+            Framed::new(s, LengthDelimitedCodec::new()),
+            Bincode::default(),
+        );
         tarpc::server::BaseChannel::with_defaults(t)
             .execute(Server.serve())
             .for_each(|f| async move {
@@ -47,7 +53,10 @@ pub fn nofd_64(sock: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         sock.set_nonblocking(true).unwrap();
         let s = tokio::net::UnixStream::from_std(sock).unwrap();
-        let t = tarpc::serde_transport::new(Framed::new(s, LengthDelimitedCodec::new()), Bincode::default());
+        let t = tarpc::serde_transport::new(
+            Framed::new(s, LengthDelimitedCodec::new()),
+            Bincode::default(),
+        );
         let client = TBenchClient::new(tarpc::client::Config::default(), t).spawn();
         let data = payload();
         let start = Instant::now();

@@ -27,7 +27,10 @@ trait Bench {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub fn serve(sock: UnixStream) {
@@ -51,7 +54,11 @@ pub fn serve(sock: UnixStream) {
 }
 
 async fn proxy(sock: UnixStream) -> (zbus::Connection, BenchProxy<'static>) {
-    let conn = zbus::connection::Builder::unix_stream(sock).p2p().build().await.unwrap();
+    let conn = zbus::connection::Builder::unix_stream(sock)
+        .p2p()
+        .build()
+        .await
+        .unwrap();
     let proxy = BenchProxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
@@ -66,7 +73,10 @@ pub fn p2p_fd(sock: UnixStream, iters: usize) -> Sample {
         let data = payload();
         let one = || async {
             let f = fd();
-            let (_, back) = p.call(data.clone(), zbus::Fd::from(f.as_fd())).await.unwrap();
+            let (_, back) = p
+                .call(data.clone(), zbus::Fd::from(f.as_fd()))
+                .await
+                .unwrap();
             drop((f, back));
         };
         for _ in 0..iters / 10 {

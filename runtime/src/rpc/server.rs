@@ -28,11 +28,11 @@ use super::producer::produce;
 use super::reader;
 use super::result::{NoException, encode_result};
 use super::routes::{Delivered, Routes, send_control};
-use super::socket::Socket;
 use super::service::{
     BoxFuture, Dispatch, INTROSPECTION_METHOD, Incoming, ReplyError, Service, StreamCtx,
     StreamReply,
 };
+use super::socket::Socket;
 use super::writer::Writer;
 use crate::compact::{Decoder, Encoder, MessageType};
 use crate::error::{FdStreamError, TransportError};
@@ -327,6 +327,8 @@ impl Server {
                 Ok(None) => drop(permit),
                 Err(e) => break Err(e),
             }
+            // Every buffered frame is dispatched: send the replies that are ready now.
+            writer.flush_inline();
             // Nothing complete is buffered: read more, within the fd budget, unless the peer
             // has stalled.
             let deadline = rq
@@ -354,7 +356,9 @@ impl Server {
                 () = &mut stalled => break Err(FdStreamError::Stalled(timeout).into()),
                 _ = stop.changed() => break Ok(()),
             };
-            let Some(mut reservation) = reservation else { break Ok(()) };
+            let Some(mut reservation) = reservation else {
+                break Ok(());
+            };
             let before = rq.queued_fds();
             let filled = reader::try_fill(&mut ready, &mut rq);
             drop(ready);
@@ -541,7 +545,12 @@ impl ConnState {
                     match first {
                         std::task::Poll::Ready(result) => {
                             if wants_reply {
-                                push_reply(&writer, &name, seqid, result.map(|r| r.map(|enc| (enc, None))));
+                                push_reply(
+                                    &writer,
+                                    &name,
+                                    seqid,
+                                    result.map(|r| r.map(|enc| (enc, None))),
+                                );
                             }
                             drop(permit);
                         }
@@ -549,7 +558,12 @@ impl ConnState {
                             tokio::spawn(async move {
                                 let result = task.await;
                                 if wants_reply {
-                                    push_reply(&writer, &name, seqid, result.map(|r| r.map(|enc| (enc, None))));
+                                    push_reply(
+                                        &writer,
+                                        &name,
+                                        seqid,
+                                        result.map(|r| r.map(|enc| (enc, None))),
+                                    );
                                 }
                                 drop(permit);
                             });
