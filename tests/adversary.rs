@@ -37,6 +37,13 @@ struct Harness {
 
 impl Harness {
     fn start() -> Harness {
+        Self::start_with(|s| s)
+    }
+
+    /// A harness whose server is further configured by `configure`.
+    fn start_with(
+        configure: impl FnOnce(fdrpc::Server) -> fdrpc::Server + Send + 'static,
+    ) -> Harness {
         let check = fd_leak_check();
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -59,7 +66,7 @@ impl Harness {
             rt.block_on(async move {
                 let listener = tokio::net::UnixListener::bind(&p).unwrap();
                 ready_tx.send(()).unwrap();
-                fdrpc::Server::new()
+                let server = fdrpc::Server::new()
                     .limits(
                         Limits::default()
                             .max_fds_per_frame(PER_FRAME)
@@ -67,7 +74,8 @@ impl Harness {
                     )
                     .stall_timeout(STALL)
                     .max_backlog(64 << 10, 64)
-                    .max_in_flight(32)
+                    .max_in_flight(32);
+                configure(server)
                     .serve_with_shutdown(
                         listener,
                         ConformanceServer::new(ConformanceImpl::default()),
@@ -801,5 +809,44 @@ fn a_client_that_never_reads_its_replies() {
     std::thread::sleep(STALL * 3);
     drop(raw);
     h.others_still_work();
+    h.settles();
+}
+
+#[test]
+fn the_server_wide_fd_budget_pauses_reading_instead_of_running_out() {
+    // A budget of 600 fds over all connections (a frame may then carry at most 300).
+    let h = Harness::start_with(|s| {
+        s.fd_budget(600)
+            .limits(Limits::default().max_fds_per_frame(300).max_queued_fds(600))
+    });
+    // Two peers park 250 fds each in half-sent frames, and close their own copies: the
+    // server now holds 500 of its 600.
+    let mut parkers = Vec::new();
+    for _ in 0..2 {
+        let raw = h.raw();
+        let fds = numbered(250);
+        let (n, s) = fd_headers(250, 0);
+        let indices: Vec<i32> = (0..250).collect();
+        let f = frame(
+            1,
+            &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
+            &call("echo", 1, &echo_args(&indices)),
+        );
+        raw.send(&f[..20], &borrowed(&fds));
+        parkers.push(raw);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let held = fd_count() - h.baseline;
+    assert!(held >= 500, "the server holds {held} fds");
+    // A third peer's call needs a share of the budget to be read: it waits until the stall
+    // timeout releases the parked fds, instead of the server taking more.
+    let started = Instant::now();
+    h.others_still_work();
+    assert!(
+        started.elapsed() >= STALL / 2,
+        "served before any budget was released"
+    );
+    assert!(fd_count() - h.baseline <= 600 + 16);
+    drop(parkers);
     h.settles();
 }

@@ -619,10 +619,25 @@ async fn read_replies(shared: &Shared, limits: Limits) -> ConnectionError {
             };
             let _ = waiter.tx.send(result);
         }
-        match reader::fill(&shared.stream, &mut rq).await {
+        // A server that parks fds in a half-sent frame cannot pin them here either.
+        let filled = match rq.stall_deadline(CLIENT_STALL_TIMEOUT) {
+            Some(deadline) => {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                match tokio::time::timeout_at(deadline, reader::fill(&shared.stream, &mut rq)).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(crate::FdStreamError::Stalled(CLIENT_STALL_TIMEOUT).into()),
+                }
+            }
+            None => reader::fill(&shared.stream, &mut rq).await,
+        };
+        match filled {
             Ok(true) => {}
             Ok(false) => return ConnectionError::new(TransportError::Closed),
             Err(e) => return ConnectionError::new(e),
         }
     }
 }
+
+/// How long a client lets a reply frame stay incomplete, or received fds stay unclaimed.
+const CLIENT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
