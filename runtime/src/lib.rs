@@ -17,6 +17,15 @@
     unsafe_op_in_unsafe_fn
 )]
 #![deny(unsafe_code)]
+// Input from peers reaches most of this crate: no panics on it (see docs/SECURITY.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
 
 mod channel;
 pub mod compact;

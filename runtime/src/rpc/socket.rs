@@ -6,14 +6,6 @@
 //! 1). Writes here are plain non-blocking `sendmsg`; only a write that would block registers a
 //! second descriptor of the socket for writability, and only until it is writable again.
 #![allow(unsafe_code)]
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo
-)]
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
