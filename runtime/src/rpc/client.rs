@@ -630,4 +630,4 @@ async fn read_replies(shared: &Shared, limits: Limits) -> ConnectionError {
 }
 
 /// How long a client lets a reply frame stay incomplete, or received fds stay unclaimed.
-const CLIENT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CLIENT_STALL_TIMEOUT: Duration = Duration::from_secs(10);

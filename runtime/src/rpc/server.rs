@@ -44,7 +44,7 @@ type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 /// | [`Server::max_in_flight`] | 256 calls per connection (reading pauses beyond it) |
 /// | [`Server::max_connections`] | 1024 (further connections are closed at once) |
 /// | [`Server::fd_budget`] | half the `RLIMIT_NOFILE` soft limit, between 512 and 65536: fds received and not yet released by their call, over all connections (reading pauses beyond it) |
-/// | [`Server::stall_timeout`] | 30 s: a frame left incomplete, fds left unclaimed, or replies left unread that long close the connection |
+/// | [`Server::stall_timeout`] | 10 s: a frame left incomplete, fds left unclaimed, or replies left unread that long close the connection |
 /// | [`Server::max_backlog`] | 4 MiB and 1024 fds of replies not yet written per connection (reading pauses beyond it) |
 ///
 /// # Examples
@@ -90,7 +90,7 @@ impl Server {
             max_connections: 1024,
             authorize: None,
             fd_budget: default_fd_budget(),
-            stall_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(10),
             max_backlog: (4 << 20, 1024),
         }
     }
