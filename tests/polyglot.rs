@@ -212,27 +212,31 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
                 let _ = stop_rx.await;
             },
         ));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.py");
-        // A std child on a blocking thread: tokio's child reaper would open a process-wide
-        // signal socketpair that outlives the test's fd count.
-        let args = (script.clone(), path.clone(), gen_dir.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("python3")
-                .arg(&args.0)
-                .arg(&args.1)
-                .arg(&args.2)
-                .output()
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "python client failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("all calls passed"));
+        for name in ["client.py", "streams_client.py"] {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/interop")
+                .join(name);
+            // A std child on a blocking thread: tokio's child reaper would open a process-wide
+            // signal socketpair that outlives the test's fd count.
+            let args = (script.clone(), path.clone(), gen_dir.clone());
+            let out = tokio::task::spawn_blocking(move || {
+                Command::new("python3")
+                    .arg(&args.0)
+                    .arg(&args.1)
+                    .arg(&args.2)
+                    .output()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "python client failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("passed"));
+        }
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
