@@ -850,3 +850,54 @@ fn the_server_wide_fd_budget_pauses_reading_instead_of_running_out() {
     drop(parkers);
     h.settles();
 }
+
+#[test]
+fn endless_credit_to_a_stream_the_peer_never_reads() {
+    // The peer asks for a million memfds, grants all the credit it can, and never reads: the
+    // server's producer waits for the peer to drain its backlog (64 fds here) instead of
+    // making more, and gives up on the connection after the stall timeout.
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let mut args = Encoder::new();
+    let mut last = 0;
+    args.write_field_header(5, 1, &mut last);
+    args.write_i32(1_000_000);
+    args.write_stop();
+    let args = args.into_parts().0;
+    raw.send(
+        &frame(1, &[("fdrpc-credit", "65536")], &call("memfds", 1, &args)),
+        &[],
+    );
+    let mut credit = Encoder::new();
+    credit
+        .write_message_header("memfds", MessageType::Oneway, 1)
+        .unwrap();
+    credit.write_stop();
+    let credit = credit.into_parts().0;
+    for _ in 0..20 {
+        raw.send(
+            &frame(
+                1,
+                &[("fdrpc-stream", "credit"), ("fdrpc-credit", "65536")],
+                &credit,
+            ),
+            &[],
+        );
+    }
+    let mut peak = 0;
+    let started = Instant::now();
+    while started.elapsed() < STALL * 4 {
+        peak = peak.max(fd_count().saturating_sub(h.baseline));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The socket buffers hold some items too; the server's own backlog is bounded by 64.
+    assert!(
+        peak < 64 + 300,
+        "{peak} fds held for a peer that never reads"
+    );
+    // The server closed the connection: what the socket still holds, then the end.
+    raw.expect_closed();
+    h.others_still_work();
+    drop(raw);
+    h.settles();
+}

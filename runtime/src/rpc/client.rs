@@ -161,7 +161,11 @@ impl Client {
     pub fn with_limits(stream: UnixStream, limits: Limits) -> std::io::Result<Self> {
         let stream = Arc::new(Socket::from_tokio(stream)?);
         let shared = Arc::new(Shared {
-            writer: Arc::new(Writer::new(stream.clone())),
+            writer: Arc::new(Writer::new(
+                stream.clone(),
+                (4 << 20, 1024),
+                CLIENT_STALL_TIMEOUT,
+            )),
             routes: Arc::new(Routes::default()),
             window: DEFAULT_WINDOW,
             stream,

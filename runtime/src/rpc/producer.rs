@@ -89,6 +89,15 @@ pub(crate) async fn produce(
         if !granted {
             break false;
         }
+        // Room in the backlog first: credit alone does not prove the peer reads.
+        let room = tokio::select! {
+            biased;
+            () = credit.cancelled() => break false,
+            r = writer.room_for_item() => r,
+        };
+        if room.is_err() {
+            break false;
+        }
         let next = tokio::select! {
             biased;
             () = credit.cancelled() => break false,

@@ -255,7 +255,11 @@ impl Server {
             }
         }
         let stream = Arc::new(Socket::from_tokio(stream)?);
-        let writer = Arc::new(Writer::new(stream.clone()));
+        let writer = Arc::new(Writer::new(
+            stream.clone(),
+            self.max_backlog,
+            self.stall_timeout,
+        ));
         let writer_task = tokio::spawn({
             let writer = writer.clone();
             async move { writer.run().await }

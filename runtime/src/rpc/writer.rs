@@ -4,16 +4,21 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::error::ConnectionError;
 use super::socket::Socket;
-use crate::error::TransportError;
+use crate::error::{FdStreamError, TransportError};
 use crate::transport::SendQueue;
 
 pub(crate) struct Writer {
     stream: Arc<Socket>,
+    /// Bytes and fds of backlog beyond which stream producers wait for the peer to read.
+    max_backlog: (usize, usize),
+    /// How long a producer waits for room before the peer counts as not reading.
+    stall: Duration,
     state: Mutex<State>,
     wake: Notify,
     drained: Notify,
@@ -28,9 +33,11 @@ struct State {
 }
 
 impl Writer {
-    pub(crate) fn new(stream: Arc<Socket>) -> Self {
+    pub(crate) fn new(stream: Arc<Socket>, max_backlog: (usize, usize), stall: Duration) -> Self {
         Writer {
             stream,
+            max_backlog,
+            stall,
             state: Mutex::new(State {
                 queue: SendQueue::new(),
                 scheduled: false,
@@ -95,6 +102,32 @@ impl Writer {
             st.scheduled = false;
             drop(st);
             self.drained.notify_waiters();
+        }
+    }
+
+    /// Waits until the backlog has room for one more stream item. A peer that leaves its
+    /// backlog unread for the stall timeout fails the connection: a stream it granted endless
+    /// credit cannot make this side hold endless items and fds.
+    ///
+    /// # Errors
+    ///
+    /// The connection's failure.
+    pub(crate) async fn room_for_item(&self) -> Result<(), ConnectionError> {
+        let (bytes, fds) = self.max_backlog;
+        if tokio::time::timeout(self.stall, self.wait_backlog_below(bytes, fds))
+            .await
+            .is_err()
+        {
+            let err = ConnectionError::new(TransportError::FdStream(FdStreamError::NotReading(
+                self.stall,
+            )));
+            self.fail(err.clone());
+            let _ = rustix::net::shutdown(self.stream.as_fd(), rustix::net::Shutdown::Both);
+            return Err(err);
+        }
+        match &self.lock().error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
     }
 
