@@ -141,6 +141,7 @@ mod every_type {
         async fn items(&self, n: i32) -> fdrpc::Stream<Inner, Refusal>;
         async fn gather(&self, items: fdrpc::Stream<Choice>) -> Result<i64, Refusal>;
         async fn both(&self, items: fdrpc::Stream<i32>) -> Result<fdrpc::Stream<i32>, Refusal>;
+        async fn headed(&self) -> (Inner, fdrpc::Stream<Inner>);
     }
 }
 
@@ -176,6 +177,7 @@ fn every_service_idl_is_accepted_by_the_thrift_compiler() {
         "void items(1: i32 n) (fdrpc.stream = \"Inner\", fdrpc.stream_error = \"Refusal\")",
         "i64 gather() throws (1: Refusal error) (fdrpc.sink = \"Choice\")",
         "string _fdrpc_idl()",
+        "Inner headed() (fdrpc.stream = \"Inner\")",
     ] {
         assert!(kinds.contains(needle), "missing {needle:?} in\n{kinds}");
     }

@@ -51,6 +51,8 @@ pub trait Probe {
     async fn ordered(&self, items: fdrpc::Stream<Numbered>, slow: bool) -> i64;
     /// Doubles each number, keeping its fd: a stream both ways.
     async fn doubled(&self, items: fdrpc::Stream<Numbered>) -> fdrpc::Stream<Numbered>;
+    /// A first response carrying an fd, then `n` numbers; refused for a negative `n`.
+    async fn with_header(&self, n: i32) -> Result<(Numbered, fdrpc::Stream<i32>), Failure>;
 }
 
 #[derive(Default)]
@@ -117,6 +119,16 @@ impl Probe for ProbeImpl {
             }
         }
         i
+    }
+
+    async fn with_header(&self, n: i32) -> Result<(Numbered, fdrpc::Stream<i32>), Failure> {
+        if n < 0 {
+            return Err(Failure {
+                message: "negative".into(),
+                log: Some(memfd(b"negative").into()),
+            });
+        }
+        Ok((numbered(42), fdrpc::Stream::iter(0..n)))
     }
 
     async fn doubled(&self, items: fdrpc::Stream<Numbered>) -> fdrpc::Stream<Numbered> {
@@ -440,6 +452,27 @@ fn the_blocking_client_iterates_streams_and_feeds_sinks() {
         })
         .await
         .unwrap();
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn a_first_response_alongside_the_stream() {
+    run_async(async {
+        let (client, server) = serve_probe(ProbeImpl::default());
+        let (head, items) = client.with_header(3).await.unwrap();
+        assert_eq!(head.n, 42);
+        assert_eq!(contents(&head.fd), b"42");
+        assert!(is_cloexec(&head.fd));
+        let items: Vec<i32> = items.map(|r| r.unwrap()).collect().await;
+        assert_eq!(items, vec![0, 1, 2]);
+        match client.with_header(-1).await {
+            Err(fdrpc::CallError::Service(f)) => {
+                assert_eq!(contents(f.log.as_ref().unwrap()), b"negative")
+            }
+            other => panic!("{other:?}"),
+        }
+        drop((head, client));
         server.await.unwrap();
     });
 }

@@ -35,7 +35,11 @@
 //!   `{method}_args` struct, not counting a `cx: &fdrpc::Context` parameter, which is not on
 //!   the wire.
 //! - returns: `T` (result field 0), `()` (void), `Option<T>` (field 0 absent for `None`),
-//!   `Result<T, E>` with `E: Message` (field 1: a Thrift exception, which may carry fds).
+//!   `Result<T, E>` with `E: Message` (field 1: a Thrift exception, which may carry fds),
+//!   `fdrpc::Stream<T, E>` (a server stream), `(R, fdrpc::Stream<T, E>)` (a first response
+//!   and a stream), or `Result` of either.
+//! - a parameter `items: fdrpc::Stream<T, E>` makes the call a sink (client stream); with a
+//!   stream returned too, items flow both ways.
 #![deny(missing_docs)]
 
 mod ast;

@@ -120,7 +120,8 @@ pub(crate) struct StreamType<'a> {
 
 /// What a method returns, split into its Thrift result struct fields.
 pub(crate) struct Return<'a> {
-    /// The method returns `fdrpc::Stream<T, E>` (or `Result<fdrpc::Stream<T, E>, X>`).
+    /// The method returns `fdrpc::Stream<T, E>` (or `Result<fdrpc::Stream<T, E>, X>`, or a
+    /// first response with it: `(R, fdrpc::Stream<T, E>)`, whose `R` is then `value`).
     pub(crate) stream: Option<StreamType<'a>>,
     /// The success type; `None` for `()` (a Thrift `void`).
     pub(crate) value: Option<&'a Type>,
@@ -395,10 +396,23 @@ fn method_from_syn<'a>(cx: &Ctxt, f: &'a TraitItemFn) -> Option<Method<'a>> {
         },
         ReturnType::Type(_, ty) => {
             let (value, exception) = split_result(ty);
-            let stream = value.and_then(stream_type);
+            // `(R, Stream<T, E>)`: a first response alongside the stream.
+            let (value, stream) = match value {
+                Some(Type::Tuple(t)) if t.elems.len() == 2 => {
+                    match (t.elems.first(), t.elems.last().and_then(stream_type)) {
+                        (Some(first), Some(st)) => (Some(first), Some(st)),
+                        _ => (value, None),
+                    }
+                }
+                Some(v) => match stream_type(v) {
+                    Some(st) => (None, Some(st)),
+                    None => (Some(v), None),
+                },
+                None => (None, None),
+            };
             Return {
                 stream,
-                value: value.filter(|t| !is_unit(t) && stream.is_none()),
+                value: value.filter(|t| !is_unit(t)),
                 exception,
                 written: Some(ty),
             }

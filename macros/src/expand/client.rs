@@ -127,7 +127,11 @@ fn stream_methods(
     let has_exc = m.ret.exception.is_some();
     let stream_types = m.ret.stream.map(|st| (st.item, stream_error(&p, st.error)));
     let (ok_ty, blocking_ok_ty) = match (&stream_types, m.ret.value) {
-        (Some((t, e)), _) => (
+        (Some((t, e)), Some(first)) => (
+            quote!((#first, #krate::Streaming<#t, #e>)),
+            quote!((#first, #krate::BlockingStreaming<#t, #e>)),
+        ),
+        (Some((t, e)), None) => (
             quote!(#krate::Streaming<#t, #e>),
             quote!(#krate::BlockingStreaming<#t, #e>),
         ),
@@ -159,6 +163,17 @@ fn stream_methods(
         ),
     };
     if let Some((t, e)) = stream_types {
+        // The opening reply: nothing, or the first response.
+        let (decode_open, join) = match m.ret.value {
+            Some(first) => (
+                quote!(|__d| #p::decode_result::<#first, #exc>(__d, #has_exc)),
+                quote!(|__first| (__first, __s)),
+            ),
+            None => (
+                quote!(|__d| #p::decode_void_result::<#exc>(__d, #has_exc)),
+                quote!(|()| __s),
+            ),
+        };
         let async_sink_opt = if m.sink().is_some() {
             quote!(#p::Option::Some(#sink_expr))
         } else {
@@ -170,9 +185,9 @@ fn stream_methods(
             pub async fn #ident(&self, #(#params),*) -> #ret {
                 let __r = self
                     .inner
-                    .call_streaming::<_, _, #t, #e>(#wire, #build, |__d| #p::decode_void_result::<#exc>(__d, #has_exc), #async_sink_opt)
+                    .call_streaming::<_, _, #t, #e>(#wire, #build, #decode_open, #async_sink_opt)
                     .await
-                    .map(|(__init, __s)| __init.map(|()| __s));
+                    .map(|(__init, __s)| __init.map(#join));
                 #tail
             }
         };
@@ -181,8 +196,8 @@ fn stream_methods(
             pub fn #ident(&self, #(#blocking_params),*) -> #blocking_ret {
                 let __r = self
                     .inner
-                    .call_streaming::<_, _, #t, #e>(#wire, #build, |__d| #p::decode_void_result::<#exc>(__d, #has_exc), #p::Option::None)
-                    .map(|(__init, __s)| __init.map(|()| __s));
+                    .call_streaming::<_, _, #t, #e>(#wire, #build, #decode_open, #p::Option::None)
+                    .map(|(__init, __s)| __init.map(#join));
                 #tail
             }
         };

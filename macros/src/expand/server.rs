@@ -76,23 +76,41 @@ fn arm(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
     };
     if let Some(st) = m.ret.stream {
         let (t, e) = (st.item, stream_error(&p, st.error));
+        // The opening reply: empty, or the first response as field 0.
+        let (pattern, open) = match m.ret.value {
+            Some(first) => (
+                quote!((__first, __s)),
+                quote!(#p::encode_result::<#first, #exc>(&mut __enc, #p::Result::Ok(__first))?;),
+            ),
+            None => (
+                quote!(__s),
+                quote!(#p::encode_void_result::<#exc>(&mut __enc, #p::Result::Ok(()))?;),
+            ),
+        };
+        let refuse = match m.ret.value {
+            Some(first) => {
+                quote!(#p::encode_result::<#first, #exc>(&mut __enc, #p::Result::Err(__x))?;)
+            }
+            None => quote!(#p::encode_void_result::<#exc>(&mut __enc, #p::Result::Err(__x))?;),
+        };
         let reply = if m.ret.exception.is_some() {
             quote! {
                 match __ret {
-                    #p::Result::Ok(__s) => {
-                        #p::encode_void_result::<#exc>(&mut __enc, #p::Result::Ok(()))?;
+                    #p::Result::Ok(#pattern) => {
+                        #open
                         #p::Result::Ok((__enc, #p::Option::Some(#p::producer::<#t, #e>(__s))))
                     }
                     #p::Result::Err(__x) => {
-                        #p::encode_void_result::<#exc>(&mut __enc, #p::Result::Err(__x))?;
+                        #refuse
                         #p::Result::Ok((__enc, #p::Option::None))
                     }
                 }
             }
         } else {
             quote! {
-                #p::encode_void_result::<#exc>(&mut __enc, #p::Result::Ok(()))?;
-                #p::Result::Ok((__enc, #p::Option::Some(#p::producer::<#t, #e>(__ret))))
+                let #pattern = __ret;
+                #open
+                #p::Result::Ok((__enc, #p::Option::Some(#p::producer::<#t, #e>(__s))))
             }
         };
         return quote! {
