@@ -28,7 +28,7 @@ use crate::idl::Idl;
 
 /// A type that can travel as a Thrift value in an fdrpc message.
 ///
-/// Implemented for the primitive, collection and fd types in the [module docs](self), and by
+/// Implemented for the primitive, collection and fd types (mapping in `docs/PROTOCOL.md`), and by
 /// `#[derive(fdrpc::Message)]`. Encoding consumes the value: the fds it holds move into the
 /// message's fd table, and are closed locally once sent.
 #[diagnostic::on_unimplemented(
