@@ -270,3 +270,46 @@ fn send_rights<'a>(
     assert!(buf.push(rustix::net::SendAncillaryMessage::ScmRights(fds)));
     buf
 }
+
+/// Frames of 0 to 1000 fds queued together, so that the writer must cut batches at 253 fds in
+/// the middle of frames and of batches, over a small non-blocking send buffer.
+#[test]
+fn large_and_small_frames_interleaved_keep_their_fds() {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    rustix::net::sockopt::set_socket_send_buffer_size(&a, 4096).unwrap();
+    let counts = [0usize, 253, 1, 254, 0, 600, 3, 1000, 252, 2, 506, 0, 1];
+    let writer = std::thread::spawn(move || {
+        let mut q = SendQueue::new();
+        for (i, &n) in counts.iter().enumerate() {
+            let fds: Vec<OwnedFd> = (0..n)
+                .map(|k| memfd(format!("{i}:{k}").as_bytes()).into())
+                .collect();
+            q.push(i as i32, &vec![7u8; 1 + i], fds, &[]).unwrap();
+        }
+        while !q.write_to(a.as_fd()).unwrap() {
+            let mut p = [rustix::event::PollFd::new(&a, rustix::event::PollFlags::OUT)];
+            rustix::event::poll(&mut p, None).unwrap();
+        }
+        a
+    });
+    let mut rq = RecvQueue::new(Limits::default());
+    let mut seen = 0;
+    while seen < counts.len() {
+        while let Some(f) = rq.next_frame().unwrap() {
+            assert_eq!(f.frame.seqid, seen as i32);
+            assert_eq!(f.fds.len(), counts[seen], "frame {seen}");
+            for (k, fd) in f.fds.iter().enumerate() {
+                assert_eq!(contents(fd), format!("{seen}:{k}").as_bytes());
+            }
+            seen += 1;
+        }
+        if seen < counts.len() {
+            rq.fill_blocking(b.as_fd()).unwrap();
+        }
+    }
+    assert_eq!(rq.queued_fds(), 0);
+    drop(writer.join().unwrap());
+    drop((rq, b));
+}
