@@ -289,7 +289,10 @@ fn large_and_small_frames_interleaved_keep_their_fds() {
             q.push(i as i32, &vec![7u8; 1 + i], fds, &[]).unwrap();
         }
         while !q.write_to(a.as_fd()).unwrap() {
-            let mut p = [rustix::event::PollFd::new(&a, rustix::event::PollFlags::OUT)];
+            let mut p = [rustix::event::PollFd::new(
+                &a,
+                rustix::event::PollFlags::OUT,
+            )];
             rustix::event::poll(&mut p, None).unwrap();
         }
         a
@@ -306,7 +309,11 @@ fn large_and_small_frames_interleaved_keep_their_fds() {
             seen += 1;
         }
         if seen < counts.len() {
-            rq.fill_blocking(b.as_fd()).unwrap();
+            let filled = rq.fill_blocking(b.as_fd()).unwrap();
+            assert!(
+                matches!(filled, Fill::Read(_)),
+                "the writer stopped early: {filled:?}"
+            );
         }
     }
     assert_eq!(rq.queued_fds(), 0);

@@ -255,7 +255,8 @@ fn the_rust_client_calls_a_stock_python_server_with_fds() {
     let gen_dir = compile(&dir, "conformance", &ConformanceClient::idl());
     let path = dir.join("python.sock");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/server.py");
-    let mut child = Command::new("python3")
+    let mut child = Command::new("timeout")
+        .args(["120", "python3"])
         .arg(&script)
         .arg(&path)
         .arg(&gen_dir)
