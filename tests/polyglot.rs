@@ -222,7 +222,9 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
             // signal socketpair that outlives the test's fd count.
             let args = (script.clone(), path.clone(), gen_dir.clone());
             let out = tokio::task::spawn_blocking(move || {
-                Command::new("python3")
+                // `timeout`: a peer that hangs fails the test instead of the CI run.
+                Command::new("timeout")
+                    .args(["120", "python3"])
                     .arg(&args.0)
                     .arg(&args.1)
                     .arg(&args.2)
