@@ -515,3 +515,32 @@ fn tempdir() -> std::path::PathBuf {
 
 #[allow(dead_code)]
 fn unused(_: &dyn AsFd) {}
+
+#[test]
+fn peer_credentials_include_a_pidfd_where_the_kernel_has_one() {
+    let _check = fd_leak_check();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let peer = fdrpc::PeerCredentials::of(&a).unwrap();
+    assert_eq!(peer.pid(), std::process::id() as i32);
+    assert_eq!(peer.uid(), rustix::process::getuid().as_raw());
+    // SO_PEERPIDFD is Linux 6.5+; where it exists, the pidfd names the same process.
+    if let Some(pidfd) = peer.pidfd() {
+        let fdinfo = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd)
+        ))
+        .unwrap();
+        let pid_line = fdinfo.lines().find(|l| l.starts_with("Pid:")).unwrap();
+        assert_eq!(
+            pid_line.split_whitespace().nth(1).unwrap(),
+            std::process::id().to_string()
+        );
+        assert!(is_cloexec(&pidfd));
+    } else {
+        let release = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        eprintln!("no SO_PEERPIDFD on kernel {release}");
+    }
+}

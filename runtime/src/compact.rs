@@ -643,3 +643,79 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn dec(bytes: &[u8]) -> Decoder<'_> {
+        Decoder::new(bytes, FdTable::empty())
+    }
+
+    #[test]
+    fn zigzag_varints_round_trip_at_the_edges() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut e = Encoder::new();
+            e.write_i64(v);
+            assert_eq!(dec(e.bytes()).read_i64().unwrap(), v);
+        }
+        for v in [0i32, -1, i32::MAX, i32::MIN] {
+            let mut e = Encoder::new();
+            e.write_i32(v);
+            assert_eq!(dec(e.bytes()).read_i32().unwrap(), v);
+        }
+        for v in [0i16, -1, i16::MAX, i16::MIN] {
+            let mut e = Encoder::new();
+            e.write_i16(v);
+            assert_eq!(dec(e.bytes()).read_i16().unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn varints_wider_than_their_type_are_rejected() {
+        // 2^32 as a varint is not an i32.
+        let mut e = Encoder::new();
+        e.write_varint(1 << 32);
+        assert_eq!(
+            dec(e.bytes()).read_i32().unwrap_err().kind(),
+            &DecodeErrorKind::BadVarint
+        );
+        // Eleven bytes is no 64-bit varint.
+        let bytes = [0xff; 10].iter().copied().chain([0x01]).collect::<Vec<_>>();
+        assert_eq!(
+            dec(&bytes).read_i64().unwrap_err().kind(),
+            &DecodeErrorKind::BadVarint
+        );
+        // 2^16 is not an i16.
+        assert!(dec(&[0x80, 0x80, 0x04]).read_i16().is_err());
+    }
+
+    #[test]
+    fn field_headers_use_the_short_form_only_for_small_positive_deltas() {
+        let mut e = Encoder::new();
+        let mut last = 0;
+        e.write_field_header(TType::I32 as u8, 1, &mut last); // delta 1: short
+        e.write_field_header(TType::I32 as u8, 16, &mut last); // delta 15: short
+        e.write_field_header(TType::I32 as u8, 32, &mut last); // delta 16: long
+        e.write_field_header(TType::I32 as u8, 3, &mut last); // backwards: long
+        assert_eq!(e.bytes(), [0x15, 0xf5, 0x05, 0x40, 0x05, 0x06]);
+        let mut d = dec(e.bytes());
+        let mut last = 0;
+        let ids: Vec<i16> = (0..4)
+            .map(|_| d.read_field_header(&mut last).unwrap().unwrap().1)
+            .collect();
+        assert_eq!(ids, [1, 16, 32, 3]);
+    }
+}
