@@ -36,8 +36,8 @@ impl Supervisor for OldInstance {
             .unwrap()
             .take()
             .expect("handed over once");
-        let state = fdrpc::SealedMemfd::with_contents("state", b"connections served: 41")
-            .expect("memfd");
+        let state =
+            fdrpc::SealedMemfd::with_contents("state", b"connections served: 41").expect("memfd");
         Handover {
             listener,
             state,

@@ -63,31 +63,36 @@ def read_item_struct():
     return index
 
 
-# Server stream: ask for 40 memfds with a window of 4, granting 2 more after every 2 taken.
-WINDOW = 4
-trans.set_header(b"fdrpc-credit", str(WINDOW).encode())
-client.send_memfds(40)
-seqid = client._seqid
-client.recv_memfds()  # the opening reply
-got = 0
-taken_since_grant = 0
-while True:
-    kind, _, name, mtype, sid = read_frame()
-    assert name == "memfds" and sid == seqid and mtype == TMessageType.REPLY, (name, sid, mtype)
-    if kind == b"end":
-        read_item_struct()
-        break
-    assert kind == b"item", kind
-    fd = trans.take(read_item_struct())
-    assert os.pread(fd, 64, 0).decode() == str(got), (got, os.pread(fd, 64, 0))
-    assert os.get_inheritable(fd) is False
-    os.close(fd)
-    got += 1
-    taken_since_grant += 1
-    if taken_since_grant == WINDOW // 2:
-        control("memfds", seqid, b"credit", taken_since_grant)
-        taken_since_grant = 0
-assert got == 40, got
+def server_stream(count, window):
+    """Asks for `count` memfds with a window of `window`, granting more after every half."""
+    trans.set_header(b"fdrpc-credit", str(window).encode())
+    client.send_memfds(count)
+    seqid = client._seqid
+    client.recv_memfds()  # the opening reply
+    got = 0
+    taken_since_grant = 0
+    while True:
+        kind, _, name, mtype, sid = read_frame()
+        assert name == "memfds" and sid == seqid and mtype == TMessageType.REPLY, (name, sid, mtype)
+        if kind == b"end":
+            read_item_struct()
+            break
+        assert kind == b"item", kind
+        fd = trans.take(read_item_struct())
+        assert os.pread(fd, 64, 0).decode() == str(got), (got, os.pread(fd, 64, 0))
+        assert os.get_inheritable(fd) is False
+        os.close(fd)
+        got += 1
+        taken_since_grant += 1
+        if taken_since_grant == window // 2:
+            control("memfds", seqid, b"credit", taken_since_grant)
+            taken_since_grant = 0
+    assert got == count, got
+
+
+# Server streams, twice on the same seqid (the generated client always sends 0).
+server_stream(40, 4)
+server_stream(7, 2)
 
 # Sink: send memfds of known sizes as the server grants credit, then the end, then read the
 # final reply.

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::app_exception::ApplicationError;
 use super::error::{ConnectionError, RpcError};
-use super::flow::{DEFAULT_WINDOW, HEADER_CREDIT, HEADER_STREAM, StreamFrame};
+use super::flow::{Credit, DEFAULT_WINDOW, HEADER_CREDIT, HEADER_STREAM, StreamFrame};
 use super::producer::{ErasedProducer, produce};
 use super::reader;
 use super::routes::{Delivered, Routes, send_control};
@@ -335,6 +335,7 @@ impl Client {
             shared,
             method,
             seqid,
+            credit: credit.clone(),
             active: credit.is_some(),
         };
         let window = shared.window.to_string();
@@ -396,7 +397,9 @@ impl Client {
         // The reply came: a sink still producing is no longer wanted.
         if sink_guard.active {
             sink_guard.active = false;
-            shared.routes.close_credit(seqid);
+            if let Some(c) = &sink_guard.credit {
+                shared.routes.close_credit(seqid, c);
+            }
         }
         drop(guard);
         let reply = match reply {
@@ -471,13 +474,16 @@ struct SinkGuard<'a> {
     shared: &'a Shared,
     method: &'static str,
     seqid: i32,
+    credit: Option<Arc<Credit>>,
     active: bool,
 }
 
 impl Drop for SinkGuard<'_> {
     fn drop(&mut self) {
         if self.active {
-            self.shared.routes.close_credit(self.seqid);
+            if let Some(c) = &self.credit {
+                self.shared.routes.close_credit(self.seqid, c);
+            }
             send_control(
                 &self.shared.writer,
                 self.method,

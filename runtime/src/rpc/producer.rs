@@ -132,6 +132,6 @@ pub(crate) async fn produce(
             }
         }
     };
-    routes.close_credit(seqid);
+    routes.close_credit(seqid, &credit);
     finished
 }

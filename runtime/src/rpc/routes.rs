@@ -65,9 +65,18 @@ impl Routes {
         credit
     }
 
-    pub(crate) fn close_inbound(&self, seqid: i32) {
+    /// Forgets the consumer of `seqid`, if it is still the one whose window is `window` (a
+    /// peer may reuse a seqid once a stream is over).
+    pub(crate) fn close_inbound(&self, seqid: i32, window: &Arc<Mutex<Window>>) {
         let mut map = self.lock();
         if let Some(r) = map.get_mut(&seqid) {
+            if !r
+                .inbound
+                .as_ref()
+                .is_some_and(|i| Arc::ptr_eq(&i.window, window))
+            {
+                return;
+            }
             r.inbound = None;
             if r.credit.is_none() {
                 map.remove(&seqid);
@@ -75,12 +84,15 @@ impl Routes {
         }
     }
 
-    pub(crate) fn close_credit(&self, seqid: i32) {
+    /// Cancels and forgets the producer `credit` of `seqid`, if it is still registered.
+    pub(crate) fn close_credit(&self, seqid: i32, credit: &Arc<Credit>) {
+        credit.cancel();
         let mut map = self.lock();
         if let Some(r) = map.get_mut(&seqid) {
-            if let Some(c) = r.credit.take() {
-                c.cancel();
+            if !r.credit.as_ref().is_some_and(|c| Arc::ptr_eq(c, credit)) {
+                return;
             }
+            r.credit = None;
             if r.inbound.is_none() {
                 map.remove(&seqid);
             }

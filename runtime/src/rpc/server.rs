@@ -589,7 +589,7 @@ impl ConnState {
                             )
                             .await;
                         }
-                        None => routes.close_credit(seqid),
+                        None => routes.close_credit(seqid, &slot.credit),
                     }
                     drop(permit);
                 });

@@ -86,7 +86,7 @@ impl Consumer {
     fn cancel(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.routes.close_inbound(self.seqid);
+            self.routes.close_inbound(self.seqid, &self.window);
             send_control(
                 &self.writer,
                 self.method,
