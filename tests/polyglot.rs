@@ -13,6 +13,10 @@ mod conformance;
 #[path = "../examples/quickstart.rs"]
 mod quickstart;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/handoff.rs"]
+mod handoff;
+
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -155,6 +159,12 @@ fn every_service_idl_is_accepted_by_the_thrift_compiler() {
     let dir = tempdir("idl");
     compile(&dir, "conformance", &ConformanceClient::idl());
     compile(&dir, "quickstart", &quickstart::BrokerClient::idl());
+    let handoff = handoff::SupervisorClient::idl();
+    compile(&dir, "handoff", &handoff);
+    assert!(
+        handoff.contains("typedef i32 tcp_listener_fd (fdrpc.fd = \"inet_stream_socket\")"),
+        "{handoff}"
+    );
     let kinds = every_type::KindsClient::idl();
     compile(&dir, "kinds", &kinds);
     // The IDL says what the wire does.
