@@ -12,6 +12,7 @@ mod blocking_client;
 mod blocking_stream;
 mod client;
 mod context;
+mod dispatch;
 mod error;
 mod flow;
 mod peer;
