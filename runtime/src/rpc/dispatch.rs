@@ -30,9 +30,10 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
-    /// Decodes and dispatches one frame. A call's handler runs in its own task holding
-    /// `permit`; a oneway handler is returned, to be awaited before the next frame. Stream
-    /// frames go to their stream.
+    /// Decodes and dispatches one frame, returning the work to await before the next frame:
+    /// a oneway handler (run to completion, in order), or a call's first poll (a call that
+    /// waits continues in a task of its own, holding `permit` and the frame's share of the fd
+    /// budget, `lease`). Stream frames go to their stream.
     pub(crate) fn handle_frame<S: Service + ?Sized>(
         &self,
         service: &S,

@@ -298,12 +298,12 @@ impl Server {
             match rq.next_frame() {
                 Ok(Some(frame)) => {
                     let lease = parked.as_mut().and_then(|p| p.split(frame.fds.len()));
-                    let oneway =
+                    let inline =
                         conn.handle_frame(&*service, &frame.frame, frame.fds, permit, lease);
-                    // Oneway handlers run in order, each finished before the next frame is
-                    // read, so later calls on this connection see their effects; calls get
-                    // their first poll here.
-                    if let Some(fut) = oneway {
+                    // Oneway handlers run here, in order, each finished before the next frame
+                    // is read, so later calls on this connection see their effects; calls get
+                    // their first poll here and a task only if they wait.
+                    if let Some(fut) = inline {
                         fut.await;
                     }
                     continue;
