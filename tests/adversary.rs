@@ -316,8 +316,10 @@ fn echo_args(indices: &[i32]) -> Vec<u8> {
     enc.into_parts().0
 }
 
-fn fd_headers(n: usize, seq: i64) -> (String, String) {
-    (n.to_string(), seq.to_string())
+/// A frame declaring `declared` fds, after `seq` fds sent earlier, around `payload`.
+fn fd_frame(seqid: i32, declared: usize, seq: i64, payload: &[u8]) -> Vec<u8> {
+    let (n, s) = (declared.to_string(), seq.to_string());
+    frame(seqid, &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)], payload)
 }
 
 fn borrowed(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
@@ -329,12 +331,7 @@ fn more_fds_than_the_frame_declares() {
     let h = Harness::start();
     let mut raw = h.raw();
     let fds = numbered(3);
-    let (n, s) = fd_headers(1, 0);
-    let f = frame(
-        1,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 1, &echo_args(&[0])),
-    );
+    let f = fd_frame(1, 1, 0, &call("echo", 1, &echo_args(&[0])));
     raw.send(&f, &borrowed(&fds));
     // The call is answered with its one fd; the two extra fds stay unclaimed, so the
     // connection is closed after the stall timeout and they are closed with it.
@@ -357,12 +354,7 @@ fn fewer_fds_than_the_frame_declares() {
     let h = Harness::start();
     let mut raw = h.raw();
     let fds = numbered(1);
-    let (n, s) = fd_headers(2, 0);
-    let f = frame(
-        1,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 1, &echo_args(&[0, 1])),
-    );
+    let f = fd_frame(1, 2, 0, &call("echo", 1, &echo_args(&[0, 1])));
     raw.send(&f, &borrowed(&fds));
     raw.expect_closed();
     h.others_still_work();
@@ -375,12 +367,7 @@ fn a_wrong_fd_sequence_number() {
     let h = Harness::start();
     let mut raw = h.raw();
     let fds = numbered(1);
-    let (n, s) = fd_headers(1, 7);
-    let f = frame(
-        1,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 1, &echo_args(&[0])),
-    );
+    let f = fd_frame(1, 1, 7, &call("echo", 1, &echo_args(&[0])));
     raw.send(&f, &borrowed(&fds));
     raw.expect_closed();
     h.others_still_work();
@@ -396,12 +383,7 @@ fn an_fd_sent_with_the_frame_before_its_own() {
     let mut raw = h.raw();
     let fd = memfd(b"early");
     let a = frame(1, &[], &call("whoami", 1, &[0]));
-    let (n, s) = fd_headers(1, 0);
-    let b = frame(
-        2,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 2, &echo_args(&[0])),
-    );
+    let b = fd_frame(2, 1, 0, &call("echo", 2, &echo_args(&[0])));
     raw.send(&a, &[fd.as_fd()]);
     raw.send(&b, &[]);
     let mut echoed = None;
@@ -442,13 +424,8 @@ fn more_fds_than_the_per_frame_limit_in_one_sendmsg() {
     let h = Harness::start();
     let mut raw = h.raw();
     let fds = numbered(PER_FRAME + 10);
-    let (n, s) = fd_headers(fds.len(), 0);
     let indices: Vec<i32> = (0..fds.len() as i32).collect();
-    let f = frame(
-        1,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 1, &echo_args(&indices)),
-    );
+    let f = fd_frame(1, fds.len(), 0, &call("echo", 1, &echo_args(&indices)));
     raw.send(&f, &borrowed(&fds));
     raw.expect_closed();
     h.others_still_work();
@@ -461,13 +438,8 @@ fn more_fds_than_the_per_frame_limit_split_across_two_sendmsgs() {
     let h = Harness::start();
     let mut raw = h.raw();
     let fds = numbered(PER_FRAME + 10);
-    let (n, s) = fd_headers(fds.len(), 0);
     let indices: Vec<i32> = (0..fds.len() as i32).collect();
-    let f = frame(
-        1,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 1, &echo_args(&indices)),
-    );
+    let f = fd_frame(1, fds.len(), 0, &call("echo", 1, &echo_args(&indices)));
     let half = fds.len() / 2;
     raw.send(&f[..1], &borrowed(&fds[..half]));
     raw.send(&f[1..], &borrowed(&fds[half..]));
@@ -507,25 +479,15 @@ fn bad_fd_indices_get_a_protocol_error_and_the_connection_goes_on() {
     ] {
         seqid += 1;
         let fds = numbered(nfds);
-        let (n, s) = fd_headers(nfds, seq);
+        let f = fd_frame(seqid, nfds, seq, &call("echo", seqid, &echo_args(&indices)));
         seq += nfds as i64;
-        let f = frame(
-            seqid,
-            &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-            &call("echo", seqid, &echo_args(&indices)),
-        );
         raw.send(&f, &borrowed(&fds));
         raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
     }
     // fds sent to a method whose arguments hold none (fbthrift once crashed on this).
     let fds = numbered(2);
-    let (n, s) = fd_headers(2, seq);
     raw.send(
-        &frame(
-            9,
-            &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-            &call("whoami", 9, &[0]),
-        ),
+        &fd_frame(9, 2, seq, &call("whoami", 9, &[0])),
         &borrowed(&fds),
     );
     raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
@@ -621,12 +583,7 @@ fn half_a_frame_with_fds_then_silence() {
     let h = Harness::start();
     let mut raw = h.raw();
     let fds = numbered(5);
-    let (n, s) = fd_headers(5, 0);
-    let f = frame(
-        1,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 1, &echo_args(&[0, 1, 2, 3, 4])),
-    );
+    let f = fd_frame(1, 5, 0, &call("echo", 1, &echo_args(&[0, 1, 2, 3, 4])));
     raw.send(&f[..f.len() / 2], &borrowed(&fds));
     let started = Instant::now();
     raw.expect_closed();
@@ -647,12 +604,7 @@ fn the_parked_fd_is_the_peers_own_socket() {
     let h = Harness::start();
     let raw = h.raw();
     let own = raw.sock.try_clone().unwrap();
-    let (n, s) = fd_headers(1, 0);
-    let f = frame(
-        1,
-        &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-        &call("echo", 1, &echo_args(&[0])),
-    );
+    let f = fd_frame(1, 1, 0, &call("echo", 1, &echo_args(&[0])));
     raw.send(&f[..10], &[own.as_fd()]);
     drop((raw, own));
     h.settles();
@@ -825,13 +777,8 @@ fn the_server_wide_fd_budget_pauses_reading_instead_of_running_out() {
     for _ in 0..2 {
         let raw = h.raw();
         let fds = numbered(250);
-        let (n, s) = fd_headers(250, 0);
         let indices: Vec<i32> = (0..250).collect();
-        let f = frame(
-            1,
-            &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)],
-            &call("echo", 1, &echo_args(&indices)),
-        );
+        let f = fd_frame(1, 250, 0, &call("echo", 1, &echo_args(&indices)));
         raw.send(&f[..20], &borrowed(&fds));
         parkers.push(raw);
     }
