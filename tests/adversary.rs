@@ -199,6 +199,10 @@ impl Raw {
         loop {
             match self.rq.next_frame() {
                 Ok(Some(f)) => {
+                    assert!(
+                        f.fds.iter().all(is_cloexec),
+                        "a received fd is not close-on-exec"
+                    );
                     let mut dec =
                         fdrpc::compact::Decoder::new(f.frame.payload, fdrpc::FdTable::empty());
                     let h = dec.read_message_header().unwrap();

@@ -149,13 +149,7 @@ fn count_and_sequence_mismatches_break_the_stream() {
     let mut frame = Vec::new();
     fdrpc::frame::write_frame(&mut frame, 1, 2, 0, &[], b"x").unwrap();
     let fd = memfd(b"only one");
-    rustix::net::sendmsg(
-        &a,
-        &[std::io::IoSlice::new(&frame)],
-        &mut send_rights(&[fd.as_fd()]),
-        rustix::net::SendFlags::empty(),
-    )
-    .unwrap();
+    sendmsg_with(&a, &frame, &[fd.as_fd()]);
     let mut rq = RecvQueue::new(Limits::default());
     rq.fill_blocking(b.as_fd()).unwrap();
     let err = rq.next_frame().unwrap_err();
@@ -174,13 +168,7 @@ fn count_and_sequence_mismatches_break_the_stream() {
     // Right count, wrong sequence number.
     let mut frame = Vec::new();
     fdrpc::frame::write_frame(&mut frame, 1, 1, 5, &[], b"x").unwrap();
-    rustix::net::sendmsg(
-        &a,
-        &[std::io::IoSlice::new(&frame)],
-        &mut send_rights(&[fd.as_fd()]),
-        rustix::net::SendFlags::empty(),
-    )
-    .unwrap();
+    sendmsg_with(&a, &frame, &[fd.as_fd()]);
     let mut rq = RecvQueue::new(Limits::default());
     rq.fill_blocking(b.as_fd()).unwrap();
     let err = rq.next_frame().unwrap_err();
@@ -207,13 +195,7 @@ fn unclaimed_fd_budget() {
     // One byte with 200 fds, twice. The budget of 8 is raised to 8 + 253 = 261: one sendmsg
     // may legally carry 253 fds ahead of a frame of 8.
     for _ in 0..2 {
-        rustix::net::sendmsg(
-            &a,
-            &[std::io::IoSlice::new(&[0])],
-            &mut send_rights(&borrowed),
-            rustix::net::SendFlags::empty(),
-        )
-        .unwrap();
+        sendmsg_with(&a, &[0], &borrowed);
     }
     let mut rq = RecvQueue::new(Limits::default().max_fds_per_frame(8).max_queued_fds(8));
     assert!(matches!(
@@ -241,13 +223,7 @@ fn eof_inside_a_frame_or_with_unclaimed_fds() {
     let _check = fd_leak_check();
     let (a, b) = UnixStream::pair().unwrap();
     let fd = memfd(b"parked");
-    rustix::net::sendmsg(
-        &a,
-        &[std::io::IoSlice::new(&[0, 0, 0])],
-        &mut send_rights(&[fd.as_fd()]),
-        rustix::net::SendFlags::empty(),
-    )
-    .unwrap();
+    sendmsg_with(&a, &[0, 0, 0], &[fd.as_fd()]);
     drop(a);
     let mut rq = RecvQueue::new(Limits::default());
     rq.fill_blocking(b.as_fd()).unwrap();
@@ -257,6 +233,17 @@ fn eof_inside_a_frame_or_with_unclaimed_fds() {
         Err(fdrpc::TransportError::ClosedMidFrame(3))
     ));
     drop((rq, b, fd));
+}
+
+/// One `sendmsg` of `bytes` with `fds` attached.
+fn sendmsg_with(sock: &UnixStream, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) {
+    rustix::net::sendmsg(
+        sock,
+        &[std::io::IoSlice::new(bytes)],
+        &mut send_rights(fds),
+        rustix::net::SendFlags::empty(),
+    )
+    .unwrap();
 }
 
 fn send_rights<'a>(

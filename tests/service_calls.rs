@@ -217,14 +217,7 @@ fn an_authorization_hook_can_refuse_the_uid() {
 #[test]
 fn the_blocking_client_does_everything() {
     run_async(async {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        b.set_nonblocking(true).unwrap();
-        let b = tokio::net::UnixStream::from_std(b).unwrap();
-        let server = tokio::spawn(async move {
-            let _ = fdrpc::Server::new()
-                .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
-                .await;
-        });
+        let (a, server) = serve_for_blocking(ConformanceServer::new(ConformanceImpl::default()));
         tokio::task::spawn_blocking(move || {
             let client = ConformanceBlockingClient::from_std(a);
             for (n, spare) in [(0, false), (1, true), (5, true), (254, false)] {

@@ -410,14 +410,7 @@ fn streams_and_calls_interleave_on_one_connection() {
 #[test]
 fn the_blocking_client_iterates_streams_and_feeds_sinks() {
     run_async(async {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        b.set_nonblocking(true).unwrap();
-        let b = tokio::net::UnixStream::from_std(b).unwrap();
-        let server = tokio::spawn(async move {
-            let _ = fdrpc::Server::new()
-                .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
-                .await;
-        });
+        let (a, server) = serve_for_blocking(ConformanceServer::new(ConformanceImpl::default()));
         tokio::task::spawn_blocking(move || {
             let client = ConformanceBlockingClient::from_std(a);
             let mut n = 0;

@@ -149,3 +149,18 @@ pub fn run_async<F: std::future::Future<Output = ()>>(f: F) {
     rt.block_on(f);
     drop(rt);
 }
+
+/// Serves `service` on one end of a socketpair (on the current runtime) and returns the other
+/// end as a std stream for a blocking client, with the server's task: it finishes when the
+/// connection does.
+pub fn serve_for_blocking<S: fdrpc::Service>(
+    service: S,
+) -> (std::os::unix::net::UnixStream, tokio::task::JoinHandle<()>) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let b = tokio::net::UnixStream::from_std(b).unwrap();
+    let server = tokio::spawn(async move {
+        let _ = fdrpc::Server::new().serve_connection(b, service).await;
+    });
+    (a, server)
+}
