@@ -152,30 +152,51 @@ async fn trecv(s: &tokio::net::UnixStream, buf: &mut [u8], fifo: &mut VecDeque<O
     .unwrap_or(0)
 }
 
+/// The read side of the framed tokio cases: a 64 KiB buffer and an fd FIFO.
+struct Inbox {
+    buf: Vec<u8>,
+    have: usize,
+    fifo: VecDeque<OwnedFd>,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Inbox {
+            buf: vec![0u8; 64 * 1024],
+            have: 0,
+            fifo: VecDeque::new(),
+        }
+    }
+
+    /// Reads once; returns how many whole 64-byte messages arrived (their fds are closed), or
+    /// `None` at the end of the stream.
+    async fn read(&mut self, s: &tokio::net::UnixStream) -> Option<usize> {
+        let n = trecv(s, &mut self.buf[self.have..], &mut self.fifo).await;
+        if n == 0 {
+            return None;
+        }
+        self.have += n;
+        let whole = self.have / PAYLOAD;
+        self.fifo.drain(..whole.min(self.fifo.len()));
+        self.buf.copy_within(whole * PAYLOAD..self.have, 0);
+        self.have -= whole * PAYLOAD;
+        Some(whole)
+    }
+}
+
 /// The child: tokio, one `sendmsg` per reply.
 pub fn serve_tokio(sock: UnixStream) {
     rt().block_on(async move {
         let s = tokio_stream(sock);
-        let mut fifo = VecDeque::new();
         let data = payload();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut have = 0;
-        loop {
-            let n = trecv(&s, &mut buf[have..], &mut fifo).await;
-            if n == 0 {
-                return;
-            }
-            have += n;
-            let whole = have / PAYLOAD;
+        let mut inbox = Inbox::new();
+        while let Some(whole) = inbox.read(&s).await {
             for _ in 0..whole {
-                fifo.pop_front();
                 let reply = fd();
                 if !tsend(&s, &data, &[reply.as_fd()]).await {
                     return;
                 }
             }
-            buf.copy_within(whole * PAYLOAD..have, 0);
-            have -= whole * PAYLOAD;
         }
     })
 }
@@ -214,10 +235,8 @@ pub fn tokio_fd(sock: UnixStream, iters: usize) -> Sample {
 pub fn tokio_fd_pipelined(sock: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let s = tokio_stream(sock);
-        let mut fifo = VecDeque::new();
         let data = payload();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut have = 0;
+        let mut inbox = Inbox::new();
         let start = Instant::now();
         let mut sent = 0;
         let mut done = 0;
@@ -227,12 +246,8 @@ pub fn tokio_fd_pipelined(sock: UnixStream, iters: usize) -> Sample {
             sent += 1;
         }
         while done < iters {
-            let n = trecv(&s, &mut buf[have..], &mut fifo).await;
-            assert!(n > 0);
-            have += n;
-            let whole = have / PAYLOAD;
+            let whole = inbox.read(&s).await.expect("server closed");
             for _ in 0..whole {
-                fifo.pop_front();
                 done += 1;
                 if sent < iters {
                     let out = fd();
@@ -240,8 +255,6 @@ pub fn tokio_fd_pipelined(sock: UnixStream, iters: usize) -> Sample {
                     sent += 1;
                 }
             }
-            buf.copy_within(whole * PAYLOAD..have, 0);
-            have -= whole * PAYLOAD;
         }
         Sample::throughput(iters, start.elapsed())
     })
@@ -257,26 +270,15 @@ async fn tsend_batch(s: &tokio::net::UnixStream, out: &[u8], fds: &[OwnedFd]) ->
 pub fn serve_tokio_batched(sock: UnixStream) {
     rt().block_on(async move {
         let s = tokio_stream(sock);
-        let mut fifo = VecDeque::new();
         let data = payload();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut have = 0;
+        let mut inbox = Inbox::new();
         let mut out = Vec::with_capacity(64 * PAYLOAD);
         let mut fds = Vec::with_capacity(64);
-        loop {
-            let n = trecv(&s, &mut buf[have..], &mut fifo).await;
-            if n == 0 {
-                return;
-            }
-            have += n;
-            let whole = have / PAYLOAD;
+        while let Some(whole) = inbox.read(&s).await {
             for _ in 0..whole {
-                fifo.pop_front();
                 out.extend_from_slice(&data);
                 fds.push(fd());
             }
-            buf.copy_within(whole * PAYLOAD..have, 0);
-            have -= whole * PAYLOAD;
             if !out.is_empty() {
                 if !tsend_batch(&s, &out, &fds).await {
                     return;
@@ -293,10 +295,8 @@ pub fn serve_tokio_batched(sock: UnixStream) {
 pub fn tokio_fd_batched(sock: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let s = tokio_stream(sock);
-        let mut fifo = VecDeque::new();
         let data = payload();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut have = 0;
+        let mut inbox = Inbox::new();
         let mut out = Vec::with_capacity(64 * PAYLOAD);
         let mut fds = Vec::with_capacity(64);
         let start = Instant::now();
@@ -312,16 +312,7 @@ pub fn tokio_fd_batched(sock: UnixStream, iters: usize) -> Sample {
                 out.clear();
                 fds.clear();
             }
-            let n = trecv(&s, &mut buf[have..], &mut fifo).await;
-            assert!(n > 0);
-            have += n;
-            let whole = have / PAYLOAD;
-            for _ in 0..whole {
-                fifo.pop_front();
-                done += 1;
-            }
-            buf.copy_within(whole * PAYLOAD..have, 0);
-            have -= whole * PAYLOAD;
+            done += inbox.read(&s).await.expect("server closed");
         }
         Sample::throughput(iters, start.elapsed())
     })
