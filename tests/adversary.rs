@@ -12,7 +12,6 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -27,10 +26,8 @@ const STALL: Duration = Duration::from_millis(300);
 
 /// An in-process conformance server with small limits, on its own runtime thread.
 struct Harness {
-    path: PathBuf,
-    dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    // Declared before the check: the server's fds are closed before the count is compared.
+    server: ThreadServer,
     baseline: usize,
     _check: FdLeakCheck,
 }
@@ -45,68 +42,38 @@ impl Harness {
         configure: impl FnOnce(fdrpc::Server) -> fdrpc::Server + Send + 'static,
     ) -> Harness {
         let check = fd_leak_check();
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fdrpc-adversary-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("server.sock");
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let p = path.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_io()
-                .enable_time()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::UnixListener::bind(&p).unwrap();
-                ready_tx.send(()).unwrap();
-                let server = fdrpc::Server::new()
-                    .limits(
-                        Limits::default()
-                            .max_fds_per_frame(PER_FRAME)
-                            .max_queued_fds(QUEUED),
-                    )
-                    .stall_timeout(STALL)
-                    .max_backlog(64 << 10, 64)
-                    .max_in_flight(32);
-                configure(server)
-                    .serve_with_shutdown(
-                        listener,
-                        ConformanceServer::new(ConformanceImpl::default()),
-                        async move {
-                            let _ = stop_rx.await;
-                        },
-                    )
-                    .await
-                    .unwrap();
-            });
-        });
-        ready_rx.recv().unwrap();
+        let server = ThreadServer::start(
+            move || {
+                configure(
+                    fdrpc::Server::new()
+                        .limits(
+                            Limits::default()
+                                .max_fds_per_frame(PER_FRAME)
+                                .max_queued_fds(QUEUED),
+                        )
+                        .stall_timeout(STALL)
+                        .max_backlog(64 << 10, 64)
+                        .max_in_flight(32),
+                )
+            },
+            || ConformanceServer::new(ConformanceImpl::default()),
+        );
         // Let the runtime settle before taking the baseline.
         std::thread::sleep(Duration::from_millis(50));
         Harness {
-            path,
-            dir,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            server,
             baseline: fd_count(),
             _check: check,
         }
     }
 
     fn raw(&self) -> Raw {
-        Raw::new(UnixStream::connect(&self.path).unwrap())
+        Raw::new(UnixStream::connect(&self.server.path).unwrap())
     }
 
     /// Another connection makes a call with an fd each way.
     fn others_still_work(&self) {
-        let client = ConformanceBlockingClient::connect(&self.path)
+        let client = ConformanceBlockingClient::connect(&self.server.path)
             .unwrap()
             .with_timeout(Duration::from_secs(5));
         let fd = memfd(b"other");
@@ -123,31 +90,7 @@ impl Harness {
 
     /// Waits until the process holds no more fds than at the start.
     fn settles(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let now = fd_count();
-            if now == self.baseline {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fd count stuck at {now}, baseline {}",
-                self.baseline
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        settle_fd_count(self.baseline);
     }
 }
 
@@ -619,7 +562,7 @@ fn the_parked_fd_is_the_peers_own_socket() {
 #[test]
 fn a_flood_of_frames_at_half_three_quarters_and_the_full_fd_limit() {
     let h = Harness::start();
-    let sock = UnixStream::connect(&h.path).unwrap();
+    let sock = UnixStream::connect(&h.server.path).unwrap();
     let mut send = fdrpc::transport::SendQueue::new();
     let mut expected = Vec::new();
     let mut seqid = 0;
@@ -673,7 +616,7 @@ fn a_flood_of_frames_at_half_three_quarters_and_the_full_fd_limit() {
 #[test]
 fn a_client_that_disconnects_with_calls_streams_and_fds_in_flight() {
     let h = Harness::start();
-    let path = h.path.clone();
+    let path = h.server.path.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -720,7 +663,7 @@ fn a_client_that_disconnects_with_calls_streams_and_fds_in_flight() {
 #[test]
 fn a_client_that_never_reads_its_replies() {
     let h = Harness::start();
-    let sock = UnixStream::connect(&h.path).unwrap();
+    let sock = UnixStream::connect(&h.server.path).unwrap();
     sock.set_nonblocking(true).unwrap();
     let raw = Raw::new(sock);
     // Calls whose replies each carry an fd, written until the server stops reading.

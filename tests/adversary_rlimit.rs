@@ -11,7 +11,7 @@ mod conformance;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use conformance::{Bundle, ConformanceBlockingClient, ConformanceImpl, ConformanceServer};
@@ -19,35 +19,10 @@ use conformance::{Bundle, ConformanceBlockingClient, ConformanceImpl, Conformanc
 #[test]
 fn fds_beyond_rlimit_nofile_fail_only_that_connection() {
     let _check = fd_leak_check();
-    let dir = std::env::temp_dir().join(format!("fdrpc-rlimit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.sock");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let p = path.clone();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_io()
-            .enable_time()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::UnixListener::bind(&p).unwrap();
-            ready_tx.send(()).unwrap();
-            fdrpc::Server::new()
-                .serve_with_shutdown(
-                    listener,
-                    ConformanceServer::new(ConformanceImpl::default()),
-                    async move {
-                        let _ = stop_rx.await;
-                    },
-                )
-                .await
-                .unwrap();
-        });
+    let server = ThreadServer::start(fdrpc::Server::new, || {
+        ConformanceServer::new(ConformanceImpl::default())
     });
-    ready_rx.recv().unwrap();
+    let path = server.path.clone();
     // A well-behaved client, connected before the limit drops.
     let good = ConformanceBlockingClient::connect(&path)
         .unwrap()
@@ -129,15 +104,7 @@ fn fds_beyond_rlimit_nofile_fail_only_that_connection() {
     // Every fd that did arrive was closed with the connection.
     drop(borrowed);
     drop((fds, attacker));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fd_count() != baseline {
-        assert!(
-            Instant::now() < deadline,
-            "fd count {} baseline {baseline}",
-            fd_count()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    settle_fd_count(baseline);
     // The other connection is unaffected.
     let back = good
         .echo(Bundle {
@@ -148,7 +115,5 @@ fn fds_beyond_rlimit_nofile_fail_only_that_connection() {
         .unwrap();
     assert_eq!((back.label.as_str(), back.fds.len()), ("after", 2));
     drop((back, good));
-    stop_tx.send(()).unwrap();
-    server.join().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(server);
 }

@@ -164,3 +164,88 @@ pub fn serve_for_blocking<S: fdrpc::Service>(
     });
     (a, server)
 }
+
+/// Waits up to five seconds for the process's fd count to come back to `baseline`; fails the
+/// test with both counts if it does not.
+pub fn settle_fd_count(baseline: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = fd_count();
+        if now == baseline {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fd count stuck at {now}, baseline {baseline}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A server listening on a fresh socket path, on its own two-worker runtime thread, so that
+/// blocking clients and raw sockets can talk to it from the test thread. Stopped, joined and
+/// its directory removed on drop.
+pub struct ThreadServer {
+    /// The socket the server listens on.
+    pub path: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ThreadServer {
+    /// Serves `service()` with the server `server()` builds; returns once it is listening.
+    pub fn start<S: fdrpc::Service>(
+        server: impl FnOnce() -> fdrpc::Server + Send + 'static,
+        service: impl FnOnce() -> S + Send + 'static,
+    ) -> ThreadServer {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fdrpc-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.sock");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_io()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::UnixListener::bind(&p).unwrap();
+                ready_tx.send(()).unwrap();
+                server()
+                    .serve_with_shutdown(listener, service(), async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        ready_rx.recv().unwrap();
+        ThreadServer {
+            path,
+            dir,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ThreadServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
