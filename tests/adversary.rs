@@ -88,6 +88,15 @@ impl Harness {
         assert_eq!(ino(&back.fds[0]), id);
     }
 
+    /// The server closed `raw`; another connection still works, and once `raw` and the
+    /// test's own `fds` are gone the process holds no more fds than at the start.
+    fn closed_and_recovered(&self, mut raw: Raw, fds: impl Sized) {
+        raw.expect_closed();
+        self.others_still_work();
+        drop((raw, fds));
+        self.settles();
+    }
+
     /// Waits until the process holds no more fds than at the start.
     fn settles(&self) {
         settle_fd_count(self.baseline);
@@ -290,36 +299,27 @@ fn more_fds_than_the_frame_declares() {
         }
         other => panic!("{other:?}"),
     }
-    raw.expect_closed();
-    h.others_still_work();
-    drop((raw, fds));
-    h.settles();
+    h.closed_and_recovered(raw, fds);
 }
 
 #[test]
 fn fewer_fds_than_the_frame_declares() {
     let h = Harness::start();
-    let mut raw = h.raw();
+    let raw = h.raw();
     let fds = numbered(1);
     let f = fd_frame(1, 2, 0, &call("echo", 1, &echo_args(&[0, 1])));
     raw.send(&f, &borrowed(&fds));
-    raw.expect_closed();
-    h.others_still_work();
-    drop((raw, fds));
-    h.settles();
+    h.closed_and_recovered(raw, fds);
 }
 
 #[test]
 fn a_wrong_fd_sequence_number() {
     let h = Harness::start();
-    let mut raw = h.raw();
+    let raw = h.raw();
     let fds = numbered(1);
     let f = fd_frame(1, 1, 7, &call("echo", 1, &echo_args(&[0])));
     raw.send(&f, &borrowed(&fds));
-    raw.expect_closed();
-    h.others_still_work();
-    drop((raw, fds));
-    h.settles();
+    h.closed_and_recovered(raw, fds);
 }
 
 #[test]
@@ -360,54 +360,42 @@ fn fds_without_any_fd_header() {
         other => panic!("{other:?}"),
     }
     // Nobody claims the fds: closed after the stall timeout.
-    raw.expect_closed();
-    h.others_still_work();
-    drop((raw, fds));
-    h.settles();
+    h.closed_and_recovered(raw, fds);
 }
 
 #[test]
 fn more_fds_than_the_per_frame_limit_in_one_sendmsg() {
     let h = Harness::start();
-    let mut raw = h.raw();
+    let raw = h.raw();
     let fds = numbered(PER_FRAME + 10);
     let indices: Vec<i32> = (0..fds.len() as i32).collect();
     let f = fd_frame(1, fds.len(), 0, &call("echo", 1, &echo_args(&indices)));
     raw.send(&f, &borrowed(&fds));
-    raw.expect_closed();
-    h.others_still_work();
-    drop((raw, fds));
-    h.settles();
+    h.closed_and_recovered(raw, fds);
 }
 
 #[test]
 fn more_fds_than_the_per_frame_limit_split_across_two_sendmsgs() {
     let h = Harness::start();
-    let mut raw = h.raw();
+    let raw = h.raw();
     let fds = numbered(PER_FRAME + 10);
     let indices: Vec<i32> = (0..fds.len() as i32).collect();
     let f = fd_frame(1, fds.len(), 0, &call("echo", 1, &echo_args(&indices)));
     let half = fds.len() / 2;
     raw.send(&f[..1], &borrowed(&fds[..half]));
     raw.send(&f[1..], &borrowed(&fds[half..]));
-    raw.expect_closed();
-    h.others_still_work();
-    drop((raw, fds));
-    h.settles();
+    h.closed_and_recovered(raw, fds);
 }
 
 #[test]
 fn more_unclaimed_fds_than_the_connection_budget() {
     let h = Harness::start();
-    let mut raw = h.raw();
+    let raw = h.raw();
     let fds = numbered(200);
     raw.send(&[0], &borrowed(&fds));
     raw.send(&[0], &borrowed(&fds));
     assert!(2 * fds.len() > QUEUED);
-    raw.expect_closed();
-    h.others_still_work();
-    drop((raw, fds));
-    h.settles();
+    h.closed_and_recovered(raw, fds);
 }
 
 #[test]
@@ -751,7 +739,7 @@ fn endless_credit_to_a_stream_the_peer_never_reads() {
     // server's producer waits for the peer to drain its backlog (64 fds here) instead of
     // making more, and gives up on the connection after the stall timeout.
     let h = Harness::start();
-    let mut raw = h.raw();
+    let raw = h.raw();
     let mut args = Encoder::new();
     let mut last = 0;
     args.write_field_header(5, 1, &mut last);
@@ -790,8 +778,5 @@ fn endless_credit_to_a_stream_the_peer_never_reads() {
         "{peak} fds held for a peer that never reads"
     );
     // The server closed the connection: what the socket still holds, then the end.
-    raw.expect_closed();
-    h.others_still_work();
-    drop(raw);
-    h.settles();
+    h.closed_and_recovered(raw, ());
 }
