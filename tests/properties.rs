@@ -7,29 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
+use common::fds_everywhere::{FdsEverywhere, Slot};
 use common::*;
 use proptest::prelude::*;
-
-#[derive(fdrpc::Message, Debug)]
-enum Slot {
-    Empty,
-    Fd(OwnedFd),
-    Many(Vec<OwnedFd>),
-}
-
-/// A message with fds in every position a value can stand.
-#[derive(fdrpc::Message, Debug)]
-struct FdsEverywhere {
-    one: OwnedFd,
-    maybe: Option<OwnedFd>,
-    list: Vec<OwnedFd>,
-    nested: Vec<Vec<OwnedFd>>,
-    map: HashMap<String, OwnedFd>,
-    tree: BTreeMap<i32, Slot>,
-    slot: Slot,
-    boxed: Option<Box<FdsEverywhere>>,
-    text: String,
-}
 
 #[derive(fdrpc::Message, Debug, Clone, PartialEq)]
 struct Data {
@@ -106,9 +86,15 @@ proptest! {
                 tree: BTreeMap::new(),
                 slot: Slot::Empty,
                 boxed: None,
+                typed: None,
+                sealed: None,
                 text: String::new(),
+                number: 0,
             })),
+            typed: Some(fdrpc::RegularFile::new(memfd(b"t")).unwrap()),
+            sealed: Some(fdrpc::SealedMemfd::with_contents("s", b"sealed").unwrap()),
             text: "hello".into(),
+            number: 7,
         };
         let (mut bytes, mut fds) = fdrpc::encode(msg).unwrap();
         for (at, b) in flips {

@@ -2,34 +2,14 @@
 //! panic, and every fd not handed out is closed.
 #![no_main]
 
-use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
-#[derive(fdrpc::Message, Debug)]
-enum Slot {
-    Empty,
-    Fd(OwnedFd),
-    Many(Vec<OwnedFd>),
-}
-
-#[derive(fdrpc::Message, Debug)]
-struct FdsEverywhere {
-    one: OwnedFd,
-    maybe: Option<OwnedFd>,
-    list: Vec<OwnedFd>,
-    nested: Vec<Vec<OwnedFd>>,
-    map: HashMap<String, OwnedFd>,
-    tree: BTreeMap<i32, Slot>,
-    slot: Slot,
-    boxed: Option<Box<FdsEverywhere>>,
-    typed: Option<fdrpc::RegularFile>,
-    sealed: Option<fdrpc::SealedMemfd>,
-    text: String,
-    number: u16,
-}
+#[path = "../../tests/common/fds_everywhere.rs"]
+mod fds_everywhere;
+use fds_everywhere::FdsEverywhere;
 
 fn pool() -> &'static OwnedFd {
     static POOL: OnceLock<OwnedFd> = OnceLock::new();
@@ -37,11 +17,15 @@ fn pool() -> &'static OwnedFd {
 }
 
 fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, bytes)) = data.split_first() else { return };
+    let Some((&n, bytes)) = data.split_first() else {
+        return;
+    };
     // The pool's own fd is opened once, outside the count.
     let pool = pool();
     let before = fd_count();

@@ -6,6 +6,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
+pub mod fds_everywhere;
+
 static FD_LOCK: Mutex<()> = Mutex::new(());
 
 /// Number of open fds of this process.
