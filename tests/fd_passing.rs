@@ -144,15 +144,19 @@ fn many_frames_share_sendmsg_calls_and_keep_their_fds() {
 #[test]
 fn count_and_sequence_mismatches_break_the_stream() {
     let _check = fd_leak_check();
-    // Declares 2 fds, carries 1.
-    let (a, b) = UnixStream::pair().unwrap();
-    let mut frame = Vec::new();
-    fdrpc::frame::write_frame(&mut frame, 1, 2, 0, &[], b"x").unwrap();
     let fd = memfd(b"only one");
-    sendmsg_with(&a, &frame, &[fd.as_fd()]);
-    let mut rq = RecvQueue::new(Limits::default());
-    rq.fill_blocking(b.as_fd()).unwrap();
-    let err = rq.next_frame().unwrap_err();
+    // A frame declaring `declared` fds from sequence number `seq`, sent with one fd: the
+    // error its receiver reports.
+    let error_for = |declared, seq| {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut frame = Vec::new();
+        fdrpc::frame::write_frame(&mut frame, 1, declared, seq, &[], b"x").unwrap();
+        sendmsg_with(&a, &frame, &[fd.as_fd()]);
+        let mut rq = RecvQueue::new(Limits::default());
+        rq.fill_blocking(b.as_fd()).unwrap();
+        rq.next_frame().unwrap_err()
+    };
+    let err = error_for(2, 0);
     assert!(
         matches!(
             err,
@@ -163,15 +167,7 @@ fn count_and_sequence_mismatches_break_the_stream() {
         ),
         "{err}"
     );
-    drop(rq);
-
-    // Right count, wrong sequence number.
-    let mut frame = Vec::new();
-    fdrpc::frame::write_frame(&mut frame, 1, 1, 5, &[], b"x").unwrap();
-    sendmsg_with(&a, &frame, &[fd.as_fd()]);
-    let mut rq = RecvQueue::new(Limits::default());
-    rq.fill_blocking(b.as_fd()).unwrap();
-    let err = rq.next_frame().unwrap_err();
+    let err = error_for(1, 5);
     assert!(
         matches!(
             err,
@@ -182,7 +178,6 @@ fn count_and_sequence_mismatches_break_the_stream() {
         ),
         "{err}"
     );
-    drop((rq, a, b, fd));
 }
 
 /// Fds beyond the per-connection budget of unclaimed fds fail the connection at once.
