@@ -64,7 +64,7 @@ pub mod __private {
     pub use crate::idl::{Idl, IdlField, IdlFunction, is_reserved};
     pub use crate::message::Message;
     pub use crate::rpc::result::{
-        NoException, decode_result, decode_void_result, encode_result, encode_void_result,
+        decode_result, decode_void_result, encode_result, encode_void_result,
     };
     pub use crate::rpc::{
         BlockingClient, BlockingSink, BlockingStreaming, BoxFuture, CallError, Client, Context,

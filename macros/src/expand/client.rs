@@ -122,7 +122,7 @@ fn stream_methods(
     };
     let exc = match m.ret.exception {
         Some(e) => quote!(#e),
-        None => quote!(#p::NoException),
+        None => quote!(#p::Infallible),
     };
     let has_exc = m.ret.exception.is_some();
     let stream_types = m.ret.stream.map(|st| (st.item, stream_error(&p, st.error)));

@@ -59,7 +59,7 @@ fn arm(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
     }
     let exc = match m.ret.exception {
         Some(e) => quote!(#e),
-        None => quote!(#p::NoException),
+        None => quote!(#p::Infallible),
     };
     // The sink: opened when the call is dispatched, so the client gets its credit at once.
     let (open_sink, check_sink) = match m.sink() {

@@ -127,7 +127,7 @@ pub(crate) fn decode_reply(service: &Service<'_>, m: &Method<'_>) -> TokenStream
     let has_exc = m.ret.exception.is_some();
     let exc = match m.ret.exception {
         Some(e) => quote!(#e),
-        None => quote!(#p::NoException),
+        None => quote!(#p::Infallible),
     };
     match m.ret.value {
         Some(t) => quote!(|__d| #p::decode_result::<#t, #exc>(__d, #has_exc)),

@@ -154,7 +154,7 @@ impl BlockingClient {
     /// See [`RpcError`].
     pub fn introspect(&self) -> Result<String, RpcError> {
         self.call(super::INTROSPECTION_METHOD, (), |d| {
-            super::result::decode_result::<String, super::result::NoException>(d, false)
+            super::result::decode_result::<String, std::convert::Infallible>(d, false)
         })
         .map(|r| match r {
             Ok(s) => s,

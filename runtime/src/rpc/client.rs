@@ -441,7 +441,7 @@ impl Client {
     /// See [`RpcError`].
     pub async fn introspect(&self) -> Result<String, RpcError> {
         self.call(super::INTROSPECTION_METHOD, (), |d| {
-            super::result::decode_result::<String, super::result::NoException>(d, false)
+            super::result::decode_result::<String, std::convert::Infallible>(d, false)
         })
         .await
         .map(|r| match r {

@@ -11,7 +11,7 @@ use super::app_exception::{ApplicationError, ApplicationErrorKind};
 use super::flow::{HEADER_CREDIT, HEADER_STREAM, MAX_WINDOW, StreamFrame};
 use super::peer::PeerCredentials;
 use super::producer::produce;
-use super::result::{NoException, encode_result};
+use super::result::encode_result;
 use super::routes::{Delivered, send_control};
 use super::service::{
     BoxFuture, Dispatch, INTROSPECTION_METHOD, Incoming, ReplyError, Service, StreamCtx,
@@ -108,7 +108,10 @@ impl ConnState {
                 let encoded = enc
                     .write_message_header(name, MessageType::Reply, seqid)
                     .and_then(|()| {
-                        encode_result::<String, NoException>(&mut enc, Ok(service.idl()))
+                        encode_result::<String, std::convert::Infallible>(
+                            &mut enc,
+                            Ok(service.idl()),
+                        )
                     });
                 if encoded.is_ok() {
                     let (payload, _) = enc.into_parts();

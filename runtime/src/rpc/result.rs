@@ -6,24 +6,6 @@ use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::idl::Idl;
 use crate::wire::{Field, Wire};
 
-/// The exception type of a method that declares none. It has no values.
-#[derive(Debug)]
-pub enum NoException {}
-
-impl Wire for NoException {
-    const TTYPE: TType = TType::Struct;
-    fn idl_type(_: &mut Idl) -> String {
-        // Never in a `throws`: methods without an exception declare none.
-        "void".into()
-    }
-    fn encode(self, _: &mut Encoder) -> Result<(), EncodeError> {
-        match self {}
-    }
-    fn decode(_: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Err(DecodeErrorKind::InvalidUnion("this method declares no exception").into())
-    }
-}
-
 /// Writes the result struct of a method returning `T` (or `Result<T, E>`).
 ///
 /// # Errors
@@ -113,15 +95,17 @@ pub fn decode_void_result<E: Field>(
     }
 }
 
+/// The exception of a method, or the error of a stream, that declares none. It has no values.
 impl Wire for std::convert::Infallible {
     const TTYPE: TType = TType::Struct;
     fn idl_type(_: &mut Idl) -> String {
+        // Never in a `throws`: methods without an exception declare none.
         "void".into()
     }
     fn encode(self, _: &mut Encoder) -> Result<(), EncodeError> {
         match self {}
     }
     fn decode(_: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Err(DecodeErrorKind::InvalidUnion("this stream declares no error").into())
+        Err(DecodeErrorKind::InvalidUnion("no exception or stream error is declared").into())
     }
 }
