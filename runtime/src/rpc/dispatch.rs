@@ -139,31 +139,21 @@ impl ConnState {
                         std::task::Poll::Ready(std::future::Future::poll(task.as_mut(), cx))
                     })
                     .await;
-                    match first {
-                        std::task::Poll::Ready(result) => {
-                            if wants_reply {
-                                push_reply(
-                                    &writer,
-                                    &name,
-                                    seqid,
-                                    result.map(|r| r.map(|enc| (enc, None))),
-                                );
-                            }
-                            drop(permit);
+                    let finish = move |result: Result<Result<Encoder, ReplyError>, _>| {
+                        if wants_reply {
+                            push_reply(
+                                &writer,
+                                &name,
+                                seqid,
+                                result.map(|r| r.map(|enc| (enc, None))),
+                            );
                         }
+                        drop(permit);
+                    };
+                    match first {
+                        std::task::Poll::Ready(result) => finish(result),
                         std::task::Poll::Pending => {
-                            tokio::spawn(async move {
-                                let result = task.await;
-                                if wants_reply {
-                                    push_reply(
-                                        &writer,
-                                        &name,
-                                        seqid,
-                                        result.map(|r| r.map(|enc| (enc, None))),
-                                    );
-                                }
-                                drop(permit);
-                            });
+                            tokio::spawn(async move { finish(task.await) });
                         }
                     }
                 }));
