@@ -354,21 +354,6 @@ impl Client {
             }
         };
         let reply = match (sink, credit) {
-            // A bidirectional call: the sink goes on after the reply, for as long as the server
-            // grants credit; it stops when cancelled or when the connection ends.
-            (Some(p), Some(credit)) if streaming => {
-                sink_guard.active = false;
-                tokio::spawn(produce(
-                    shared.writer.clone(),
-                    shared.routes.clone(),
-                    method,
-                    MessageType::Oneway,
-                    seqid,
-                    credit,
-                    p,
-                ));
-                reply.await
-            }
             (Some(p), Some(credit)) => {
                 let produce = produce(
                     shared.writer.clone(),
@@ -379,15 +364,25 @@ impl Client {
                     credit,
                     p,
                 );
-                tokio::pin!(produce);
-                tokio::pin!(reply);
-                let mut producing = true;
-                loop {
-                    tokio::select! {
-                        r = &mut reply => break r,
-                        _ = &mut produce, if producing => {
-                            producing = false;
-                            sink_guard.active = false;
+                if streaming {
+                    // A bidirectional call: the sink goes on after the reply, for as long as
+                    // the server grants credit; it stops when cancelled or when the
+                    // connection ends.
+                    sink_guard.active = false;
+                    tokio::spawn(produce);
+                    reply.await
+                } else {
+                    // A sink: fed until the reply comes, which ends it.
+                    tokio::pin!(produce);
+                    tokio::pin!(reply);
+                    let mut producing = true;
+                    loop {
+                        tokio::select! {
+                            r = &mut reply => break r,
+                            _ = &mut produce, if producing => {
+                                producing = false;
+                                sink_guard.active = false;
+                            }
                         }
                     }
                 }
