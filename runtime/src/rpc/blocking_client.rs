@@ -218,11 +218,7 @@ impl BlockingClient {
                             sink_done = true;
                         }
                         Some(Ok((enc, is_error))) => {
-                            let kind = if is_error {
-                                StreamFrame::Error
-                            } else {
-                                StreamFrame::Item
-                            };
+                            let kind = StreamFrame::carrying(is_error);
                             let (payload, fds) = enc.into_parts();
                             let _ = conn.send.push(
                                 seqid,

@@ -39,6 +39,15 @@ pub(crate) enum StreamFrame {
 }
 
 impl StreamFrame {
+    /// The kind of a frame carrying a producer's item, or its final error.
+    pub(crate) fn carrying(is_error: bool) -> StreamFrame {
+        if is_error {
+            StreamFrame::Error
+        } else {
+            StreamFrame::Item
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             StreamFrame::Item => "item",

@@ -109,11 +109,7 @@ pub(crate) async fn produce(
                 break true;
             }
             Some(Ok((enc, is_error))) => {
-                let kind = if is_error {
-                    StreamFrame::Error
-                } else {
-                    StreamFrame::Item
-                };
+                let kind = StreamFrame::carrying(is_error);
                 let (payload, fds) = enc.into_parts();
                 if writer
                     .push(seqid, &payload, fds, &[(HEADER_STREAM, kind.as_str())])
