@@ -41,16 +41,21 @@ fn arm(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
     let context = m
         .context()
         .map(|_| quote!(let __cx = __call.context(#wire);));
+    // Every arm starts alike: its arguments decoded (or the call refused), the service and
+    // context at hand.
+    let prologue = quote! {
+        let #args { #(#names),* } = match __call.decode_args::<#args>() {
+            #p::Result::Ok(__a) => __a,
+            #p::Result::Err(__e) => return #p::Dispatch::BadArgs(__e),
+        };
+        let __svc = #p::Arc::clone(&self.service);
+        #context
+    };
     let invoke = quote!(__svc.#ident(#(#call_args),*).await);
     if m.oneway.is_some() {
         return quote! {
             #wire => {
-                let #args { #(#names),* } = match __call.decode_args::<#args>() {
-                    #p::Result::Ok(__a) => __a,
-                    #p::Result::Err(__e) => return #p::Dispatch::BadArgs(__e),
-                };
-                let __svc = #p::Arc::clone(&self.service);
-                #context
+                #prologue
                 #p::Dispatch::Oneway(#p::Box::pin(async move {
                     #invoke;
                 }))
@@ -115,12 +120,7 @@ fn arm(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
         };
         return quote! {
             #wire => {
-                let #args { #(#names),* } = match __call.decode_args::<#args>() {
-                    #p::Result::Ok(__a) => __a,
-                    #p::Result::Err(__e) => return #p::Dispatch::BadArgs(__e),
-                };
-                let __svc = #p::Arc::clone(&self.service);
-                #context
+                #prologue
                 #open_sink
                 let __slot = __call.open_stream(#wire);
                 let mut __enc = __call.reply_encoder(#wire);
@@ -144,12 +144,7 @@ fn arm(service: &Service<'_>, m: &Method<'_>) -> TokenStream {
     };
     quote! {
         #wire => {
-            let #args { #(#names),* } = match __call.decode_args::<#args>() {
-                #p::Result::Ok(__a) => __a,
-                #p::Result::Err(__e) => return #p::Dispatch::BadArgs(__e),
-            };
-            let __svc = #p::Arc::clone(&self.service);
-            #context
+            #prologue
             #open_sink
             let mut __enc = __call.reply_encoder(#wire);
             #p::Dispatch::Reply(#p::Box::pin(async move {
