@@ -465,25 +465,31 @@ fn context_kind(ty: &Type) -> ContextKind {
     }
 }
 
-/// `Stream<T>` or `Stream<T, E>` (any path ending in `Stream`).
-pub(crate) fn stream_type(ty: &Type) -> Option<StreamType<'_>> {
+/// The type arguments of `ty` if it is a path whose last segment is `name` (`Stream<T, E>` ->
+/// `[T, E]`); lifetimes and consts are skipped.
+fn type_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
     let Type::Path(p) = ty else { return None };
     let seg = p.path.segments.last()?;
-    if seg.ident != "Stream" {
+    if seg.ident != name {
         return None;
     }
     let syn::PathArguments::AngleBracketed(args) = &seg.arguments else {
         return None;
     };
-    let tys: Vec<&Type> = args
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            syn::GenericArgument::Type(t) => Some(t),
-            _ => None,
-        })
-        .collect();
-    match tys[..] {
+    Some(
+        args.args
+            .iter()
+            .filter_map(|a| match a {
+                syn::GenericArgument::Type(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `Stream<T>` or `Stream<T, E>` (any path ending in `Stream`).
+pub(crate) fn stream_type(ty: &Type) -> Option<StreamType<'_>> {
+    match type_args(ty, "Stream")?[..] {
         [item] => Some(StreamType { item, error: None }),
         [item, error] => Some(StreamType {
             item,
@@ -495,26 +501,10 @@ pub(crate) fn stream_type(ty: &Type) -> Option<StreamType<'_>> {
 
 /// `Result<T, E>` (two type arguments) splits into `T` and `E`.
 fn split_result(ty: &Type) -> (Option<&Type>, Option<&Type>) {
-    if let Type::Path(p) = ty {
-        if let Some(seg) = p.path.segments.last() {
-            if seg.ident == "Result" {
-                if let syn::PathArguments::AngleBracketed(args) = &seg.arguments {
-                    let tys: Vec<&Type> = args
-                        .args
-                        .iter()
-                        .filter_map(|a| match a {
-                            syn::GenericArgument::Type(t) => Some(t),
-                            _ => None,
-                        })
-                        .collect();
-                    if let [ok, err] = tys[..] {
-                        return (Some(ok), Some(err));
-                    }
-                }
-            }
-        }
+    match type_args(ty, "Result").as_deref() {
+        Some(&[ok, err]) => (Some(ok), Some(err)),
+        _ => (Some(ty), None),
     }
-    (Some(ty), None)
 }
 
 pub(crate) fn is_unit(ty: &Type) -> bool {
