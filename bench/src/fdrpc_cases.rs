@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use crate::drive::{in_flight, latencies, latencies_async};
 use crate::stats::Sample;
 use crate::workload::{fd, payload};
 
@@ -111,54 +112,24 @@ pub fn async_fd(stream: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let c = client(stream);
         let data = fdrpc::Binary(payload());
-        for _ in 0..iters / 10 {
-            c.call_fd(data.clone(), fd()).await.unwrap();
-        }
-        let mut lat = Vec::with_capacity(iters);
-        let start = Instant::now();
-        for _ in 0..iters {
-            let t = Instant::now();
-            let r = c.call_fd(data.clone(), fd()).await.unwrap();
-            drop(r);
-            lat.push(t.elapsed());
-        }
-        Sample::from_latencies(lat, start.elapsed())
+        latencies_async(iters, || async {
+            drop(c.call_fd(data.clone(), fd()).await.unwrap());
+        })
+        .await
     })
-}
-
-async fn concurrent<F, Fut>(total: usize, window: usize, f: F) -> Duration
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let start = Instant::now();
-    let mut running = futures::stream::FuturesUnordered::new();
-    let mut issued = 0;
-    while issued < total.min(window) {
-        running.push(f());
-        issued += 1;
-    }
-    while running.next().await.is_some() {
-        if issued < total {
-            running.push(f());
-            issued += 1;
-        }
-    }
-    start.elapsed()
 }
 
 pub fn async_fd_64(stream: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let c = client(stream);
         let data = fdrpc::Binary(payload());
-        let call = || {
+        in_flight(iters, 64, || {
             let (c, data) = (c.clone(), data.clone());
             async move {
                 drop(c.call_fd(data, fd()).await.unwrap());
             }
-        };
-        concurrent(iters / 10, 64, call).await;
-        Sample::throughput(iters, concurrent(iters, 64, call).await)
+        })
+        .await
     })
 }
 
@@ -166,31 +137,20 @@ pub fn async_nofd_64(stream: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let c = client(stream);
         let data = fdrpc::Binary(payload());
-        let call = || {
+        in_flight(iters, 64, || {
             let (c, data) = (c.clone(), data.clone());
             async move {
                 drop(c.call_nofd(data).await.unwrap());
             }
-        };
-        concurrent(iters / 10, 64, call).await;
-        Sample::throughput(iters, concurrent(iters, 64, call).await)
+        })
+        .await
     })
 }
 
 pub fn blocking_fd(stream: UnixStream, iters: usize) -> Sample {
     let c = BenchBlockingClient::from_std(stream);
     let data = fdrpc::Binary(payload());
-    for _ in 0..iters / 10 {
-        c.call_fd(data.clone(), fd()).unwrap();
-    }
-    let mut lat = Vec::with_capacity(iters);
-    let start = Instant::now();
-    for _ in 0..iters {
-        let t = Instant::now();
-        drop(c.call_fd(data.clone(), fd()).unwrap());
-        lat.push(t.elapsed());
-    }
-    Sample::from_latencies(lat, start.elapsed())
+    latencies(iters, || drop(c.call_fd(data.clone(), fd()).unwrap()))
 }
 
 pub fn stream_fd(stream: UnixStream, iters: usize) -> Sample {

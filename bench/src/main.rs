@@ -8,6 +8,7 @@
 //! socketpair inherited. Every case runs `--reps` times, interleaved with the others; the
 //! table shows medians and min..max. See BENCHMARKS.md.
 
+mod drive;
 mod fdrpc_cases;
 mod raw_cases;
 mod stats;

@@ -14,6 +14,7 @@ use rustix::net::{
 };
 use tokio::io::Interest;
 
+use crate::drive::latencies;
 use crate::stats::Sample;
 use crate::workload::{PAYLOAD, fd, payload};
 
@@ -91,7 +92,7 @@ pub fn serve_blocking(sock: UnixStream) {
 pub fn blocking_fd(sock: UnixStream, iters: usize) -> Sample {
     let mut fifo = VecDeque::new();
     let data = payload();
-    let mut one = || {
+    let one = || {
         let out = fd();
         send(sock.as_fd(), &data, &[out.as_fd()], SendFlags::empty()).unwrap();
         drop(out);
@@ -99,17 +100,7 @@ pub fn blocking_fd(sock: UnixStream, iters: usize) -> Sample {
         assert_eq!(fifo.len(), 1);
         fifo.clear();
     };
-    for _ in 0..iters / 10 {
-        one();
-    }
-    let mut lat = Vec::with_capacity(iters);
-    let start = Instant::now();
-    for _ in 0..iters {
-        let t = Instant::now();
-        one();
-        lat.push(t.elapsed());
-    }
-    Sample::from_latencies(lat, start.elapsed())
+    latencies(iters, one)
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -1,13 +1,13 @@
 //! tarpc over a Unix socket with bincode: 64 bytes each way, no fds (it cannot carry them).
 
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
 
 use futures::StreamExt;
 use tarpc::server::Channel;
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::drive::in_flight;
 use crate::stats::Sample;
 use crate::workload::payload;
 
@@ -59,25 +59,12 @@ pub fn nofd_64(sock: UnixStream, iters: usize) -> Sample {
         );
         let client = TBenchClient::new(tarpc::client::Config::default(), t).spawn();
         let data = payload();
-        let start = Instant::now();
-        let mut running = futures::stream::FuturesUnordered::new();
-        let mut issued = 0;
-        let call = || {
+        in_flight(iters, 64, || {
             let (c, data) = (client.clone(), data.clone());
             async move {
                 c.call(tarpc::context::current(), data).await.unwrap();
             }
-        };
-        while issued < 64 {
-            running.push(call());
-            issued += 1;
-        }
-        while running.next().await.is_some() {
-            if issued < iters {
-                running.push(call());
-                issued += 1;
-            }
-        }
-        Sample::throughput(iters, start.elapsed())
+        })
+        .await
     })
 }

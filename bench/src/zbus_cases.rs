@@ -2,8 +2,8 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
 
+use crate::drive::{in_flight, latencies_async};
 use crate::stats::Sample;
 use crate::workload::{fd, payload};
 
@@ -71,25 +71,15 @@ pub fn p2p_fd(sock: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let (_conn, p) = proxy(sock).await;
         let data = payload();
-        let one = || async {
+        latencies_async(iters, || async {
             let f = fd();
             let (_, back) = p
                 .call(data.clone(), zbus::Fd::from(f.as_fd()))
                 .await
                 .unwrap();
             drop((f, back));
-        };
-        for _ in 0..iters / 10 {
-            one().await;
-        }
-        let mut lat = Vec::with_capacity(iters);
-        let start = Instant::now();
-        for _ in 0..iters {
-            let t = Instant::now();
-            one().await;
-            lat.push(t.elapsed());
-        }
-        Sample::from_latencies(lat, start.elapsed())
+        })
+        .await
     })
 }
 
@@ -97,28 +87,14 @@ pub fn p2p_fd_64(sock: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let (_conn, p) = proxy(sock).await;
         let data = payload();
-        let start = Instant::now();
-        let mut running = futures::stream::FuturesUnordered::new();
-        let mut issued = 0;
-        let call = || {
+        in_flight(iters, 64, || {
             let (p, data) = (p.clone(), data.clone());
             async move {
                 let f = fd();
                 let (_, back) = p.call(data, zbus::Fd::from(f.as_fd())).await.unwrap();
                 drop((f, back));
             }
-        };
-        use futures::StreamExt;
-        while issued < 64 {
-            running.push(call());
-            issued += 1;
-        }
-        while running.next().await.is_some() {
-            if issued < iters {
-                running.push(call());
-                issued += 1;
-            }
-        }
-        Sample::throughput(iters, start.elapsed())
+        })
+        .await
     })
 }
