@@ -143,8 +143,8 @@ pub async fn serve(path: &std::path::Path) -> std::io::Result<()> {
         }
     };
     // A test server: peers that stall give up their fds after 3 s rather than the default 10.
-    let result = fdrpc::Server::new()
-        .stall_timeout(std::time::Duration::from_secs(3))
+    let settings = fdrpc::Settings::default().stall_timeout(std::time::Duration::from_secs(3));
+    let result = fdrpc::Server::with_settings(settings)
         .serve_with_shutdown(
             listener,
             ConformanceServer::new(ConformanceImpl::default()),

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use conformance::{Bundle, ConformanceBlockingClient, ConformanceImpl, ConformanceServer};
-use fdrpc::compact::{Encoder, MessageType};
-use fdrpc::transport::{Fill, Limits, RecvQueue};
+use fdrpc::Settings;
+use fdrpc::codec::{Encoder, MessageType};
+use fdrpc::transport::{Fill, RecvQueue};
 
 const PER_FRAME: usize = 64;
 /// The server raises this to `PER_FRAME + 253`.
@@ -37,24 +38,19 @@ impl Harness {
         Self::start_with(|s| s)
     }
 
-    /// A harness whose server is further configured by `configure`.
-    fn start_with(
-        configure: impl FnOnce(fdrpc::Server) -> fdrpc::Server + Send + 'static,
-    ) -> Harness {
+    /// A harness whose server's settings are further configured by `configure`.
+    fn start_with(configure: impl FnOnce(Settings) -> Settings + Send + 'static) -> Harness {
         let check = fd_leak_check();
         let server = ThreadServer::start(
             move || {
-                configure(
-                    fdrpc::Server::new()
-                        .limits(
-                            Limits::default()
-                                .max_fds_per_frame(PER_FRAME)
-                                .max_queued_fds(QUEUED),
-                        )
+                fdrpc::Server::with_settings(configure(
+                    Settings::default()
+                        .max_fds_per_frame(PER_FRAME)
+                        .max_queued_fds(QUEUED)
                         .stall_timeout(STALL)
                         .max_backlog(64 << 10, 64)
                         .max_in_flight(32),
-                )
+                ))
             },
             || ConformanceServer::new(ConformanceImpl::default()),
         );
@@ -125,7 +121,7 @@ impl Raw {
     fn new(sock: UnixStream) -> Raw {
         Raw {
             sock,
-            rq: RecvQueue::new(Limits::default()),
+            rq: RecvQueue::new(&Settings::default()),
         }
     }
 
@@ -156,7 +152,7 @@ impl Raw {
                         "a received fd is not close-on-exec"
                     );
                     let mut dec =
-                        fdrpc::compact::Decoder::new(f.frame.payload, fdrpc::FdTable::empty());
+                        fdrpc::codec::Decoder::new(f.frame.payload, fdrpc::FdTable::empty());
                     let h = dec.read_message_header().unwrap();
                     let body = f.frame.payload[f.frame.payload.len() - dec.remaining()..].to_vec();
                     return Got::Reply {
@@ -223,7 +219,7 @@ impl Raw {
 
 /// The `type` field of a TApplicationException body.
 fn exception_code(body: &[u8]) -> i32 {
-    let mut dec = fdrpc::compact::Decoder::new(body, fdrpc::FdTable::empty());
+    let mut dec = fdrpc::codec::Decoder::new(body, fdrpc::FdTable::empty());
     let mut last = 0;
     let mut code = -1;
     while let Some((ty, id)) = dec.read_field_header(&mut last).unwrap() {
@@ -239,7 +235,7 @@ fn exception_code(body: &[u8]) -> i32 {
 /// A THeader frame with exactly the given info headers.
 fn frame(seqid: i32, headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    fdrpc::frame::write_frame(&mut out, seqid, 0, 0, headers, payload).unwrap();
+    fdrpc::transport::frame::write_frame(&mut out, seqid, 0, 0, headers, payload).unwrap();
     out
 }
 
@@ -262,7 +258,7 @@ fn echo_args(indices: &[i32]) -> Vec<u8> {
     enc.write_field_header(8, 1, &mut inner);
     enc.write_binary(b"raw").unwrap();
     enc.write_field_header(9, 2, &mut inner);
-    enc.write_list_header(fdrpc::compact::TType::I32, indices.len())
+    enc.write_list_header(fdrpc::codec::TType::I32, indices.len())
         .unwrap();
     for &i in indices {
         enc.write_i32(i);
@@ -702,10 +698,7 @@ fn a_client_that_never_reads_its_replies() {
 #[test]
 fn the_server_wide_fd_budget_pauses_reading_instead_of_running_out() {
     // A budget of 600 fds over all connections (a frame may then carry at most 300).
-    let h = Harness::start_with(|s| {
-        s.fd_budget(600)
-            .limits(Limits::default().max_fds_per_frame(300).max_queued_fds(600))
-    });
+    let h = Harness::start_with(|s| s.fd_budget(600).max_fds_per_frame(300).max_queued_fds(600));
     // Two peers park 250 fds each in half-sent frames, and close their own copies: the
     // server now holds 500 of its 600.
     let mut parkers = Vec::new();

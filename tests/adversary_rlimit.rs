@@ -68,7 +68,7 @@ fn fds_beyond_rlimit_nofile_fail_only_that_connection() {
 
     let mut frame = Vec::new();
     let n = fds.len().to_string();
-    fdrpc::frame::write_frame(
+    fdrpc::transport::frame::write_frame(
         &mut frame,
         1,
         0,

@@ -193,8 +193,8 @@ fn thrift_bytes() -> Vec<u8> {
 }
 
 fn fdrpc_bytes() -> (Vec<u8>, Vec<OwnedFd>) {
-    let mut enc = fdrpc::compact::Encoder::new();
-    enc.write_message_header("method", fdrpc::compact::MessageType::Call, 77)
+    let mut enc = fdrpc::codec::Encoder::new();
+    enc.write_message_header("method", fdrpc::codec::MessageType::Call, 77)
         .unwrap();
     fdrpc::Wire::encode(sample(), &mut enc).unwrap();
     enc.into_parts()
@@ -212,11 +212,11 @@ fn encoder_output_is_byte_identical_to_the_thrift_crate() {
 fn decoder_reads_what_the_thrift_crate_wrote() {
     let _check = fd_leak_check();
     let bytes = thrift_bytes();
-    let mut dec = fdrpc::compact::Decoder::new(&bytes, fdrpc::FdTable::new(numbered(1)));
+    let mut dec = fdrpc::codec::Decoder::new(&bytes, fdrpc::FdTable::new(numbered(1)));
     let h = dec.read_message_header().unwrap();
     assert_eq!(
         (h.name, h.ty, h.seqid),
-        ("method", fdrpc::compact::MessageType::Call, 77)
+        ("method", fdrpc::codec::MessageType::Call, 77)
     );
     let s = <Sample as fdrpc::Wire>::decode(&mut dec).unwrap();
     dec.finish().unwrap();

@@ -7,7 +7,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use common::*;
-use fdrpc::transport::{Fill, Limits, RecvQueue, SendQueue};
+use fdrpc::Settings;
+use fdrpc::transport::{Fill, RecvQueue, SendQueue};
 
 #[derive(fdrpc::Message)]
 struct Batch {
@@ -108,7 +109,7 @@ fn many_frames_share_sendmsg_calls_and_keep_their_fds() {
         }
     });
 
-    let mut rq = RecvQueue::new(Limits::default());
+    let mut rq = RecvQueue::new(&Settings::default());
     let mut seen = 0;
     let mut fds_seen = 0;
     while seen < counts.len() {
@@ -150,9 +151,9 @@ fn count_and_sequence_mismatches_break_the_stream() {
     let error_for = |declared, seq| {
         let (a, b) = UnixStream::pair().unwrap();
         let mut frame = Vec::new();
-        fdrpc::frame::write_frame(&mut frame, 1, declared, seq, &[], b"x").unwrap();
+        fdrpc::transport::frame::write_frame(&mut frame, 1, declared, seq, &[], b"x").unwrap();
         sendmsg_with(&a, &frame, &[fd.as_fd()]);
-        let mut rq = RecvQueue::new(Limits::default());
+        let mut rq = RecvQueue::new(&Settings::default());
         rq.fill_blocking(b.as_fd()).unwrap();
         rq.next_frame().unwrap_err()
     };
@@ -192,7 +193,7 @@ fn unclaimed_fd_budget() {
     for _ in 0..2 {
         sendmsg_with(&a, &[0], &borrowed);
     }
-    let mut rq = RecvQueue::new(Limits::default().max_fds_per_frame(8).max_queued_fds(8));
+    let mut rq = RecvQueue::new(&Settings::default().max_fds_per_frame(8).max_queued_fds(8));
     assert!(matches!(
         rq.fill_blocking(b.as_fd()).unwrap(),
         Fill::Read(1)
@@ -220,7 +221,7 @@ fn eof_inside_a_frame_or_with_unclaimed_fds() {
     let fd = memfd(b"parked");
     sendmsg_with(&a, &[0, 0, 0], &[fd.as_fd()]);
     drop(a);
-    let mut rq = RecvQueue::new(Limits::default());
+    let mut rq = RecvQueue::new(&Settings::default());
     rq.fill_blocking(b.as_fd()).unwrap();
     assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Eof);
     assert!(matches!(
@@ -279,7 +280,7 @@ fn large_and_small_frames_interleaved_keep_their_fds() {
         }
         a
     });
-    let mut rq = RecvQueue::new(Limits::default());
+    let mut rq = RecvQueue::new(&Settings::default());
     let mut seen = 0;
     while seen < counts.len() {
         while let Some(f) = rq.next_frame().unwrap() {

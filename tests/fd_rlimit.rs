@@ -8,7 +8,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 
 use common::*;
-use fdrpc::transport::{Limits, RecvQueue, SendQueue};
+use fdrpc::Settings;
+use fdrpc::transport::{RecvQueue, SendQueue};
 
 #[test]
 fn control_truncation_is_detected_and_nothing_leaks() {
@@ -39,7 +40,7 @@ fn control_truncation_is_detected_and_nothing_leaks() {
         maximum: old.maximum,
     };
     rustix::process::setrlimit(rustix::process::Resource::Nofile, low).unwrap();
-    let mut rq = RecvQueue::new(Limits::default());
+    let mut rq = RecvQueue::new(&Settings::default());
     let result = rq.fill_blocking(b.as_fd());
     rustix::process::setrlimit(rustix::process::Resource::Nofile, old).unwrap();
 

@@ -19,20 +19,20 @@ struct Target {
 
 /// Bytes of a `Target` whose fd indices are `fd`, `more` (and nothing else).
 fn target_bytes(fd: i32, more: &[i32]) -> Vec<u8> {
-    let mut enc = fdrpc::compact::Encoder::new();
+    let mut enc = fdrpc::codec::Encoder::new();
     let mut last = 0;
     enc.write_field_header(8, 1, &mut last);
     enc.write_binary(b"n").unwrap();
     enc.write_field_header(5, 2, &mut last);
     enc.write_i32(fd);
     enc.write_field_header(9, 3, &mut last);
-    enc.write_list_header(fdrpc::compact::TType::I32, more.len())
+    enc.write_list_header(fdrpc::codec::TType::I32, more.len())
         .unwrap();
     for &i in more {
         enc.write_i32(i);
     }
     enc.write_field_header(11, 4, &mut last);
-    enc.write_map_header(fdrpc::compact::TType::Binary, fdrpc::compact::TType::I32, 0)
+    enc.write_map_header(fdrpc::codec::TType::Binary, fdrpc::codec::TType::I32, 0)
         .unwrap();
     enc.write_stop();
     enc.into_parts().0
@@ -173,13 +173,13 @@ fn deep_nesting_is_bounded() {
     bytes.extend(std::iter::repeat_n(0x19, 100_000));
     bytes.push(0);
     let e = decode_err(&bytes, 0);
-    assert_eq!(e.kind(), &K::TooDeep(fdrpc::compact::DEFAULT_MAX_DEPTH));
+    assert_eq!(e.kind(), &K::TooDeep(fdrpc::codec::DEFAULT_MAX_DEPTH));
     // Structs nested deep.
     let mut bytes = vec![0x9c];
     bytes.extend(std::iter::repeat_n(0x1c, 100_000));
     assert_eq!(
         decode_err(&bytes, 0).kind(),
-        &K::TooDeep(fdrpc::compact::DEFAULT_MAX_DEPTH)
+        &K::TooDeep(fdrpc::codec::DEFAULT_MAX_DEPTH)
     );
 }
 

@@ -115,9 +115,9 @@ proptest! {
 
     #[test]
     fn frame_parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
-        if let Ok(Some(len)) = fdrpc::frame::frame_len(&bytes, 1 << 20) {
+        if let Ok(Some(len)) = fdrpc::transport::frame::frame_len(&bytes, 1 << 20) {
             if let Some(f) = bytes.get(..len) {
-                if let Ok(frame) = fdrpc::frame::parse_frame(f) {
+                if let Ok(frame) = fdrpc::transport::frame::parse_frame(f) {
                     let _ = frame.headers().count();
                 }
             }
@@ -136,7 +136,7 @@ proptest! {
     ) {
         let _check = fd_leak_check();
         let (a, b) = UnixStream::pair().unwrap();
-        let mut rq = fdrpc::transport::RecvQueue::new(fdrpc::Limits::default());
+        let mut rq = fdrpc::transport::RecvQueue::new(&fdrpc::Settings::default());
         if valid_prefix {
             let mut q = fdrpc::transport::SendQueue::new();
             q.push(1, b"\x82\x21\x01\x01x\x00", numbered(2), &[]).unwrap();

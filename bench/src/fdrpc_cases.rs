@@ -90,8 +90,7 @@ pub fn serve_listener(path: &str) {
         .unwrap();
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(path).unwrap();
-        let _ = fdrpc::Server::new()
-            .max_connections(4096)
+        let _ = fdrpc::Server::with_settings(fdrpc::Settings::default().max_connections(4096))
             .serve(listener, BenchServer::new(BenchImpl))
             .await;
     });

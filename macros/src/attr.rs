@@ -24,7 +24,7 @@ impl Position {
             Position::Container => &[RENAME, CRATE],
             Position::Field | Position::Param => &[ID, RENAME, BINARY, FD],
             Position::Variant => &[ID, RENAME],
-            Position::Method => &[NAME, ONEWAY],
+            Position::Method => &[RENAME, NAME, ONEWAY],
         }
     }
 
@@ -43,7 +43,7 @@ impl Position {
         Some(match key {
             ID => "a field, a union variant or a method parameter",
             BINARY | FD => "a field or a method parameter",
-            RENAME => "a type, a field, a variant or a parameter (a method takes `name`)",
+            RENAME => "a type, a field, a variant, a parameter or a method",
             CRATE => "the struct or enum",
             NAME | ONEWAY => "a service method",
             _ => return None,
@@ -194,7 +194,23 @@ impl Attrs {
                 cx.syn_error(e);
             }
         }
+        if let (Some(_), Some(span)) = (out.rename.get(), out.name.span()) {
+            cx.syn_error(syn::Error::new(
+                span,
+                "`#[fdrpc(name = ...)]` is another spelling of `#[fdrpc(rename = ...)]`; give one of them",
+            ));
+        }
         out
+    }
+
+    /// A method's wire name, if given (`rename`, or its alias `name`), and where.
+    pub(crate) fn wire_name(&self) -> Option<(&String, Span)> {
+        let given = if self.rename.get().is_some() {
+            &self.rename
+        } else {
+            &self.name
+        };
+        Some((given.get()?, given.span()?))
     }
 }
 

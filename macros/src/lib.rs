@@ -57,15 +57,52 @@ use syn::{DeriveInput, ItemTrait, parse_macro_input};
 #[proc_macro_derive(Message, attributes(fdrpc))]
 pub fn derive_message(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::message::derive(&input)
+    message_pipeline(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+/// Parse, check, generate; beside errors, a stub impl keeps uses of the type from failing too.
+fn message_pipeline(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let cx = ctxt::Ctxt::new();
+    let Some(cont) = ast::Container::from_syn(&cx, input) else {
+        cx.check()?;
+        unreachable!("from_syn returns None only after recording an error");
+    };
+    check::check(&cx, &cont);
+    if let Err(e) = cx.check() {
+        let mut out = e.to_compile_error();
+        out.extend(fallback::message(&cont));
+        return Ok(out);
+    }
+    Ok(expand::message::expand(&cont))
 }
 
 /// Turns a trait of `async fn` methods into an fdrpc service; see the [crate docs](crate).
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
-    let args = parse_macro_input!(args as ast::service::ServiceArgs);
+    let args = parse_macro_input!(args with ast::service::ServiceArgs::parse_terminated);
     let item = parse_macro_input!(input as ItemTrait);
-    expand::service::expand(args, &item).into()
+    service_pipeline(&args, &item).into()
+}
+
+/// Parse, check, generate: every error of the trait is reported at once.
+fn service_pipeline(
+    args: &ast::service::ServiceArgs,
+    item: &ItemTrait,
+) -> proc_macro2::TokenStream {
+    let cx = ctxt::Ctxt::new();
+    let options = ast::service::ServiceOptions::from_syn(&cx, args);
+    let service = ast::service::Service::from_syn(&cx, options, item);
+    check::service::check(&cx, &service);
+    let generator = expand::service::ServiceGenerator::new(&service);
+    match cx.check() {
+        Ok(()) => quote::ToTokens::into_token_stream(generator),
+        Err(e) => {
+            // Keep the trait so code using it reports no follow-on errors.
+            let mut out = e.to_compile_error();
+            out.extend(generator.trait_def());
+            out
+        }
+    }
 }

@@ -5,11 +5,13 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 
-use crate::compact::{Decoder, Encoder, MessageType};
-use crate::error::{DecodeError, DecodeErrorKind, TransportError};
-use crate::fd_table::FdTable;
-use crate::message::Message;
-use crate::transport::{Fill, Limits, RecvQueue, SendQueue};
+use crate::codec::error::{DecodeError, DecodeErrorKind};
+use crate::codec::fd_table::FdTable;
+use crate::codec::message::Message;
+use crate::codec::{Decoder, Encoder, MessageType};
+use crate::settings::Settings;
+use crate::transport::error::TransportError;
+use crate::transport::{Fill, RecvQueue, SendQueue};
 
 /// One end of a message channel over a connected `SOCK_STREAM` Unix socket.
 ///
@@ -61,25 +63,26 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// A channel over `stream` with the default [`Limits`].
+    /// A channel over `stream` with the default [`Settings`].
     ///
     /// # Errors
     ///
     /// Never at present; reserved for socket setup.
     pub fn new(stream: UnixStream) -> io::Result<Self> {
-        Self::with_limits(stream, Limits::default())
+        Self::with_settings(stream, &Settings::default())
     }
 
-    /// A channel over `stream` applying `limits` to what it receives.
+    /// A channel over `stream` applying the receive limits of `settings` (frame size, fds per
+    /// frame, fds queued).
     ///
     /// # Errors
     ///
     /// Never at present; reserved for socket setup.
-    pub fn with_limits(stream: UnixStream, limits: Limits) -> io::Result<Self> {
+    pub fn with_settings(stream: UnixStream, settings: &Settings) -> io::Result<Self> {
         Ok(Channel {
             stream,
             send: SendQueue::new(),
-            recv: RecvQueue::new(limits),
+            recv: RecvQueue::new(settings),
             seqid: 0,
             scratch: Vec::new(),
         })

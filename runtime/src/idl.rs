@@ -427,8 +427,37 @@ fn doc_comment(out: &mut String, indent: &str, doc: &[String], note: Option<&str
 }
 
 /// The IDL of one message type and everything it uses.
-pub fn message_idl<T: crate::Wire>() -> String {
+pub fn message_idl<T: crate::codec::wire::Wire>() -> String {
     let mut idl = Idl::new();
     T::idl_type(&mut idl);
     idl.render()
+}
+
+/// The wire name of the introspection method every fdrpc server answers: no arguments, its
+/// result the Thrift IDL of the services served. Method names starting with `_fdrpc` are
+/// reserved.
+pub const INTROSPECTION_METHOD: &str = "_fdrpc_idl";
+
+/// The IDL entry of the introspection method every server answers (used by generated code).
+pub fn introspection_function() -> IdlFunction {
+    IdlFunction {
+        name: INTROSPECTION_METHOD.into(),
+        doc: vec!["fdrpc introspection: the Thrift IDL of the services this server serves.".into()],
+        returns: "string".into(),
+        ..Default::default()
+    }
+}
+
+/// What every generated client and server of a service knows about it: its Thrift name and
+/// its IDL. Implemented by `#[fdrpc::service]` for `{Trait}Client`,
+/// `{Trait}BlockingClient` and `{Trait}Server<T>`.
+///
+/// The generated clients also have an inherent `idl()`, unless the service has a method of
+/// that name; this trait reaches the IDL either way.
+pub trait Described {
+    /// The Thrift service name.
+    const NAME: &'static str;
+
+    /// The Apache Thrift IDL of the service and every type it uses.
+    fn idl() -> String;
 }

@@ -1,15 +1,28 @@
-//! The runtime of [fdrpc](https://docs.rs/fdrpc): the fd table, the Thrift compact codec,
-//! THeader frames and the `SCM_RIGHTS` transport. Users depend on the `fdrpc` crate, which
-//! re-exports this one with the macros.
+//! The runtime of [fdrpc](https://docs.rs/fdrpc). Users depend on the `fdrpc` crate, which
+//! re-exports this one with the macros; its docs are the guide.
 //!
-//! Organization:
-//! - [`Wire`], [`Field`], [`Message`]: how Rust types travel as Thrift values; [`encode`]
-//!   and [`decode`] for one value plus its fds.
-//! - [`RegularFile`], [`Directory`], [`Fifo`], [`StreamSocket`], [`SealedMemfd`]: fd types
-//!   checked on arrival.
-//! - [`Channel`]: single messages with fds over a blocking `UnixStream`.
-//! - [`compact`], [`frame`], [`transport`]: the layers underneath, public for other
-//!   transports and for tests.
+//! # Layers, and what is public
+//!
+//! From the bottom up:
+//! - [`codec`]: the Thrift compact protocol ([`codec::Encoder`], [`codec::Decoder`]), and the
+//!   [`Wire`], [`Field`] and [`Message`] traits with [`encode`] and [`decode`]. Public: a
+//!   hand-written [`Wire`] impl uses the encoder and decoder.
+//! - fd types: the standard owned fd types travel as fields; [`RegularFile`], [`Directory`],
+//!   [`Fifo`], [`StreamSocket`] and [`SealedMemfd`] check what they hold on arrival.
+//! - [`transport`]: THeader frames ([`transport::frame`]) and the send and receive queues that
+//!   match fds to frames over `SCM_RIGHTS`. Public, for peers that speak raw frames (another
+//!   event loop, a test adversary); the queues are sans-IO and take the socket as an argument.
+//! - [`Channel`]: single messages with fds over a blocking socket, without a service.
+//! - RPC: the [`Client`], the [`BlockingClient`], the [`Server`], [`Stream`]s, over one
+//!   connection core. Public: what users call and name. The types only generated code needs
+//!   (how a call is dispatched, how a stream is produced) are in `__private`, hidden, and may
+//!   change in any release.
+//! - [`Settings`]: every limit and timeout, for all of the above.
+//!
+//! # Features
+//!
+//! - `tokio` (default): the async [`Client`], the [`Server`] and async streams. Without it,
+//!   the blocking client, [`Channel`] and the codec build with no async runtime at all.
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -28,50 +41,68 @@
 )]
 
 mod channel;
-pub mod compact;
-mod error;
-mod fd_table;
-mod fd_types;
-pub mod frame;
+pub mod codec;
+mod fd;
 pub mod idl;
-mod inspect;
-mod message;
-pub mod rpc;
+mod rpc;
+mod settings;
 pub mod transport;
-mod typed_fd;
-mod wire;
 
 pub use channel::Channel;
-pub use error::{
-    DecodeError, DecodeErrorKind, EncodeError, FdStreamError, FrameError, TransportError,
-};
-pub use fd_table::FdTable;
-pub use message::{Message, decode, encode};
+pub use codec::error::{DecodeError, DecodeErrorKind, EncodeError};
+pub use codec::fd_table::FdTable;
+pub use codec::message::{Message, decode, encode};
+pub use codec::wire::{Binary, Field, Wire};
+pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
+pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{
-    ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError, Client,
-    ConnectionError, Context, DEFAULT_WINDOW, PeerCredentials, RpcError, Server, Service,
-    SinkStatus, Stream, Streaming,
+    ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError,
+    ConnectionError, PeerCredentials, RpcError, Stream,
 };
-pub use transport::Limits;
-pub use typed_fd::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
-pub use wire::{Binary, Field, Wire};
+#[cfg(feature = "tokio")]
+pub use rpc::{Client, Context, Server, Service, Streaming};
+pub use settings::{DEFAULT_WINDOW, Settings};
+pub use transport::error::{FdStreamError, FrameError, TransportError};
+
+/// Expands to its input when the runtime is built with tokio, to nothing otherwise: generated
+/// code wraps the async client and the server in it.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fdrpc_if_tokio {
+    ($($item:item)*) => { $($item)* };
+}
+
+/// Expands to its input when the runtime is built with tokio, to nothing otherwise: generated
+/// code wraps the async client and the server in it.
+#[cfg(not(feature = "tokio"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fdrpc_if_tokio {
+    ($($item:item)*) => {};
+}
 
 /// Items generated code uses. Not public API: may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::compact::{Decoder, Encoder, TType};
-    pub use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
-    pub use crate::idl::{Idl, IdlField, IdlFunction, is_reserved};
-    pub use crate::message::Message;
-    pub use crate::rpc::result::{
+    pub use crate::__fdrpc_if_tokio as if_tokio;
+    pub use crate::codec::call_result::{
         decode_result, decode_void_result, encode_result, encode_void_result,
     };
+    pub use crate::codec::error::{DecodeError, DecodeErrorKind, EncodeError};
+    pub use crate::codec::message::Message;
+    pub use crate::codec::wire::{Binary, BinaryField, Field, Wire};
+    pub use crate::codec::{Decoder, Encoder, TType};
+    pub use crate::idl::{Idl, IdlField, IdlFunction, introspection_function, is_reserved};
     pub use crate::rpc::{
-        BlockingClient, BlockingSink, BlockingStreaming, BoxFuture, CallError, Client, Context,
-        Dispatch, Incoming, ReplyError, RpcError, Service, Stream, Streaming,
-        introspection_function, producer,
+        BlockingClient, BlockingSink, BlockingStreaming, CallError, ErasedProducer, RpcError,
+        Stream, flatten_declared, flatten_undeclared, producer,
     };
-    pub use crate::wire::{Binary, BinaryField, Field, Wire};
+    #[cfg(feature = "tokio")]
+    pub use crate::rpc::{
+        BoxFuture, Client, Context, Dispatch, Incoming, ReplyError, Service, SinkStatus,
+        StreamReply, StreamSlot, Streaming,
+    };
     pub use core::convert::Infallible;
     pub use core::option::Option;
     pub use core::result::Result;

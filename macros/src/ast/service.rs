@@ -1,13 +1,13 @@
-//! A `#[fdrpc::service]` trait as fdrpc sees it: its methods, their wire parameters, the
-//! context parameter, and what they return.
+//! A `#[fdrpc::service]` trait as fdrpc sees it: its options, its methods, their parameters
+//! and what they return. Parsing records what was written and keeps the syn nodes for spans;
+//! whether it is allowed is decided in `check::service`, one rule a function.
 
 use proc_macro2::Span;
-use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, Ident, ItemTrait, LitStr, Pat, Path, ReturnType, Token, TraitItem,
-    TraitItemFn, Type,
+    Attribute, FnArg, Ident, ItemTrait, LitStr, Meta, Pat, Path, Receiver, ReturnType, Token,
+    TraitItem, TraitItemFn, Type,
 };
 
 use crate::attr::{Attrs, Position, is_thrift_identifier};
@@ -15,60 +15,73 @@ use crate::ctxt::Ctxt;
 use crate::symbol::{CRATE, FDRPC, ONEWAY, RENAME};
 
 /// The arguments of `#[fdrpc::service(...)]`.
-pub(crate) struct ServiceArgs {
+pub(crate) type ServiceArgs = Punctuated<Meta, Token![,]>;
+
+/// The options of `#[fdrpc::service(...)]`, each checked on its own so every bad one is
+/// reported.
+#[derive(Default)]
+pub(crate) struct ServiceOptions {
     pub(crate) krate: Option<Path>,
     pub(crate) rename: Option<LitStr>,
 }
 
-impl Parse for ServiceArgs {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let mut out = ServiceArgs {
-            krate: None,
-            rename: None,
-        };
-        let metas = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated(input)?;
-        for m in metas {
-            let key = m
-                .path
+impl ServiceOptions {
+    pub(crate) fn from_syn(cx: &Ctxt, args: &ServiceArgs) -> ServiceOptions {
+        let mut out = ServiceOptions::default();
+        for meta in args {
+            let key = meta
+                .path()
                 .get_ident()
                 .map(|i| i.to_string())
                 .unwrap_or_default();
-            match (key.as_str(), &m.value) {
-                (CRATE, syn::Expr::Path(p)) if out.krate.is_none() => {
-                    out.krate = Some(p.path.clone())
+            let value = match meta {
+                Meta::NameValue(nv) => Some(&nv.value),
+                _ => None,
+            };
+            match (key.as_str(), value) {
+                (CRATE, Some(syn::Expr::Path(p))) if out.krate.is_none() => {
+                    out.krate = Some(p.path.clone());
                 }
                 (
                     RENAME,
-                    syn::Expr::Lit(syn::ExprLit {
+                    Some(syn::Expr::Lit(syn::ExprLit {
                         lit: syn::Lit::Str(s),
                         ..
-                    }),
+                    })),
                 ) if out.rename.is_none() => {
                     if !is_thrift_identifier(&s.value()) {
-                        return Err(syn::Error::new(
-                            s.span(),
-                            "the service name must be a Thrift identifier",
-                        ));
+                        cx.error_spanned_by(s, "the service name must be a Thrift identifier");
                     }
                     out.rename = Some(s.clone());
                 }
-                (CRATE | RENAME, _) => {
-                    return Err(syn::Error::new(
-                        m.span(),
-                        "expected `crate = path` or `rename = \"Name\"`, each at most once",
-                    ));
+                // The arms above took these when they came first.
+                (CRATE, Some(syn::Expr::Path(_)))
+                | (
+                    RENAME,
+                    Some(syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(_),
+                        ..
+                    })),
+                ) => {
+                    cx.error_spanned_by(meta.path(), format!("`{key}` given twice"));
                 }
-                _ => {
-                    return Err(syn::Error::new(
-                        m.path.span(),
-                        format!(
-                            "unknown `#[fdrpc::service]` argument `{key}`; expected `crate` or `rename`"
-                        ),
-                    ));
-                }
+                (CRATE, _) => cx.error_spanned_by(
+                    meta,
+                    "`crate` takes the path of the fdrpc crate, such as `crate = ::fdrpc`",
+                ),
+                (RENAME, _) => cx.error_spanned_by(
+                    meta,
+                    "`rename` takes the Thrift service name as a string, such as `rename = \"Broker\"`",
+                ),
+                _ => cx.error_spanned_by(
+                    meta.path(),
+                    format!(
+                        "unknown `#[fdrpc::service]` argument `{key}`; expected `crate` or `rename`"
+                    ),
+                ),
             }
         }
-        Ok(out)
+        out
     }
 }
 
@@ -78,6 +91,8 @@ pub(crate) struct Service<'a> {
     pub(crate) name: String,
     pub(crate) krate: Path,
     pub(crate) methods: Vec<Method<'a>>,
+    /// Trait items that are not methods.
+    pub(crate) other_items: Vec<&'a TraitItem>,
 }
 
 pub(crate) struct Method<'a> {
@@ -85,30 +100,54 @@ pub(crate) struct Method<'a> {
     pub(crate) ident: &'a Ident,
     /// Wire name.
     pub(crate) name: String,
+    /// Where the wire name was given (`#[fdrpc(rename = ..)]`), or the method's name.
     pub(crate) name_span: Span,
-    pub(crate) oneway: Option<Span>,
+    /// Every `#[oneway]` / `#[fdrpc(oneway)]`, where it was written.
+    pub(crate) oneway: Vec<Span>,
     /// Doc comments and other attributes that are not fdrpc's, kept on generated methods.
     pub(crate) docs: Vec<&'a Attribute>,
-    /// Parameters in declaration order, the context among them.
+    /// `&self` or another receiver, if the first parameter is one.
+    pub(crate) receiver: Option<&'a Receiver>,
+    /// Parameters after the receiver, in declaration order, the context among them.
     pub(crate) params: Vec<Param<'a>>,
     pub(crate) ret: Return<'a>,
 }
 
 pub(crate) struct Param<'a> {
-    pub(crate) ident: &'a Ident,
+    /// The pattern as written; a plain name is the only one allowed.
+    pub(crate) pat: &'a Pat,
+    /// The name; a stand-in for a pattern that is not one.
+    pub(crate) ident: Ident,
     pub(crate) ty: &'a Type,
     /// `fdrpc::Stream<T, E>`: this parameter is the call's sink (not in the arguments struct).
     pub(crate) stream: Option<StreamType<'a>>,
-    /// `#[fdrpc(...)]` attributes, passed on to the arguments struct's field.
-    pub(crate) attrs: Vec<&'a Attribute>,
-    /// Field id in the arguments struct (as the derive will number it).
+    /// What kind of context parameter this is, if it names `Context`.
+    pub(crate) context: Option<ContextKind>,
+    /// `#[fdrpc(...)]` attributes.
+    pub(crate) fdrpc_attrs: Vec<&'a Attribute>,
+    /// Attributes that are not fdrpc's.
+    pub(crate) other_attrs: Vec<&'a Attribute>,
+    /// Field id in the arguments struct.
     pub(crate) id: i64,
+    /// Where the id came from.
+    pub(crate) id_span: Span,
     /// Field name in the arguments struct.
     pub(crate) wire_name: String,
     /// `#[fdrpc(binary)]`.
     pub(crate) binary: bool,
-    /// This is the `cx: &fdrpc::Context` parameter (not on the wire).
-    pub(crate) is_context: bool,
+    /// `#[fdrpc(fd)]`.
+    pub(crate) fd: bool,
+}
+
+/// How a parameter naming `Context` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContextKind {
+    /// `&Context`: the one allowed form.
+    Shared,
+    /// `&mut Context`.
+    Mutable,
+    /// `Context`.
+    Owned,
 }
 
 /// The item and error types of an `fdrpc::Stream<T, E>`.
@@ -132,10 +171,16 @@ pub(crate) struct Return<'a> {
 }
 
 impl<'a> Method<'a> {
+    /// The parameters in the arguments struct: all but the context and the sink.
     pub(crate) fn wire_params(&self) -> impl Iterator<Item = &Param<'a>> {
         self.params
             .iter()
-            .filter(|p| !p.is_context && p.stream.is_none())
+            .filter(|p| p.context.is_none() && p.stream.is_none())
+    }
+
+    /// The parameters a client method takes: all but the context.
+    pub(crate) fn client_params(&self) -> impl Iterator<Item = &Param<'a>> {
+        self.params.iter().filter(|p| p.context.is_none())
     }
 
     pub(crate) fn sink(&self) -> Option<&Param<'a>> {
@@ -143,7 +188,11 @@ impl<'a> Method<'a> {
     }
 
     pub(crate) fn context(&self) -> Option<&Param<'a>> {
-        self.params.iter().find(|p| p.is_context)
+        self.params.iter().find(|p| p.context.is_some())
+    }
+
+    pub(crate) fn is_oneway(&self) -> bool {
+        !self.oneway.is_empty()
     }
 }
 
@@ -152,46 +201,19 @@ pub(crate) fn is_fdrpc_attr(attr: &Attribute) -> bool {
 }
 
 impl<'a> Service<'a> {
-    pub(crate) fn from_syn(cx: &Ctxt, args: &ServiceArgs, item: &'a ItemTrait) -> Service<'a> {
-        let krate = args
-            .krate
-            .clone()
-            .unwrap_or_else(|| syn::parse_quote!(::fdrpc));
-        let name = args
+    pub(crate) fn from_syn(cx: &Ctxt, options: ServiceOptions, item: &'a ItemTrait) -> Service<'a> {
+        let krate = options.krate.unwrap_or_else(|| syn::parse_quote!(::fdrpc));
+        let name = options
             .rename
             .as_ref()
             .map(LitStr::value)
             .unwrap_or_else(|| item.ident.to_string());
-        if let Some(g) = item.generics.lt_token {
-            cx.error_spanned_by(
-                &item.generics,
-                "a service trait cannot be generic; the wire needs one concrete signature per method",
-            );
-            let _ = g;
-        }
-        if let Some(unsafety) = item.unsafety {
-            cx.error_spanned_by(unsafety, "a service trait cannot be `unsafe`");
-        }
-        for attr in &item.attrs {
-            if attr.path().is_ident(FDRPC) {
-                cx.error_spanned_by(
-                    attr,
-                    "put service options in `#[fdrpc::service(...)]` itself (`crate = ...`, `rename = \"...\"`)",
-                );
-            }
-        }
         let mut methods = Vec::new();
+        let mut other_items = Vec::new();
         for ti in &item.items {
             match ti {
-                TraitItem::Fn(f) => {
-                    if let Some(m) = method_from_syn(cx, f) {
-                        methods.push(m);
-                    }
-                }
-                other => cx.error_spanned_by(
-                    other,
-                    "a service trait holds only methods; move constants and types out of it",
-                ),
+                TraitItem::Fn(f) => methods.push(Method::from_syn(cx, f)),
+                other => other_items.push(other),
             }
         }
         Service {
@@ -199,247 +221,149 @@ impl<'a> Service<'a> {
             name,
             krate,
             methods,
+            other_items,
         }
     }
 }
 
-fn method_from_syn<'a>(cx: &Ctxt, f: &'a TraitItemFn) -> Option<Method<'a>> {
-    let sig = &f.sig;
-    let mut oneway = None;
-    let fdrpc_attrs: Vec<Attribute> = f
-        .attrs
-        .iter()
-        .filter(|a| {
+impl<'a> Method<'a> {
+    fn from_syn(cx: &Ctxt, f: &'a TraitItemFn) -> Method<'a> {
+        let sig = &f.sig;
+        let mut oneway = Vec::new();
+        let mut fdrpc_attrs = Vec::new();
+        for a in &f.attrs {
             if a.path().is_ident(ONEWAY) {
-                if !matches!(a.meta, syn::Meta::Path(_)) {
+                if !matches!(a.meta, Meta::Path(_)) {
                     cx.error_spanned_by(a, "`#[oneway]` takes no arguments");
                 }
-                if oneway.replace(a.path().span()).is_some() {
-                    cx.error_spanned_by(a, "duplicate `#[oneway]`");
-                }
-                false
-            } else {
-                a.path().is_ident(FDRPC)
-            }
-        })
-        .cloned()
-        .collect();
-    let attrs = Attrs::from_syn(cx, Position::Method, &fdrpc_attrs);
-    if let Some(span) = attrs.oneway.span() {
-        if oneway.replace(span).is_some() {
-            cx.syn_error(syn::Error::new(span, "`#[oneway]` given twice"));
-        }
-    }
-    let docs = f.attrs.iter().filter(|a| !is_fdrpc_attr(a)).collect();
-
-    if sig.asyncness.is_none() {
-        cx.error_spanned_by(
-            sig.fn_token,
-            "service methods must be `async fn`; the server awaits every handler",
-        );
-    }
-    if let Some(c) = &sig.constness {
-        cx.error_spanned_by(c, "a service method cannot be `const`");
-    }
-    if let Some(u) = &sig.unsafety {
-        cx.error_spanned_by(u, "a service method cannot be `unsafe`");
-    }
-    if let Some(abi) = &sig.abi {
-        cx.error_spanned_by(abi, "a service method cannot have an ABI");
-    }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        cx.error_spanned_by(
-            &sig.generics,
-            "a service method cannot be generic; the wire needs one concrete signature",
-        );
-    }
-    if let Some(v) = &sig.variadic {
-        cx.error_spanned_by(v, "a service method cannot be variadic");
-    }
-    if let Some(body) = &f.default {
-        cx.error_spanned_by(
-            body,
-            "a service method has no body in the trait; implement it in `impl Trait for YourType`",
-        );
-    }
-
-    let mut inputs = sig.inputs.iter();
-    match inputs.next() {
-        Some(FnArg::Receiver(r)) => {
-            if r.reference.is_none() || r.mutability.is_some() || r.colon_token.is_some() {
-                cx.error_spanned_by(
-                    r,
-                    "service methods take `&self`: calls run concurrently, so keep mutable state behind a lock",
-                );
+                oneway.push(a.path().span());
+            } else if a.path().is_ident(FDRPC) {
+                fdrpc_attrs.push(a.clone());
             }
         }
-        _ => {
-            cx.error_spanned_by(
-                &sig.ident,
-                "service methods take `&self` as their first parameter",
-            );
+        let attrs = Attrs::from_syn(cx, Position::Method, &fdrpc_attrs);
+        oneway.extend(attrs.oneway.span());
+        let wire = attrs.wire_name();
+        let name = wire
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| syn::ext::IdentExt::unraw(&sig.ident).to_string());
+        let name_span = wire.map_or_else(|| sig.ident.span(), |(_, s)| s);
+        let mut inputs = sig.inputs.iter().peekable();
+        let receiver = match inputs.peek() {
+            Some(FnArg::Receiver(r)) => {
+                inputs.next();
+                Some(r)
+            }
+            _ => None,
+        };
+        let mut params: Vec<Param<'a>> = Vec::new();
+        for arg in inputs {
+            let FnArg::Typed(pt) = arg else { continue };
+            params.push(Param::from_syn(cx, pt, &params));
+        }
+        Method {
+            item: f,
+            ident: &sig.ident,
+            name,
+            name_span,
+            oneway,
+            docs: f.attrs.iter().filter(|a| !is_fdrpc_attr(a)).collect(),
+            receiver,
+            params,
+            ret: Return::from_syn(&sig.output),
         }
     }
-    let mut params = Vec::new();
-    let mut context_seen: Option<Span> = None;
-    for arg in inputs {
-        let FnArg::Typed(pt) = arg else { continue };
+}
+
+impl<'a> Param<'a> {
+    /// `earlier` are the parameters before this one, for its default field id.
+    fn from_syn(cx: &Ctxt, pt: &'a syn::PatType, earlier: &[Param<'a>]) -> Param<'a> {
         let ident = match &*pt.pat {
-            Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => &pi.ident,
-            other => {
-                cx.error_spanned_by(
-                    other,
-                    "service method parameters must be plain names; they become the fields of the call's arguments struct",
-                );
-                continue;
-            }
+            Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
+            // Not a plain name (reported by the checks): a stand-in keeps parsing going.
+            other => Ident::new("__fdrpc_param", other.span()),
         };
-        let is_context = match context_kind(&pt.ty) {
-            ContextKind::NotContext => false,
-            ContextKind::ByRef => {
-                if let Some(first) = context_seen {
-                    let _ = first;
-                    cx.error_spanned_by(
-                        &pt.ty,
-                        "a method takes the context at most once; remove this parameter",
-                    );
-                }
-                context_seen = Some(pt.ty.span());
-                true
-            }
-            ContextKind::ByValue => {
-                cx.error_spanned_by(
-                    &pt.ty,
-                    "take the context by reference: `cx: &fdrpc::Context`",
-                );
-                true
-            }
-            ContextKind::ByMut => {
-                cx.error_spanned_by(
-                    &pt.ty,
-                    "take the context by shared reference: `cx: &fdrpc::Context`",
-                );
-                true
-            }
-        };
-        let param_attrs: Vec<&Attribute> = pt
+        let context = context_kind(&pt.ty);
+        let fdrpc_attrs: Vec<&Attribute> = pt
             .attrs
             .iter()
             .filter(|a| a.path().is_ident(FDRPC))
             .collect();
-        for a in &pt.attrs {
-            if !a.path().is_ident(FDRPC) {
-                cx.error_spanned_by(
-                    a,
-                    "only `#[fdrpc(...)]` attributes are allowed on service method parameters",
-                );
-            }
-        }
-        if is_context {
-            if let Some(a) = param_attrs.first() {
-                cx.error_spanned_by(
-                    a,
-                    "the context is not on the wire; it takes no `#[fdrpc(...)]`",
-                );
-            }
-        }
-        // Validate keys now so errors point at the trait, not at generated code.
-        let owned: Vec<Attribute> = param_attrs.iter().map(|a| (*a).clone()).collect();
-        let pattrs = if is_context {
-            Attrs::from_syn(&Ctxt::new_checked(), Position::Param, &[])
-        } else {
-            Attrs::from_syn(cx, Position::Param, &owned)
-        };
-        let position = params
+        let other_attrs = pt
+            .attrs
             .iter()
-            .filter(|p: &&Param<'_>| !p.is_context && p.stream.is_none())
+            .filter(|a| !a.path().is_ident(FDRPC))
+            .collect();
+        let stream = match context {
+            Some(_) => None,
+            None => stream_type(&pt.ty),
+        };
+        // Keys are validated here, where the user wrote them; attributes on the context or a
+        // stream, which are not on the wire, are reported by the checks instead.
+        let attrs = if context.is_none() && stream.is_none() {
+            let owned: Vec<Attribute> = fdrpc_attrs.iter().map(|a| (*a).clone()).collect();
+            Attrs::from_syn(cx, Position::Param, &owned)
+        } else {
+            Attrs::from_syn(&Ctxt::new_checked(), Position::Param, &[])
+        };
+        let position = earlier
+            .iter()
+            .filter(|p| p.context.is_none() && p.stream.is_none())
             .count() as i64
             + 1;
-        let id = pattrs.id.get().copied().unwrap_or(position);
-        let wire_name = pattrs
-            .rename
-            .get()
-            .cloned()
-            .unwrap_or_else(|| syn::ext::IdentExt::unraw(ident).to_string());
-        let binary = pattrs.binary.get().is_some();
-        let stream = if is_context {
-            None
-        } else {
-            stream_type(&pt.ty)
-        };
-        if stream.is_some() {
-            if let Some(a) = param_attrs.first() {
-                cx.error_spanned_by(a, "a stream parameter is not in the arguments struct; it takes no `#[fdrpc(...)]`");
-            }
-            if params.iter().any(|p: &Param<'_>| p.stream.is_some()) {
-                cx.error_spanned_by(&pt.ty, "a method takes at most one stream parameter");
-            }
-        }
-        params.push(Param {
-            ident,
+        Param {
+            pat: &pt.pat,
             ty: &pt.ty,
             stream,
-            attrs: param_attrs,
-            id,
-            wire_name,
-            binary,
-            is_context,
-        });
-    }
-
-    let ret = match &sig.output {
-        ReturnType::Default => Return {
-            stream: None,
-            value: None,
-            exception: None,
-            written: None,
-        },
-        ReturnType::Type(_, ty) => {
-            let (value, exception) = split_result(ty);
-            // `(R, Stream<T, E>)`: a first response alongside the stream.
-            let (value, stream) = match value {
-                Some(Type::Tuple(t)) if t.elems.len() == 2 => {
-                    match (t.elems.first(), t.elems.last().and_then(stream_type)) {
-                        (Some(first), Some(st)) => (Some(first), Some(st)),
-                        _ => (value, None),
-                    }
-                }
-                Some(v) => match stream_type(v) {
-                    Some(st) => (None, Some(st)),
-                    None => (Some(v), None),
-                },
-                None => (None, None),
-            };
-            Return {
-                stream,
-                value: value.filter(|t| !is_unit(t)),
-                exception,
-                written: Some(ty),
-            }
+            context,
+            fdrpc_attrs,
+            other_attrs,
+            id: attrs.id.get().copied().unwrap_or(position),
+            id_span: attrs.id.span().unwrap_or_else(|| ident.span()),
+            wire_name: attrs
+                .rename
+                .get()
+                .cloned()
+                .unwrap_or_else(|| syn::ext::IdentExt::unraw(&ident).to_string()),
+            binary: attrs.binary.get().is_some(),
+            fd: attrs.fd.get().is_some(),
+            ident,
         }
-    };
-    let name = attrs
-        .name
-        .get()
-        .cloned()
-        .unwrap_or_else(|| syn::ext::IdentExt::unraw(&sig.ident).to_string());
-    Some(Method {
-        item: f,
-        ident: &sig.ident,
-        name,
-        name_span: attrs.name.span().unwrap_or_else(|| sig.ident.span()),
-        oneway,
-        docs,
-        params,
-        ret,
-    })
+    }
 }
 
-enum ContextKind {
-    NotContext,
-    ByRef,
-    ByMut,
-    ByValue,
+impl<'a> Return<'a> {
+    fn from_syn(output: &'a ReturnType) -> Return<'a> {
+        let ReturnType::Type(_, ty) = output else {
+            return Return {
+                stream: None,
+                value: None,
+                exception: None,
+                written: None,
+            };
+        };
+        let (value, exception) = split_result(ty);
+        // `(R, Stream<T, E>)`: a first response alongside the stream.
+        let (value, stream) = match value {
+            Some(Type::Tuple(t)) if t.elems.len() == 2 => {
+                match (t.elems.first(), t.elems.last().and_then(stream_type)) {
+                    (Some(first), Some(st)) => (Some(first), Some(st)),
+                    _ => (value, None),
+                }
+            }
+            Some(v) => match stream_type(v) {
+                Some(st) => (None, Some(st)),
+                None => (Some(v), None),
+            },
+            None => (None, None),
+        };
+        Return {
+            stream,
+            value: value.filter(|t| !is_unit(t)),
+            exception,
+            written: Some(ty),
+        }
+    }
 }
 
 fn last_ident(ty: &Type) -> Option<&Ident> {
@@ -451,17 +375,18 @@ fn last_ident(ty: &Type) -> Option<&Ident> {
     }
 }
 
-fn context_kind(ty: &Type) -> ContextKind {
+/// How `ty` takes the context, if it names `Context`.
+pub(crate) fn context_kind(ty: &Type) -> Option<ContextKind> {
     match ty {
         Type::Reference(r) if last_ident(&r.elem).is_some_and(|i| i == "Context") => {
-            if r.mutability.is_some() {
-                ContextKind::ByMut
+            Some(if r.mutability.is_some() {
+                ContextKind::Mutable
             } else {
-                ContextKind::ByRef
-            }
+                ContextKind::Shared
+            })
         }
-        _ if last_ident(ty).is_some_and(|i| i == "Context") => ContextKind::ByValue,
-        _ => ContextKind::NotContext,
+        _ if last_ident(ty).is_some_and(|i| i == "Context") => Some(ContextKind::Owned),
+        _ => None,
     }
 }
 
@@ -513,5 +438,70 @@ pub(crate) fn is_unit(ty: &Type) -> bool {
         Type::Paren(p) => is_unit(&p.elem),
         Type::Group(g) => is_unit(&g.elem),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(s: &str) -> Type {
+        syn::parse_str(s).unwrap()
+    }
+
+    #[test]
+    fn streams_results_and_units_are_recognised() {
+        let t = ty("fdrpc::Stream<OwnedFd, Failure>");
+        let st = stream_type(&t).unwrap();
+        assert_eq!(last_ident(st.item).unwrap(), "OwnedFd");
+        assert_eq!(last_ident(st.error.unwrap()).unwrap(), "Failure");
+        assert!(stream_type(&ty("Stream<i32>")).unwrap().error.is_none());
+        assert!(stream_type(&ty("Vec<i32>")).is_none());
+        assert!(stream_type(&ty("Stream")).is_none());
+        assert!(stream_type(&ty("Stream<A, B, C>")).is_none());
+        let r = ty("Result<i32, Failure>");
+        let (ok, err) = split_result(&r);
+        assert_eq!(last_ident(ok.unwrap()).unwrap(), "i32");
+        assert_eq!(last_ident(err.unwrap()).unwrap(), "Failure");
+        let io = ty("io::Result<i32>");
+        let (ok, err) = split_result(&io);
+        assert!(
+            ok.is_some() && err.is_none(),
+            "a one-argument Result is a value"
+        );
+        assert!(is_unit(&ty("()")));
+        assert!(is_unit(&ty("(())")));
+        assert!(!is_unit(&ty("(i32,)")));
+    }
+
+    #[test]
+    fn context_kinds() {
+        assert_eq!(
+            context_kind(&ty("&fdrpc::Context")),
+            Some(ContextKind::Shared)
+        );
+        assert_eq!(
+            context_kind(&ty("&mut Context")),
+            Some(ContextKind::Mutable)
+        );
+        assert_eq!(
+            context_kind(&ty("fdrpc::Context")),
+            Some(ContextKind::Owned)
+        );
+        assert_eq!(context_kind(&ty("&ContextMenu")), None);
+        assert_eq!(context_kind(&ty("String")), None);
+    }
+
+    #[test]
+    fn returns_split_into_result_fields() {
+        let out: ReturnType =
+            syn::parse_str("-> Result<(Numbered, fdrpc::Stream<i32>), Failure>").unwrap();
+        let r = Return::from_syn(&out);
+        assert_eq!(last_ident(r.value.unwrap()).unwrap(), "Numbered");
+        assert!(r.stream.is_some());
+        assert_eq!(last_ident(r.exception.unwrap()).unwrap(), "Failure");
+        let out: ReturnType = syn::parse_str("-> ()").unwrap();
+        let r = Return::from_syn(&out);
+        assert!(r.value.is_none() && r.written.is_some());
     }
 }

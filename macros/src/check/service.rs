@@ -1,92 +1,292 @@
-//! Rules across the methods of a service.
+//! The rules a service trait and its methods follow. Each rule is one function, with a
+//! comment saying why it exists; each error points at the token to fix.
 
 use std::collections::HashMap;
 
-use crate::ast::service::Service;
+use crate::ast::service::{ContextKind, Method, Param, Service, is_unit};
 use crate::check::check_type;
 use crate::ctxt::Ctxt;
-
-/// Inherent methods of the generated clients; a service method of the same name would be
-/// shadowed.
-const CLIENT_METHODS: &[&str] = &[
-    "connect",
-    "new",
-    "from_std",
-    "with_timeout",
-    "client",
-    "into_inner",
-];
+use crate::expand::service::{Clash, client_item};
+use crate::symbol::FDRPC;
 
 pub(crate) fn check(cx: &Ctxt, service: &Service<'_>) {
-    check_unique_names(cx, service);
+    check_trait_not_generic(cx, service);
+    check_trait_not_unsafe(cx, service);
+    check_no_fdrpc_attr_on_trait(cx, service);
+    check_only_methods(cx, service);
+    check_unique_wire_names(cx, service);
     for m in &service.methods {
-        if CLIENT_METHODS.contains(&m.ident.to_string().as_str()) {
+        check_async(cx, m);
+        check_plain_fn(cx, m);
+        check_not_generic(cx, m);
+        check_no_body(cx, m);
+        check_receiver(cx, m);
+        check_params_are_names(cx, m);
+        check_param_attrs(cx, m);
+        check_context(cx, m);
+        check_stream_params(cx, m);
+        check_oneway(cx, m);
+        check_client_names(cx, m);
+        check_reserved_prefix(cx, m);
+        check_wire_types(cx, m);
+    }
+}
+
+/// The wire needs one concrete signature per method.
+fn check_trait_not_generic(cx: &Ctxt, service: &Service<'_>) {
+    let g = &service.item.generics;
+    if g.lt_token.is_some() || g.where_clause.is_some() {
+        cx.error_spanned_by(
+            g,
+            "a service trait cannot be generic; the wire needs one concrete signature per method",
+        );
+    }
+}
+
+/// Nothing about serving a call is unsafe to implement.
+fn check_trait_not_unsafe(cx: &Ctxt, service: &Service<'_>) {
+    if let Some(unsafety) = service.item.unsafety {
+        cx.error_spanned_by(unsafety, "a service trait cannot be `unsafe`");
+    }
+}
+
+/// Service options live in the attribute that makes the service, so they are read once.
+fn check_no_fdrpc_attr_on_trait(cx: &Ctxt, service: &Service<'_>) {
+    for attr in &service.item.attrs {
+        if attr.path().is_ident(FDRPC) {
             cx.error_spanned_by(
-                m.ident,
-                format!(
-                    "`{}` clashes with a method of the generated clients; rename it and keep its wire name with `#[fdrpc(name = \"{}\")]`",
-                    m.ident, m.ident
-                ),
+                attr,
+                "put service options in `#[fdrpc::service(...)]` itself (`crate = ...`, `rename = \"...\"`)",
             );
-        }
-        if m.ident.to_string().starts_with("__fdrpc") || m.name.starts_with("_fdrpc") {
-            cx.error_spanned_by(
-                m.ident,
-                "wire names starting with `_fdrpc` are reserved (`_fdrpc_idl` is the introspection method)",
-            );
-        }
-        if let Some(span) = m.oneway {
-            if let Some(ty) = m.ret.written {
-                if !crate::ast::service::is_unit(ty) {
-                    cx.error_spanned_by(
-                        ty,
-                        "a `#[oneway]` method sends no reply, so it returns nothing; remove the return type or `#[oneway]`",
-                    );
-                }
-            }
-            let _ = span;
-            if let Some(p) = m.sink() {
-                cx.error_spanned_by(
-                    p.ty,
-                    "a `#[oneway]` method cannot take a stream: a sink needs a reply; drop `#[oneway]`",
-                );
-            }
-        }
-        for p in m.wire_params() {
-            check_type(cx, p.ty);
-        }
-        for st in m
-            .sink()
-            .and_then(|p| p.stream)
-            .into_iter()
-            .chain(m.ret.stream)
-        {
-            check_type(cx, st.item);
-            if let Some(e) = st.error {
-                check_type(cx, e);
-            }
-        }
-        if let Some(ty) = m.ret.value {
-            check_type(cx, ty);
-        }
-        if let Some(ty) = m.ret.exception {
-            check_type(cx, ty);
         }
     }
 }
 
+/// The trait is rewritten, and only methods have a meaning on the wire.
+fn check_only_methods(cx: &Ctxt, service: &Service<'_>) {
+    for item in &service.other_items {
+        cx.error_spanned_by(
+            item,
+            "a service trait holds only methods; move constants and types out of it",
+        );
+    }
+}
+
 /// Wire names are what calls are routed by.
-fn check_unique_names(cx: &Ctxt, service: &Service<'_>) {
+fn check_unique_wire_names(cx: &Ctxt, service: &Service<'_>) {
     let mut seen: HashMap<&str, &syn::Ident> = HashMap::new();
     for m in &service.methods {
         if let Some(first) = seen.insert(m.name.as_str(), m.ident) {
             cx.syn_error(syn::Error::new(
                 m.name_span,
                 format!(
-                    "method `{first}` already has the wire name `{}`; give this one another `#[fdrpc(name = \"...\")]`",
+                    "method `{first}` already has the wire name `{}`; give this one another `#[fdrpc(rename = \"...\")]`",
                     m.name
                 ),
             ));
         }
+    }
+}
+
+/// The server awaits every handler, and the client methods are async.
+fn check_async(cx: &Ctxt, m: &Method<'_>) {
+    if m.item.sig.asyncness.is_none() {
+        cx.error_spanned_by(
+            m.item.sig.fn_token,
+            "service methods must be `async fn`; the server awaits every handler",
+        );
+    }
+}
+
+/// A handler is an ordinary function: no `const`, `unsafe`, ABI or variadics.
+fn check_plain_fn(cx: &Ctxt, m: &Method<'_>) {
+    let sig = &m.item.sig;
+    if let Some(c) = &sig.constness {
+        cx.error_spanned_by(c, "a service method cannot be `const`");
+    }
+    if let Some(u) = &sig.unsafety {
+        cx.error_spanned_by(u, "a service method cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        cx.error_spanned_by(abi, "a service method cannot have an ABI");
+    }
+    if let Some(v) = &sig.variadic {
+        cx.error_spanned_by(v, "a service method cannot be variadic");
+    }
+}
+
+/// The wire needs one concrete signature.
+fn check_not_generic(cx: &Ctxt, m: &Method<'_>) {
+    let g = &m.item.sig.generics;
+    if !g.params.is_empty() || g.where_clause.is_some() {
+        cx.error_spanned_by(
+            g,
+            "a service method cannot be generic; the wire needs one concrete signature",
+        );
+    }
+}
+
+/// The trait is the contract; its implementation is the user's type.
+fn check_no_body(cx: &Ctxt, m: &Method<'_>) {
+    if let Some(body) = &m.item.default {
+        cx.error_spanned_by(
+            body,
+            "a service method has no body in the trait; implement it in `impl Trait for YourType`",
+        );
+    }
+}
+
+/// Calls run concurrently on a shared service.
+fn check_receiver(cx: &Ctxt, m: &Method<'_>) {
+    match m.receiver {
+        Some(r) if r.reference.is_none() || r.mutability.is_some() || r.colon_token.is_some() => {
+            cx.error_spanned_by(
+                r,
+                "service methods take `&self`: calls run concurrently, so keep mutable state behind a lock",
+            );
+        }
+        Some(_) => {}
+        None => cx.error_spanned_by(
+            m.ident,
+            "service methods take `&self` as their first parameter",
+        ),
+    }
+}
+
+/// Parameters become fields of the call's arguments struct, which need names.
+fn check_params_are_names(cx: &Ctxt, m: &Method<'_>) {
+    for p in &m.params {
+        if !matches!(p.pat, syn::Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none()) {
+            cx.error_spanned_by(
+                p.pat,
+                "service method parameters must be plain names; they become the fields of the call's arguments struct",
+            );
+        }
+    }
+}
+
+/// Only what describes a field makes sense on a parameter; the context and the sink are not
+/// fields at all.
+fn check_param_attrs(cx: &Ctxt, m: &Method<'_>) {
+    for p in &m.params {
+        for a in &p.other_attrs {
+            cx.error_spanned_by(
+                a,
+                "only `#[fdrpc(...)]` attributes are allowed on service method parameters",
+            );
+        }
+        let Some(first) = p.fdrpc_attrs.first() else {
+            continue;
+        };
+        if p.context.is_some() {
+            cx.error_spanned_by(
+                first,
+                "the context is not on the wire; it takes no `#[fdrpc(...)]`",
+            );
+        } else if p.stream.is_some() {
+            cx.error_spanned_by(
+                first,
+                "a stream parameter is not in the arguments struct; it takes no `#[fdrpc(...)]`",
+            );
+        }
+    }
+}
+
+/// The context is lent to the handler for the call, once.
+fn check_context(cx: &Ctxt, m: &Method<'_>) {
+    let mut seen = false;
+    for p in m.params.iter().filter(|p| p.context.is_some()) {
+        match p.context {
+            Some(ContextKind::Owned) => {
+                cx.error_spanned_by(p.ty, "take the context by reference: `cx: &fdrpc::Context`")
+            }
+            Some(ContextKind::Mutable) => cx.error_spanned_by(
+                p.ty,
+                "take the context by shared reference: `cx: &fdrpc::Context`",
+            ),
+            _ if seen => cx.error_spanned_by(
+                p.ty,
+                "a method takes the context at most once; remove this parameter",
+            ),
+            _ => seen = true,
+        }
+    }
+}
+
+/// A call carries one stream of its own; both directions need a reply to run over.
+fn check_stream_params(cx: &Ctxt, m: &Method<'_>) {
+    for p in m.params.iter().filter(|p| p.stream.is_some()).skip(1) {
+        cx.error_spanned_by(p.ty, "a method takes at most one stream parameter");
+    }
+}
+
+/// A oneway call gets no reply: nothing to return, and no stream to run over it.
+fn check_oneway(cx: &Ctxt, m: &Method<'_>) {
+    for dup in m.oneway.iter().skip(1) {
+        cx.syn_error(syn::Error::new(*dup, "`#[oneway]` given twice"));
+    }
+    if !m.is_oneway() {
+        return;
+    }
+    if let Some(ty) = m.ret.written.filter(|t| !is_unit(t)) {
+        cx.error_spanned_by(
+            ty,
+            "a `#[oneway]` method sends no reply, so it returns nothing; remove the return type or `#[oneway]`",
+        );
+    }
+    if let Some(p) = m.sink() {
+        cx.error_spanned_by(
+            p.ty,
+            "a `#[oneway]` method cannot take a stream: a sink needs a reply; drop `#[oneway]`",
+        );
+    }
+}
+
+/// A method of the generated clients with the same name would clash with the service's. The
+/// names come from the generator's own list: where the client cannot do without its item, the
+/// method must be renamed; where it can, the service's method wins.
+fn check_client_names(cx: &Ctxt, m: &Method<'_>) {
+    let name = syn::ext::IdentExt::unraw(m.ident).to_string();
+    if let Some(Clash::Refuse(what)) = client_item(&name) {
+        cx.error_spanned_by(
+            m.ident,
+            format!(
+                "`{name}` clashes with the generated clients' `{name}` ({what}); rename the method and keep its wire name with `#[fdrpc(rename = \"{}\")]`",
+                m.name
+            ),
+        );
+    }
+}
+
+/// `_fdrpc` names are the protocol's own (the introspection method).
+fn check_reserved_prefix(cx: &Ctxt, m: &Method<'_>) {
+    if m.ident.to_string().starts_with("__fdrpc") || m.name.starts_with("_fdrpc") {
+        cx.error_spanned_by(
+            m.ident,
+            "wire names starting with `_fdrpc` are reserved (`_fdrpc_idl` is the introspection method)",
+        );
+    }
+}
+
+/// Types written where a wire type belongs get the errors that name the fix.
+fn check_wire_types(cx: &Ctxt, m: &Method<'_>) {
+    m.wire_params()
+        .for_each(|p: &Param<'_>| check_type(cx, p.ty));
+    for st in m
+        .sink()
+        .and_then(|p| p.stream)
+        .into_iter()
+        .chain(m.ret.stream)
+    {
+        check_type(cx, st.item);
+        if let Some(e) = st.error {
+            check_type(cx, e);
+        }
+    }
+    if let Some(ty) = m.ret.value {
+        check_type(cx, ty);
+    }
+    if let Some(ty) = m.ret.exception {
+        check_type(cx, ty);
     }
 }

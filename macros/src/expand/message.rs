@@ -2,30 +2,13 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::Type;
 use syn::spanned::Spanned;
-use syn::{DeriveInput, Type};
 
 use crate::ast::{Container, Data, EnumValue, Field, UnionVariant};
-use crate::check;
-use crate::ctxt::Ctxt;
-use crate::fallback;
 
-pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
-    let cx = Ctxt::new();
-    let Some(cont) = Container::from_syn(&cx, input) else {
-        cx.check()?;
-        unreachable!("from_syn returns None only after recording an error");
-    };
-    check::check(&cx, &cont);
-    if let Err(e) = cx.check() {
-        let mut out = e.to_compile_error();
-        out.extend(fallback::message(&cont));
-        return Ok(out);
-    }
-    Ok(expand(&cont))
-}
-
-fn expand(cont: &Container<'_>) -> TokenStream {
+/// `Wire` (and `Message`) for a checked container.
+pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
     let krate = &cont.krate;
     let p = quote!(#krate::__private);
     let ident = cont.ident;

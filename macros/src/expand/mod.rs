@@ -1,6 +1,4 @@
-//! Code generation, one file per generated item.
+//! Code generation: `message` for `#[derive(Message)]`, `service` for `#[fdrpc::service]`.
 
-pub(crate) mod client;
 pub(crate) mod message;
-pub(crate) mod server;
 pub(crate) mod service;

@@ -1,8 +1,8 @@
 //! Thrift's `TApplicationException`: the reply to a call the server could not run.
 
-use crate::compact::{Decoder, Encoder, TType};
-use crate::error::{DecodeError, EncodeError};
-use crate::wire::Field;
+use crate::codec::error::{DecodeError, EncodeError};
+use crate::codec::wire::Field;
+use crate::codec::{Decoder, Encoder, TType};
 
 /// Why the server could not run a call (Thrift `TApplicationException` types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

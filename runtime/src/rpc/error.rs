@@ -4,7 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::app_exception::ApplicationError;
-use crate::error::{DecodeError, EncodeError, TransportError};
+use crate::codec::error::{DecodeError, EncodeError};
+use crate::transport::error::TransportError;
 
 /// Why a call failed for a reason other than the service's own error type.
 #[derive(Debug, thiserror::Error)]
@@ -110,5 +111,31 @@ impl<E: fmt::Debug> std::error::Error for CallError<E> {
             CallError::Service(_) => None,
             CallError::Rpc(e) => Some(e),
         }
+    }
+}
+
+/// A generated client method's outcome, flattened into what it returns: the success, or a
+/// [`CallError`] holding the declared exception or the [`RpcError`]. Used by generated
+/// clients of methods that declare an exception; [`flatten_undeclared`] is its twin for those
+/// that declare none.
+#[doc(hidden)]
+pub fn flatten_declared<T, E>(outcome: Result<Result<T, E>, RpcError>) -> Result<T, CallError<E>> {
+    match outcome {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(CallError::Service(e)),
+        Err(e) => Err(CallError::Rpc(e)),
+    }
+}
+
+/// A generated client method's outcome, flattened into what it returns, for a method that
+/// declares no exception: the success or the [`RpcError`].
+#[doc(hidden)]
+pub fn flatten_undeclared<T>(
+    outcome: Result<Result<T, std::convert::Infallible>, RpcError>,
+) -> Result<T, RpcError> {
+    match outcome {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(never)) => match never {},
+        Err(e) => Err(e),
     }
 }

@@ -1,45 +1,39 @@
-//! Services over Unix sockets: the async [`Client`], the [`BlockingClient`], the [`Server`],
-//! and the types generated code uses.
+//! Services over Unix sockets: the clients, the server, streams, and the connection core they
+//! share.
 //!
-//! Organization:
-//! - [`Client`], [`BlockingClient`]: the calling side of a connection.
-//! - [`Server`], [`Service`]: the serving side.
-//! - [`Context`], [`PeerCredentials`]: who is calling.
-//! - [`RpcError`], [`CallError`], [`ApplicationError`]: how calls fail.
+//! Organization, from the bottom up:
+//! - `conn`: the sans-IO state of one connection: sequence ids, pending calls, stream routes
+//!   and credit, every frame written and every frame received classified, in one place.
+//! - `driver`: the IO around it: `tokio_conn` (async client and server; a writer task that
+//!   batches, sockets registered for reading only) and `blocking_conn` (the blocking client;
+//!   the waiting threads take turns reading for each other).
+//! - `client`: [`Client`] and [`BlockingClient`], thin layers over a driver.
+//! - `server`: [`Server`], [`Service`] and dispatch, [`Context`], [`PeerCredentials`].
+//! - `stream`: [`Stream`], [`Streaming`], [`BlockingStreaming`], sinks and producers.
+//! - `error`, `app_exception`: [`RpcError`], [`CallError`], [`ConnectionError`],
+//!   [`ApplicationError`]: how calls fail.
+//!
+//! Without the `tokio` feature only what needs no runtime is built: the blocking client and
+//! its streams (and, outside this module, `Channel` and the codec).
 
 mod app_exception;
-mod blocking_client;
-mod blocking_stream;
-mod client;
-mod context;
-mod dispatch;
+pub(crate) mod client;
+pub(crate) mod conn;
+pub(crate) mod driver;
 mod error;
-mod flow;
-mod peer;
-mod producer;
-mod reader;
-pub(crate) mod result;
-mod routes;
-mod server;
-mod service;
-mod socket;
-mod stream;
-mod streaming;
-mod writer;
+pub(crate) mod server;
+pub(crate) mod stream;
 
 pub use app_exception::{ApplicationError, ApplicationErrorKind};
-pub use blocking_client::BlockingClient;
-pub use blocking_stream::{BlockingSink, BlockingStreaming};
+pub use client::BlockingClient;
+#[cfg(feature = "tokio")]
 pub use client::Client;
-pub use context::Context;
-pub use error::{CallError, ConnectionError, RpcError};
-pub use flow::DEFAULT_WINDOW;
-pub use peer::PeerCredentials;
-pub use producer::{ErasedProducer, producer};
-pub use server::Server;
-pub use service::{
-    BoxFuture, Dispatch, INTROSPECTION_METHOD, Incoming, ReplyError, Service, StreamReply,
-    StreamSlot, introspection_function,
+pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_undeclared};
+pub use server::PeerCredentials;
+#[cfg(feature = "tokio")]
+pub use server::{
+    BoxFuture, Context, Dispatch, Incoming, ReplyError, Server, Service, StreamReply, StreamSlot,
 };
-pub use stream::Stream;
-pub use streaming::{SinkStatus, Streaming};
+pub use stream::{BlockingSink, BlockingStreaming, ErasedProducer, Stream, producer};
+#[cfg(feature = "tokio")]
+pub use stream::{SinkStatus, Streaming};

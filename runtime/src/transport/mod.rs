@@ -1,19 +1,24 @@
 //! Moving frames and their fds over a `SOCK_STREAM` Unix socket.
 //!
+//! This module is public for peers that speak raw frames (other event loops, test
+//! adversaries): the queues are sans-IO state machines that take the socket as an argument.
+//!
 //! Organization:
+//! - [`frame`]: THeader frames with fdrpc's `fdrpc-fds` and `fdrpc-fd-seq` info headers.
 //! - `unix`: the `sendmsg`/`recvmsg` calls with `SCM_RIGHTS`.
 //! - [`SendQueue`]: frames waiting to be written, and the fds they own; one `sendmsg`
 //!   carries many frames and their fds, never an fd after the frame that owns it.
 //! - [`RecvQueue`]: bytes and fds received, cut into frames; each complete frame takes its
 //!   fds from the head of the fd FIFO after checking its count and sequence.
-//! - [`Limits`]: the bounds both apply.
+//! - `error`: [`FrameError`](crate::FrameError), [`FdStreamError`](crate::FdStreamError),
+//!   [`TransportError`](crate::TransportError).
 
-mod limits;
+pub(crate) mod error;
+pub mod frame;
 mod recv_queue;
 mod send_queue;
 pub(crate) mod unix;
 
-pub use limits::Limits;
 pub use recv_queue::{Fill, ReceivedFrame, RecvQueue};
 pub use send_queue::SendQueue;
 pub use unix::SCM_MAX_FD;

@@ -5,10 +5,10 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::Limits;
+use super::error::{FdStreamError, FrameError, TransportError};
+use super::frame::{self, Frame};
 use super::unix::{self, Received};
-use crate::error::{FdStreamError, FrameError, TransportError};
-use crate::frame::{self, Frame};
+use crate::settings::Settings;
 
 /// The first read buffer of a connection: small, so idle connections cost little.
 const FIRST_CHUNK: usize = 4 * 1024;
@@ -33,10 +33,18 @@ pub struct RecvQueue {
     /// When the first byte of the frame still incomplete arrived.
     partial_since: Option<Instant>,
     claimed: i64,
-    limits: Limits,
+    limits: RecvLimits,
     eof: bool,
     /// How much free space a read asks for; grows while reads fill it.
     chunk: usize,
+}
+
+/// The settings a receive queue applies.
+#[derive(Debug, Clone, Copy)]
+struct RecvLimits {
+    max_frame_size: usize,
+    max_fds_per_frame: usize,
+    max_queued_fds: usize,
 }
 
 /// A complete frame and the fds it owns.
@@ -60,12 +68,17 @@ pub enum Fill {
 }
 
 impl RecvQueue {
-    /// An empty queue applying `limits`.
-    pub fn new(mut limits: Limits) -> Self {
-        // A sender may batch up to 253 fds ahead of a frame as large as the limit.
-        limits.max_queued_fds = limits
-            .max_queued_fds
-            .max(limits.max_fds_per_frame.saturating_add(super::SCM_MAX_FD));
+    /// An empty queue applying the receive limits of `settings` (frame size, fds per frame,
+    /// fds queued).
+    pub fn new(settings: &Settings) -> Self {
+        let limits = RecvLimits {
+            max_frame_size: settings.max_frame_size,
+            max_fds_per_frame: settings.max_fds_per_frame,
+            // A sender may batch up to 253 fds ahead of a frame as large as the limit.
+            max_queued_fds: settings
+                .max_queued_fds
+                .max(settings.max_fds_per_frame.saturating_add(super::SCM_MAX_FD)),
+        };
         RecvQueue {
             buf: Vec::new(),
             start: 0,
@@ -114,7 +127,7 @@ impl RecvQueue {
     ///
     /// The socket's error, or an [`FdStreamError`] (wrapped in [`TransportError`]) when the
     /// kernel truncated the control data, a foreign control message arrived, or more fds wait
-    /// than [`Limits::max_queued_fds`].
+    /// than [`Settings::max_queued_fds`].
     pub fn fill(&mut self, sock: BorrowedFd<'_>) -> Result<Fill, TransportError> {
         self.fill_with(sock, unix::recv)
     }

@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use super::error::FrameError;
+use super::frame;
 use super::unix::{self, SCM_MAX_FD};
-use crate::error::FrameError;
-use crate::frame;
 
 /// Frames waiting to be written to one connection, with their fds.
 ///
@@ -48,6 +48,18 @@ impl SendQueue {
     /// Fds queued and not yet sent.
     pub fn pending_fds(&self) -> usize {
         self.fds.len()
+    }
+
+    /// Bytes written to the socket since the queue was made: frames queued before
+    /// [`SendQueue::queued`] was this are on their way once this passes it.
+    pub fn written(&self) -> u64 {
+        self.base + self.head as u64
+    }
+
+    /// Bytes queued since the queue was made, written or not: the stream offset just past the
+    /// last frame queued.
+    pub fn queued(&self) -> u64 {
+        self.base + self.buf.len() as u64
     }
 
     /// Queues one frame whose Thrift payload is `payload` and which owns `fds`.

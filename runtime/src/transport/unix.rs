@@ -139,6 +139,12 @@ fn wait(sock: BorrowedFd<'_>, flags: rustix::event::PollFlags) -> io::Result<()>
     wait_until(sock, flags, None)
 }
 
+/// Waits until a write to `sock` may not block, or `deadline` passes (`TimedOut` then; a
+/// wait that ends at the deadline returns `Ok`, and the next one `TimedOut`).
+pub(crate) fn wait_writable(sock: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<()> {
+    wait_until(sock, rustix::event::PollFlags::OUT, deadline)
+}
+
 /// Waits for `flags` on `sock`, until `deadline` (`TimedOut` then).
 fn wait_until(
     sock: BorrowedFd<'_>,

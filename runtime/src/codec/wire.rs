@@ -1,0 +1,599 @@
+//! [`Wire`]: how a Rust type travels as a Thrift value, and [`Field`]: how it sits in a struct.
+//!
+//! The mapping (also in `docs/PROTOCOL.md`):
+//!
+//! | Rust | Thrift |
+//! |---|---|
+//! | `bool` | `bool` |
+//! | `i8`, `i16`, `i32`, `i64` | `byte`, `i16`, `i32`, `i64` |
+//! | `u8`, `u16`, `u32` | `i16`, `i32`, `i64` (lossless; out-of-range values are decode errors) |
+//! | `u64`, `usize` | `i64` (values above `i64::MAX` are encode errors) |
+//! | `f64` | `double` |
+//! | `String` | `string` |
+//! | [`Binary`], `#[fdrpc(binary)] Vec<u8>` | `binary` |
+//! | `()` | empty `struct` |
+//! | `Vec<T>`, `VecDeque<T>` | `list<T>` |
+//! | `HashSet<T>`, `BTreeSet<T>` | `set<T>` |
+//! | `HashMap<K, V>`, `BTreeMap<K, V>` | `map<K, V>` |
+//! | `Box<T>` | `T` |
+//! | `Option<T>` (fields only) | `optional` field |
+//! | fd types (`OwnedFd`, `File`, ...) | `i32` index into the frame's fd table |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash};
+
+use super::error::{DecodeError, DecodeErrorKind, EncodeError};
+use super::{Decoder, Encoder, TType};
+use crate::idl::Idl;
+
+/// A type that can travel as a Thrift value in an fdrpc message.
+///
+/// Implemented for the primitive, collection and fd types (mapping in `docs/PROTOCOL.md`), and by
+/// `#[derive(fdrpc::Message)]`. Encoding consumes the value: the fds it holds move into the
+/// message's fd table, and are closed locally once sent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel in an fdrpc message",
+    label = "not a wire type",
+    note = "wire types are bool, integers, f64, String, (), Vec/VecDeque/sets/maps/Box of wire types, owned fd types (OwnedFd, File, UnixStream, ...) and types that derive `fdrpc::Message`",
+    note = "for a generic parameter, add the bound `T: fdrpc::Wire`"
+)]
+pub trait Wire: Sized {
+    /// The Thrift type code of values of this type.
+    const TTYPE: TType;
+
+    /// Whether a value of this type can hold fds.
+    const HAS_FDS: bool = false;
+
+    /// Writes the value; fds move into the encoder's table.
+    ///
+    /// # Errors
+    ///
+    /// Values Thrift cannot represent (see [`EncodeError`]).
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError>;
+
+    /// Reads a value whose Thrift type the caller has checked to be [`Wire::TTYPE`].
+    ///
+    /// # Errors
+    ///
+    /// Malformed input (see [`DecodeError`]); fds already claimed for a partial value are
+    /// closed when it is dropped.
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError>;
+
+    /// The Thrift IDL type of this type, registering any definitions it needs in `idl`.
+    fn idl_type(idl: &mut Idl) -> String;
+
+    /// Writes the value as struct field `id`. `bool` overrides this to put its value into the
+    /// field header, as the compact protocol does.
+    #[doc(hidden)]
+    #[inline]
+    fn encode_field(self, id: i16, last: &mut i16, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_field_header(Self::TTYPE as u8, id, last);
+        self.encode(enc)
+    }
+}
+
+/// A type that can be a field of a message: any [`Wire`] type (a required field) or an
+/// `Option` of one (an optional field).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a field of an fdrpc message",
+    label = "not a wire type",
+    note = "field types are wire types (bool, integers, f64, String, collections, owned fd types such as OwnedFd or File, types that derive `fdrpc::Message`) or an `Option` of one"
+)]
+pub trait Field: Sized {
+    /// The Thrift type code of the field.
+    const TTYPE: TType;
+    /// Whether the field may be absent on the wire.
+    const OPTIONAL: bool;
+    /// Whether the field can hold fds.
+    const HAS_FDS: bool;
+
+    /// Writes the field (nothing for `None`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Wire::encode`].
+    fn encode_field(self, id: i16, last: &mut i16, enc: &mut Encoder) -> Result<(), EncodeError>;
+
+    /// Reads the field after its header announced type `found`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeErrorKind::WrongType`] if `found` is not the field's type, or as
+    /// [`Wire::decode`].
+    fn decode_field(dec: &mut Decoder<'_>, found: TType) -> Result<Self, DecodeError>;
+
+    /// The value of an absent field, or `None` if the field is required.
+    fn missing() -> Option<Self>;
+
+    /// The Thrift IDL type of the field.
+    fn idl_type(idl: &mut Idl) -> String;
+}
+
+#[cold]
+fn wrong_type(expected: TType, found: TType) -> DecodeError {
+    DecodeErrorKind::WrongType {
+        expected: expected.name(),
+        found: found.name(),
+    }
+    .into()
+}
+
+/// Checks that a value announced as `found` can be read as `T`.
+#[inline]
+pub(crate) fn expect_type<T: Wire>(found: TType) -> Result<(), DecodeError> {
+    if found == T::TTYPE {
+        Ok(())
+    } else {
+        Err(wrong_type(T::TTYPE, found))
+    }
+}
+
+impl<T: Wire> Field for T {
+    const TTYPE: TType = T::TTYPE;
+    const OPTIONAL: bool = false;
+    const HAS_FDS: bool = T::HAS_FDS;
+
+    #[inline]
+    fn encode_field(self, id: i16, last: &mut i16, enc: &mut Encoder) -> Result<(), EncodeError> {
+        Wire::encode_field(self, id, last, enc)
+    }
+
+    #[inline]
+    fn decode_field(dec: &mut Decoder<'_>, found: TType) -> Result<Self, DecodeError> {
+        expect_type::<T>(found)?;
+        T::decode(dec)
+    }
+
+    #[inline]
+    fn missing() -> Option<Self> {
+        None
+    }
+
+    fn idl_type(idl: &mut Idl) -> String {
+        <T as Wire>::idl_type(idl)
+    }
+}
+
+impl<T: Wire> Field for Option<T> {
+    const TTYPE: TType = T::TTYPE;
+    const OPTIONAL: bool = true;
+    const HAS_FDS: bool = T::HAS_FDS;
+
+    #[inline]
+    fn encode_field(self, id: i16, last: &mut i16, enc: &mut Encoder) -> Result<(), EncodeError> {
+        match self {
+            Some(v) => v.encode_field(id, last, enc),
+            None => Ok(()),
+        }
+    }
+
+    #[inline]
+    fn decode_field(dec: &mut Decoder<'_>, found: TType) -> Result<Self, DecodeError> {
+        expect_type::<T>(found)?;
+        T::decode(dec).map(Some)
+    }
+
+    #[inline]
+    fn missing() -> Option<Self> {
+        Some(None)
+    }
+
+    fn idl_type(idl: &mut Idl) -> String {
+        T::idl_type(idl)
+    }
+}
+
+impl Wire for bool {
+    const TTYPE: TType = TType::Bool;
+    fn idl_type(_: &mut Idl) -> String {
+        "bool".into()
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_bool(self);
+        Ok(())
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        dec.read_bool()
+    }
+    #[inline]
+    fn encode_field(self, id: i16, last: &mut i16, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_field_header(if self { 1 } else { 2 }, id, last);
+        Ok(())
+    }
+}
+
+macro_rules! signed {
+    ($($t:ty => $tt:ident, $w:ident, $r:ident;)*) => {$(
+        impl Wire for $t {
+            const TTYPE: TType = TType::$tt;
+            #[inline]
+            fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+                enc.$w(self);
+                Ok(())
+            }
+            #[inline]
+            fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+                dec.$r()
+            }
+            fn idl_type(_: &mut Idl) -> String {
+                TType::$tt.idl_name().into()
+            }
+        }
+    )*};
+}
+signed! {
+    i8 => Byte, write_i8, read_i8;
+    i16 => I16, write_i16, read_i16;
+    i32 => I32, write_i32, read_i32;
+    i64 => I64, write_i64, read_i64;
+}
+
+// Unsigned integers travel in the next wider signed Thrift integer so that every value is
+// representable, and decoding rejects what does not fit instead of truncating.
+macro_rules! unsigned {
+    ($($t:ty => $wide:ty, $tt:ident, $w:ident, $r:ident;)*) => {$(
+        impl Wire for $t {
+            const TTYPE: TType = TType::$tt;
+            #[inline]
+            fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+                let v = <$wide>::try_from(self).map_err(|_| EncodeError::IntegerOutOfRange {
+                    value: self as u64,
+                    thrift_type: TType::$tt.name(),
+                })?;
+                enc.$w(v);
+                Ok(())
+            }
+            #[inline]
+            fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+                let v = dec.$r()?;
+                <$t>::try_from(v)
+                    .map_err(|_| DecodeErrorKind::IntegerOutOfRange(i64::from(v)).into())
+            }
+            fn idl_type(_: &mut Idl) -> String {
+                TType::$tt.idl_name().into()
+            }
+        }
+    )*};
+}
+unsigned! {
+    u8 => i16, I16, write_i16, read_i16;
+    u16 => i32, I32, write_i32, read_i32;
+    u32 => i64, I64, write_i64, read_i64;
+    u64 => i64, I64, write_i64, read_i64;
+    usize => i64, I64, write_i64, read_i64;
+}
+
+impl Wire for f64 {
+    const TTYPE: TType = TType::Double;
+    fn idl_type(_: &mut Idl) -> String {
+        "double".into()
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_double(self);
+        Ok(())
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        dec.read_double()
+    }
+}
+
+impl Wire for String {
+    const TTYPE: TType = TType::Binary;
+    fn idl_type(_: &mut Idl) -> String {
+        "string".into()
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_binary(self.as_bytes())
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        dec.read_str().map(str::to_owned)
+    }
+}
+
+/// Bytes that travel as Thrift `binary` (a `Vec<u8>` would travel as `list<i16>`).
+///
+/// A `Vec<u8>` field marked `#[fdrpc(binary)]` travels the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Binary(pub Vec<u8>);
+
+impl From<Vec<u8>> for Binary {
+    fn from(v: Vec<u8>) -> Self {
+        Binary(v)
+    }
+}
+
+impl From<Binary> for Vec<u8> {
+    fn from(b: Binary) -> Self {
+        b.0
+    }
+}
+
+impl std::ops::Deref for Binary {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl Wire for Binary {
+    const TTYPE: TType = TType::Binary;
+    fn idl_type(_: &mut Idl) -> String {
+        "binary".into()
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_binary(&self.0)
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        dec.read_binary().map(|b| Binary(b.to_vec()))
+    }
+}
+
+/// Converts a field marked `#[fdrpc(binary)]` to and from [`Binary`] (used by generated code).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`#[fdrpc(binary)]` does not apply to `{Self}`",
+    label = "not `Vec<u8>` or `Option<Vec<u8>>`",
+    note = "`#[fdrpc(binary)]` makes a `Vec<u8>` travel as Thrift `binary`; remove it from other fields"
+)]
+pub trait BinaryField<Repr>: Sized {
+    fn into_repr(self) -> Repr;
+    fn from_repr(r: Repr) -> Self;
+}
+
+impl BinaryField<Binary> for Vec<u8> {
+    fn into_repr(self) -> Binary {
+        Binary(self)
+    }
+    fn from_repr(r: Binary) -> Self {
+        r.0
+    }
+}
+
+impl BinaryField<Option<Binary>> for Option<Vec<u8>> {
+    fn into_repr(self) -> Option<Binary> {
+        self.map(Binary)
+    }
+    fn from_repr(r: Option<Binary>) -> Self {
+        r.map(|b| b.0)
+    }
+}
+
+impl Wire for () {
+    const TTYPE: TType = TType::Struct;
+    fn idl_type(idl: &mut Idl) -> String {
+        // Thrift has no unit type: an empty struct stands for it.
+        if idl.begin("FdrpcUnit") {
+            idl.define_struct("FdrpcUnit", Vec::new());
+        }
+        "FdrpcUnit".into()
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_stop();
+        Ok(())
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        // Fields added later by a newer peer are skipped.
+        dec.skip(TType::Struct)
+    }
+}
+
+impl<T: Wire> Wire for Box<T> {
+    const TTYPE: TType = T::TTYPE;
+    const HAS_FDS: bool = T::HAS_FDS;
+    fn idl_type(idl: &mut Idl) -> String {
+        T::idl_type(idl)
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        (*self).encode(enc)
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        T::decode(dec).map(Box::new)
+    }
+    #[inline]
+    fn encode_field(self, id: i16, last: &mut i16, enc: &mut Encoder) -> Result<(), EncodeError> {
+        (*self).encode_field(id, last, enc)
+    }
+}
+
+/// Upper bound on what a collection header may make the decoder reserve up front; a hostile
+/// count still costs at most the bytes that back it, but large elements could multiply it.
+const MAX_PREALLOC_BYTES: usize = 64 * 1024;
+
+#[inline]
+fn prealloc<T>(len: usize) -> usize {
+    len.min(MAX_PREALLOC_BYTES / std::mem::size_of::<T>().max(1))
+}
+
+#[inline]
+fn check_elem<T: Wire>(found: TType, len: usize) -> Result<(), DecodeError> {
+    // Some writers put any type code on an empty collection.
+    if len == 0 {
+        Ok(())
+    } else {
+        expect_type::<T>(found)
+    }
+}
+
+fn encode_seq<T: Wire, I: ExactSizeIterator<Item = T>>(
+    items: I,
+    enc: &mut Encoder,
+) -> Result<(), EncodeError> {
+    enc.write_list_header(T::TTYPE, items.len())?;
+    for item in items {
+        item.encode(enc)?;
+    }
+    Ok(())
+}
+
+fn decode_seq<T: Wire, C>(
+    dec: &mut Decoder<'_>,
+    with_capacity: impl FnOnce(usize) -> C,
+    mut push: impl FnMut(&mut C, T),
+) -> Result<C, DecodeError> {
+    let (elem, len) = dec.read_list_header()?;
+    check_elem::<T>(elem, len)?;
+    dec.enter()?;
+    let mut out = with_capacity(prealloc::<T>(len));
+    for i in 0..len {
+        let v = T::decode(dec).map_err(|e| e.at_index(i))?;
+        push(&mut out, v);
+    }
+    dec.leave();
+    Ok(out)
+}
+
+impl<T: Wire> Wire for Vec<T> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("list<{}>", T::idl_type(idl))
+    }
+    const TTYPE: TType = TType::List;
+    const HAS_FDS: bool = T::HAS_FDS;
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        encode_seq(self.into_iter(), enc)
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decode_seq(dec, Vec::with_capacity, Vec::push)
+    }
+}
+
+impl<T: Wire> Wire for VecDeque<T> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("list<{}>", T::idl_type(idl))
+    }
+    const TTYPE: TType = TType::List;
+    const HAS_FDS: bool = T::HAS_FDS;
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        encode_seq(self.into_iter(), enc)
+    }
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decode_seq(dec, VecDeque::with_capacity, VecDeque::push_back)
+    }
+}
+
+impl<T: Wire + Eq + Hash, S: BuildHasher + Default> Wire for HashSet<T, S> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("set<{}>", T::idl_type(idl))
+    }
+    const TTYPE: TType = TType::Set;
+    const HAS_FDS: bool = T::HAS_FDS;
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        encode_seq(self.into_iter(), enc)
+    }
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decode_seq(
+            dec,
+            |n| HashSet::with_capacity_and_hasher(n, S::default()),
+            |s, v| {
+                s.insert(v);
+            },
+        )
+    }
+}
+
+impl<T: Wire + Ord> Wire for BTreeSet<T> {
+    fn idl_type(idl: &mut Idl) -> String {
+        format!("set<{}>", T::idl_type(idl))
+    }
+    const TTYPE: TType = TType::Set;
+    const HAS_FDS: bool = T::HAS_FDS;
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        encode_seq(self.into_iter(), enc)
+    }
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decode_seq(
+            dec,
+            |_| BTreeSet::new(),
+            |s, v| {
+                s.insert(v);
+            },
+        )
+    }
+}
+
+fn encode_map<K: Wire, V: Wire, I: ExactSizeIterator<Item = (K, V)>>(
+    entries: I,
+    enc: &mut Encoder,
+) -> Result<(), EncodeError> {
+    enc.write_map_header(K::TTYPE, V::TTYPE, entries.len())?;
+    for (k, v) in entries {
+        k.encode(enc)?;
+        v.encode(enc)?;
+    }
+    Ok(())
+}
+
+fn decode_map<K: Wire, V: Wire, C>(
+    dec: &mut Decoder<'_>,
+    with_capacity: impl FnOnce(usize) -> C,
+    mut insert: impl FnMut(&mut C, K, V),
+) -> Result<C, DecodeError> {
+    let (kt, vt, len) = dec.read_map_header()?;
+    check_elem::<K>(kt, len)?;
+    check_elem::<V>(vt, len)?;
+    dec.enter()?;
+    let mut out = with_capacity(prealloc::<(K, V)>(len));
+    for i in 0..len {
+        let k = K::decode(dec).map_err(|e| e.at_index(i))?;
+        let v = V::decode(dec).map_err(|e| e.at_index(i))?;
+        // A repeated key replaces the earlier value, whose fds are closed here.
+        insert(&mut out, k, v);
+    }
+    dec.leave();
+    Ok(out)
+}
+
+impl<K: Wire + Eq + Hash, V: Wire, S: BuildHasher + Default> Wire for HashMap<K, V, S> {
+    fn idl_type(idl: &mut Idl) -> String {
+        let k = K::idl_type(idl);
+        format!("map<{k}, {}>", V::idl_type(idl))
+    }
+    const TTYPE: TType = TType::Map;
+    const HAS_FDS: bool = K::HAS_FDS || V::HAS_FDS;
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        encode_map(self.into_iter(), enc)
+    }
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decode_map(
+            dec,
+            |n| HashMap::with_capacity_and_hasher(n, S::default()),
+            |m, k, v| {
+                m.insert(k, v);
+            },
+        )
+    }
+}
+
+impl<K: Wire + Ord, V: Wire> Wire for BTreeMap<K, V> {
+    fn idl_type(idl: &mut Idl) -> String {
+        let k = K::idl_type(idl);
+        format!("map<{k}, {}>", V::idl_type(idl))
+    }
+    const TTYPE: TType = TType::Map;
+    const HAS_FDS: bool = K::HAS_FDS || V::HAS_FDS;
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        encode_map(self.into_iter(), enc)
+    }
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decode_map(
+            dec,
+            |_| BTreeMap::new(),
+            |m, k, v| {
+                m.insert(k, v);
+            },
+        )
+    }
+}

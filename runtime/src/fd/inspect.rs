@@ -1,0 +1,180 @@
+//! Checks of what a received descriptor is (`fstat`, `F_GETFL`, `SO_TYPE`, `F_GET_SEALS`).
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{FileType, OFlags, SealFlags};
+use rustix::net::{AddressFamily, SocketType};
+
+use crate::codec::error::{DecodeError, DecodeErrorKind};
+
+/// What a descriptor must be.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// `fstat` reports this file type.
+    File(FileType),
+    /// A pipe or FIFO opened with this access mode (`RDONLY` or `WRONLY`).
+    PipeEnd { access: OFlags },
+    /// A socket of this type, and of this domain if given.
+    Socket {
+        domain: Option<AddressFamily>,
+        ty: SocketType,
+    },
+    /// An IPv4 or IPv6 socket of this type.
+    InetSocket(SocketType),
+    /// A memfd (or other sealable file) carrying at least these seals.
+    Sealed(SealFlags),
+}
+
+impl Kind {
+    fn describe(&self) -> String {
+        match self {
+            Kind::File(ft) => file_type_name(*ft).to_owned(),
+            Kind::PipeEnd { access } => {
+                if *access == OFlags::RDONLY {
+                    "the read end of a pipe".to_owned()
+                } else {
+                    "the write end of a pipe".to_owned()
+                }
+            }
+            Kind::Socket { domain, ty } => match domain {
+                Some(d) if *d == AddressFamily::UNIX => {
+                    format!("a unix {} socket", socket_type_name(*ty))
+                }
+                _ => format!("a {} socket", socket_type_name(*ty)),
+            },
+            Kind::InetSocket(ty) => format!("an inet {} socket", socket_type_name(*ty)),
+            Kind::Sealed(seals) => format!("a memfd sealed with {}", seal_names(*seals)),
+        }
+    }
+}
+
+fn file_type_name(ft: FileType) -> &'static str {
+    match ft {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a pipe",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "an unknown kind of file",
+    }
+}
+
+fn socket_type_name(ty: SocketType) -> &'static str {
+    match ty {
+        SocketType::STREAM => "stream",
+        SocketType::DGRAM => "datagram",
+        SocketType::SEQPACKET => "seqpacket",
+        SocketType::RAW => "raw",
+        _ => "other",
+    }
+}
+
+pub(crate) fn seal_names(seals: SealFlags) -> String {
+    let names: Vec<&str> = [
+        (SealFlags::SEAL, "F_SEAL_SEAL"),
+        (SealFlags::SHRINK, "F_SEAL_SHRINK"),
+        (SealFlags::GROW, "F_SEAL_GROW"),
+        (SealFlags::WRITE, "F_SEAL_WRITE"),
+        (SealFlags::FUTURE_WRITE, "F_SEAL_FUTURE_WRITE"),
+    ]
+    .into_iter()
+    .filter(|(f, _)| seals.contains(*f))
+    .map(|(_, n)| n)
+    .collect();
+    if names.is_empty() {
+        "no seals".to_owned()
+    } else {
+        names.join("|")
+    }
+}
+
+fn io_err(e: rustix::io::Errno) -> DecodeError {
+    DecodeErrorKind::FdInspection(std::io::Error::from(e).kind()).into()
+}
+
+#[cold]
+fn mismatch(kind: &Kind, found: String) -> DecodeError {
+    DecodeErrorKind::FdKindMismatch {
+        expected: kind.describe(),
+        found,
+    }
+    .into()
+}
+
+/// Describes what `fd` is, for error messages.
+fn describe_fd(fd: &OwnedFd) -> String {
+    match rustix::fs::fstat(fd) {
+        Ok(st) => {
+            let ft = FileType::from_raw_mode(st.st_mode);
+            if ft == FileType::Socket {
+                match rustix::net::sockopt::socket_type(fd) {
+                    Ok(ty) => format!("a {} socket", socket_type_name(ty)),
+                    Err(_) => "a socket".to_owned(),
+                }
+            } else {
+                file_type_name(ft).to_owned()
+            }
+        }
+        Err(e) => format!("an fd that cannot be inspected ({e})"),
+    }
+}
+
+/// Checks that `fd` is of `kind`.
+pub(crate) fn require(fd: &OwnedFd, kind: &Kind) -> Result<(), DecodeError> {
+    let ok = match kind {
+        Kind::File(ft) => {
+            let st = rustix::fs::fstat(fd).map_err(io_err)?;
+            FileType::from_raw_mode(st.st_mode) == *ft
+        }
+        Kind::PipeEnd { access } => {
+            let st = rustix::fs::fstat(fd).map_err(io_err)?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::Fifo {
+                false
+            } else {
+                let fl = rustix::fs::fcntl_getfl(fd.as_fd()).map_err(io_err)?;
+                let mode = fl & (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR);
+                mode == *access || mode == OFlags::RDWR
+            }
+        }
+        Kind::Socket { domain, ty } => {
+            is_socket(fd)?
+                && rustix::net::sockopt::socket_type(fd).map_err(io_err)? == *ty
+                && match domain {
+                    Some(d) => rustix::net::sockopt::socket_domain(fd).map_err(io_err)? == *d,
+                    None => true,
+                }
+        }
+        Kind::InetSocket(ty) => {
+            is_socket(fd)? && rustix::net::sockopt::socket_type(fd).map_err(io_err)? == *ty && {
+                let d = rustix::net::sockopt::socket_domain(fd).map_err(io_err)?;
+                d == AddressFamily::INET || d == AddressFamily::INET6
+            }
+        }
+        Kind::Sealed(required) => match rustix::fs::fcntl_get_seals(fd) {
+            Ok(seals) => {
+                if seals.contains(*required) {
+                    true
+                } else {
+                    return Err(mismatch(
+                        kind,
+                        format!("a memfd sealed with {}", seal_names(seals)),
+                    ));
+                }
+            }
+            Err(rustix::io::Errno::INVAL) => false,
+            Err(e) => return Err(io_err(e)),
+        },
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(mismatch(kind, describe_fd(fd)))
+    }
+}
+
+fn is_socket(fd: &OwnedFd) -> Result<bool, DecodeError> {
+    let st = rustix::fs::fstat(fd).map_err(io_err)?;
+    Ok(FileType::from_raw_mode(st.st_mode) == FileType::Socket)
+}

@@ -1,0 +1,14 @@
+//! Descriptors as field types: the standard library's owned fd types, the types that check
+//! what a received fd is, and the checks themselves.
+//!
+//! Organization:
+//! - `std_types`: `OwnedFd`, `File`, the socket and pipe types as wire types (the socket and
+//!   pipe types check their kind on arrival).
+//! - `checked`: [`RegularFile`](crate::RegularFile), [`Directory`](crate::Directory),
+//!   [`Fifo`](crate::Fifo), [`StreamSocket`](crate::StreamSocket),
+//!   [`SealedMemfd`](crate::SealedMemfd): types whose very name says what the fd must be.
+//! - `inspect`: `fstat`, `F_GETFL`, `SO_TYPE`, `F_GET_SEALS` checks of a received fd.
+
+pub(crate) mod checked;
+mod inspect;
+mod std_types;

@@ -1,0 +1,350 @@
+//! [`Client`]: the async, multiplexed client side of a connection. Generated
+//! `{Trait}Client`s wrap it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+
+use super::{DecodeFn, decode_idl, decode_reply};
+use crate::codec::MessageType;
+use crate::codec::wire::{Field, Wire};
+use crate::idl::INTROSPECTION_METHOD;
+use crate::rpc::conn::{Ending, Role, Started};
+use crate::rpc::driver::socket::Socket;
+use crate::rpc::driver::tokio_conn::TokioConn;
+use crate::rpc::error::{ConnectionError, RpcError};
+use crate::rpc::stream::{Consumer, ErasedProducer, Streaming, produce};
+use crate::settings::Settings;
+use crate::transport::RecvQueue;
+use crate::transport::error::TransportError;
+
+/// Ends the connection's tasks when the last handle goes away.
+struct Inner {
+    conn: Arc<TokioConn>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.conn.fail(ConnectionError::new(TransportError::Closed));
+    }
+}
+
+/// The client end of one connection: many calls in flight at once, matched to replies by
+/// sequence id, their frames and fds batched into as few `sendmsg` calls as possible.
+///
+/// Cheap to clone; the connection closes when the last clone is dropped, failing calls still
+/// in flight. Dropping a call's future forgets the call: its reply, if it comes, is discarded
+/// and its fds closed.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the server listening at `path`.
+    ///
+    /// # Errors
+    ///
+    /// The error of `connect`.
+    pub async fn connect(path: impl AsRef<Path>) -> std::io::Result<Self> {
+        Self::new(UnixStream::connect(path).await?)
+    }
+
+    /// A client over an already-connected std stream (made non-blocking here).
+    ///
+    /// # Errors
+    ///
+    /// The error of registering the stream with the tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> std::io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Self::new(UnixStream::from_std(stream)?)
+    }
+
+    /// A client over an already-connected stream, with the default [`Settings`].
+    ///
+    /// # Errors
+    ///
+    /// The error of registering the socket with the runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn new(stream: UnixStream) -> std::io::Result<Self> {
+        Self::with_settings(stream, &Settings::default())
+    }
+
+    /// A client over an already-connected stream, applying `settings` (the limits on what
+    /// it receives, the stall timeout, the backlog of its sinks, the window of its streams).
+    ///
+    /// # Errors
+    ///
+    /// The error of registering the socket with the runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn with_settings(stream: UnixStream, settings: &Settings) -> std::io::Result<Self> {
+        let conn = TokioConn::new(Socket::from_tokio(stream)?, Role::Client, settings);
+        let writer = tokio::spawn({
+            let conn = conn.clone();
+            async move {
+                let err = conn.run_writer().await;
+                conn.fail(err);
+            }
+        });
+        let reader = tokio::spawn({
+            let conn = conn.clone();
+            let rq = RecvQueue::new(settings);
+            async move {
+                let err = conn.read_replies(rq).await;
+                tracing::debug!(error = %err, "fdrpc client connection ended");
+                conn.fail(err);
+            }
+        });
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conn,
+                tasks: [writer, reader],
+            }),
+            timeout: None,
+        })
+    }
+
+    /// A handle to the same connection whose calls time out after `timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Client {
+            inner: self.inner.clone(),
+            timeout: Some(timeout),
+        }
+    }
+
+    /// The timeout of this handle's calls, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Whether the connection has failed or closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.conn.dead().is_some()
+    }
+
+    fn conn(&self) -> &Arc<TokioConn> {
+        &self.inner.conn
+    }
+
+    /// Sends a call and waits for its reply, decoded by `decode` (used by generated clients).
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future forgets the call; the reply's fds are closed when it arrives.
+    #[doc(hidden)]
+    pub async fn call<A: Wire, R>(
+        &self,
+        method: &'static str,
+        args: A,
+        decode: DecodeFn<R>,
+    ) -> Result<R, RpcError> {
+        self.exchange(method, args, decode, None, false)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// Sends a call whose reply opens a stream of items, and, if `sink` is given, feeds the
+    /// call's sink from it meanwhile (used by generated clients).
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future forgets the call; dropping the returned [`Streaming`] cancels the
+    /// stream.
+    #[doc(hidden)]
+    pub async fn call_streaming<A: Wire, R, T: Field, E: Field>(
+        &self,
+        method: &'static str,
+        args: A,
+        decode: DecodeFn<R>,
+        sink: Option<Box<dyn ErasedProducer>>,
+    ) -> Result<(R, Streaming<T, E>), RpcError> {
+        let (r, consumer) = self.exchange(method, args, decode, sink, true).await?;
+        let consumer = consumer
+            .ok_or_else(|| RpcError::Connection(ConnectionError::new(TransportError::Closed)))?;
+        Ok((r, Streaming::new(consumer)))
+    }
+
+    /// Sends a call together with a stream of items (a sink), and waits for its reply (used
+    /// by generated clients).
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future aborts the sink (the server sees it break off) and forgets the
+    /// call.
+    #[doc(hidden)]
+    pub async fn call_with_sink<A: Wire, R>(
+        &self,
+        method: &'static str,
+        args: A,
+        sink: Box<dyn ErasedProducer>,
+        decode: DecodeFn<R>,
+    ) -> Result<R, RpcError> {
+        self.exchange(method, args, decode, Some(sink), false)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    async fn exchange<A: Wire, R>(
+        &self,
+        method: &'static str,
+        args: A,
+        decode: DecodeFn<R>,
+        sink: Option<Box<dyn ErasedProducer>>,
+        streaming: bool,
+    ) -> Result<(R, Option<Consumer>), RpcError> {
+        let conn = self.conn();
+        let started = conn.with(|c| {
+            c.start_call(
+                method,
+                MessageType::Call,
+                |enc| args.encode(enc),
+                streaming,
+                sink.is_some(),
+            )
+        })?;
+        let seqid = started.seqid;
+        // From here, dropping this future forgets the call and aborts its sink; dropping the
+        // consumer cancels its stream.
+        let mut guard = CallGuard {
+            conn,
+            started,
+            method,
+            armed: true,
+        };
+        let consumer = started
+            .inbox
+            .map(|id| Consumer::new(conn.clone(), seqid, id));
+        let reply = async {
+            let reply =
+                std::future::poll_fn(|cx| conn.with(|c| c.poll_reply(seqid, Some(cx.waker()))));
+            match self.timeout {
+                Some(d) => tokio::time::timeout(d, reply)
+                    .await
+                    .unwrap_or(Err(RpcError::Timeout(d))),
+                None => reply.await,
+            }
+        };
+        let reply = match (sink, started.outbox) {
+            (Some(p), Some(out)) => {
+                let produce = produce(conn.clone(), method, MessageType::Oneway, seqid, out, p);
+                if streaming {
+                    // Both ways: the sink goes on after the reply, for as long as the server
+                    // grants credit; it stops when cancelled or when the connection ends.
+                    guard.started.outbox = None;
+                    tokio::spawn(produce);
+                    reply.await
+                } else {
+                    // A sink: fed until the reply comes, which ends it.
+                    tokio::pin!(produce);
+                    tokio::pin!(reply);
+                    let mut producing = true;
+                    loop {
+                        tokio::select! {
+                            r = &mut reply => break r,
+                            () = &mut produce, if producing => producing = false,
+                        }
+                    }
+                }
+            }
+            _ => reply.await,
+        };
+        guard.armed = false;
+        // The call is over: a sink still going (not one that goes on beside the stream the
+        // reply opened) is no longer wanted.
+        if let Some(out) = guard.started.outbox {
+            conn.with(|c| c.end_outbox(seqid, out, method, Ending::Silent));
+        }
+        let r = decode_reply(reply?, decode)?;
+        Ok((r, consumer))
+    }
+
+    /// Sends a oneway call (used by generated clients). Returns once the frame is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Encode`], or [`RpcError::Connection`] if the connection is gone.
+    #[doc(hidden)]
+    pub fn oneway<A: Wire>(&self, method: &'static str, args: A) -> Result<(), RpcError> {
+        self.conn()
+            .with(|c| {
+                c.start_call(
+                    method,
+                    MessageType::Oneway,
+                    |enc| args.encode(enc),
+                    false,
+                    false,
+                )
+            })
+            .map(|_| ())
+    }
+
+    /// Asks the server for the Thrift IDL of the services it serves (the reserved method
+    /// `_fdrpc_idl`), as `busctl introspect` does for D-Bus.
+    ///
+    /// # Errors
+    ///
+    /// See [`RpcError`].
+    pub async fn introspect(&self) -> Result<String, RpcError> {
+        self.call(INTROSPECTION_METHOD, (), decode_idl).await
+    }
+
+    /// Waits until every frame queued on this connection has been written.
+    pub async fn flush(&self) {
+        self.conn().drained().await;
+    }
+}
+
+/// Forgets a call (and aborts its sink) if its future is dropped before the reply.
+struct CallGuard<'a> {
+    conn: &'a TokioConn,
+    started: Started,
+    method: &'static str,
+    armed: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn
+                .with(|c| c.forget_call(&self.started, self.method));
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! [`Conn`]: the sans-IO state of one connection, shared by every driver and both roles.
+//!
+//! Everything a connection is lives here and nowhere else: the send queue and what is
+//! written to it (calls, replies, exceptions, stream items and every control frame), the
+//! allocation of sequence ids, the calls waiting for replies, the open streams with their
+//! credit windows, and the classification of every received frame. A driver owns the socket:
+//! it reads frames into a [`RecvQueue`](crate::transport::RecvQueue), hands each to
+//! [`Conn::receive`], writes the send queue out, and wakes whoever a change concerns. The
+//! tokio driver (async client, server) and the blocking driver (blocking client) are the two
+//! drivers; neither classifies, routes or writes a frame on its own.
+//!
+//! Nothing here blocks or does IO, and no lock is taken: a driver keeps a `Conn` behind its
+//! own lock and calls it with short critical sections.
+//!
+//! Organization:
+//! - `stream_frame`: the `fdrpc-stream` kinds and `fdrpc-credit` values.
+//! - `classify`: what a received frame is.
+//! - `calls`: pending calls and sequence ids (the client side).
+//! - `routes`: open streams, their inboxes and credit (both sides).
+// The server's side of the core is driven only by the tokio driver.
+#![cfg_attr(not(feature = "tokio"), allow(dead_code))]
+
+mod calls;
+mod classify;
+mod routes;
+mod stream_frame;
+
+use std::os::fd::OwnedFd;
+use std::task::{Poll, Waker};
+
+use calls::Calls;
+pub(crate) use calls::Reply;
+use classify::{Classified, Malformed, classify};
+use routes::{Delivered, Routes};
+pub(crate) use routes::{Inbound, RawItem, RouteId};
+
+use stream_frame::{HEADER_CREDIT, HEADER_STREAM, MAX_CREDIT, StreamFrame};
+
+use crate::codec::error::EncodeError;
+use crate::codec::{Encoder, MessageHeader, MessageType};
+use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
+use crate::rpc::error::{ConnectionError, RpcError};
+use crate::settings::{DEFAULT_WINDOW, Settings};
+use crate::transport::error::TransportError;
+use crate::transport::{ReceivedFrame, SendQueue};
+
+/// Which end of the connection this is: it decides which messages are calls to serve and
+/// which are replies to match, and the message type of the stream frames this side sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+/// A scratch buffer larger than this is not kept for the next message.
+const MAX_KEPT_SCRATCH: usize = 1 << 20;
+
+/// The state of one connection; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    role: Role,
+    send: SendQueue,
+    /// Where messages are encoded before they are framed; reused.
+    scratch: Vec<u8>,
+    calls: Calls,
+    routes: Routes,
+    dead: Option<ConnectionError>,
+    /// The window this side grants the streams and sinks it consumes.
+    window: u32,
+    /// The writer has been asked to write and has not emptied the queue yet.
+    writer_scheduled: bool,
+    /// Pushes do not ask for the writer: the caller writes the queue itself, soon.
+    defer_flush: bool,
+    /// A push asked for the writer since the driver last looked.
+    writer_wanted: bool,
+}
+
+/// A call (or oneway) for the server to dispatch.
+#[derive(Debug)]
+pub(crate) struct IncomingCall<'f> {
+    pub(crate) header: MessageHeader<'f>,
+    /// The payload after the message header: the arguments struct.
+    pub(crate) body: &'f [u8],
+    pub(crate) fds: Vec<OwnedFd>,
+    /// The window the caller grants a stream this call opens (`fdrpc-credit`; 16 if absent).
+    pub(crate) credit: u32,
+}
+
+/// A call started by [`Conn::start_call`], with the stream ends registered for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started {
+    pub(crate) seqid: i32,
+    /// The inbox of the stream the reply opens.
+    pub(crate) inbox: Option<RouteId>,
+    /// The outbox of the call's sink.
+    pub(crate) outbox: Option<RouteId>,
+}
+
+/// How a producer leaves its stream; see [`Conn::end_outbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// It ran out of items: `end`.
+    End,
+    /// It gave up (could not encode an item, its call was dropped): `abort`.
+    Abort,
+    /// It sent its error item already, or was cancelled: nothing more to send.
+    Silent,
+}
+
+impl Conn {
+    pub(crate) fn new(role: Role, settings: &Settings) -> Conn {
+        Conn {
+            role,
+            send: SendQueue::new(),
+            scratch: Vec::new(),
+            calls: Calls::default(),
+            routes: Routes::default(),
+            dead: None,
+            window: settings.stream_window.clamp(1, MAX_CREDIT),
+            writer_scheduled: false,
+            defer_flush: false,
+            writer_wanted: false,
+        }
+    }
+
+    /// Why the connection ended, once it has.
+    pub(crate) fn dead(&self) -> Option<&ConnectionError> {
+        self.dead.as_ref()
+    }
+
+    fn dead_or_closed(&self) -> ConnectionError {
+        self.dead
+            .clone()
+            .unwrap_or_else(|| ConnectionError::new(TransportError::Closed))
+    }
+
+    /// The message type of the stream frames this side sends.
+    fn stream_type(&self) -> MessageType {
+        match self.role {
+            Role::Client => MessageType::Oneway,
+            Role::Server => MessageType::Reply,
+        }
+    }
+
+    /// Ends the connection with `why`: every pending call and every stream fails, queued
+    /// frames are dropped (their fds closed), and later sends fail with `why`. The wakers of
+    /// everything that waited are added to `wake`.
+    pub(crate) fn fail(&mut self, why: ConnectionError, wake: &mut Vec<Waker>) {
+        if self.dead.is_none() {
+            self.dead = Some(why);
+        }
+        let err = self.dead_or_closed();
+        self.calls
+            .fail_all(|| RpcError::Connection(err.clone()), wake);
+        self.routes
+            .fail_all(|| RpcError::Connection(err.clone()), wake);
+        self.send = SendQueue::new();
+        self.writer_scheduled = false;
+    }
+
+    /// Every stream fails with `why` (consumers see it after what they received; producers
+    /// stop), while calls in flight may still reply: a server that stops reading a
+    /// connection lets its calls finish.
+    pub(crate) fn fail_streams(&mut self, why: &ConnectionError, wake: &mut Vec<Waker>) {
+        self.routes
+            .fail_all(|| RpcError::Connection(why.clone()), wake);
+    }
+
+    // ------------------------------------------------------------------ the send queue
+
+    /// The queue the driver writes to the socket.
+    pub(crate) fn send_queue(&mut self) -> &mut SendQueue {
+        &mut self.send
+    }
+
+    /// Bytes and fds queued and not yet written.
+    pub(crate) fn backlog(&self) -> (usize, usize) {
+        (self.send.pending_bytes(), self.send.pending_fds())
+    }
+
+    /// While on, frames queued do not ask for the writer: the caller writes the queue itself
+    /// when it turns this off (the server's reader, after a batch of calls).
+    pub(crate) fn defer_flush(&mut self, on: bool) {
+        self.defer_flush = on;
+    }
+
+    /// Whether a frame was queued that the writer must be woken for (once: the writer stays
+    /// scheduled until [`Conn::writer_idle`]).
+    pub(crate) fn take_writer_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.writer_wanted)
+    }
+
+    /// Asks for the writer if the queue holds anything and it is not already asked.
+    pub(crate) fn schedule_writer(&mut self) -> bool {
+        if !self.send.is_empty() && !self.writer_scheduled && self.dead.is_none() {
+            self.writer_scheduled = true;
+            return true;
+        }
+        false
+    }
+
+    /// The writer emptied the queue: the next frame must ask for it again.
+    pub(crate) fn writer_idle(&mut self) {
+        if self.send.is_empty() {
+            self.writer_scheduled = false;
+        }
+    }
+
+    /// Queues one frame. Every frame this side sends goes through here.
+    fn push(
+        &mut self,
+        seqid: i32,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+        headers: &[(&str, &str)],
+    ) -> Result<(), ConnectionError> {
+        if let Some(dead) = &self.dead {
+            return Err(dead.clone());
+        }
+        self.send
+            .push(seqid, payload, fds, headers)
+            .map_err(|e| ConnectionError::new(e.into()))?;
+        if !self.writer_scheduled && !self.defer_flush {
+            self.writer_scheduled = true;
+            self.writer_wanted = true;
+        }
+        Ok(())
+    }
+
+    /// Encodes a message (its header, then what `body` writes) into the scratch buffer and
+    /// queues its frame.
+    fn push_message(
+        &mut self,
+        name: &str,
+        ty: MessageType,
+        seqid: i32,
+        headers: &[(&str, &str)],
+        body: impl FnOnce(&mut Encoder) -> Result<(), EncodeError>,
+    ) -> Result<(), RpcError> {
+        let mut enc = Encoder::with_buffer(std::mem::take(&mut self.scratch));
+        let encoded = enc
+            .write_message_header(name, ty, seqid)
+            .and_then(|()| body(&mut enc));
+        let (mut payload, fds) = enc.into_parts();
+        let pushed = match encoded {
+            Ok(()) => self
+                .push(seqid, &payload, fds, headers)
+                .map_err(RpcError::Connection),
+            Err(e) => Err(RpcError::Encode(e)),
+        };
+        payload.clear();
+        if payload.capacity() <= MAX_KEPT_SCRATCH {
+            self.scratch = payload;
+        }
+        pushed
+    }
+
+    /// Queues a stream control or end frame (an empty struct) for `seqid`.
+    fn push_control(&mut self, seqid: i32, method: &str, kind: StreamFrame, credit: Option<u32>) {
+        let mut digits = itoa::Buffer::new();
+        let credit = credit.map(|n| digits.format(n));
+        let kind = (HEADER_STREAM, kind.as_str());
+        let headers: &[(&str, &str)] = match credit {
+            Some(n) => &[kind, (HEADER_CREDIT, n)],
+            None => &[kind],
+        };
+        let ty = self.stream_type();
+        // An empty struct and a name we were given always encode; a dead connection sends
+        // nothing.
+        let _ = self.push_message(method, ty, seqid, headers, |enc| {
+            enc.write_stop();
+            Ok(())
+        });
+    }
+
+    /// Queues a `TApplicationException` for call `seqid`.
+    pub(crate) fn push_exception(
+        &mut self,
+        name: &str,
+        seqid: i32,
+        kind: ApplicationErrorKind,
+        message: String,
+    ) {
+        let e = ApplicationError::new(kind, message);
+        let _ = self.push_message(name, MessageType::Exception, seqid, &[], |enc| {
+            e.encode(enc)
+        });
+    }
+
+    /// Queues an encoded reply (its message header and result struct) and its fds.
+    pub(crate) fn push_reply(&mut self, seqid: i32, reply: Encoder) -> Result<(), ConnectionError> {
+        let (payload, fds) = reply.into_parts();
+        self.push(seqid, &payload, fds, &[])
+    }
+
+    // ------------------------------------------------------------------ receiving
+
+    /// Takes one received frame. Replies reach their calls and stream frames their streams
+    /// here; a call for the server to dispatch is returned. Frames nobody waits for any more
+    /// are dropped, closing their fds. The wakers of whoever the frame concerns are added to
+    /// `wake`.
+    ///
+    /// # Errors
+    ///
+    /// A frame that breaks the protocol so that the connection cannot go on; the caller must
+    /// [`Conn::fail`] it.
+    pub(crate) fn receive<'f>(
+        &mut self,
+        frame: ReceivedFrame<'f>,
+        wake: &mut Vec<Waker>,
+    ) -> Result<Option<IncomingCall<'f>>, ConnectionError> {
+        let ReceivedFrame { frame, fds } = frame;
+        let classified = match classify(&frame) {
+            Ok(c) => c,
+            Err(Malformed::Header(e)) if self.role == Role::Server => {
+                // Not a Thrift compact message: answered on the frame's sequence id.
+                tracing::debug!(error = %e, "fdrpc: undecodable message header");
+                self.push_exception(
+                    "",
+                    frame.seqid,
+                    ApplicationErrorKind::ProtocolError,
+                    e.to_string(),
+                );
+                return Ok(None);
+            }
+            Err(m) => {
+                tracing::debug!(reason = m.reason(), "fdrpc: protocol violation");
+                return Err(ConnectionError::new(m.into_transport_error()));
+            }
+        };
+        match classified {
+            Classified::Stream {
+                seqid,
+                kind,
+                credit,
+                body,
+            } => {
+                self.receive_stream_frame(seqid, kind, credit, body, fds, wake);
+                Ok(None)
+            }
+            Classified::Message {
+                header,
+                body,
+                credit,
+            } => Ok(match self.role {
+                Role::Server => self.receive_call(header, body, fds, credit),
+                Role::Client => {
+                    self.receive_reply(header, body, fds, wake);
+                    None
+                }
+            }),
+        }
+    }
+
+    /// Data frames go to the stream's consumer, control frames to its producer.
+    fn receive_stream_frame(
+        &mut self,
+        seqid: i32,
+        kind: StreamFrame,
+        credit: u32,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+        wake: &mut Vec<Waker>,
+    ) {
+        match kind {
+            StreamFrame::Item | StreamFrame::Error => {
+                let last = kind == StreamFrame::Error;
+                if let Delivered::Violation { method } =
+                    self.routes.deliver(seqid, body, fds, last, wake)
+                {
+                    tracing::debug!(
+                        seqid,
+                        method,
+                        "fdrpc: stream item beyond the credit granted"
+                    );
+                    self.push_control(seqid, method, StreamFrame::Cancel, None);
+                }
+            }
+            StreamFrame::End => self.routes.finish(seqid, None, wake),
+            StreamFrame::Abort => self.routes.finish(
+                seqid,
+                Some(RpcError::Application(ApplicationError::new(
+                    ApplicationErrorKind::Unknown,
+                    "the producer aborted the stream",
+                ))),
+                wake,
+            ),
+            StreamFrame::Credit => self.routes.grant(seqid, credit, wake),
+            StreamFrame::Cancel => self.routes.cancel(seqid, wake),
+        }
+    }
+
+    /// A message on the server: a call or oneway to dispatch; anything else is answered here.
+    fn receive_call<'f>(
+        &mut self,
+        header: MessageHeader<'f>,
+        body: &'f [u8],
+        fds: Vec<OwnedFd>,
+        credit: Option<Result<u32, Malformed>>,
+    ) -> Option<IncomingCall<'f>> {
+        let (name, seqid, ty) = (header.name, header.seqid, header.ty);
+        if !matches!(ty, MessageType::Call | MessageType::Oneway) {
+            self.push_exception(
+                name,
+                seqid,
+                ApplicationErrorKind::InvalidMessageType,
+                format!("a server accepts calls, not {ty:?} messages"),
+            );
+            return None;
+        }
+        let credit = match credit {
+            None => DEFAULT_WINDOW,
+            Some(Ok(n)) => n,
+            Some(Err(m)) => {
+                tracing::debug!(method = name, "fdrpc: call refused: {}", m.reason());
+                if ty == MessageType::Call {
+                    self.push_exception(
+                        name,
+                        seqid,
+                        ApplicationErrorKind::ProtocolError,
+                        m.reason(),
+                    );
+                }
+                return None;
+            }
+        };
+        Some(IncomingCall {
+            header,
+            body,
+            fds,
+            credit,
+        })
+    }
+
+    /// A message on the client: the reply to a pending call (or something that is not a
+    /// reply, which fails that call). Anything for a call nobody waits for is dropped.
+    fn receive_reply(
+        &mut self,
+        header: MessageHeader<'_>,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+        wake: &mut Vec<Waker>,
+    ) {
+        let seqid = header.seqid;
+        let Some(method) = self.calls.method(seqid) else {
+            tracing::debug!(seqid, "fdrpc: discarding a reply to a forgotten call");
+            return;
+        };
+        let outcome = match header.ty {
+            MessageType::Reply | MessageType::Exception if header.name == method => Ok(Reply {
+                ty: header.ty,
+                body: body.to_vec(),
+                fds,
+            }),
+            MessageType::Reply | MessageType::Exception => {
+                Err(RpcError::Application(ApplicationError::new(
+                    ApplicationErrorKind::WrongMethodName,
+                    format!("reply names `{}`, the call was `{method}`", header.name),
+                )))
+            }
+            ty => Err(RpcError::Application(ApplicationError::new(
+                ApplicationErrorKind::InvalidMessageType,
+                format!("the server sent a {ty:?} message as a reply"),
+            ))),
+        };
+        wake.extend(self.calls.settle(seqid, outcome));
+    }
+
+    // ------------------------------------------------------------------ the client's calls
+
+    /// Starts a call: allocates its sequence id, registers what will receive its reply and
+    /// its streams (before the frame goes out: they may follow at once), encodes the message
+    /// with `args` and queues it. `stream`: the reply opens a server stream, whose window the
+    /// call grants in `fdrpc-credit`. `sink`: the call sends a stream too.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Encode`] (nothing is sent, nothing stays registered) or
+    /// [`RpcError::Connection`].
+    pub(crate) fn start_call(
+        &mut self,
+        method: &'static str,
+        ty: MessageType,
+        args: impl FnOnce(&mut Encoder) -> Result<(), EncodeError>,
+        stream: bool,
+        sink: bool,
+    ) -> Result<Started, RpcError> {
+        if let Some(dead) = &self.dead {
+            return Err(RpcError::Connection(dead.clone()));
+        }
+        let routes = &self.routes;
+        let seqid = self.calls.next_seqid(|id| routes.contains(id));
+        if ty == MessageType::Call {
+            self.calls.wait(seqid, method);
+        }
+        let inbox = stream.then(|| self.routes.open_inbox(seqid, method, self.window));
+        let outbox = sink.then(|| self.routes.open_outbox(seqid, 0));
+        let mut digits = itoa::Buffer::new();
+        let window: &[(&str, &str)] = if stream {
+            &[(HEADER_CREDIT, digits.format(self.window))]
+        } else {
+            &[]
+        };
+        let started = Started {
+            seqid,
+            inbox,
+            outbox,
+        };
+        if let Err(e) = self.push_message(method, ty, seqid, window, args) {
+            self.forget_call(&started, method);
+            return Err(e);
+        }
+        Ok(started)
+    }
+
+    /// The reply to call `seqid` once it is there; until then `waker` (if any) is remembered.
+    pub(crate) fn poll_reply(
+        &mut self,
+        seqid: i32,
+        waker: Option<&Waker>,
+    ) -> Poll<Result<Reply, RpcError>> {
+        let gone = || RpcError::Connection(self.dead_or_closed());
+        let dead = gone();
+        self.calls.poll(seqid, waker, || dead)
+    }
+
+    /// Forgets a call whose caller gave up: its reply, if it comes, is dropped with its fds;
+    /// a stream it opened is cancelled and a sink it was sending is aborted.
+    pub(crate) fn forget_call(&mut self, call: &Started, method: &'static str) {
+        self.calls.forget(call.seqid);
+        if let Some(id) = call.inbox {
+            self.cancel_inbox(call.seqid, id);
+        }
+        if let Some(id) = call.outbox {
+            self.end_outbox(call.seqid, id, method, Ending::Abort);
+        }
+    }
+
+    // ------------------------------------------------------------------ streams
+
+    /// Registers the sink of call `seqid` on the server and grants the client its first
+    /// window.
+    pub(crate) fn open_sink(&mut self, seqid: i32, method: &'static str) -> RouteId {
+        let id = self.routes.open_inbox(seqid, method, self.window);
+        self.push_control(seqid, method, StreamFrame::Credit, Some(self.window));
+        id
+    }
+
+    /// Registers the stream call `seqid`'s reply opens on the server, with the `credit` the
+    /// call granted.
+    pub(crate) fn open_stream(&mut self, seqid: i32, credit: u32) -> RouteId {
+        self.routes.open_outbox(seqid, credit)
+    }
+
+    /// The next item of consumer `id` of stream `seqid` (granting more credit as items are
+    /// taken), its end (`None`), or why it broke. Until something comes, `waker` (if any) is
+    /// remembered.
+    pub(crate) fn poll_item(
+        &mut self,
+        seqid: i32,
+        id: RouteId,
+        waker: Option<&Waker>,
+    ) -> Poll<Option<Result<RawItem, RpcError>>> {
+        match self.routes.poll_inbox(seqid, id, waker) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                Poll::Ready(Some(Err(RpcError::Connection(self.dead_or_closed()))))
+            }
+            Poll::Ready(Some((item, grant))) => {
+                if let Some(g) = grant {
+                    self.push_control(seqid, g.method, StreamFrame::Credit, Some(g.credit));
+                }
+                Poll::Ready(match item {
+                    Inbound::Data { body, fds } => Some(Ok((body, fds))),
+                    Inbound::End => None,
+                    Inbound::Failed(e) => Some(Err(e)),
+                })
+            }
+        }
+    }
+
+    /// The consumer `id` of `seqid` wants no more: what it had not taken is dropped (fds
+    /// closed) and, if the stream was still open, the producer is told with `cancel`. Frames
+    /// in flight for it are dropped when they come.
+    pub(crate) fn cancel_inbox(&mut self, seqid: i32, id: RouteId) {
+        if let Some(method) = self.routes.close_inbox(seqid, id) {
+            self.push_control(seqid, method, StreamFrame::Cancel, None);
+        }
+    }
+
+    /// Takes one item of credit for producer `id` of `seqid`: `Ready(true)` when taken,
+    /// `Ready(false)` once the consumer cancelled or the connection ended.
+    pub(crate) fn take_credit(
+        &mut self,
+        seqid: i32,
+        id: RouteId,
+        waker: Option<&Waker>,
+    ) -> Poll<bool> {
+        self.routes.take_credit(seqid, id, waker)
+    }
+
+    /// Whether producer `id` of `seqid` may go on; remembers `waker` for a cancel.
+    pub(crate) fn outbox_open(&mut self, seqid: i32, id: RouteId, waker: Option<&Waker>) -> bool {
+        self.routes.outbox_open(seqid, id, waker)
+    }
+
+    /// Queues an encoded stream item (message header and result struct) of producer `id`:
+    /// an `item`, or the producer's `error`, which ends the stream. An item for a stream the
+    /// consumer cancelled is dropped with its fds.
+    ///
+    /// # Errors
+    ///
+    /// The connection's failure.
+    pub(crate) fn push_item(
+        &mut self,
+        seqid: i32,
+        id: RouteId,
+        item: Encoder,
+        is_error: bool,
+    ) -> Result<(), ConnectionError> {
+        if !self.routes.outbox_open(seqid, id, None) {
+            return Ok(());
+        }
+        let kind = StreamFrame::carrying(is_error);
+        let (payload, fds) = item.into_parts();
+        self.push(seqid, &payload, fds, &[(HEADER_STREAM, kind.as_str())])?;
+        if is_error {
+            self.routes.close_outbox(seqid, id);
+        }
+        Ok(())
+    }
+
+    /// Producer `id` of `seqid` is done: the consumer is told how (unless it cancelled), and
+    /// the producer is forgotten.
+    pub(crate) fn end_outbox(&mut self, seqid: i32, id: RouteId, method: &str, how: Ending) {
+        if self.routes.close_outbox(seqid, id) {
+            match how {
+                Ending::End => self.push_control(seqid, method, StreamFrame::End, None),
+                Ending::Abort => self.push_control(seqid, method, StreamFrame::Abort, None),
+                Ending::Silent => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! [`BlockingConn`]: a [`Conn`] driven by plain threads, without an async runtime.
+//!
+//! Calls from several threads are in flight together. A thread that waits (for its reply, a
+//! stream item, credit for its sink) either reads the socket for everyone or, while another
+//! thread reads, sleeps on a condition variable; the reader hands every frame to the
+//! connection, which settles whichever call or stream it belongs to, then wakes the sleepers.
+//! When the reader has what it waited for it stops reading, and a sleeper takes over. A thread
+//! writes what it queued itself, and waits for room without holding the lock, until its
+//! deadline.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crate::rpc::conn::{Conn, Role};
+use crate::rpc::error::{ConnectionError, RpcError};
+use crate::settings::Settings;
+use crate::transport::error::{FdStreamError, TransportError};
+use crate::transport::{Fill, RecvQueue, unix};
+
+/// When a blocking operation gives up, and the timeout it reports then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    at: Option<Instant>,
+    timeout: Option<Duration>,
+}
+
+impl Deadline {
+    /// `timeout` from now; never, for `None`.
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
+        Deadline {
+            at: timeout.map(|t| Instant::now() + t),
+            timeout,
+        }
+    }
+
+    fn passed(&self, now: Instant) -> bool {
+        self.at.is_some_and(|d| now >= d)
+    }
+
+    fn error(&self) -> RpcError {
+        RpcError::Timeout(self.timeout.unwrap_or_default())
+    }
+}
+
+/// One connection driven by blocking threads.
+#[derive(Debug)]
+pub(crate) struct BlockingConn {
+    socket: UnixStream,
+    state: Mutex<State>,
+    /// Woken when a reader has handed frames to the connection, stopped reading, or the
+    /// connection ended.
+    changed: Condvar,
+    stall: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    conn: Conn,
+    /// The receive queue, while no thread is reading (the reader takes it out).
+    recv: Option<RecvQueue>,
+}
+
+impl BlockingConn {
+    pub(crate) fn new(socket: UnixStream, settings: &Settings) -> Self {
+        BlockingConn {
+            socket,
+            state: Mutex::new(State {
+                conn: Conn::new(Role::Client, settings),
+                recv: Some(RecvQueue::new(settings)),
+            }),
+            changed: Condvar::new(),
+            stall: settings.stall_timeout,
+        }
+    }
+
+    /// A deadline one stall timeout away: how long writes that clean up (a cancel on drop)
+    /// may wait for a peer that does not read.
+    pub(crate) fn stall_deadline(&self) -> Deadline {
+        Deadline::after(Some(self.stall))
+    }
+
+    /// Whether the connection has failed or closed.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.lock().conn.dead().is_some()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the connection (frames it queues are written by the next
+    /// [`BlockingConn::send`] or wait).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        f(&mut self.lock().conn)
+    }
+
+    /// Runs `f`, which queues frames, then writes until they are on their way (or the
+    /// deadline passes).
+    ///
+    /// # Errors
+    ///
+    /// The error of `f`; [`RpcError::Timeout`] if the socket stayed full until `deadline`;
+    /// [`RpcError::Connection`] if writing failed.
+    pub(crate) fn send<R>(
+        &self,
+        deadline: Deadline,
+        f: impl FnOnce(&mut Conn) -> Result<R, RpcError>,
+    ) -> Result<R, RpcError> {
+        let mut st = self.lock();
+        let r = f(&mut st.conn)?;
+        let target = st.conn.send_queue().queued();
+        self.flush(st, target, deadline)?;
+        Ok(r)
+    }
+
+    /// Writes until `target` bytes of the stream are written, waiting for room with the lock
+    /// released.
+    fn flush<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        target: u64,
+        deadline: Deadline,
+    ) -> Result<(), RpcError> {
+        loop {
+            if let Some(dead) = st.conn.dead() {
+                return Err(RpcError::Connection(dead.clone()));
+            }
+            let queue = st.conn.send_queue();
+            if queue.written() >= target {
+                return Ok(());
+            }
+            match queue.write_to(self.socket.as_fd()) {
+                Ok(_) if st.conn.send_queue().written() >= target => return Ok(()),
+                Ok(_) => {
+                    drop(st);
+                    match unix::wait_writable(self.socket.as_fd(), deadline.at) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                            return Err(deadline.error());
+                        }
+                        Err(e) => return Err(RpcError::Connection(self.fail(e.into()))),
+                    }
+                    st = self.lock();
+                }
+                Err(e) => {
+                    drop(st);
+                    return Err(RpcError::Connection(self.fail(e.into())));
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: everything waiting on it fails, what it held is closed.
+    fn fail(&self, why: TransportError) -> ConnectionError {
+        let mut st = self.lock();
+        let err = ConnectionError::new(why);
+        st.conn.fail(err.clone(), &mut Vec::<Waker>::new());
+        st.recv = None;
+        drop(st);
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        self.changed.notify_all();
+        err
+    }
+
+    /// Waits until `ready` yields a value, reading frames (or letting another thread read
+    /// them) meanwhile; frames `ready` queues (credit for a stream) are written before it
+    /// returns.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Timeout`] once `deadline` passes, [`RpcError::Connection`] once the
+    /// connection ends.
+    pub(crate) fn wait<T>(
+        &self,
+        deadline: Deadline,
+        mut ready: impl FnMut(&mut Conn) -> Option<T>,
+    ) -> Result<T, RpcError> {
+        let mut st = self.lock();
+        loop {
+            if let Some(v) = ready(&mut st.conn) {
+                let target = st.conn.send_queue().queued();
+                self.flush(st, target, deadline)?;
+                return Ok(v);
+            }
+            if let Some(dead) = st.conn.dead() {
+                return Err(RpcError::Connection(dead.clone()));
+            }
+            let now = Instant::now();
+            if deadline.passed(now) {
+                return Err(deadline.error());
+            }
+            let Some(mut rq) = st.recv.take() else {
+                // Another thread is reading: it wakes us when it has handed frames over.
+                st = match deadline.at {
+                    Some(d) => {
+                        self.changed
+                            .wait_timeout(st, d - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                };
+                continue;
+            };
+            drop(st);
+            let read = self.read_once(&mut rq, deadline.at);
+            st = self.lock();
+            let handed = read.and_then(|()| {
+                while let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? {
+                    // The blocking client is a client: nothing it receives is a call.
+                    st.conn.receive(frame, &mut Vec::new())?;
+                }
+                Ok(())
+            });
+            match handed {
+                Ok(()) => st.recv = Some(rq),
+                Err(e) => {
+                    st.conn.fail(e, &mut Vec::new());
+                    drop(rq);
+                    let _ = self.socket.shutdown(std::net::Shutdown::Both);
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Reads once, waiting until something arrives, `deadline` passes (`Ok` with nothing
+    /// read), or a half-received frame or unclaimed fds stall.
+    fn read_once(
+        &self,
+        rq: &mut RecvQueue,
+        deadline: Option<Instant>,
+    ) -> Result<(), ConnectionError> {
+        let stall = rq.stall_deadline(self.stall);
+        let until = match (deadline, stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match rq.fill_until(self.socket.as_fd(), until) {
+            Ok(Fill::Read(_)) => Ok(()),
+            Ok(Fill::WouldBlock) if stall.is_some_and(|s| Instant::now() >= s) => Err(
+                ConnectionError::new(FdStreamError::Stalled(self.stall).into()),
+            ),
+            Ok(Fill::WouldBlock) => Ok(()),
+            Ok(Fill::Eof) => Err(ConnectionError::new(
+                rq.check_clean_eof().err().unwrap_or(TransportError::Closed),
+            )),
+            Err(e) => Err(ConnectionError::new(e)),
+        }
+    }
+}

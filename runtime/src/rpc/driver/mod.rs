@@ -1,0 +1,16 @@
+//! The IO around a connection core: the socket, reading, writing and waking.
+//!
+//! Organization:
+//! - `tokio_conn`: [`TokioConn`](tokio_conn::TokioConn), for the async client and the
+//!   server: a writer task that sends everything queued in one `sendmsg`, readers driven by
+//!   readiness.
+//! - `socket`: the socket registered with tokio for reading only (writability is registered
+//!   on a dup only while a write would block).
+//! - `blocking_conn`: [`BlockingConn`](blocking_conn::BlockingConn), for the blocking
+//!   client: plain threads that take turns reading for each other.
+
+pub(crate) mod blocking_conn;
+#[cfg(feature = "tokio")]
+pub(crate) mod socket;
+#[cfg(feature = "tokio")]
+pub(crate) mod tokio_conn;

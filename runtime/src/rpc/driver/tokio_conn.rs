@@ -1,0 +1,262 @@
+//! [`TokioConn`]: a [`Conn`] driven by tokio, shared by the tasks of one connection (its
+//! reader, its writer, calls, handlers, stream producers and consumers).
+//!
+//! Frames are queued by any task and written by one writer task, so everything queued while
+//! it was asleep leaves in one `sendmsg` with all its fds. The server's reader writes the
+//! replies of a batch itself, without waking the writer (see [`TokioConn::flush_inline`]).
+
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::socket::Socket;
+use crate::rpc::conn::{Conn, Role};
+use crate::rpc::error::ConnectionError;
+use crate::settings::Settings;
+use crate::transport::RecvQueue;
+use crate::transport::error::{FdStreamError, TransportError};
+
+/// One connection driven by tokio.
+#[derive(Debug)]
+pub(crate) struct TokioConn {
+    socket: Socket,
+    conn: Mutex<Conn>,
+    /// Wakes the writer task.
+    write: Notify,
+    /// The writer made progress: the backlog shrank, or the queue emptied, or writing failed.
+    drained: Notify,
+    /// How long producers wait for the peer to take frames before it counts as not reading.
+    stall: Duration,
+    max_backlog: (usize, usize),
+}
+
+impl TokioConn {
+    pub(crate) fn new(socket: Socket, role: Role, settings: &Settings) -> Arc<Self> {
+        Arc::new(TokioConn {
+            socket,
+            conn: Mutex::new(Conn::new(role, settings)),
+            write: Notify::new(),
+            drained: Notify::new(),
+            stall: settings.stall_timeout,
+            max_backlog: (settings.max_backlog_bytes, settings.max_backlog_fds),
+        })
+    }
+
+    /// The socket, for the reader.
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        // A panic while the lock was held cannot leave the state half-changed in a way that
+        // breaks the protocol (every change is one push or one map update): recover it.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the connection; wakes the writer if `f` queued a frame.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        let mut conn = self.lock();
+        let r = f(&mut conn);
+        let wake_writer = conn.take_writer_wanted();
+        drop(conn);
+        if wake_writer {
+            self.write.notify_one();
+        }
+        r
+    }
+
+    /// Runs `f` with a list for the wakers of whatever `f` changes; wakes them (and the
+    /// writer) once the lock is released.
+    pub(crate) fn with_wakers<R>(
+        &self,
+        wakers: &mut Vec<Waker>,
+        f: impl FnOnce(&mut Conn, &mut Vec<Waker>) -> R,
+    ) -> R {
+        let r = self.with(|conn| f(conn, wakers));
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+        r
+    }
+
+    /// Ends the connection with `why` (see [`Conn::fail`]) and shuts the socket down, so the
+    /// reader and the peer see the end at once.
+    pub(crate) fn fail(&self, why: ConnectionError) {
+        self.with_wakers(&mut Vec::new(), |conn, wake| conn.fail(why, wake));
+        self.drained.notify_waiters();
+        let _ = rustix::net::shutdown(self.socket.as_fd(), rustix::net::Shutdown::Both);
+    }
+
+    /// Why the connection ended, once it has.
+    pub(crate) fn dead(&self) -> Option<ConnectionError> {
+        self.lock().dead().cloned()
+    }
+
+    /// Writes what is queued now, from the calling task, if the socket takes it without
+    /// blocking; otherwise leaves the rest to the writer task. Ends a
+    /// [`Conn::defer_flush`] section: a server's reader calls this once it has dispatched the
+    /// frames a read brought, so the replies of a batch leave in one `sendmsg` without a task
+    /// switch.
+    pub(crate) fn flush_inline(&self) {
+        let mut conn = self.lock();
+        conn.defer_flush(false);
+        if conn.dead().is_some() || conn.send_queue().is_empty() {
+            return;
+        }
+        match conn.send_queue().write_to(self.socket.as_fd()) {
+            Ok(true) => {
+                conn.writer_idle();
+                drop(conn);
+                self.drained.notify_waiters();
+            }
+            // Would block, or failed: the writer task handles it.
+            Ok(false) | Err(_) => {
+                let wake = conn.schedule_writer();
+                drop(conn);
+                if wake {
+                    self.write.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Hands frames queued during a [`Conn::defer_flush`] section to the writer task, for a
+    /// reader about to wait: nothing it queued may wait for the reader.
+    pub(crate) fn end_deferred(&self) {
+        let wake = {
+            let mut conn = self.lock();
+            conn.defer_flush(false);
+            conn.schedule_writer()
+        };
+        if wake {
+            self.write.notify_one();
+        }
+    }
+
+    /// The writer task: writes whenever frames are queued, until writing fails or the
+    /// connection ends. Returns why.
+    pub(crate) async fn run_writer(&self) -> ConnectionError {
+        loop {
+            self.write.notified().await;
+            loop {
+                let written = {
+                    let mut conn = self.lock();
+                    if let Some(e) = conn.dead() {
+                        return e.clone();
+                    }
+                    let r = conn.send_queue().write_to(self.socket.as_fd());
+                    if let Ok(true) = r {
+                        conn.writer_idle();
+                    }
+                    r
+                };
+                // Some of the backlog may have gone out: let waiters look again.
+                self.drained.notify_waiters();
+                match written {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        if let Err(e) = self.socket.writable().await {
+                            return self.write_failed(e);
+                        }
+                    }
+                    Err(e) => return self.write_failed(e),
+                }
+            }
+        }
+    }
+
+    fn write_failed(&self, e: std::io::Error) -> ConnectionError {
+        let err = ConnectionError::new(TransportError::Io(e));
+        // A connection that cannot write is dead: wake the reader too.
+        self.fail(err.clone());
+        err
+    }
+
+    /// Bytes and fds queued and not yet written.
+    pub(crate) fn backlog(&self) -> (usize, usize) {
+        self.lock().backlog()
+    }
+
+    /// Waits until the backlog is within `max_bytes` and `max_fds` (or the connection ended).
+    pub(crate) async fn wait_backlog_below(&self, max_bytes: usize, max_fds: usize) {
+        loop {
+            let notified = self.drained.notified();
+            {
+                let conn = self.lock();
+                let (bytes, fds) = conn.backlog();
+                if conn.dead().is_some() || (bytes <= max_bytes && fds <= max_fds) {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until everything queued so far has been written (or the connection ended).
+    pub(crate) async fn drained(&self) {
+        self.wait_backlog_below(0, 0).await;
+    }
+
+    /// Waits until the backlog has room for one more stream item. A peer that leaves the
+    /// backlog unread for the stall timeout fails the connection: a stream it granted endless
+    /// credit cannot make this side hold endless items and fds.
+    ///
+    /// # Errors
+    ///
+    /// The connection's failure.
+    pub(crate) async fn room_for_item(&self) -> Result<(), ConnectionError> {
+        let (bytes, fds) = self.max_backlog;
+        if tokio::time::timeout(self.stall, self.wait_backlog_below(bytes, fds))
+            .await
+            .is_err()
+        {
+            let err = ConnectionError::new(TransportError::FdStream(FdStreamError::NotReading(
+                self.stall,
+            )));
+            self.fail(err.clone());
+            return Err(err);
+        }
+        match self.dead() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The client's reader: hands every frame the peer sends to the connection until the
+    /// connection ends. Returns why it ended.
+    pub(crate) async fn read_replies(&self, mut rq: RecvQueue) -> ConnectionError {
+        let mut wakers = Vec::new();
+        loop {
+            let received = self.with_wakers(&mut wakers, |conn, wake| {
+                while let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? {
+                    // A client is never handed a call: a server's call would be a reply's
+                    // problem (see `Conn::receive`).
+                    conn.receive(frame, wake)?;
+                }
+                Ok::<(), ConnectionError>(())
+            });
+            if let Err(e) = received {
+                return e;
+            }
+            // A peer that parks fds in a half-sent frame cannot pin them here either.
+            let filled = match rq.stall_deadline(self.stall) {
+                Some(deadline) => {
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    match tokio::time::timeout_at(deadline, self.socket.fill(&mut rq)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(FdStreamError::Stalled(self.stall).into()),
+                    }
+                }
+                None => self.socket.fill(&mut rq).await,
+            };
+            match filled {
+                Ok(true) => {}
+                Ok(false) => return ConnectionError::new(TransportError::Closed),
+                Err(e) => return ConnectionError::new(e),
+            }
+        }
+    }
+}

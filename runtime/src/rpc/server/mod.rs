@@ -1,0 +1,30 @@
+//! The serving side: the [`Server`] (accept loop, per-connection loop, dispatch) and what
+//! handlers see of a call.
+//!
+//! Organization:
+//! - `serve`: [`Server`]: listeners, accepting, authorization, graceful shutdown.
+//! - `connection`: the reader loop of one connection, within the server's limits (calls in
+//!   flight, fd budget, backlog, stall timeout).
+//! - `dispatch`: a call handed over by the connection core, run and answered.
+//! - `service`: [`Service`] and the types generated code uses to dispatch.
+//! - `context`, `peer`: [`Context`] and [`PeerCredentials`]: who is calling.
+
+#[cfg(feature = "tokio")]
+mod connection;
+#[cfg(feature = "tokio")]
+mod context;
+#[cfg(feature = "tokio")]
+mod dispatch;
+mod peer;
+#[cfg(feature = "tokio")]
+mod serve;
+#[cfg(feature = "tokio")]
+mod service;
+
+#[cfg(feature = "tokio")]
+pub use context::Context;
+pub use peer::PeerCredentials;
+#[cfg(feature = "tokio")]
+pub use serve::Server;
+#[cfg(feature = "tokio")]
+pub use service::{BoxFuture, Dispatch, Incoming, ReplyError, Service, StreamReply, StreamSlot};

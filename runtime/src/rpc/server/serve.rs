@@ -1,0 +1,210 @@
+//! [`Server`]: serves a [`Service`] on a listener or on connected streams.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::connection::{ConnectionLimits, run_connection};
+use super::peer::PeerCredentials;
+use super::service::Service;
+use crate::rpc::error::ConnectionError;
+use crate::settings::Settings;
+
+type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
+
+/// Serves a [`Service`]: accepts connections, reads calls, runs handlers concurrently, and
+/// writes replies with their fds.
+///
+/// Every limit is a [`Settings`] with a safe default (its docs have the table): frames, fds
+/// per frame and queued, calls in flight per connection, connections, the server-wide fd
+/// budget, the stall timeout, the reply backlog.
+///
+/// # Examples
+///
+/// See the crate docs of `fdrpc` and `examples/quickstart.rs`.
+#[derive(Clone)]
+pub struct Server {
+    settings: Settings,
+    authorize: Option<Arc<Authorize>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("settings", &self.settings)
+            .field("authorize", &self.authorize.is_some())
+            .finish()
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Server {
+    /// A server with the default [`Settings`].
+    pub fn new() -> Self {
+        Self::with_settings(Settings::default())
+    }
+
+    /// A server applying `settings`.
+    pub fn with_settings(settings: Settings) -> Self {
+        Server {
+            settings,
+            authorize: None,
+        }
+    }
+
+    /// The settings this server applies.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Decides at accept time, from the peer's credentials, whether to serve a connection;
+    /// a refused connection is closed before anything is read from it.
+    pub fn authorize(
+        mut self,
+        f: impl Fn(&PeerCredentials) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize = Some(Arc::new(f));
+        self
+    }
+
+    /// Serves `service` on `listener` until an accept fails.
+    ///
+    /// # Errors
+    ///
+    /// The error of `accept`.
+    pub async fn serve<S: Service>(
+        self,
+        listener: UnixListener,
+        service: S,
+    ) -> std::io::Result<()> {
+        self.serve_with_shutdown(listener, service, std::future::pending())
+            .await
+    }
+
+    /// Serves `service` on `listener` until `signal` completes, then shuts down gracefully:
+    /// stops accepting and reading new calls, lets calls in flight finish and their replies
+    /// be written, then closes every connection.
+    ///
+    /// # Errors
+    ///
+    /// The error of `accept`.
+    pub async fn serve_with_shutdown<S: Service>(
+        self,
+        listener: UnixListener,
+        service: S,
+        signal: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let service = Arc::new(service);
+        let limits = Arc::new(ConnectionLimits::new(&self.settings));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(self.settings.max_connections));
+        let mut conns = JoinSet::new();
+        let mut signal = std::pin::pin!(signal);
+        let result = loop {
+            tokio::select! {
+                () = &mut signal => break Ok(()),
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((s, _)) => s,
+                        Err(e) if is_transient_accept_error(&e) => {
+                            tracing::warn!(error = %e, "fdrpc accept failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                        Err(e) => break Err(e),
+                    };
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(max = self.settings.max_connections, "fdrpc connection refused: too many connections");
+                        continue;
+                    };
+                    let authorize = self.authorize.clone();
+                    let service = service.clone();
+                    let stop = stop_rx.clone();
+                    let limits = limits.clone();
+                    conns.spawn(async move {
+                        let _slot = slot;
+                        if let Err(e) = serve_one(stream, service, authorize.as_deref(), &limits, stop).await {
+                            tracing::info!(error = %e, "fdrpc connection ended");
+                        }
+                    });
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        };
+        let _ = stop_tx.send(true);
+        while conns.join_next().await.is_some() {}
+        result
+    }
+
+    /// Serves `service` on one connected stream until the peer closes it.
+    ///
+    /// # Errors
+    ///
+    /// Why the connection ended, if not by a clean close; the peer's credentials could not be
+    /// read; or the authorization hook refused it.
+    pub async fn serve_connection<S: Service>(
+        &self,
+        stream: UnixStream,
+        service: S,
+    ) -> Result<(), ConnectionError> {
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let limits = ConnectionLimits::new(&self.settings);
+        serve_one(
+            stream,
+            Arc::new(service),
+            self.authorize.as_deref(),
+            &limits,
+            stop_rx,
+        )
+        .await
+    }
+}
+
+/// Checks the peer of one accepted connection, then serves it.
+async fn serve_one<S: Service>(
+    stream: UnixStream,
+    service: Arc<S>,
+    authorize: Option<&Authorize>,
+    limits: &ConnectionLimits,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    let io = |e: std::io::Error| ConnectionError::new(e.into());
+    let peer = PeerCredentials::of(&stream).map_err(io)?;
+    if let Some(authorize) = authorize {
+        if !authorize(&peer) {
+            tracing::info!(
+                pid = peer.pid(),
+                uid = peer.uid(),
+                "fdrpc connection refused by the authorization hook"
+            );
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "refused by the authorization hook",
+            )));
+        }
+    }
+    run_connection(stream, Arc::new(peer), service, limits, stop).await
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+        )
+    )
+}
