@@ -5,20 +5,18 @@
 mod common;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/conformance.rs"]
+#[path = "../examples/conformance/main.rs"]
 mod conformance;
 
-use std::io::IoSlice;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use common::raw::*;
 use common::*;
 use conformance::{Bundle, ConformanceBlockingClient, ConformanceImpl, ConformanceServer};
 use fdrpc::Settings;
 use fdrpc::codec::{Encoder, MessageType};
-use fdrpc::transport::{Fill, RecvQueue};
 
 const PER_FRAME: usize = 64;
 /// The server raises this to `PER_FRAME + 253`.
@@ -87,7 +85,7 @@ impl Harness {
     /// The server closed `raw`; another connection still works, and once `raw` and the
     /// test's own `fds` are gone the process holds no more fds than at the start.
     fn closed_and_recovered(&self, mut raw: Raw, fds: impl Sized) {
-        raw.expect_closed();
+        raw.expect_closed_within(STALL * 10);
         self.others_still_work();
         drop((raw, fds));
         self.settles();
@@ -97,185 +95,6 @@ impl Harness {
     fn settles(&self) {
         settle_fd_count(self.baseline);
     }
-}
-
-/// What came back on a raw connection.
-#[derive(Debug)]
-enum Got {
-    Reply {
-        ty: MessageType,
-        name: String,
-        body: Vec<u8>,
-        fds: Vec<OwnedFd>,
-    },
-    Closed,
-    Nothing,
-}
-
-struct Raw {
-    sock: UnixStream,
-    rq: RecvQueue,
-}
-
-impl Raw {
-    fn new(sock: UnixStream) -> Raw {
-        Raw {
-            sock,
-            rq: RecvQueue::new(&Settings::default()),
-        }
-    }
-
-    fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];
-        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
-        if !fds.is_empty() {
-            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(fds)));
-        }
-        let sent = rustix::net::sendmsg(
-            &self.sock,
-            &[IoSlice::new(bytes)],
-            &mut control,
-            rustix::net::SendFlags::NOSIGNAL,
-        )
-        .unwrap();
-        assert_eq!(sent, bytes.len());
-    }
-
-    /// Reads the next frame, or notices the connection closed, within `wait`.
-    fn next(&mut self, wait: Duration) -> Got {
-        let deadline = Instant::now() + wait;
-        loop {
-            match self.rq.next_frame() {
-                Ok(Some(f)) => {
-                    assert!(
-                        f.fds.iter().all(is_cloexec),
-                        "a received fd is not close-on-exec"
-                    );
-                    let mut dec =
-                        fdrpc::codec::Decoder::new(f.frame.payload, fdrpc::FdTable::empty());
-                    let h = dec.read_message_header().unwrap();
-                    let body = f.frame.payload[f.frame.payload.len() - dec.remaining()..].to_vec();
-                    return Got::Reply {
-                        ty: h.ty,
-                        name: h.name.to_owned(),
-                        body,
-                        fds: f.fds,
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => panic!("the server sent a broken frame: {e}"),
-            }
-            match self.rq.fill_until(self.sock.as_fd(), Some(deadline)) {
-                Ok(Fill::Read(_)) => {}
-                Ok(Fill::WouldBlock) => return Got::Nothing,
-                Ok(Fill::Eof) => return Got::Closed,
-                Err(e) => match e {
-                    fdrpc::TransportError::Io(io)
-                        if io.kind() == std::io::ErrorKind::ConnectionReset =>
-                    {
-                        return Got::Closed;
-                    }
-                    other => panic!("{other}"),
-                },
-            }
-        }
-    }
-
-    fn expect_closed(&mut self) {
-        // Replies already queued may come first; then the connection must close.
-        let deadline = Instant::now() + STALL * 10;
-        loop {
-            match self.next(deadline.saturating_duration_since(Instant::now())) {
-                Got::Closed => return,
-                Got::Reply { .. } => continue,
-                Got::Nothing => panic!("the server kept the connection open"),
-            }
-        }
-    }
-
-    fn expect_application_error(&mut self, kind: fdrpc::ApplicationErrorKind) {
-        match self.next(Duration::from_secs(5)) {
-            Got::Reply { ty, body, fds, .. } => {
-                assert_eq!(ty, MessageType::Exception);
-                assert!(fds.is_empty());
-                let code = exception_code(&body);
-                assert_eq!(fdrpc::ApplicationErrorKind::from_code(code), kind);
-            }
-            other => panic!("expected a TApplicationException, got {other:?}"),
-        }
-    }
-
-    /// A valid `whoami` call answered on this connection.
-    fn still_answers(&mut self, seqid: i32) {
-        self.send(&frame(seqid, &[], &call("whoami", seqid, &[0])), &[]);
-        match self.next(Duration::from_secs(5)) {
-            Got::Reply { ty, name, .. } => {
-                assert_eq!((ty, name.as_str()), (MessageType::Reply, "whoami"));
-            }
-            other => panic!("no answer: {other:?}"),
-        }
-    }
-}
-
-/// The `type` field of a TApplicationException body.
-fn exception_code(body: &[u8]) -> i32 {
-    let mut dec = fdrpc::codec::Decoder::new(body, fdrpc::FdTable::empty());
-    let mut last = 0;
-    let mut code = -1;
-    while let Some((ty, id)) = dec.read_field_header(&mut last).unwrap() {
-        if id == 2 {
-            code = dec.read_i32().unwrap();
-        } else {
-            dec.skip(ty).unwrap();
-        }
-    }
-    code
-}
-
-/// A THeader frame with exactly the given info headers.
-fn frame(seqid: i32, headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    fdrpc::transport::frame::write_frame(&mut out, seqid, 0, 0, headers, payload).unwrap();
-    out
-}
-
-/// A compact CALL message: header, then `args` (a struct body, stop byte included).
-fn call(name: &str, seqid: i32, args: &[u8]) -> Vec<u8> {
-    let mut enc = Encoder::new();
-    enc.write_message_header(name, MessageType::Call, seqid)
-        .unwrap();
-    let (mut out, _) = enc.into_parts();
-    out.extend_from_slice(args);
-    out
-}
-
-/// `echo_args { 1: Bundle { 1: label, 2: fds = indices } }`.
-fn echo_args(indices: &[i32]) -> Vec<u8> {
-    let mut enc = Encoder::new();
-    let mut last = 0;
-    enc.write_field_header(12, 1, &mut last);
-    let mut inner = 0;
-    enc.write_field_header(8, 1, &mut inner);
-    enc.write_binary(b"raw").unwrap();
-    enc.write_field_header(9, 2, &mut inner);
-    enc.write_list_header(fdrpc::codec::TType::I32, indices.len())
-        .unwrap();
-    for &i in indices {
-        enc.write_i32(i);
-    }
-    enc.write_stop();
-    enc.write_stop();
-    enc.into_parts().0
-}
-
-/// A frame declaring `declared` fds, after `seq` fds sent earlier, around `payload`.
-fn fd_frame(seqid: i32, declared: usize, seq: i64, payload: &[u8]) -> Vec<u8> {
-    let (n, s) = (declared.to_string(), seq.to_string());
-    frame(seqid, &[("fdrpc-fds", &n), ("fdrpc-fd-seq", &s)], payload)
-}
-
-fn borrowed(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
-    fds.iter().map(|f| f.as_fd()).collect()
 }
 
 #[test]
@@ -517,7 +336,7 @@ fn half_a_frame_with_fds_then_silence() {
     let f = fd_frame(1, 5, 0, &call("echo", 1, &echo_args(&[0, 1, 2, 3, 4])));
     raw.send(&f[..f.len() / 2], &borrowed(&fds));
     let started = Instant::now();
-    raw.expect_closed();
+    raw.expect_closed_within(STALL * 10);
     assert!(
         started.elapsed() >= STALL / 2,
         "closed before the stall timeout"

@@ -5,7 +5,7 @@
 mod common;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/conformance.rs"]
+#[path = "../examples/conformance/main.rs"]
 mod conformance;
 
 use std::io::IoSlice;

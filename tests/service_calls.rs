@@ -4,7 +4,7 @@
 mod common;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/conformance.rs"]
+#[path = "../examples/conformance/main.rs"]
 mod conformance;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -535,5 +535,110 @@ fn peer_credentials_include_a_pidfd_where_the_kernel_has_one() {
             .to_string_lossy()
             .into_owned();
         eprintln!("no SO_PEERPIDFD on kernel {release}");
+    }
+}
+
+/// A service whose methods take names the generated clients have items of.
+mod clashing_names {
+    use super::*;
+
+    #[fdrpc::service]
+    pub trait Named {
+        /// A method that takes the name of the clients' `idl()`: the method wins.
+        async fn idl(&self) -> String;
+        async fn ping(&self, n: i32) -> i32;
+    }
+
+    pub struct NamedImpl;
+
+    impl Named for NamedImpl {
+        async fn idl(&self) -> String {
+            "the service's own idl".into()
+        }
+        async fn ping(&self, n: i32) -> i32 {
+            n + 1
+        }
+    }
+
+    #[test]
+    fn a_method_named_idl_takes_the_name_and_the_idl_stays_reachable() {
+        run_async(async {
+            let (a, b) = tokio::net::UnixStream::pair().unwrap();
+            let server = tokio::spawn(async move {
+                let _ = fdrpc::Server::new()
+                    .serve_connection(b, NamedServer::new(NamedImpl))
+                    .await;
+            });
+            let client = NamedClient::new(fdrpc::Client::new(a).unwrap());
+            assert_eq!(client.idl().await.unwrap(), "the service's own idl");
+            assert_eq!(client.ping(1).await.unwrap(), 2);
+            let idl = <NamedClient as fdrpc::Described>::idl();
+            assert!(idl.contains("service Named"), "{idl}");
+            assert!(idl.contains("string idl()"), "{idl}");
+            assert_eq!(<NamedBlockingClient as fdrpc::Described>::NAME, "Named");
+            assert_eq!(client.client().introspect().await.unwrap(), idl);
+            drop(client);
+            server.await.unwrap();
+        });
+    }
+}
+
+/// Calls from several threads on one blocking client.
+mod blocking_threads {
+    use super::*;
+
+    #[fdrpc::service]
+    pub trait Gate {
+        /// Returns once `parties` calls are inside it at the same time.
+        async fn meet(&self, parties: i32) -> i32;
+    }
+
+    #[derive(Default)]
+    pub struct GateImpl {
+        inside: std::sync::Mutex<i32>,
+        all_in: tokio::sync::Notify,
+    }
+
+    impl Gate for GateImpl {
+        async fn meet(&self, parties: i32) -> i32 {
+            let notified = self.all_in.notified();
+            let here = {
+                let mut inside = self.inside.lock().unwrap();
+                *inside += 1;
+                *inside
+            };
+            if here >= parties {
+                self.all_in.notify_waiters();
+            } else {
+                notified.await;
+            }
+            here
+        }
+    }
+
+    #[test]
+    fn calls_from_threads_sharing_a_blocking_client_are_in_flight_together() {
+        run_async(async {
+            let (a, server) = serve_for_blocking(GateServer::new(GateImpl::default()));
+            tokio::task::spawn_blocking(move || {
+                // Each call returns only once all eight are in the server at once: calls that
+                // took turns on the connection would time out instead.
+                let client = GateBlockingClient::from_std(a).with_timeout(Duration::from_secs(10));
+                let mut seen: Vec<i32> = std::thread::scope(|s| {
+                    let threads: Vec<_> = (0..8)
+                        .map(|_| {
+                            let client = client.clone();
+                            s.spawn(move || client.meet(8).unwrap())
+                        })
+                        .collect();
+                    threads.into_iter().map(|t| t.join().unwrap()).collect()
+                });
+                seen.sort_unstable();
+                assert_eq!(seen, (1..=8).collect::<Vec<_>>());
+            })
+            .await
+            .unwrap();
+            server.await.unwrap();
+        });
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/conformance.rs"]
+#[path = "../examples/conformance/main.rs"]
 mod conformance;
 
 use std::os::fd::OwnedFd;
@@ -445,6 +445,35 @@ fn the_blocking_client_iterates_streams_and_feeds_sinks() {
                     .label,
                 "after"
             );
+        })
+        .await
+        .unwrap();
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn the_blocking_client_streams_both_ways() {
+    run_async(async {
+        let (a, server) = serve_for_blocking(ProbeServer::new(ProbeImpl::default()));
+        tokio::task::spawn_blocking(move || {
+            let client = ProbeBlockingClient::from_std(a).with_timeout(Duration::from_secs(10));
+            // The sink (500 items, 16 at a time) is fed while the stream is read.
+            let doubled = client.doubled((0..500).map(numbered)).unwrap();
+            let mut n = 0;
+            for x in doubled {
+                let x = x.unwrap();
+                assert_eq!(x.n, 2 * n);
+                assert_eq!(contents(&x.fd), n.to_string().as_bytes());
+                assert!(is_cloexec(&x.fd));
+                n += 1;
+            }
+            assert_eq!(n, 500);
+            // Dropped early: both directions stop and the connection goes on.
+            let mut partial = client.doubled((0..1_000_000).map(numbered)).unwrap();
+            assert_eq!(partial.next().unwrap().unwrap().n, 0);
+            drop(partial);
+            assert_eq!(client.maybe(true).unwrap().count(), 3);
         })
         .await
         .unwrap();

@@ -73,3 +73,26 @@ async fn concurrent<Fut: Future<Output = ()>>(
     }
     start.elapsed()
 }
+
+/// Runs `one` `iters / 10` times to warm up, then `iters` times spread over `threads` threads
+/// (each with its own clone of the state `one` uses); the sample is the throughput of the
+/// second run.
+pub fn on_threads<C: Clone + Send>(iters: usize, threads: usize, state: C, one: fn(&C)) -> Sample {
+    let run = |total: usize| {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let state = state.clone();
+                let mine = total / threads + usize::from(t < total % threads);
+                s.spawn(move || {
+                    for _ in 0..mine {
+                        one(&state);
+                    }
+                });
+            }
+        });
+        start.elapsed()
+    };
+    run(iters / 10);
+    Sample::throughput(iters, run(iters))
+}

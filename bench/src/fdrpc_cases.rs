@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::drive::{in_flight, latencies, latencies_async};
+use crate::drive::{in_flight, latencies, latencies_async, on_threads};
 use crate::stats::Sample;
 use crate::workload::{fd, payload};
 
@@ -150,6 +150,23 @@ pub fn blocking_fd(stream: UnixStream, iters: usize) -> Sample {
     let c = BenchBlockingClient::from_std(stream);
     let data = fdrpc::Binary(payload());
     latencies(iters, || drop(c.call_fd(data.clone(), fd()).unwrap()))
+}
+
+/// Calls with 1 fd each way from `threads` threads sharing one blocking client.
+pub fn blocking_fd_threads(stream: UnixStream, iters: usize, threads: usize) -> Sample {
+    let c = BenchBlockingClient::from_std(stream);
+    on_threads(iters, threads, c, |c| {
+        drop(c.call_fd(fdrpc::Binary(payload()), fd()).unwrap());
+    })
+}
+
+/// Calls whose handler holds each for 5 ms, from `threads` threads sharing one blocking
+/// client: with the calls in flight together, 8 threads make close to 8 times the calls of 1.
+pub fn blocking_hold_threads(stream: UnixStream, iters: usize, threads: usize) -> Sample {
+    let c = BenchBlockingClient::from_std(stream);
+    on_threads(iters, threads, c, |c| {
+        assert_eq!(c.hold(5).unwrap(), 5);
+    })
 }
 
 pub fn stream_fd(stream: UnixStream, iters: usize) -> Sample {

@@ -126,6 +126,27 @@ fn cases() -> Vec<Case> {
             1.0,
         ),
         c(
+            "fdrpc_blocking_fd_8threads",
+            "ops/s",
+            Fdrpc,
+            |s, n| fdrpc_cases::blocking_fd_threads(s, n, 8),
+            2.0,
+        ),
+        c(
+            "fdrpc_blocking_hold5ms",
+            "ops/s",
+            Fdrpc,
+            |s, n| fdrpc_cases::blocking_hold_threads(s, n, 1),
+            0.005,
+        ),
+        c(
+            "fdrpc_blocking_hold5ms_8threads",
+            "ops/s",
+            Fdrpc,
+            |s, n| fdrpc_cases::blocking_hold_threads(s, n, 8),
+            0.04,
+        ),
+        c(
             "fdrpc_async_nofd_64",
             "ops/s",
             Fdrpc,
@@ -353,6 +374,12 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
         ops("fdrpc_async_nofd_64"),
         ops("tarpc_nofd_64"),
         1.0,
+    );
+    higher(
+        "fdrpc_blocking_hold5ms_8threads / fdrpc_blocking_hold5ms",
+        ops("fdrpc_blocking_hold5ms_8threads"),
+        ops("fdrpc_blocking_hold5ms"),
+        7.0,
     );
     higher(
         "fdrpc_bulk_253 / raw_bulk_253 (fds/s)",

@@ -57,10 +57,10 @@ pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, s
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{
     ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError,
-    ConnectionError, PeerCredentials, RpcError, Stream,
+    ConnectionError, Context, PeerCredentials, RpcError, Stream,
 };
 #[cfg(feature = "tokio")]
-pub use rpc::{Client, Context, Server, Service, Streaming};
+pub use rpc::{Client, Server, Service, Streaming};
 pub use settings::{DEFAULT_WINDOW, Settings};
 pub use transport::error::{FdStreamError, FrameError, TransportError};
 
@@ -100,8 +100,8 @@ pub mod __private {
     };
     #[cfg(feature = "tokio")]
     pub use crate::rpc::{
-        BoxFuture, Client, Context, Dispatch, Incoming, ReplyError, Service, SinkStatus,
-        StreamReply, StreamSlot, Streaming,
+        BoxFuture, Client, Dispatch, Incoming, ReplyError, Service, SinkStatus, StreamReply,
+        StreamSlot, Streaming,
     };
     pub use core::convert::Infallible;
     pub use core::option::Option;

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
 pub mod fds_everywhere;
+pub mod raw;
 
 static FD_LOCK: Mutex<()> = Mutex::new(());
 

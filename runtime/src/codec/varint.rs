@@ -26,6 +26,17 @@ pub(crate) fn write(out: &mut Vec<u8>, mut v: u64) {
 /// Bits beyond `max_bits` are rejected rather than dropped, so a value never silently wraps.
 #[inline]
 pub(crate) fn read(buf: &[u8], max_bits: u32) -> Result<(u64, usize), VarintError> {
+    // Most varints (lengths, small ints, field deltas) are one byte.
+    if let Some(&b) = buf.first() {
+        if b < 0x80 && (max_bits >= 7 || b >> max_bits == 0) {
+            return Ok((b as u64, 1));
+        }
+    }
+    read_long(buf, max_bits)
+}
+
+#[inline(never)]
+fn read_long(buf: &[u8], max_bits: u32) -> Result<(u64, usize), VarintError> {
     let mut value: u64 = 0;
     let mut shift = 0u32;
     for (i, &b) in buf.iter().enumerate() {

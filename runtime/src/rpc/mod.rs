@@ -29,11 +29,11 @@ pub use client::BlockingClient;
 #[cfg(feature = "tokio")]
 pub use client::Client;
 pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_undeclared};
-pub use server::PeerCredentials;
 #[cfg(feature = "tokio")]
 pub use server::{
-    BoxFuture, Context, Dispatch, Incoming, ReplyError, Server, Service, StreamReply, StreamSlot,
+    BoxFuture, Dispatch, Incoming, ReplyError, Server, Service, StreamReply, StreamSlot,
 };
+pub use server::{Context, PeerCredentials};
 pub use stream::{BlockingSink, BlockingStreaming, ErasedProducer, Stream, producer};
 #[cfg(feature = "tokio")]
 pub use stream::{SinkStatus, Streaming};

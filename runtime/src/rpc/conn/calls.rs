@@ -1,9 +1,11 @@
 //! The calls a client is waiting on, by sequence id, and the allocation of sequence ids.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
 
+use rustc_hash::FxHashMap;
+
+use super::remember;
 use crate::codec::MessageType;
 use crate::rpc::error::RpcError;
 
@@ -32,7 +34,7 @@ pub(crate) struct Calls {
     /// The next sequence id to hand out. Counts up from 1 and wraps; 0 is never used, so a
     /// zeroed header never matches a call.
     next: i32,
-    pending: HashMap<i32, Pending>,
+    pending: FxHashMap<i32, Pending>,
 }
 
 impl Calls {
@@ -92,12 +94,7 @@ impl Calls {
             return Poll::Ready(Err(gone()));
         };
         if p.outcome.is_none() {
-            if let Some(w) = waker {
-                match &mut p.waker {
-                    Some(old) => old.clone_from(w),
-                    slot => *slot = Some(w.clone()),
-                }
-            }
+            remember(&mut p.waker, waker);
             return Poll::Pending;
         }
         let outcome = self

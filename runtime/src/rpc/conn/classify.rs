@@ -78,8 +78,16 @@ pub(crate) fn classify<'f>(frame: &Frame<'f>) -> Result<Classified<'f>, Malforme
     let body = payload
         .get(payload.len() - dec.remaining()..)
         .unwrap_or_default();
-    let credit = frame.header(HEADER_CREDIT);
-    match frame.header(HEADER_STREAM) {
+    // One pass over the info headers; the first of a key counts, as `Frame::header` has it.
+    let (mut stream, mut credit) = (None, None);
+    for (key, value) in frame.headers() {
+        if key == HEADER_STREAM.as_bytes() {
+            stream.get_or_insert(value);
+        } else if key == HEADER_CREDIT.as_bytes() {
+            credit.get_or_insert(value);
+        }
+    }
+    match stream {
         Some(kind) => {
             let kind = StreamFrame::parse(kind).ok_or(Malformed::UnknownStreamKind)?;
             let credit = match kind {

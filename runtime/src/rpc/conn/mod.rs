@@ -52,6 +52,17 @@ pub(crate) enum Role {
     Server,
 }
 
+/// Keeps `waker` (if any) in `slot` to be woken later, without cloning it again when it is
+/// the one already there.
+fn remember(slot: &mut Option<Waker>, waker: Option<&Waker>) {
+    if let Some(w) = waker {
+        match slot {
+            Some(old) => old.clone_from(w),
+            None => *slot = Some(w.clone()),
+        }
+    }
+}
+
 /// A scratch buffer larger than this is not kept for the next message.
 const MAX_KEPT_SCRATCH: usize = 1 << 20;
 
@@ -69,8 +80,6 @@ pub(crate) struct Conn {
     window: u32,
     /// The writer has been asked to write and has not emptied the queue yet.
     writer_scheduled: bool,
-    /// Pushes do not ask for the writer: the caller writes the queue itself, soon.
-    defer_flush: bool,
     /// A push asked for the writer since the driver last looked.
     writer_wanted: bool,
 }
@@ -84,6 +93,57 @@ pub(crate) struct IncomingCall<'f> {
     pub(crate) fds: Vec<OwnedFd>,
     /// The window the caller grants a stream this call opens (`fdrpc-credit`; 16 if absent).
     pub(crate) credit: u32,
+}
+
+/// A received frame, classified without touching the connection, with its fds.
+#[derive(Debug)]
+pub(crate) struct Received<'f> {
+    /// The THeader sequence id (the message's, unless the payload is not a message).
+    seqid: i32,
+    classified: Result<Classified<'f>, Malformed>,
+    fds: Vec<OwnedFd>,
+}
+
+impl<'f> Received<'f> {
+    pub(crate) fn new(frame: ReceivedFrame<'f>) -> Self {
+        Received {
+            seqid: frame.frame.seqid,
+            classified: classify(&frame.frame),
+            fds: frame.fds,
+        }
+    }
+
+    /// The call this frame is, when dispatching it needs nothing of the connection's state: a
+    /// CALL or ONEWAY without `fdrpc-stream`, whose `fdrpc-credit` (if any) is valid. A server
+    /// hands such a frame to dispatch without taking the connection's lock; everything else
+    /// goes to [`Conn::receive`].
+    pub(crate) fn into_call(self) -> Result<IncomingCall<'f>, Self> {
+        let credit = match &self.classified {
+            Ok(Classified::Message { header, credit, .. })
+                if matches!(header.ty, MessageType::Call | MessageType::Oneway) =>
+            {
+                match credit {
+                    None => DEFAULT_WINDOW,
+                    Some(Ok(n)) => *n,
+                    Some(Err(_)) => return Err(self),
+                }
+            }
+            _ => return Err(self),
+        };
+        match self.classified {
+            Ok(Classified::Message { header, body, .. }) => Ok(IncomingCall {
+                header,
+                body,
+                fds: self.fds,
+                credit,
+            }),
+            classified => Err(Received {
+                seqid: self.seqid,
+                classified,
+                fds: self.fds,
+            }),
+        }
+    }
 }
 
 /// A call started by [`Conn::start_call`], with the stream ends registered for it.
@@ -118,7 +178,6 @@ impl Conn {
             dead: None,
             window: settings.stream_window.clamp(1, MAX_CREDIT),
             writer_scheduled: false,
-            defer_flush: false,
             writer_wanted: false,
         }
     }
@@ -178,12 +237,6 @@ impl Conn {
         (self.send.pending_bytes(), self.send.pending_fds())
     }
 
-    /// While on, frames queued do not ask for the writer: the caller writes the queue itself
-    /// when it turns this off (the server's reader, after a batch of calls).
-    pub(crate) fn defer_flush(&mut self, on: bool) {
-        self.defer_flush = on;
-    }
-
     /// Whether a frame was queued that the writer must be woken for (once: the writer stays
     /// scheduled until [`Conn::writer_idle`]).
     pub(crate) fn take_writer_wanted(&mut self) -> bool {
@@ -220,7 +273,7 @@ impl Conn {
         self.send
             .push(seqid, payload, fds, headers)
             .map_err(|e| ConnectionError::new(e.into()))?;
-        if !self.writer_scheduled && !self.defer_flush {
+        if !self.writer_scheduled {
             self.writer_scheduled = true;
             self.writer_wanted = true;
         }
@@ -306,50 +359,52 @@ impl Conn {
     /// [`Conn::fail`] it.
     pub(crate) fn receive<'f>(
         &mut self,
-        frame: ReceivedFrame<'f>,
+        received: Received<'f>,
         wake: &mut Vec<Waker>,
     ) -> Result<Option<IncomingCall<'f>>, ConnectionError> {
-        let ReceivedFrame { frame, fds } = frame;
-        let classified = match classify(&frame) {
-            Ok(c) => c,
+        let received = match self.role {
+            Role::Server => match received.into_call() {
+                Ok(call) => return Ok(Some(call)),
+                Err(other) => other,
+            },
+            Role::Client => received,
+        };
+        let Received {
+            seqid: frame_seqid,
+            classified,
+            fds,
+        } = received;
+        match classified {
             Err(Malformed::Header(e)) if self.role == Role::Server => {
                 // Not a Thrift compact message: answered on the frame's sequence id.
                 tracing::debug!(error = %e, "fdrpc: undecodable message header");
                 self.push_exception(
                     "",
-                    frame.seqid,
+                    frame_seqid,
                     ApplicationErrorKind::ProtocolError,
                     e.to_string(),
                 );
-                return Ok(None);
             }
             Err(m) => {
                 tracing::debug!(reason = m.reason(), "fdrpc: protocol violation");
                 return Err(ConnectionError::new(m.into_transport_error()));
             }
-        };
-        match classified {
-            Classified::Stream {
+            Ok(Classified::Stream {
                 seqid,
                 kind,
                 credit,
                 body,
-            } => {
-                self.receive_stream_frame(seqid, kind, credit, body, fds, wake);
-                Ok(None)
-            }
-            Classified::Message {
+            }) => self.receive_stream_frame(seqid, kind, credit, body, fds, wake),
+            Ok(Classified::Message {
                 header,
                 body,
                 credit,
-            } => Ok(match self.role {
-                Role::Server => self.receive_call(header, body, fds, credit),
-                Role::Client => {
-                    self.receive_reply(header, body, fds, wake);
-                    None
-                }
-            }),
+            }) => match self.role {
+                Role::Server => self.refuse(header, credit),
+                Role::Client => self.receive_reply(header, body, fds, wake),
+            },
         }
+        Ok(None)
     }
 
     /// Data frames go to the stream's consumer, control frames to its producer.
@@ -390,14 +445,10 @@ impl Conn {
         }
     }
 
-    /// A message on the server: a call or oneway to dispatch; anything else is answered here.
-    fn receive_call<'f>(
-        &mut self,
-        header: MessageHeader<'f>,
-        body: &'f [u8],
-        fds: Vec<OwnedFd>,
-        credit: Option<Result<u32, Malformed>>,
-    ) -> Option<IncomingCall<'f>> {
+    /// A message on the server that is not a call to dispatch (see [`Received::into_call`]):
+    /// a reply or exception sent to a server, or a call with a bad `fdrpc-credit`. Answered
+    /// with a `TApplicationException` (a oneway gets none); its fds close.
+    fn refuse(&mut self, header: MessageHeader<'_>, credit: Option<Result<u32, Malformed>>) {
         let (name, seqid, ty) = (header.name, header.seqid, header.ty);
         if !matches!(ty, MessageType::Call | MessageType::Oneway) {
             self.push_exception(
@@ -406,30 +457,12 @@ impl Conn {
                 ApplicationErrorKind::InvalidMessageType,
                 format!("a server accepts calls, not {ty:?} messages"),
             );
-            return None;
-        }
-        let credit = match credit {
-            None => DEFAULT_WINDOW,
-            Some(Ok(n)) => n,
-            Some(Err(m)) => {
-                tracing::debug!(method = name, "fdrpc: call refused: {}", m.reason());
-                if ty == MessageType::Call {
-                    self.push_exception(
-                        name,
-                        seqid,
-                        ApplicationErrorKind::ProtocolError,
-                        m.reason(),
-                    );
-                }
-                return None;
+        } else if let Some(Err(m)) = credit {
+            tracing::debug!(method = name, "fdrpc: call refused: {}", m.reason());
+            if ty == MessageType::Call {
+                self.push_exception(name, seqid, ApplicationErrorKind::ProtocolError, m.reason());
             }
-        };
-        Some(IncomingCall {
-            header,
-            body,
-            fds,
-            credit,
-        })
+        }
     }
 
     /// A message on the client: the reply to a pending call (or something that is not a

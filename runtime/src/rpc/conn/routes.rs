@@ -7,10 +7,13 @@
 //! granted and treats an item beyond that as a protocol violation. `end`, `error` and `abort`
 //! need no credit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
 
+use rustc_hash::FxHashMap;
+
+use super::remember;
 use crate::rpc::error::RpcError;
 
 /// Tells one registration of a route from a later one under the same sequence id (a peer
@@ -85,7 +88,10 @@ pub(crate) enum Delivered {
 /// The streams of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    map: HashMap<i32, Route>,
+    /// Keyed by sequence id with Fx hashing: SipHash showed up at 0.7% of a 64-in-flight
+    /// profile. The peer picks a server's stream seqids, but every open stream holds one of the
+    /// connection's calls in flight (256 by default), so colliding keys cost a bounded probe.
+    map: FxHashMap<i32, Route>,
     next_id: RouteId,
 }
 
@@ -226,12 +232,7 @@ impl Routes {
             return Poll::Ready(None);
         };
         let Some(item) = inbox.items.pop_front() else {
-            if let Some(w) = waker {
-                match &mut inbox.waker {
-                    Some(old) => old.clone_from(w),
-                    slot => *slot = Some(w.clone()),
-                }
-            }
+            remember(&mut inbox.waker, waker);
             return Poll::Pending;
         };
         let method = inbox.method;
@@ -278,12 +279,7 @@ impl Routes {
             out.credit -= 1;
             return Poll::Ready(true);
         }
-        if let Some(w) = waker {
-            match &mut out.waker {
-                Some(old) => old.clone_from(w),
-                slot => *slot = Some(w.clone()),
-            }
-        }
+        remember(&mut out.waker, waker);
         Poll::Pending
     }
 
@@ -293,12 +289,7 @@ impl Routes {
         let Some(out) = self.outbox(seqid, id) else {
             return false;
         };
-        if let Some(w) = waker {
-            match &mut out.waker {
-                Some(old) => old.clone_from(w),
-                slot => *slot = Some(w.clone()),
-            }
-        }
+        remember(&mut out.waker, waker);
         true
     }
 

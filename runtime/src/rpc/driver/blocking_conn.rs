@@ -15,7 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::rpc::conn::{Conn, Role};
+use crate::rpc::conn::{Conn, Received, Role};
 use crate::rpc::error::{ConnectionError, RpcError};
 use crate::settings::Settings;
 use crate::transport::error::{FdStreamError, TransportError};
@@ -88,6 +88,7 @@ impl BlockingConn {
         self.lock().conn.dead().is_some()
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -212,7 +213,7 @@ impl BlockingConn {
             let handed = read.and_then(|()| {
                 while let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? {
                     // The blocking client is a client: nothing it receives is a call.
-                    st.conn.receive(frame, &mut Vec::new())?;
+                    st.conn.receive(Received::new(frame), &mut Vec::new())?;
                 }
                 Ok(())
             });

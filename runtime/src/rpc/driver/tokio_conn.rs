@@ -6,6 +6,7 @@
 //! replies of a batch itself, without waking the writer (see [`TokioConn::flush_inline`]).
 
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::socket::Socket;
-use crate::rpc::conn::{Conn, Role};
+use crate::rpc::conn::{Conn, Received, Role};
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 use crate::transport::RecvQueue;
@@ -28,6 +29,11 @@ pub(crate) struct TokioConn {
     write: Notify,
     /// The writer made progress: the backlog shrank, or the queue emptied, or writing failed.
     drained: Notify,
+    /// The reader writes the queue itself soon (see [`TokioConn::defer_flush`]): frames
+    /// queued meanwhile do not wake the writer.
+    deferred: AtomicBool,
+    /// The writer was not woken for a frame queued while deferred.
+    owed: AtomicBool,
     /// How long producers wait for the peer to take frames before it counts as not reading.
     stall: Duration,
     max_backlog: (usize, usize),
@@ -40,6 +46,8 @@ impl TokioConn {
             conn: Mutex::new(Conn::new(role, settings)),
             write: Notify::new(),
             drained: Notify::new(),
+            deferred: AtomicBool::new(false),
+            owed: AtomicBool::new(false),
             stall: settings.stall_timeout,
             max_backlog: (settings.max_backlog_bytes, settings.max_backlog_fds),
         })
@@ -50,22 +58,34 @@ impl TokioConn {
         &self.socket
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, Conn> {
         // A panic while the lock was held cannot leave the state half-changed in a way that
         // breaks the protocol (every change is one push or one map update): recover it.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the connection; wakes the writer if `f` queued a frame.
+    /// Runs `f` on the connection; wakes the writer if `f` queued a frame (unless deferred).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
         let mut conn = self.lock();
         let r = f(&mut conn);
         let wake_writer = conn.take_writer_wanted();
         drop(conn);
         if wake_writer {
-            self.write.notify_one();
+            if self.deferred.load(Ordering::Acquire) {
+                self.owed.store(true, Ordering::Release);
+            } else {
+                self.write.notify_one();
+            }
         }
         r
+    }
+
+    /// From now until [`TokioConn::flush_inline`] or [`TokioConn::end_deferred`], frames
+    /// queued do not wake the writer: the caller (the server's reader, dispatching a batch of
+    /// calls) writes them itself.
+    pub(crate) fn defer_flush(&self) {
+        self.deferred.store(true, Ordering::Release);
     }
 
     /// Runs `f` with a list for the wakers of whatever `f` changes; wakes them (and the
@@ -97,12 +117,12 @@ impl TokioConn {
 
     /// Writes what is queued now, from the calling task, if the socket takes it without
     /// blocking; otherwise leaves the rest to the writer task. Ends a
-    /// [`Conn::defer_flush`] section: a server's reader calls this once it has dispatched the
+    /// [`TokioConn::defer_flush`] section: a server's reader calls this once it has dispatched the
     /// frames a read brought, so the replies of a batch leave in one `sendmsg` without a task
     /// switch.
     pub(crate) fn flush_inline(&self) {
+        self.deferred.store(false, Ordering::Release);
         let mut conn = self.lock();
-        conn.defer_flush(false);
         if conn.dead().is_some() || conn.send_queue().is_empty() {
             return;
         }
@@ -110,11 +130,12 @@ impl TokioConn {
             Ok(true) => {
                 conn.writer_idle();
                 drop(conn);
+                self.owed.store(false, Ordering::Release);
                 self.drained.notify_waiters();
             }
             // Would block, or failed: the writer task handles it.
             Ok(false) | Err(_) => {
-                let wake = conn.schedule_writer();
+                let wake = conn.schedule_writer() | self.owed.swap(false, Ordering::AcqRel);
                 drop(conn);
                 if wake {
                     self.write.notify_one();
@@ -123,15 +144,11 @@ impl TokioConn {
         }
     }
 
-    /// Hands frames queued during a [`Conn::defer_flush`] section to the writer task, for a
-    /// reader about to wait: nothing it queued may wait for the reader.
+    /// Hands frames queued during a [`TokioConn::defer_flush`] section to the writer task,
+    /// for a reader about to wait: nothing queued may wait for the reader.
     pub(crate) fn end_deferred(&self) {
-        let wake = {
-            let mut conn = self.lock();
-            conn.defer_flush(false);
-            conn.schedule_writer()
-        };
-        if wake {
+        self.deferred.store(false, Ordering::Release);
+        if self.owed.swap(false, Ordering::AcqRel) {
             self.write.notify_one();
         }
     }
@@ -234,7 +251,7 @@ impl TokioConn {
                 while let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? {
                     // A client is never handed a call: a server's call would be a reply's
                     // problem (see `Conn::receive`).
-                    conn.receive(frame, wake)?;
+                    conn.receive(Received::new(frame), wake)?;
                 }
                 Ok::<(), ConnectionError>(())
             });

@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use super::dispatch::dispatch;
 use super::peer::PeerCredentials;
 use super::service::Service;
-use crate::rpc::conn::Role;
+use crate::rpc::conn::{Received, Role};
 use crate::rpc::driver::socket::{Socket, try_fill};
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::error::ConnectionError;
@@ -132,14 +132,18 @@ pub(crate) async fn run_connection<S: Service>(
         // The frame's share of the fd budget goes back when its call is done with its fds.
         let lease = parked.as_mut().and_then(|p| p.split(frame.fds.len()));
         // Replies queued while the frames of this read are dispatched leave together, in
-        // the `flush_inline` above, without waking the writer.
-        let call = conn.with_wakers(&mut wakers, |c, wake| {
-            c.defer_flush(true);
-            c.receive(frame, wake)
-        });
-        let call = match call {
-            Ok(call) => call,
-            Err(e) => break Err(e),
+        // the `flush_inline` above, without waking the writer. A call goes to dispatch
+        // without the connection's lock; other frames go through it.
+        conn.defer_flush();
+        let call = match Received::new(frame).into_call() {
+            Ok(call) => Some(call),
+            Err(other) => {
+                let handled = conn.with_wakers(&mut wakers, |c, wake| c.receive(other, wake));
+                match handled {
+                    Ok(call) => call,
+                    Err(e) => break Err(e),
+                }
+            }
         };
         if let Some(call) = call {
             // Oneway handlers run here, in order, each finished before the next frame is

@@ -14,6 +14,7 @@ pub struct Context {
 }
 
 impl Context {
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn new(peer: Arc<PeerCredentials>, method: &'static str, seqid: i32) -> Self {
         Context {
             peer,

@@ -11,7 +11,6 @@
 
 #[cfg(feature = "tokio")]
 mod connection;
-#[cfg(feature = "tokio")]
 mod context;
 #[cfg(feature = "tokio")]
 mod dispatch;
@@ -21,7 +20,6 @@ mod serve;
 #[cfg(feature = "tokio")]
 mod service;
 
-#[cfg(feature = "tokio")]
 pub use context::Context;
 pub use peer::PeerCredentials;
 #[cfg(feature = "tokio")]
