@@ -266,3 +266,56 @@ pub(crate) fn is_thrift_identifier(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_literals_with_signs_parens_and_overflow() {
+        let int = |s: &str| int_of(&syn::parse_str::<syn::Expr>(s).unwrap());
+        assert_eq!(int("3"), Some(3));
+        assert_eq!(int("-3"), Some(-3));
+        assert_eq!(int("(7)"), Some(7));
+        assert_eq!(int("99999999999999999999"), Some(i64::MAX), "beyond i64: out of range");
+        assert_eq!(int("\"3\""), None);
+        assert_eq!(int("N"), None);
+    }
+
+    #[test]
+    fn thrift_identifiers() {
+        for ok in ["a", "_x", "Broker", "a.b_c9"] {
+            assert!(is_thrift_identifier(ok), "{ok}");
+        }
+        for bad in ["", "9lives", "a-b", "é", "a b"] {
+            assert!(!is_thrift_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_key_of_a_position_is_reported_at_once() {
+        let cx = Ctxt::new();
+        let attrs: Vec<Attribute> = vec![
+            syn::parse_quote!(#[fdrpc(id = 1, colour)]),
+            syn::parse_quote!(#[fdrpc(id = 2, oneway)]),
+        ];
+        let parsed = Attrs::from_syn(&cx, Position::Field, &attrs);
+        assert_eq!(parsed.id.get(), Some(&1), "the first id is kept");
+        let errors = cx.check().unwrap_err().into_iter().count();
+        assert_eq!(errors, 3, "unknown `colour`, duplicate `id`, misplaced `oneway`");
+    }
+
+    #[test]
+    fn a_method_takes_rename_or_its_alias_name() {
+        let cx = Ctxt::new();
+        let a: Vec<Attribute> = vec![syn::parse_quote!(#[fdrpc(name = "open_file")])];
+        let parsed = Attrs::from_syn(&cx, Position::Method, &a);
+        assert_eq!(parsed.wire_name().map(|(n, _)| n.as_str()), Some("open_file"));
+        cx.check().unwrap();
+        let cx = Ctxt::new();
+        let both: Vec<Attribute> = vec![syn::parse_quote!(#[fdrpc(rename = "a", name = "b")])];
+        let parsed = Attrs::from_syn(&cx, Position::Method, &both);
+        assert_eq!(parsed.wire_name().map(|(n, _)| n.as_str()), Some("a"));
+        assert!(cx.check().is_err(), "both given is an error");
+    }
+}

@@ -19,12 +19,13 @@ use crate::rpc::stream::{Consumer, ErasedProducer, SinkStatus, Stream, sink_stre
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A service a [`Server`](super::Server) can serve: implemented by the generated
-/// `{Trait}Server`.
+/// `{Trait}Server`, not by hand.
 pub trait Service: Send + Sync + 'static {
     /// The Thrift service name.
     fn name(&self) -> &'static str;
 
-    /// Routes one incoming call to its handler.
+    /// Routes one incoming call to its handler (generated; its types are not public API).
+    #[doc(hidden)]
     fn dispatch(&self, call: Incoming<'_>) -> Dispatch;
 
     /// The Apache Thrift IDL of the service, returned by the reserved method `_fdrpc_idl`.
