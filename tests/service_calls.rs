@@ -642,3 +642,97 @@ mod blocking_threads {
         });
     }
 }
+
+/// Stopping a server by dropping (aborting) what serves it.
+mod aborted_server {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[fdrpc::service]
+    pub trait Hold {
+        /// Holds `fd` until the call is dropped; never returns.
+        async fn hold(&self, fd: OwnedFd) -> i32;
+    }
+
+    #[derive(Default)]
+    pub struct Seen {
+        entered: AtomicUsize,
+        dropped: AtomicUsize,
+        changed: tokio::sync::Notify,
+    }
+
+    impl Seen {
+        async fn wait(&self, what: impl Fn(&Seen) -> bool) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let notified = self.changed.notified();
+                if what(self) {
+                    return;
+                }
+                tokio::time::timeout_at(deadline, notified)
+                    .await
+                    .expect("the handlers did not get there within 5 s");
+            }
+        }
+    }
+
+    pub struct HoldImpl(Arc<Seen>);
+
+    struct OnDrop(Arc<Seen>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.dropped.fetch_add(1, Ordering::SeqCst);
+            self.0.changed.notify_waiters();
+        }
+    }
+
+    impl Hold for HoldImpl {
+        async fn hold(&self, fd: OwnedFd) -> i32 {
+            let _guard = OnDrop(self.0.clone());
+            self.0.entered.fetch_add(1, Ordering::SeqCst);
+            self.0.changed.notify_waiters();
+            let _fd = fd;
+            std::future::pending().await
+        }
+    }
+
+    #[test]
+    fn aborting_the_server_ends_every_connection_within_a_second() {
+        run_async(async {
+            let dir = tempdir();
+            let path = dir.join("held.sock");
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let seen = Arc::new(Seen::default());
+            let server = tokio::spawn(
+                fdrpc::Server::new().serve(listener, HoldServer::new(HoldImpl(seen.clone()))),
+            );
+            // Two clients without a timeout, each with a call the server holds.
+            let client = HoldClient::connect(&path).await.unwrap();
+            let call = tokio::spawn({
+                let c = client.clone();
+                async move { c.hold(memfd(b"async").into()).await }
+            });
+            let blocking = HoldBlockingClient::connect(&path).unwrap();
+            let bcall =
+                tokio::task::spawn_blocking(move || blocking.hold(memfd(b"blocking").into()));
+            seen.wait(|s| s.entered.load(Ordering::SeqCst) == 2).await;
+            server.abort();
+            let ended = tokio::time::timeout(Duration::from_secs(1), call)
+                .await
+                .expect("the async call ended within a second")
+                .unwrap();
+            assert!(matches!(ended, Err(fdrpc::RpcError::Connection(_))), "{ended:?}");
+            let ended = tokio::time::timeout(Duration::from_secs(1), bcall)
+                .await
+                .expect("the blocking call ended within a second")
+                .unwrap();
+            assert!(matches!(ended, Err(fdrpc::RpcError::Connection(_))), "{ended:?}");
+            // The handlers' futures were dropped, and with them the fds they held.
+            seen.wait(|s| s.dropped.load(Ordering::SeqCst) == 2).await;
+            assert!(client.client().is_closed());
+            drop(client);
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+}

@@ -22,6 +22,7 @@
 
 mod calls;
 mod classify;
+mod handlers;
 mod routes;
 mod stream_frame;
 
@@ -29,6 +30,8 @@ use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
 
 use calls::Calls;
+use futures_util::future::AbortHandle;
+use handlers::Handlers;
 pub(crate) use calls::Reply;
 use classify::{Classified, Malformed, classify};
 use routes::{Delivered, Routes};
@@ -75,6 +78,8 @@ pub(crate) struct Conn {
     scratch: Vec<u8>,
     calls: Calls,
     routes: Routes,
+    /// The server's handlers running in tasks of their own.
+    handlers: Handlers,
     dead: Option<ConnectionError>,
     /// The window this side grants the streams and sinks it consumes.
     window: u32,
@@ -175,6 +180,7 @@ impl Conn {
             scratch: Vec::new(),
             calls: Calls::default(),
             routes: Routes::default(),
+            handlers: Handlers::default(),
             dead: None,
             window: settings.stream_window.clamp(1, MAX_CREDIT),
             writer_scheduled: false,
@@ -213,8 +219,24 @@ impl Conn {
             .fail_all(|| RpcError::Connection(err.clone()), wake);
         self.routes
             .fail_all(|| RpcError::Connection(err.clone()), wake);
+        self.handlers.abort_all();
         self.send = SendQueue::new();
         self.writer_scheduled = false;
+    }
+
+    /// Registers the handler of call `seqid`, running in a task of its own, so that the end of
+    /// the connection (or a cancel of the call) stops it. `None` if the connection has ended
+    /// already: the caller stops it itself.
+    pub(crate) fn track_handler(&mut self, seqid: i32, handle: AbortHandle) -> Option<u64> {
+        if self.dead.is_some() {
+            return None;
+        }
+        Some(self.handlers.track(seqid, handle))
+    }
+
+    /// The handler `id` of call `seqid` finished.
+    pub(crate) fn untrack_handler(&mut self, seqid: i32, id: u64) {
+        self.handlers.untrack(seqid, id);
     }
 
     /// Every stream fails with `why` (consumers see it after what they received; producers
@@ -441,7 +463,11 @@ impl Conn {
                 wake,
             ),
             StreamFrame::Credit => self.routes.grant(seqid, credit, wake),
-            StreamFrame::Cancel => self.routes.cancel(seqid, wake),
+            StreamFrame::Cancel => {
+                // The producer of a stream stops; so does a handler still running the call.
+                self.routes.cancel(seqid, wake);
+                self.handlers.abort(seqid);
+            }
         }
     }
 

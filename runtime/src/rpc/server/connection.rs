@@ -67,6 +67,13 @@ pub(crate) async fn run_connection<S: Service>(
             conn.fail(err);
         }
     });
+    // However this future ends (returned, or dropped because its server was), the connection
+    // closes now: the socket is shut down, the writer and the handlers' tasks stop, and every
+    // fd they held is closed.
+    let _teardown = Teardown {
+        conn: conn.clone(),
+        writer,
+    };
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
     let mut rq = RecvQueue::new(settings);
     // Budget units of the fds waiting in `rq`; a frame takes its share with it.
@@ -178,9 +185,21 @@ pub(crate) async fn run_connection<S: Service>(
         conn.drained().await;
     };
     let _ = tokio::time::timeout(timeout, finish).await;
-    conn.fail(ConnectionError::new(TransportError::Closed));
-    writer.abort();
     ended
+}
+
+/// Closes a connection when its task ends or is dropped; see [`run_connection`].
+struct Teardown {
+    conn: Arc<TokioConn>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.conn
+            .fail(ConnectionError::new(TransportError::Closed));
+        self.writer.abort();
+    }
 }
 
 /// Nothing complete is buffered: waits for data and reads it, within the fd budget, unless

@@ -60,6 +60,7 @@ pub(crate) fn dispatch<S: Service + ?Sized>(
     match service.dispatch(incoming) {
         Dispatch::Reply(fut) => {
             let conn = conn.clone();
+            let conn2 = conn.clone();
             let name = name.to_owned();
             // Most handlers finish on their first poll: run that poll here and queue the
             // reply at once; only a handler that waits gets a task of its own.
@@ -78,7 +79,7 @@ pub(crate) fn dispatch<S: Service + ?Sized>(
                 match first {
                     std::task::Poll::Ready(outcome) => finish(outcome),
                     std::task::Poll::Pending => {
-                        tokio::spawn(async move { finish(task.await) });
+                        spawn_handler(&conn2, seqid, async move { finish(task.await) });
                     }
                 }
             }));
@@ -86,7 +87,7 @@ pub(crate) fn dispatch<S: Service + ?Sized>(
         Dispatch::Stream(slot, fut) => {
             let conn = conn.clone();
             let name = name.to_owned();
-            tokio::spawn(async move {
+            spawn_handler(&conn.clone(), seqid, async move {
                 let outcome: Outcome<(Encoder, Option<Box<dyn ErasedProducer>>)> =
                     AssertUnwindSafe(fut).catch_unwind().await;
                 let (outcome, producer) = match outcome {
@@ -154,6 +155,25 @@ pub(crate) fn dispatch<S: Service + ?Sized>(
         }
     }
     None
+}
+
+/// Runs the rest of call `seqid`'s handler in a task of its own, registered with the
+/// connection so that the connection's end stops it at once (its future is dropped: what it
+/// holds, fds included, is closed). Nothing runs if the connection has ended already.
+fn spawn_handler(
+    conn: &Arc<TokioConn>,
+    seqid: i32,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (work, stop) = futures_util::future::abortable(work);
+    let Some(id) = conn.with(|c| c.track_handler(seqid, stop)) else {
+        return;
+    };
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        let _ = work.await;
+        conn.with(|c| c.untrack_handler(seqid, id));
+    });
 }
 
 /// How a handler ended: its encoded reply or why there is none, or its panic.
