@@ -722,12 +722,18 @@ mod aborted_server {
                 .await
                 .expect("the async call ended within a second")
                 .unwrap();
-            assert!(matches!(ended, Err(fdrpc::RpcError::Connection(_))), "{ended:?}");
+            assert!(
+                matches!(ended, Err(fdrpc::RpcError::Connection(_))),
+                "{ended:?}"
+            );
             let ended = tokio::time::timeout(Duration::from_secs(1), bcall)
                 .await
                 .expect("the blocking call ended within a second")
                 .unwrap();
-            assert!(matches!(ended, Err(fdrpc::RpcError::Connection(_))), "{ended:?}");
+            assert!(
+                matches!(ended, Err(fdrpc::RpcError::Connection(_))),
+                "{ended:?}"
+            );
             // The handlers' futures were dropped, and with them the fds they held.
             seen.wait(|s| s.dropped.load(Ordering::SeqCst) == 2).await;
             assert!(client.client().is_closed());

@@ -277,7 +277,11 @@ mod tests {
         assert_eq!(int("3"), Some(3));
         assert_eq!(int("-3"), Some(-3));
         assert_eq!(int("(7)"), Some(7));
-        assert_eq!(int("99999999999999999999"), Some(i64::MAX), "beyond i64: out of range");
+        assert_eq!(
+            int("99999999999999999999"),
+            Some(i64::MAX),
+            "beyond i64: out of range"
+        );
         assert_eq!(int("\"3\""), None);
         assert_eq!(int("N"), None);
     }
@@ -302,7 +306,10 @@ mod tests {
         let parsed = Attrs::from_syn(&cx, Position::Field, &attrs);
         assert_eq!(parsed.id.get(), Some(&1), "the first id is kept");
         let errors = cx.check().unwrap_err().into_iter().count();
-        assert_eq!(errors, 3, "unknown `colour`, duplicate `id`, misplaced `oneway`");
+        assert_eq!(
+            errors, 3,
+            "unknown `colour`, duplicate `id`, misplaced `oneway`"
+        );
     }
 
     #[test]
@@ -310,7 +317,10 @@ mod tests {
         let cx = Ctxt::new();
         let a: Vec<Attribute> = vec![syn::parse_quote!(#[fdrpc(name = "open_file")])];
         let parsed = Attrs::from_syn(&cx, Position::Method, &a);
-        assert_eq!(parsed.wire_name().map(|(n, _)| n.as_str()), Some("open_file"));
+        assert_eq!(
+            parsed.wire_name().map(|(n, _)| n.as_str()),
+            Some("open_file")
+        );
         cx.check().unwrap();
         let cx = Ctxt::new();
         let both: Vec<Attribute> = vec![syn::parse_quote!(#[fdrpc(rename = "a", name = "b")])];

@@ -41,11 +41,13 @@
 )]
 
 mod channel;
+pub mod child;
 pub mod codec;
 mod fd;
 pub mod idl;
 mod rpc;
 mod settings;
+pub mod systemd;
 pub mod transport;
 
 pub use channel::Channel;
@@ -60,7 +62,7 @@ pub use rpc::{
     ConnectionError, Context, PeerCredentials, RpcError, Stream,
 };
 #[cfg(feature = "tokio")]
-pub use rpc::{Client, Server, Service, Streaming};
+pub use rpc::{Client, IntoConnection, IntoListener, Listener, Server, Service, Streaming};
 pub use settings::{DEFAULT_WINDOW, Settings};
 pub use transport::error::{FdStreamError, FrameError, TransportError};
 

@@ -31,7 +31,8 @@ pub use client::Client;
 pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_undeclared};
 #[cfg(feature = "tokio")]
 pub use server::{
-    BoxFuture, Dispatch, Incoming, ReplyError, Server, Service, StreamReply, StreamSlot,
+    BoxFuture, Dispatch, Incoming, IntoConnection, IntoListener, Listener, ReplyError, Server,
+    Service, StreamReply, StreamSlot,
 };
 pub use server::{Context, PeerCredentials};
 pub use stream::{BlockingSink, BlockingStreaming, ErasedProducer, Stream, producer};

@@ -4,6 +4,7 @@
 //! adversaries): the queues are sans-IO state machines that take the socket as an argument.
 //!
 //! Organization:
+//! - [`address`]: where a socket is: a path, or an abstract `@name`.
 //! - [`frame`]: THeader frames with fdrpc's `fdrpc-fds` and `fdrpc-fd-seq` info headers.
 //! - `unix`: the `sendmsg`/`recvmsg` calls with `SCM_RIGHTS`.
 //! - [`SendQueue`]: frames waiting to be written, and the fds they own; one `sendmsg`
@@ -13,6 +14,7 @@
 //! - `error`: [`FrameError`](crate::FrameError), [`FdStreamError`](crate::FdStreamError),
 //!   [`TransportError`](crate::TransportError).
 
+pub mod address;
 pub(crate) mod error;
 pub mod frame;
 mod recv_queue;

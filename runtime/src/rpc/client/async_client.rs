@@ -57,12 +57,18 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to the server listening at `path`.
+    /// Connects to the server listening at `path`, or at the abstract name `@name`.
     ///
     /// # Errors
     ///
     /// The error of `connect`.
     pub async fn connect(path: impl AsRef<Path>) -> std::io::Result<Self> {
+        let path = path.as_ref();
+        if crate::transport::address::is_abstract(path) {
+            // Connecting to a Unix socket does not wait unless the listener's backlog is
+            // full; tokio has no async connect for abstract names.
+            return Self::from_std(crate::transport::address::connect(path)?);
+        }
         Self::new(UnixStream::connect(path).await?)
     }
 

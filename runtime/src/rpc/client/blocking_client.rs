@@ -37,13 +37,15 @@ impl std::fmt::Debug for BlockingClient {
 }
 
 impl BlockingClient {
-    /// Connects to the server listening at `path`.
+    /// Connects to the server listening at `path`, or at the abstract name `@name`.
     ///
     /// # Errors
     ///
     /// The error of `connect`.
     pub fn connect(path: impl AsRef<Path>) -> std::io::Result<Self> {
-        Ok(Self::new(UnixStream::connect(path)?))
+        Ok(Self::new(crate::transport::address::connect(
+            path.as_ref(),
+        )?))
     }
 
     /// A client over an already-connected stream, with the default [`Settings`].

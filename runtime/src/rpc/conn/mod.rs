@@ -30,10 +30,10 @@ use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
 
 use calls::Calls;
-use futures_util::future::AbortHandle;
-use handlers::Handlers;
 pub(crate) use calls::Reply;
 use classify::{Classified, Malformed, classify};
+use futures_util::future::AbortHandle;
+use handlers::Handlers;
 use routes::{Delivered, Routes};
 pub(crate) use routes::{Inbound, RawItem, RouteId};
 

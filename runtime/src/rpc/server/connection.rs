@@ -196,8 +196,7 @@ struct Teardown {
 
 impl Drop for Teardown {
     fn drop(&mut self) {
-        self.conn
-            .fail(ConnectionError::new(TransportError::Closed));
+        self.conn.fail(ConnectionError::new(TransportError::Closed));
         self.writer.abort();
     }
 }

@@ -2,7 +2,8 @@
 //! handlers see of a call.
 //!
 //! Organization:
-//! - `serve`: [`Server`]: listeners, accepting, authorization, graceful shutdown.
+//! - `serve`: [`Server`]: accepting, authorization, graceful shutdown, clean stops.
+//! - `listener`: [`Listener`]: the sockets a server serves.
 //! - `connection`: the reader loop of one connection, within the server's limits (calls in
 //!   flight, fd budget, backlog, stall timeout).
 //! - `dispatch`: a call handed over by the connection core, run and answered.
@@ -14,6 +15,8 @@ mod connection;
 mod context;
 #[cfg(feature = "tokio")]
 mod dispatch;
+#[cfg(feature = "tokio")]
+mod listener;
 mod peer;
 #[cfg(feature = "tokio")]
 mod serve;
@@ -21,6 +24,8 @@ mod serve;
 mod service;
 
 pub use context::Context;
+#[cfg(feature = "tokio")]
+pub use listener::{IntoConnection, IntoListener, Listener};
 pub use peer::PeerCredentials;
 #[cfg(feature = "tokio")]
 pub use serve::Server;

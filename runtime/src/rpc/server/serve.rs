@@ -4,11 +4,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::connection::{ConnectionLimits, run_connection};
+use super::listener::{IntoConnection, IntoListener};
 use super::peer::PeerCredentials;
 use super::service::Service;
 use crate::rpc::error::ConnectionError;
@@ -76,14 +77,19 @@ impl Server {
         self
     }
 
-    /// Serves `service` on `listener` until an accept fails.
+    /// Serves `service` on `listener` (a [`Listener`](super::Listener), a tokio or std
+    /// `UnixListener`, or the `OwnedFd` of a listening socket) until an accept fails.
+    ///
+    /// Dropping the returned future (or aborting the task that runs it) closes every
+    /// connection at once: handlers still running are dropped, with the fds they hold, and
+    /// clients see their connection end.
     ///
     /// # Errors
     ///
-    /// The error of `accept`.
+    /// The error of `accept`, or of taking `listener`.
     pub async fn serve<S: Service>(
         self,
-        listener: UnixListener,
+        listener: impl IntoListener,
         service: S,
     ) -> std::io::Result<()> {
         self.serve_with_shutdown(listener, service, std::future::pending())
@@ -92,17 +98,19 @@ impl Server {
 
     /// Serves `service` on `listener` until `signal` completes, then shuts down gracefully:
     /// stops accepting and reading new calls, lets calls in flight finish and their replies
-    /// be written, then closes every connection.
+    /// be written (for at most the stall timeout), then closes every connection. Dropping the
+    /// future instead closes everything at once, as with [`Server::serve`].
     ///
     /// # Errors
     ///
-    /// The error of `accept`.
+    /// The error of `accept`, or of taking `listener`.
     pub async fn serve_with_shutdown<S: Service>(
         self,
-        listener: UnixListener,
+        listener: impl IntoListener,
         service: S,
         signal: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        let listener = listener.into_listener()?;
         let service = Arc::new(service);
         let limits = Arc::new(ConnectionLimits::new(&self.settings));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -114,7 +122,7 @@ impl Server {
                 () = &mut signal => break Ok(()),
                 accepted = listener.accept() => {
                     let stream = match accepted {
-                        Ok((s, _)) => s,
+                        Ok(s) => s,
                         Err(e) if is_transient_accept_error(&e) => {
                             tracing::warn!(error = %e, "fdrpc accept failed; retrying");
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -145,17 +153,21 @@ impl Server {
         result
     }
 
-    /// Serves `service` on one connected stream until the peer closes it.
+    /// Serves `service` on one connected stream (a tokio or std `UnixStream`, or the `OwnedFd`
+    /// of one) until the peer closes it. Dropping the future closes the connection at once.
     ///
     /// # Errors
     ///
-    /// Why the connection ended, if not by a clean close; the peer's credentials could not be
-    /// read; or the authorization hook refused it.
+    /// Why the connection ended, if not by a clean close; the stream could not be taken or its
+    /// peer's credentials read; or the authorization hook refused it.
     pub async fn serve_connection<S: Service>(
         &self,
-        stream: UnixStream,
+        stream: impl IntoConnection,
         service: S,
     ) -> Result<(), ConnectionError> {
+        let stream = stream
+            .into_connection()
+            .map_err(|e| ConnectionError::new(e.into()))?;
         let (_stop_tx, stop_rx) = watch::channel(false);
         let limits = ConnectionLimits::new(&self.settings);
         serve_one(

@@ -1,0 +1,63 @@
+//! A child process with a connection: [`spawn`] starts a `Command` with one end of a
+//! socketpair passed the way `LISTEN_FDS` passes fds (so it survives `exec`), and gives back
+//! the other end; in the child, [`connection`] takes it.
+//!
+//! # Examples
+//!
+//! The parent serves, the child calls (both sides are ordinary fdrpc code):
+//!
+//! ```no_run
+//! # async fn parent<S: fdrpc_runtime::Service>(service: S) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut worker = std::process::Command::new("/usr/libexec/my-worker");
+//! let (mut child, conn) = fdrpc_runtime::child::spawn(&mut worker)?;
+//! fdrpc_runtime::Server::new().serve_connection(conn, service).await?;
+//! child.wait()?;
+//! # Ok(()) }
+//! # fn child() -> Result<(), Box<dyn std::error::Error>> {
+//! // In the worker:
+//! let conn = fdrpc_runtime::child::connection()?.ok_or("not started by fdrpc::child::spawn")?;
+//! let client = fdrpc_runtime::BlockingClient::new(conn);
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command};
+
+use crate::systemd::{ListenFds, pass_fds};
+use crate::transport::address::check_unix_stream;
+
+/// The name the connection is passed under (`LISTEN_FDNAMES`).
+pub const FD_NAME: &str = "fdrpc";
+
+/// Starts `command` with a connection to this process: one end of a new socketpair, passed as
+/// fd 3 named [`FD_NAME`] (`LISTEN_FDS=1`). Returns the child and this process's end, to
+/// serve or call on. The child takes its end with [`connection`].
+///
+/// # Errors
+///
+/// The errors of creating the socketpair and of spawning.
+pub fn spawn(command: &mut Command) -> io::Result<(Child, UnixStream)> {
+    let (mine, theirs) = UnixStream::pair()?;
+    pass_fds(command, vec![(FD_NAME.to_owned(), OwnedFd::from(theirs))])?;
+    let child = command.spawn()?;
+    Ok((child, mine))
+}
+
+/// In a process started by [`spawn`]: the connection to its parent, or `None` if it was not
+/// started that way. Takes every fd passed the `LISTEN_FDS` way (see
+/// [`ListenFds::take`]) and closes those not named [`FD_NAME`]; a process passed more than
+/// its connection takes them with [`ListenFds`] and picks [`FD_NAME`] itself.
+///
+/// # Errors
+///
+/// `InvalidInput` if the fd named [`FD_NAME`] is not a connected Unix stream socket, or the
+/// error of taking the fds.
+pub fn connection() -> io::Result<Option<UnixStream>> {
+    let Some(fd) = ListenFds::take()?.take_named(FD_NAME) else {
+        return Ok(None);
+    };
+    check_unix_stream(&fd, false)?;
+    Ok(Some(UnixStream::from(fd)))
+}
