@@ -257,6 +257,84 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
     });
 }
 
+/// A second service, served beside the conformance service on one socket.
+mod tally {
+    use std::os::fd::OwnedFd;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    #[fdrpc::service]
+    pub trait Tally {
+        /// Adds `n` to the running total and returns it.
+        async fn add(&self, n: i64) -> i64;
+        /// The size of the file behind `fd`.
+        async fn size(&self, fd: OwnedFd) -> i64;
+    }
+
+    #[derive(Default)]
+    pub struct TallyImpl(AtomicI64);
+
+    impl Tally for TallyImpl {
+        async fn add(&self, n: i64) -> i64 {
+            self.0.fetch_add(n, Ordering::SeqCst) + n
+        }
+        async fn size(&self, fd: OwnedFd) -> i64 {
+            rustix::fs::fstat(&fd).map(|st| st.st_size).unwrap_or(-1)
+        }
+    }
+}
+
+#[test]
+fn a_stock_python_multiplexed_client_calls_two_services_on_one_socket() {
+    run_async(async {
+        if !tools_present() {
+            return;
+        }
+        let dir = tempdir("multiplexed");
+        let path = dir.join("services.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(fdrpc::Server::new().serve_with_shutdown(
+            listener,
+            (
+                ConformanceServer::new(ConformanceImpl::default()),
+                tally::TallyServer::new(tally::TallyImpl::default()),
+            ),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        // The Python code is generated from the server's live IDL: both services, one file.
+        let client = ConformanceClient::connect(&path).await.unwrap();
+        let idl = client.client().introspect().await.unwrap();
+        drop(client);
+        let gen_dir = compile(&dir, "services", &idl);
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/multiplexed_client.py");
+        let args = (script, path.clone(), gen_dir);
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("timeout")
+                .args(["120", "python3", "-E"])
+                .arg(&args.0)
+                .arg(&args.1)
+                .arg(&args.2)
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "python client failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("all calls passed"));
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
 #[test]
 fn the_rust_client_calls_a_stock_python_server_with_fds() {
     let _check = fd_leak_check();

@@ -742,3 +742,109 @@ mod aborted_server {
         });
     }
 }
+
+/// Several services on one socket, the way Apache Thrift multiplexes them.
+mod several_services {
+    use super::*;
+
+    #[fdrpc::service]
+    pub trait Alpha {
+        async fn ping(&self, n: i32) -> i32;
+        async fn alpha_only(&self, fd: OwnedFd) -> i64;
+    }
+
+    #[fdrpc::service]
+    pub trait Beta {
+        async fn ping(&self, n: i32) -> i32;
+        async fn beta_only(&self) -> i32;
+    }
+
+    pub struct AlphaImpl;
+    impl Alpha for AlphaImpl {
+        async fn ping(&self, n: i32) -> i32 {
+            n + 1
+        }
+        async fn alpha_only(&self, fd: OwnedFd) -> i64 {
+            rustix::fs::fstat(&fd).unwrap().st_size
+        }
+    }
+
+    pub struct BetaImpl;
+    impl Beta for BetaImpl {
+        async fn ping(&self, n: i32) -> i32 {
+            n + 100
+        }
+        async fn beta_only(&self) -> i32 {
+            2
+        }
+    }
+
+    fn unknown_method(e: &fdrpc::RpcError) -> &str {
+        match e {
+            fdrpc::RpcError::Application(a) => {
+                assert_eq!(a.kind, fdrpc::ApplicationErrorKind::UnknownMethod);
+                &a.message
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn two_services_share_a_socket_and_a_connection() {
+        run_async(async {
+            let (a, b) = tokio::net::UnixStream::pair().unwrap();
+            let server = tokio::spawn(async move {
+                let _ = fdrpc::Server::new()
+                    .serve_connection(b, (AlphaServer::new(AlphaImpl), BetaServer::new(BetaImpl)))
+                    .await;
+            });
+            let conn = fdrpc::Client::new(a).unwrap();
+            let alpha = AlphaClient::multiplexed(conn.clone());
+            let beta = BetaClient::multiplexed(conn.clone());
+            // Concurrent calls to both, on one connection.
+            let (x, y) = tokio::join!(alpha.ping(1), beta.ping(1));
+            assert_eq!((x.unwrap(), y.unwrap()), (2, 101));
+            assert_eq!(alpha.alpha_only(memfd(b"12345").into()).await.unwrap(), 5);
+            // A plain name reaches the one service that has it; a shared one must be named.
+            let plain = AlphaClient::new(conn.clone());
+            assert_eq!(plain.alpha_only(memfd(b"1").into()).await.unwrap(), 1);
+            assert_eq!(BetaClient::new(conn.clone()).beta_only().await.unwrap(), 2);
+            let e = plain.ping(1).await.unwrap_err();
+            assert!(unknown_method(&e).contains("Service:ping"), "{e}");
+            // Introspection describes both, in one document.
+            let idl = conn.introspect().await.unwrap();
+            assert!(
+                idl.contains("service Alpha {") && idl.contains("service Beta {"),
+                "{idl}"
+            );
+            drop((alpha, beta, plain, conn));
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_single_service_takes_multiplexed_names_and_refuses_other_services() {
+        run_async(async {
+            let (a, server) = serve_for_blocking(AlphaServer::new(AlphaImpl));
+            tokio::task::spawn_blocking(move || {
+                let conn = fdrpc::BlockingClient::new(a);
+                assert_eq!(
+                    AlphaBlockingClient::multiplexed(conn.clone())
+                        .ping(1)
+                        .unwrap(),
+                    2
+                );
+                assert_eq!(AlphaBlockingClient::new(conn.clone()).ping(2).unwrap(), 3);
+                let e = BetaBlockingClient::multiplexed(conn.clone())
+                    .beta_only()
+                    .unwrap_err();
+                assert!(unknown_method(&e).contains("no service `Beta`"), "{e}");
+                // The connection goes on.
+                assert_eq!(AlphaBlockingClient::new(conn).ping(3).unwrap(), 4);
+            })
+            .await
+            .unwrap();
+            server.await.unwrap();
+        });
+    }
+}

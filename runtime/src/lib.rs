@@ -62,7 +62,9 @@ pub use rpc::{
     ConnectionError, Context, PeerCredentials, RpcError, Stream,
 };
 #[cfg(feature = "tokio")]
-pub use rpc::{Client, IntoConnection, IntoListener, Listener, Server, Service, Streaming};
+pub use rpc::{
+    Client, IntoConnection, IntoListener, Listener, Server, Service, ServiceSet, Streaming,
+};
 pub use settings::{DEFAULT_WINDOW, Settings};
 pub use transport::error::{FdStreamError, FrameError, TransportError};
 

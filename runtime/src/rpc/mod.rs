@@ -32,7 +32,7 @@ pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_
 #[cfg(feature = "tokio")]
 pub use server::{
     BoxFuture, Dispatch, Incoming, IntoConnection, IntoListener, Listener, ReplyError, Server,
-    Service, StreamReply, StreamSlot,
+    Service, ServiceSet, StreamReply, StreamSlot,
 };
 pub use server::{Context, PeerCredentials};
 pub use stream::{BlockingSink, BlockingStreaming, ErasedProducer, Stream, producer};

@@ -30,6 +30,10 @@ const CLIENT_ITEMS: &[(&str, Clash)] = &[
         Clash::Refuse("its constructor from an untyped client"),
     ),
     (
+        "multiplexed",
+        Clash::Refuse("its constructor for a server of several services"),
+    ),
+    (
         "from_std",
         Clash::Refuse("its constructor from a std stream"),
     ),
@@ -95,11 +99,24 @@ impl ServiceGenerator<'_> {
                 }
             },
             "new" => quote! {
-                /// A client over an existing connection (which other clients may share).
+                /// A client over an existing connection (which other clients may share). Its
+                /// calls name their methods plainly, as a server of one service takes them.
                 pub fn new(client: #untyped) -> Self {
-                    Self { inner: client }
+                    Self { inner: client, multiplexed: false }
                 }
             },
+            "multiplexed" => {
+                let doc = format!(
+                    "A client over an existing connection to a server of several services: its calls name their methods `{}:method`, as Apache Thrift's `TMultiplexedProtocol` does. Clients of other services may share the connection.",
+                    self.service.name
+                );
+                quote! {
+                    #[doc = #doc]
+                    pub fn multiplexed(client: #untyped) -> Self {
+                        Self { inner: client, multiplexed: true }
+                    }
+                }
+            }
             "from_std" if blocking => quote! {
                 /// A client over an already-connected std stream.
                 pub fn from_std(stream: ::std::os::unix::net::UnixStream) -> Self {
@@ -119,7 +136,7 @@ impl ServiceGenerator<'_> {
             "with_timeout" => quote! {
                 /// A handle to the same connection whose calls time out after `timeout`.
                 pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
-                    Self { inner: self.inner.with_timeout(timeout) }
+                    Self { inner: self.inner.with_timeout(timeout), multiplexed: self.multiplexed }
                 }
             },
             "client" => quote! {
@@ -154,6 +171,7 @@ impl ServiceGenerator<'_> {
             #[derive(::core::clone::Clone, ::core::fmt::Debug)]
             #vis struct #client {
                 inner: #krate::Client,
+                multiplexed: bool,
             }
         }
     }
@@ -173,6 +191,7 @@ impl ServiceGenerator<'_> {
             #[derive(::core::clone::Clone, ::core::fmt::Debug)]
             #vis struct #blocking {
                 inner: #krate::BlockingClient,
+                multiplexed: bool,
             }
         }
     }
@@ -232,7 +251,8 @@ impl ServiceGenerator<'_> {
         let p = &self.p;
         let docs = method_docs(m);
         let ident = m.ident;
-        let wire = &m.name;
+        let (plain, mux) = (&m.name, format!("{}:{}", self.service.name, m.name));
+        let wire = quote!(if self.multiplexed { #mux } else { #plain });
         let args = Self::args_ident(m);
         let names = m.wire_params().map(|x| &x.ident);
         let build = quote!(#args { #(#names),* });

@@ -7,7 +7,8 @@ use quote::quote;
 use super::ServiceGenerator;
 
 impl ServiceGenerator<'_> {
-    /// `fn __fdrpc_idl() -> String`.
+    /// `fn __fdrpc_describe(&mut Idl)` (the service and its types, into a document that may
+    /// hold other services too) and `fn __fdrpc_idl() -> String` (this service alone).
     pub(super) fn idl_fn(&self) -> TokenStream {
         let service = self.service;
         let p = &self.p;
@@ -90,15 +91,23 @@ impl ServiceGenerator<'_> {
                 }
             }
         });
+        let methods = service.methods.iter().map(|m| &m.name);
         quote! {
-            fn __fdrpc_idl() -> #p::String {
-                let mut __idl = #p::Idl::new();
+            fn __fdrpc_describe(mut __idl: &mut #p::Idl) {
                 let mut __functions: #p::Vec<#p::IdlFunction> = #p::Vec::new();
                 #(__functions.push(#functions);)*
                 __functions.push(#p::introspection_function());
                 __idl.service(#name, &[#(#p::String::from(#service_doc)),*], &__functions);
+            }
+
+            fn __fdrpc_idl() -> #p::String {
+                let mut __idl = #p::Idl::new();
+                __fdrpc_describe(&mut __idl);
                 __idl.render()
             }
+
+            /// The wire names of the methods.
+            const __FDRPC_METHODS: &[&str] = &[#(#methods),*];
         }
     }
 }

@@ -62,8 +62,12 @@ impl ServiceGenerator<'_> {
                     #svc_name
                 }
 
-                fn idl(&self) -> #p::String {
-                    __fdrpc_idl()
+                fn methods(&self) -> &'static [&'static str] {
+                    __FDRPC_METHODS
+                }
+
+                fn describe(&self, __idl: &mut #p::Idl) {
+                    __fdrpc_describe(__idl)
                 }
 
                 fn dispatch(&self, mut __call: #p::Incoming<'_>) -> #p::Dispatch {

@@ -55,17 +55,19 @@ mod tests {
     #[test]
     fn handlers_stop_by_call_and_all_at_once() {
         let mut h = Handlers::default();
-        let (a, ra) = AbortHandle::new_pair();
-        let (b, rb) = AbortHandle::new_pair();
-        let (c, rc) = AbortHandle::new_pair();
-        let ida = h.track(1, a);
-        h.track(1, b);
-        h.track(2, c);
+        let (a, b, c) = (
+            AbortHandle::new_pair().0,
+            AbortHandle::new_pair().0,
+            AbortHandle::new_pair().0,
+        );
+        let ida = h.track(1, a.clone());
+        h.track(1, b.clone());
+        h.track(2, c.clone());
         h.untrack(1, ida);
         assert_eq!(h.abort(1), 1, "the finished one is gone");
-        assert!(!ra.is_aborted() && rb.is_aborted() && !rc.is_aborted());
+        assert!(!a.is_aborted() && b.is_aborted() && !c.is_aborted());
         h.abort_all();
-        assert!(rc.is_aborted());
+        assert!(c.is_aborted());
         assert_eq!(h.abort(2), 0);
     }
 }

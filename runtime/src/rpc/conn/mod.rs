@@ -505,8 +505,13 @@ impl Conn {
             tracing::debug!(seqid, "fdrpc: discarding a reply to a forgotten call");
             return;
         };
+        // A multiplexed call (`Service:method`) is answered with the plain method name.
+        let answers = header.name == method
+            || method
+                .split_once(':')
+                .is_some_and(|(_, plain)| plain == header.name);
         let outcome = match header.ty {
-            MessageType::Reply | MessageType::Exception if header.name == method => Ok(Reply {
+            MessageType::Reply | MessageType::Exception if answers => Ok(Reply {
                 ty: header.ty,
                 body: body.to_vec(),
                 fds,

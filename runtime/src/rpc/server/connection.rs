@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::dispatch::dispatch;
 use super::peer::PeerCredentials;
-use super::service::Service;
+use super::services::ServiceSet;
 use crate::rpc::conn::{Received, Role};
 use crate::rpc::driver::socket::{Socket, try_fill};
 use crate::rpc::driver::tokio_conn::TokioConn;
@@ -46,7 +46,7 @@ impl ConnectionLimits {
 /// # Errors
 ///
 /// Why the connection ended, if not by a clean close or `stop`.
-pub(crate) async fn run_connection<S: Service>(
+pub(crate) async fn run_connection<S: ServiceSet>(
     stream: UnixStream,
     peer: Arc<PeerCredentials>,
     service: Arc<S>,

@@ -10,11 +10,13 @@ use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::peer::PeerCredentials;
-use super::service::{BoxFuture, Dispatch, Incoming, ReplyError, Service};
+use super::service::{BoxFuture, Dispatch, Incoming, ReplyError};
+use super::services::ServiceSet;
 use crate::codec::call_result::encode_result;
 use crate::codec::fd_table::FdTable;
 use crate::codec::{Decoder, Encoder, MessageType};
 use crate::idl::INTROSPECTION_METHOD;
+use crate::idl::Idl;
 use crate::rpc::app_exception::ApplicationErrorKind;
 use crate::rpc::conn::{Conn, Ending, IncomingCall};
 use crate::rpc::driver::tokio_conn::TokioConn;
@@ -27,25 +29,30 @@ pub(crate) type CallPermit = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>
 /// Dispatches one call, returning the work to await before the next frame: a oneway handler
 /// (run to completion, in order), or a call's first poll (a call that waits continues in a
 /// task of its own, holding `permit`).
-pub(crate) fn dispatch<S: Service + ?Sized>(
-    service: &S,
+pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
+    services: &S,
     conn: &Arc<TokioConn>,
     peer: &Arc<PeerCredentials>,
     call: IncomingCall<'_>,
     permit: CallPermit,
 ) -> Option<BoxFuture<()>> {
     let IncomingCall {
-        header,
+        mut header,
         body,
         fds,
         credit,
     } = call;
-    let (name, seqid, ty) = (header.name, header.seqid, header.ty);
+    let (seqid, ty) = (header.seqid, header.ty);
+    // Replies carry the method's plain name, multiplexed calls too (as Apache Thrift's
+    // multiplexed processor answers them).
+    let name = header.name.rsplit_once(':').map_or(header.name, |(_, m)| m);
     let wants_reply = ty == MessageType::Call;
     if name == INTROSPECTION_METHOD {
         // Its arguments are ignored; fds sent with it close here.
         if wants_reply {
-            let idl = service.idl();
+            let mut idl = Idl::new();
+            services.describe(&mut idl);
+            let idl = idl.render();
             conn.with(|c| {
                 let mut enc = reply_encoder(name, seqid);
                 if encode_result::<String, std::convert::Infallible>(&mut enc, Ok(idl)).is_ok() {
@@ -55,6 +62,21 @@ pub(crate) fn dispatch<S: Service + ?Sized>(
         }
         return None;
     }
+    let service = match services.route(header.name) {
+        Ok((service, method)) => {
+            header.name = method;
+            service
+        }
+        Err(why) => {
+            tracing::debug!(method = header.name, "fdrpc: {why}");
+            if wants_reply {
+                conn.with(|c| {
+                    c.push_exception(name, seqid, ApplicationErrorKind::UnknownMethod, why)
+                });
+            }
+            return None;
+        }
+    };
     let args = Decoder::new(body, FdTable::new(fds));
     let incoming = Incoming::new(header, args, peer, conn, credit);
     match service.dispatch(incoming) {

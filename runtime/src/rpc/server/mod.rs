@@ -8,6 +8,7 @@
 //!   flight, fd budget, backlog, stall timeout).
 //! - `dispatch`: a call handed over by the connection core, run and answered.
 //! - `service`: [`Service`] and the types generated code uses to dispatch.
+//! - `services`: [`ServiceSet`]: one service or several on one socket (`Service:method`).
 //! - `context`, `peer`: [`Context`] and [`PeerCredentials`]: who is calling.
 
 #[cfg(feature = "tokio")]
@@ -22,6 +23,8 @@ mod peer;
 mod serve;
 #[cfg(feature = "tokio")]
 mod service;
+#[cfg(feature = "tokio")]
+mod services;
 
 pub use context::Context;
 #[cfg(feature = "tokio")]
@@ -31,3 +34,5 @@ pub use peer::PeerCredentials;
 pub use serve::Server;
 #[cfg(feature = "tokio")]
 pub use service::{BoxFuture, Dispatch, Incoming, ReplyError, Service, StreamReply, StreamSlot};
+#[cfg(feature = "tokio")]
+pub use services::ServiceSet;

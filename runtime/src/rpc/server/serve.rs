@@ -11,13 +11,13 @@ use tokio::task::JoinSet;
 use super::connection::{ConnectionLimits, run_connection};
 use super::listener::{IntoConnection, IntoListener};
 use super::peer::PeerCredentials;
-use super::service::Service;
+use super::services::ServiceSet;
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 
 type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 
-/// Serves a [`Service`]: accepts connections, reads calls, runs handlers concurrently, and
+/// Serves a [`Service`] (or several, see [`ServiceSet`]): accepts connections, reads calls, runs handlers concurrently, and
 /// writes replies with their fds.
 ///
 /// Every limit is a [`Settings`] with a safe default (its docs have the table): frames, fds
@@ -87,7 +87,7 @@ impl Server {
     /// # Errors
     ///
     /// The error of `accept`, or of taking `listener`.
-    pub async fn serve<S: Service>(
+    pub async fn serve<S: ServiceSet>(
         self,
         listener: impl IntoListener,
         service: S,
@@ -104,7 +104,7 @@ impl Server {
     /// # Errors
     ///
     /// The error of `accept`, or of taking `listener`.
-    pub async fn serve_with_shutdown<S: Service>(
+    pub async fn serve_with_shutdown<S: ServiceSet>(
         self,
         listener: impl IntoListener,
         service: S,
@@ -160,7 +160,7 @@ impl Server {
     ///
     /// Why the connection ended, if not by a clean close; the stream could not be taken or its
     /// peer's credentials read; or the authorization hook refused it.
-    pub async fn serve_connection<S: Service>(
+    pub async fn serve_connection<S: ServiceSet>(
         &self,
         stream: impl IntoConnection,
         service: S,
@@ -182,7 +182,7 @@ impl Server {
 }
 
 /// Checks the peer of one accepted connection, then serves it.
-async fn serve_one<S: Service>(
+async fn serve_one<S: ServiceSet>(
     stream: UnixStream,
     service: Arc<S>,
     authorize: Option<&Authorize>,

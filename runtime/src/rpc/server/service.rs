@@ -10,6 +10,7 @@ use super::peer::PeerCredentials;
 use crate::codec::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::codec::wire::{Field, Wire};
 use crate::codec::{Decoder, Encoder, MessageHeader, MessageType};
+use crate::idl::Idl;
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::conn::RouteId;
 use crate::rpc::driver::tokio_conn::TokioConn;
@@ -28,8 +29,21 @@ pub trait Service: Send + Sync + 'static {
     #[doc(hidden)]
     fn dispatch(&self, call: Incoming<'_>) -> Dispatch;
 
-    /// The Apache Thrift IDL of the service, returned by the reserved method `_fdrpc_idl`.
-    fn idl(&self) -> String;
+    /// The wire names of the service's methods.
+    #[doc(hidden)]
+    fn methods(&self) -> &'static [&'static str];
+
+    /// Adds the service, and every type it uses, to `idl`.
+    #[doc(hidden)]
+    fn describe(&self, idl: &mut Idl);
+
+    /// The Apache Thrift IDL of the service and every type it uses, as the reserved method
+    /// `_fdrpc_idl` returns it.
+    fn idl(&self) -> String {
+        let mut idl = Idl::new();
+        self.describe(&mut idl);
+        idl.render()
+    }
 }
 
 impl<S: Service + ?Sized> Service for Arc<S> {
@@ -39,8 +53,11 @@ impl<S: Service + ?Sized> Service for Arc<S> {
     fn dispatch(&self, call: Incoming<'_>) -> Dispatch {
         (**self).dispatch(call)
     }
-    fn idl(&self) -> String {
-        (**self).idl()
+    fn methods(&self) -> &'static [&'static str] {
+        (**self).methods()
+    }
+    fn describe(&self, idl: &mut Idl) {
+        (**self).describe(idl)
     }
 }
 
