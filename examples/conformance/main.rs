@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example conformance -- serve PATH   # serve on PATH until SIGINT/SIGTERM
+//! cargo run --example conformance -- serve        # serve the socket systemd passed
 //! cargo run --example conformance -- idl          # print the service's Thrift IDL
 //! ```
 
@@ -98,38 +99,72 @@ impl Conformance for ConformanceImpl {
 
 /// Serves [`ConformanceImpl`] on `path` until SIGINT or SIGTERM, then removes the socket.
 pub async fn serve(path: &std::path::Path) -> std::io::Result<()> {
+    let listener = fdrpc::Listener::bind(path)?;
+    let result = serve_on(listener).await;
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
+    result
+}
+
+/// Serves [`ConformanceImpl`] on the listening socket passed to this process (systemd socket
+/// activation) until SIGINT or SIGTERM.
+pub async fn serve_passed(mut fds: fdrpc::systemd::ListenFds) -> std::io::Result<()> {
+    let listener = fds.take_listener(None)?.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no PATH given and no listening socket passed (LISTEN_FDS)",
+        )
+    })?;
+    serve_on(listener).await
+}
+
+/// Serves until SIGINT or SIGTERM, telling a service manager (`NOTIFY_SOCKET`) when it is
+/// ready and when it stops.
+async fn serve_on(listener: fdrpc::Listener) -> std::io::Result<()> {
+    use fdrpc::systemd::{State, notify};
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        let _ = notify(&[State::Stopping]);
     };
+    notify(&[State::Ready])?;
     // A test server: peers that stall give up their fds after 3 s rather than the default 10.
     let settings = fdrpc::Settings::default().stall_timeout(std::time::Duration::from_secs(3));
-    let result = fdrpc::Server::with_settings(settings)
+    fdrpc::Server::with_settings(settings)
         .serve_with_shutdown(
             listener,
             ConformanceServer::new(ConformanceImpl::default()),
             stop,
         )
-        .await;
-    let _ = std::fs::remove_file(path);
-    result
+        .await
 }
 
 fn usage() -> ! {
-    eprintln!("usage: conformance serve PATH | conformance idl");
+    eprintln!("usage: conformance serve [PATH] | conformance idl");
+    eprintln!("  serve PATH  serve on PATH (or an abstract @name) until SIGINT/SIGTERM");
+    eprintln!("  serve       serve the socket passed by socket activation (LISTEN_FDS)");
+    eprintln!("  idl         print the service's Thrift IDL");
     std::process::exit(2)
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
-        [cmd, path] if cmd == "serve" => serve(std::path::Path::new(path)).await,
+        [cmd, path] if cmd == "serve" => runtime()?.block_on(serve(std::path::Path::new(path))),
+        [cmd] if cmd == "serve" => {
+            // SAFETY: before the runtime starts any thread, nothing else reads or writes the
+            // environment.
+            let fds = unsafe { fdrpc::systemd::ListenFds::take_and_unset_env()? };
+            runtime()?.block_on(serve_passed(fds))
+        }
         [cmd] if cmd == "idl" => {
             print!("{}", ConformanceClient::idl());
             Ok(())

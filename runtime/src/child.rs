@@ -25,7 +25,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command};
 
-use crate::systemd::{ListenFds, pass_fds};
+use crate::systemd::{ListenFds, spawn_with_fds};
 use crate::transport::address::check_unix_stream;
 
 /// The name the connection is passed under (`LISTEN_FDNAMES`).
@@ -40,8 +40,7 @@ pub const FD_NAME: &str = "fdrpc";
 /// The errors of creating the socketpair and of spawning.
 pub fn spawn(command: &mut Command) -> io::Result<(Child, UnixStream)> {
     let (mine, theirs) = UnixStream::pair()?;
-    pass_fds(command, vec![(FD_NAME.to_owned(), OwnedFd::from(theirs))])?;
-    let child = command.spawn()?;
+    let child = spawn_with_fds(command, vec![(FD_NAME.to_owned(), OwnedFd::from(theirs))])?;
     Ok((child, mine))
 }
 

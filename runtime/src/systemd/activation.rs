@@ -2,10 +2,15 @@
 //! `LISTEN_FDS` of them, for the process `LISTEN_PID`, named by `LISTEN_FDNAMES`.
 #![allow(unsafe_code)]
 
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The first fd passed: `SD_LISTEN_FDS_START`.
@@ -17,7 +22,7 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// The descriptors passed to this process at start, with their names: the sockets of a
 /// systemd socket unit (named by its `FileDescriptorName=`, or after the unit), fds the
 /// service put in the fd store before a restart (named by their `FDNAME=`), or what a parent
-/// passed with [`pass_fds`]. Each is an `OwnedFd`, close-on-exec.
+/// passed with [`spawn_with_fds`]. Each is an `OwnedFd`, close-on-exec.
 #[derive(Debug, Default)]
 pub struct ListenFds {
     fds: Vec<(String, OwnedFd)>,
@@ -128,16 +133,22 @@ impl IntoIterator for ListenFds {
     }
 }
 
-/// Sets up `command` so that the process it starts gets `fds` the `sd_listen_fds(3)` way (fd
-/// 3 onwards, `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` set to the child's own pid),
-/// and takes them with [`ListenFds::take`]. The fds stay open here until `command` is
-/// dropped; the child's copies are the only ones it gets (nothing else leaks into it).
+/// Starts `command` with `fds` passed the `sd_listen_fds(3)` way: fd 3 onwards, with
+/// `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` set to the child's own pid, so that
+/// [`ListenFds::take`] (or any `sd_listen_fds` reader) in the child takes them. Only these fds
+/// reach the child besides what `command` itself passes; the copies here close once it is
+/// spawned. A command can be spawned this way once.
+///
+/// `command`'s program, arguments, environment changes (`env`, `env_remove`), working
+/// directory, stdio and user are honoured; `env_clear` is not (the child starts from this
+/// process's environment), and neither are `pre_exec` closures added after this call.
 ///
 /// # Errors
 ///
 /// `InvalidInput` for a name that systemd would refuse (empty, longer than 255 bytes, or
-/// holding `:` or a control character), or the error of duplicating an fd.
-pub fn pass_fds(command: &mut Command, fds: Vec<(String, OwnedFd)>) -> io::Result<()> {
+/// holding `:` or a control character) or a NUL in the program, an argument or the
+/// environment; or the errors of duplicating an fd and of spawning.
+pub fn spawn_with_fds(command: &mut Command, fds: Vec<(String, OwnedFd)>) -> io::Result<Child> {
     for (name, _) in &fds {
         check_name(name)?;
     }
@@ -150,37 +161,161 @@ pub fn pass_fds(command: &mut Command, fds: Vec<(String, OwnedFd)>) -> io::Resul
         .map(|(_, fd)| rustix::io::fcntl_dupfd_cloexec(fd, FIRST + n as RawFd))
         .collect::<Result<_, _>>()?;
     let names: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
-    command
-        .env("LISTEN_FDS", n.to_string())
-        .env("LISTEN_FDNAMES", names.join(":"));
-    // SAFETY: the closure runs in the child between fork and exec. It only calls dup2, getpid
-    // and setenv, and formats on the stack. setenv is not async-signal-safe in POSIX; with
-    // glibc it is safe here: std holds its environment lock across fork (no Rust thread was
-    // changing the environment), and glibc's fork handlers reset malloc's locks in the child.
-    // `high` is moved in, so the fds stay open until the command is dropped.
+    let exec = Exec::new(command, n, &names.join(":"))?;
+    drop(fds);
+    // The child uses the numbers; this process closes its copies as soon as it has spawned,
+    // and a later spawn of the same command, whose numbers might name other fds by then,
+    // fails instead of passing them.
+    let raw: Vec<RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
+    let spent = Arc::new(AtomicBool::new(false));
+    let mut exec = Some(exec);
+    let spent_in_child = spent.clone();
+    // SAFETY: the closure runs in the child between fork and exec. It calls only dup2, getpid
+    // and execve (async-signal-safe), formats on memory allocated before the fork, and never
+    // returns on success: std would otherwise replace the environment with its own copy,
+    // built before the fork, without `LISTEN_PID`.
     unsafe {
         command.pre_exec(move || {
-            for (i, fd) in high.iter().enumerate() {
+            if spent_in_child.load(Ordering::Acquire) {
+                return Err(io::Error::other(
+                    "the fds of spawn_with_fds went to an earlier spawn of this command",
+                ));
+            }
+            for (i, fd) in raw.iter().enumerate() {
                 // dup2 clears close-on-exec on the new fd.
-                if libc::dup2(fd.as_raw_fd(), FIRST + i as RawFd) < 0 {
+                if libc::dup2(*fd, FIRST + i as RawFd) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
-            let mut digits = itoa::Buffer::new();
-            let pid = digits.format(libc::getpid());
-            // A pid has at most 10 digits: the buffer always holds it and its NUL.
-            let mut value = [0u8; 16];
-            if let Some(dst) = value.get_mut(..pid.len()) {
-                dst.copy_from_slice(pid.as_bytes());
+            match exec.as_mut() {
+                Some(exec) => Err(exec.run()),
+                None => Err(io::ErrorKind::InvalidInput.into()),
             }
-            if libc::setenv(c"LISTEN_PID".as_ptr(), value.as_ptr().cast(), 1) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
         });
     }
-    drop(fds);
-    Ok(())
+    let child = command.spawn();
+    spent.store(true, Ordering::Release);
+    drop(high);
+    child
+}
+
+/// What the child executes, prepared before the fork: the program, its arguments, and its
+/// whole environment with a slot for `LISTEN_PID`.
+struct Exec {
+    program: CString,
+    _args: Vec<CString>,
+    _env: Vec<CString>,
+    /// `LISTEN_PID=` and room for the digits and a NUL, filled in the child.
+    listen_pid: Vec<u8>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into the CStrings and the buffer owned by the same struct,
+// whose heap memory does not move; they are only read, in the child, by execvpe.
+unsafe impl Send for Exec {}
+// SAFETY: as for Send; nothing mutates through a shared reference.
+unsafe impl Sync for Exec {}
+
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+
+/// The file `program` names: itself if it holds a `/`, else the first executable of that name
+/// in `path`.
+fn resolve(program: &OsStr, path: Option<&OsString>) -> io::Result<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = path.map_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"), |p| {
+        p.as_os_str()
+    });
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|f| rustix::fs::access(f, rustix::fs::Access::EXEC_OK).is_ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found in PATH", program.to_string_lossy()),
+            )
+        })
+}
+
+impl Exec {
+    fn new(command: &Command, fds: usize, names: &str) -> io::Result<Exec> {
+        let c = |s: &OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command")
+            })
+        };
+        let mut vars: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(v) => vars.insert(key.to_owned(), v.to_owned()),
+                None => vars.remove(key),
+            };
+        }
+        let args: Vec<CString> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(c)
+            .collect::<io::Result<_>>()?;
+        // Looked up here, in the child's PATH, as `execvp` would in the child.
+        let program = c(resolve(command.get_program(), vars.get(OsStr::new("PATH")))?.as_os_str())?;
+        for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            vars.remove(OsStr::new(key));
+        }
+        let mut env: Vec<CString> = Vec::with_capacity(vars.len() + 2);
+        for (k, v) in &vars {
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            env.push(c(OsStr::from_bytes(&entry))?);
+        }
+        env.push(c(OsStr::new(&format!("LISTEN_FDS={fds}")))?);
+        env.push(c(OsStr::new(&format!("LISTEN_FDNAMES={names}")))?);
+        let mut listen_pid = LISTEN_PID.to_vec();
+        listen_pid.resize(LISTEN_PID.len() + 24, 0);
+        let argv = args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp = env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain([listen_pid.as_ptr().cast(), std::ptr::null()])
+            .collect();
+        Ok(Exec {
+            program,
+            _args: args,
+            _env: env,
+            listen_pid,
+            argv,
+            envp,
+        })
+    }
+
+    /// In the child: writes its pid into `LISTEN_PID=` and executes. Returns only on failure.
+    fn run(&mut self) -> io::Error {
+        let mut digits = itoa::Buffer::new();
+        // SAFETY: getpid cannot fail.
+        let pid = digits.format(unsafe { libc::getpid() });
+        // A pid has at most 10 digits; the slot holds 24 and stays NUL-terminated.
+        if let Some(slot) = self
+            .listen_pid
+            .get_mut(LISTEN_PID.len()..LISTEN_PID.len() + pid.len())
+        {
+            slot.copy_from_slice(pid.as_bytes());
+        }
+        // SAFETY: `argv` and `envp` are NULL-terminated arrays of NUL-terminated strings that
+        // `self` owns and keeps alive; execve only returns on failure.
+        unsafe {
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
+        };
+        io::Error::last_os_error()
+    }
 }
 
 /// systemd's rule for fd names (`FDNAME=`, `FileDescriptorName=`).

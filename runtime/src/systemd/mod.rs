@@ -7,8 +7,8 @@
 //! module adds ownership (every fd an `OwnedFd`, taken once), names, and checks.
 //!
 //! Organization:
-//! - `activation`: [`ListenFds`], and [`pass_fds`] for the other side (a parent passing
-//!   fds to a child the same way).
+//! - `activation`: [`ListenFds`], and [`spawn_with_fds`] for the other side (a parent
+//!   passing fds to a child the same way).
 //! - `notify`: [`notify`] with [`State`]s, [`store_fd`], [`remove_stored_fd`].
 //!
 //! # Examples
@@ -29,5 +29,5 @@
 mod activation;
 mod notify;
 
-pub use activation::{ListenFds, pass_fds};
+pub use activation::{ListenFds, spawn_with_fds};
 pub use notify::{State, notify, remove_stored_fd, store_fd};

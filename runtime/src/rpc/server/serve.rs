@@ -17,7 +17,8 @@ use crate::settings::Settings;
 
 type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 
-/// Serves a [`Service`] (or several, see [`ServiceSet`]): accepts connections, reads calls, runs handlers concurrently, and
+/// Serves a [`Service`](super::Service) (or several, see [`ServiceSet`]): accepts
+/// connections, reads calls, runs handlers concurrently, and
 /// writes replies with their fds.
 ///
 /// Every limit is a [`Settings`] with a safe default (its docs have the table): frames, fds
