@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 mod service;
 
@@ -19,6 +21,22 @@ pub use service::*;
 #[derive(Debug, Default)]
 pub struct ConformanceImpl {
     vault: Mutex<HashMap<String, OwnedFd>>,
+    /// `sleep` calls dropped before they finished.
+    dropped: AtomicI64,
+}
+
+/// Counts a `sleep` in `dropped` if it is dropped before it finishes.
+struct UnlessFinished<'a> {
+    dropped: &'a AtomicI64,
+    finished: bool,
+}
+
+impl Drop for UnlessFinished<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 fn memfd_holding(text: &str) -> std::io::Result<OwnedFd> {
@@ -85,6 +103,23 @@ impl Conformance for ConformanceImpl {
             total += rustix::fs::fstat(&fd).map(|st| st.st_size).unwrap_or(0);
         }
         total
+    }
+
+    async fn sleep(&self, cx: &fdrpc::Context, ms: i64) -> i64 {
+        let left = cx
+            .remaining()
+            .map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut guard = UnlessFinished {
+            dropped: &self.dropped,
+            finished: false,
+        };
+        tokio::time::sleep(Duration::from_millis(ms.max(0).unsigned_abs())).await;
+        guard.finished = true;
+        left
+    }
+
+    async fn dropped(&self) -> i64 {
+        self.dropped.load(Ordering::SeqCst)
     }
 
     async fn whoami(&self, cx: &fdrpc::Context) -> Peer {

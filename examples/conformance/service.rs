@@ -41,4 +41,9 @@ pub trait Conformance {
     async fn memfds(&self, count: i32) -> fdrpc::Stream<OwnedFd>;
     /// The sum of the sizes (fstat) of the files streamed in.
     async fn total_size(&self, files: fdrpc::Stream<OwnedFd>) -> i64;
+    /// Sleeps `ms` milliseconds, then returns how many milliseconds were left until the
+    /// deadline this call carried when it started, or -1 when it carried none.
+    async fn sleep(&self, cx: &fdrpc::Context, ms: i64) -> i64;
+    /// How many `sleep` calls were dropped (deadline passed or cancelled) before they finished.
+    async fn dropped(&self) -> i64;
 }

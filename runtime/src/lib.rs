@@ -59,11 +59,12 @@ pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, s
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{
     ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError,
-    ConnectionError, Context, PeerCredentials, RpcError, Stream,
+    ConnectionError, Context, PeerCredentials, RpcError, Stream, TraceContext, Traced,
 };
 #[cfg(feature = "tokio")]
 pub use rpc::{
-    Client, IntoConnection, IntoListener, Listener, Server, Service, ServiceSet, Streaming,
+    CallEnd, CallHook, CallOutcome, Client, IntoConnection, IntoListener, Listener, Server,
+    Service, ServiceSet, Streaming,
 };
 pub use settings::{DEFAULT_WINDOW, Settings};
 pub use transport::error::{FdStreamError, FrameError, TransportError};
@@ -95,16 +96,16 @@ pub mod __private {
     };
     pub use crate::codec::error::{DecodeError, DecodeErrorKind, EncodeError};
     pub use crate::codec::message::Message;
-    pub use crate::codec::wire::{Binary, BinaryField, Field, Wire};
+    pub use crate::codec::wire::{Binary, BinaryField, Field, Wire, display};
     pub use crate::codec::{Decoder, Encoder, TType};
     pub use crate::idl::{Idl, IdlField, IdlFunction, introspection_function, is_reserved};
     pub use crate::rpc::{
         BlockingClient, BlockingSink, BlockingStreaming, CallError, ErasedProducer, RpcError,
-        Stream, flatten_declared, flatten_undeclared, producer,
+        SinkStatus, Stream, flatten_declared, flatten_undeclared, producer,
     };
     #[cfg(feature = "tokio")]
     pub use crate::rpc::{
-        BoxFuture, Client, Dispatch, Incoming, ReplyError, Service, SinkStatus, StreamReply,
+        BoxFuture, Client, Dispatch, HandlerReply, Incoming, ReplyError, Service, StreamReply,
         StreamSlot, Streaming,
     };
     pub use core::convert::Infallible;

@@ -22,6 +22,7 @@ pub const DEFAULT_WINDOW: u32 = 16;
 /// | [`max_in_flight`](Settings::max_in_flight) | 256 | server | calls (and open streams) running on one connection: reading pauses |
 /// | [`stream_window`](Settings::stream_window) | 16 ([`DEFAULT_WINDOW`]) | server, both clients | items a consumer lets a stream or sink have in flight; more is a protocol violation |
 /// | [`max_connections`](Settings::max_connections) | 1024 | server | further connections are closed at once |
+/// | [`call_timeout`](Settings::call_timeout) | 25 s (D-Bus's default reply timeout) | both clients | the call fails with `RpcError::Timeout` and the server is told to drop its handler; the server also learns it with the call and drops the handler itself |
 /// | [`fd_budget`](Settings::fd_budget) | half the soft `RLIMIT_NOFILE`, from 512 to 65536 | server | fds received and not yet released, over all connections: reading pauses |
 ///
 /// # Examples
@@ -62,6 +63,9 @@ pub struct Settings {
     /// Fds a server holds over all connections: received and waiting for their frame, or
     /// owned by calls whose handlers have not finished.
     pub fd_budget: usize,
+    /// How long a client waits for a reply (`None`: as long as it takes). A client handle can
+    /// change it for its calls (`with_timeout`, `without_timeout`).
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             stream_window: DEFAULT_WINDOW,
             max_connections: 1024,
             fd_budget: default_fd_budget(),
+            call_timeout: Some(DEFAULT_CALL_TIMEOUT),
         }
     }
 }
@@ -132,6 +137,12 @@ impl Settings {
         self
     }
 
+    /// Sets [`Settings::call_timeout`] (`None`: calls wait as long as it takes).
+    pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
     /// Sets [`Settings::fd_budget`]. A server takes at least 506 (two `sendmsg`s' worth of
     /// fds), and lets a frame carry at most half its budget.
     pub fn fd_budget(mut self, fds: usize) -> Self {
@@ -139,6 +150,9 @@ impl Settings {
         self
     }
 }
+
+/// The default of [`Settings::call_timeout`]: D-Bus's default reply timeout.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Half the soft `RLIMIT_NOFILE`, between 512 and 65536.
 fn default_fd_budget() -> usize {

@@ -20,6 +20,7 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
         Data::Union(variants) => union_body(&p, variants),
     };
     let idl = idl_body(&p, cont);
+    let display = display_body(&p, cont);
     let message_impl = match cont.data {
         Data::Enum(_) => quote!(),
         _ => quote! {
@@ -37,9 +38,28 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
             impl #impl_g #p::Wire for #ident #ty_g #where_c {
                 #body
                 #idl
+                #display
             }
             #message_impl
         };
+    }
+}
+
+/// `Wire::fmt_display`: the type's `Display`, if it has one, picked at the concrete type. Not
+/// for generic types, whose `Display` may depend on bounds the impl cannot prove.
+fn display_body(p: &TokenStream, cont: &Container<'_>) -> TokenStream {
+    if cont.generics.type_params().next().is_some() {
+        return quote!();
+    }
+    quote! {
+        fn fmt_display(
+            &self,
+            __f: &mut ::core::fmt::Formatter<'_>,
+        ) -> #p::Option<::core::fmt::Result> {
+            #[allow(unused_imports)]
+            use #p::display::{ViaDisplay as _, ViaNothing as _};
+            (&&#p::display::Probe(self)).display_or_none(__f)
+        }
     }
 }
 

@@ -70,6 +70,15 @@ pub trait Wire: Sized {
         enc.write_field_header(Self::TTYPE as u8, id, last);
         self.encode(enc)
     }
+
+    /// Writes the value with its `Display`, if its type has one; `None` otherwise. How
+    /// [`CallError`](crate::CallError) shows a service's error: `#[derive(fdrpc::Message)]`
+    /// implements it for types that implement `Display`.
+    #[doc(hidden)]
+    fn fmt_display(&self, f: &mut std::fmt::Formatter<'_>) -> Option<std::fmt::Result> {
+        let _ = f;
+        None
+    }
 }
 
 /// A type that can be a field of a message: any [`Wire`] type (a required field) or an
@@ -107,6 +116,10 @@ pub trait Field: Sized {
 
     /// The Thrift IDL type of the field.
     fn idl_type(idl: &mut Idl) -> String;
+
+    /// As [`Wire::fmt_display`].
+    #[doc(hidden)]
+    fn fmt_display(&self, f: &mut std::fmt::Formatter<'_>) -> Option<std::fmt::Result>;
 }
 
 #[cold]
@@ -152,6 +165,10 @@ impl<T: Wire> Field for T {
     fn idl_type(idl: &mut Idl) -> String {
         <T as Wire>::idl_type(idl)
     }
+
+    fn fmt_display(&self, f: &mut std::fmt::Formatter<'_>) -> Option<std::fmt::Result> {
+        Wire::fmt_display(self, f)
+    }
 }
 
 impl<T: Wire> Field for Option<T> {
@@ -180,6 +197,10 @@ impl<T: Wire> Field for Option<T> {
 
     fn idl_type(idl: &mut Idl) -> String {
         T::idl_type(idl)
+    }
+
+    fn fmt_display(&self, f: &mut std::fmt::Formatter<'_>) -> Option<std::fmt::Result> {
+        self.as_ref().and_then(|v| v.fmt_display(f))
     }
 }
 
@@ -595,5 +616,42 @@ impl<K: Wire + Ord, V: Wire> Wire for BTreeMap<K, V> {
                 m.insert(k, v);
             },
         )
+    }
+}
+
+/// Picks a type's `Display` when it has one, at a concrete type, without specialization (the
+/// "autoref" technique): `(&&Probe(v)).display_or_none(f)` resolves to `ViaDisplay` if `v`'s
+/// type implements `Display`, and to `ViaNothing` otherwise. Used by the code
+/// `#[derive(fdrpc::Message)]` generates for [`Wire::fmt_display`].
+#[doc(hidden)]
+pub mod display {
+    use std::fmt;
+
+    /// See the module docs.
+    #[derive(Debug)]
+    pub struct Probe<'a, T: ?Sized>(pub &'a T);
+
+    /// Chosen when the probed type implements `Display`.
+    pub trait ViaDisplay {
+        /// `Some` of the value written with `Display`.
+        fn display_or_none(&self, f: &mut fmt::Formatter<'_>) -> Option<fmt::Result>;
+    }
+
+    impl<T: fmt::Display + ?Sized> ViaDisplay for &Probe<'_, T> {
+        fn display_or_none(&self, f: &mut fmt::Formatter<'_>) -> Option<fmt::Result> {
+            Some(fmt::Display::fmt(self.0, f))
+        }
+    }
+
+    /// Chosen otherwise.
+    pub trait ViaNothing {
+        /// `None`.
+        fn display_or_none(&self, f: &mut fmt::Formatter<'_>) -> Option<fmt::Result>;
+    }
+
+    impl<T: ?Sized> ViaNothing for Probe<'_, T> {
+        fn display_or_none(&self, _: &mut fmt::Formatter<'_>) -> Option<fmt::Result> {
+            None
+        }
     }
 }

@@ -24,6 +24,19 @@ pub enum ApplicationErrorKind {
     InternalError,
     /// 7: the call's arguments could not be decoded.
     ProtocolError,
+    /// 8: a THeader transform the receiver does not support.
+    InvalidTransform,
+    /// 9: a protocol the receiver does not support.
+    InvalidProtocol,
+    /// 10: a client type the receiver does not support.
+    UnsupportedClientType,
+    /// 11 (fbthrift): the server sheds load; try again later. What a rate-limiting
+    /// [`CallHook`](crate::CallHook) refuses calls with.
+    Loadshedding,
+    /// 12 (fbthrift): the call's deadline (its `client_timeout`) passed before it finished.
+    Timeout,
+    /// 13 (fbthrift): a failure injected on purpose, for testing.
+    InjectedFailure,
     /// Any other code.
     Other(i32),
 }
@@ -40,6 +53,12 @@ impl ApplicationErrorKind {
             Self::MissingResult => 5,
             Self::InternalError => 6,
             Self::ProtocolError => 7,
+            Self::InvalidTransform => 8,
+            Self::InvalidProtocol => 9,
+            Self::UnsupportedClientType => 10,
+            Self::Loadshedding => 11,
+            Self::Timeout => 12,
+            Self::InjectedFailure => 13,
             Self::Other(c) => c,
         }
     }
@@ -55,6 +74,12 @@ impl ApplicationErrorKind {
             5 => Self::MissingResult,
             6 => Self::InternalError,
             7 => Self::ProtocolError,
+            8 => Self::InvalidTransform,
+            9 => Self::InvalidProtocol,
+            10 => Self::UnsupportedClientType,
+            11 => Self::Loadshedding,
+            12 => Self::Timeout,
+            13 => Self::InjectedFailure,
             c => Self::Other(c),
         }
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::app_exception::ApplicationError;
 use crate::codec::error::{DecodeError, EncodeError};
+use crate::codec::wire::Field;
 use crate::transport::error::TransportError;
 
 /// Why a call failed for a reason other than the service's own error type.
@@ -96,16 +97,21 @@ impl<E> From<RpcError> for CallError<E> {
     }
 }
 
-impl<E: fmt::Debug> fmt::Display for CallError<E> {
+/// The service's error is shown with its `Display` if its type has one (types that derive
+/// `fdrpc::Message` tell), and with its `Debug` otherwise.
+impl<E: fmt::Debug + Field> fmt::Display for CallError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Service(e) => write!(f, "the service returned an error: {e:?}"),
+            CallError::Service(e) => match e.fmt_display(f) {
+                Some(written) => written,
+                None => write!(f, "the service returned an error: {e:?}"),
+            },
             CallError::Rpc(e) => fmt::Display::fmt(e, f),
         }
     }
 }
 
-impl<E: fmt::Debug> std::error::Error for CallError<E> {
+impl<E: fmt::Debug + Field> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CallError::Service(_) => None,

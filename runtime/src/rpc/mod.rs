@@ -10,6 +10,7 @@
 //! - `client`: [`Client`] and [`BlockingClient`], thin layers over a driver.
 //! - `server`: [`Server`], [`Service`] and dispatch, [`Context`], [`PeerCredentials`].
 //! - `stream`: [`Stream`], [`Streaming`], [`BlockingStreaming`], sinks and producers.
+//! - `trace`: [`TraceContext`], the W3C trace context calls carry.
 //! - `error`, `app_exception`: [`RpcError`], [`CallError`], [`ConnectionError`],
 //!   [`ApplicationError`]: how calls fail.
 //!
@@ -23,6 +24,7 @@ pub(crate) mod driver;
 mod error;
 pub(crate) mod server;
 pub(crate) mod stream;
+pub(crate) mod trace;
 
 pub use app_exception::{ApplicationError, ApplicationErrorKind};
 pub use client::BlockingClient;
@@ -31,10 +33,11 @@ pub use client::Client;
 pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_undeclared};
 #[cfg(feature = "tokio")]
 pub use server::{
-    BoxFuture, Dispatch, Incoming, IntoConnection, IntoListener, Listener, ReplyError, Server,
-    Service, ServiceSet, StreamReply, StreamSlot,
+    BoxFuture, CallEnd, CallHook, CallOutcome, Dispatch, HandlerReply, Incoming, IntoConnection,
+    IntoListener, Listener, ReplyError, Server, Service, ServiceSet, StreamReply, StreamSlot,
 };
 pub use server::{Context, PeerCredentials};
-pub use stream::{BlockingSink, BlockingStreaming, ErasedProducer, Stream, producer};
 #[cfg(feature = "tokio")]
-pub use stream::{SinkStatus, Streaming};
+pub use stream::Streaming;
+pub use stream::{BlockingSink, BlockingStreaming, ErasedProducer, SinkStatus, Stream, producer};
+pub use trace::{TraceContext, Traced};

@@ -32,6 +32,8 @@ pub struct RecvQueue {
     arrivals: VecDeque<(Instant, usize)>,
     /// When the first byte of the frame still incomplete arrived.
     partial_since: Option<Instant>,
+    /// When the last read that brought bytes returned.
+    last_read: Option<Instant>,
     claimed: i64,
     limits: RecvLimits,
     eof: bool,
@@ -86,6 +88,7 @@ impl RecvQueue {
             fds: VecDeque::new(),
             arrivals: VecDeque::new(),
             partial_since: None,
+            last_read: None,
             claimed: 0,
             limits,
             eof: false,
@@ -104,6 +107,12 @@ impl RecvQueue {
             (a, b) => a.or(b)?,
         };
         Some(since + timeout)
+    }
+
+    /// When the last read that brought bytes returned: every frame returned so far had
+    /// arrived by then. `None` before the first.
+    pub fn last_read_at(&self) -> Option<Instant> {
+        self.last_read
     }
 
     /// Bytes received but not yet part of a returned frame.
@@ -203,6 +212,7 @@ impl RecvQueue {
             self.chunk *= 2;
         }
         self.end += got.bytes;
+        self.last_read = Some(now);
         if self.partial_since.is_none() {
             self.partial_since = Some(now);
         }
@@ -289,8 +299,13 @@ impl RecvQueue {
         }
         self.claimed = self.claimed.wrapping_add(parsed.fds as i64);
         self.start += total;
-        // What follows is the start of the next frame, which arrived no earlier than now.
-        self.partial_since = (self.start < self.end).then(Instant::now);
+        // What follows is the start of the next frame, which arrived with the last read at the
+        // latest (no clock is read per frame).
+        self.partial_since = if self.start < self.end {
+            self.last_read
+        } else {
+            None
+        };
         Ok(Some(ReceivedFrame { frame: parsed, fds }))
     }
 

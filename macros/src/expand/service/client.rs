@@ -38,6 +38,10 @@ const CLIENT_ITEMS: &[(&str, Clash)] = &[
         Clash::Refuse("its constructor from a std stream"),
     ),
     ("with_timeout", Clash::Refuse("its handle with a timeout")),
+    (
+        "without_timeout",
+        Clash::Refuse("its handle without a timeout"),
+    ),
     ("client", Clash::Refuse("the untyped client underneath")),
     ("idl", Clash::Yield),
 ];
@@ -134,9 +138,17 @@ impl ServiceGenerator<'_> {
                 }
             },
             "with_timeout" => quote! {
-                /// A handle to the same connection whose calls time out after `timeout`.
+                /// A handle to the same connection whose calls time out after `timeout`; the
+                /// server learns it with each call and drops a handler that outlives it.
                 pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
                     Self { inner: self.inner.with_timeout(timeout), multiplexed: self.multiplexed }
+                }
+            },
+            "without_timeout" => quote! {
+                /// A handle to the same connection whose calls wait for their replies as long
+                /// as it takes, for calls that legitimately run long.
+                pub fn without_timeout(&self) -> Self {
+                    Self { inner: self.inner.without_timeout(), multiplexed: self.multiplexed }
                 }
             },
             "client" => quote! {

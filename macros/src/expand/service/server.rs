@@ -137,10 +137,11 @@ impl ServiceGenerator<'_> {
             None => quote!(#p::encode_void_result::<#exc>(&mut __enc, #outcome)?;),
         };
         let Some(st) = m.ret.stream else {
-            let encode = if m.ret.exception.is_some() {
-                encode(quote!(__ret))
+            // The hooks learn whether the result is the declared exception.
+            let (failed, encode) = if m.ret.exception.is_some() {
+                (quote!(__ret.is_err()), encode(quote!(__ret)))
             } else {
-                encode(quote!(#p::Result::Ok(__ret)))
+                (quote!(false), encode(quote!(#p::Result::Ok(__ret))))
             };
             return quote! {
                 #wire => {
@@ -150,8 +151,9 @@ impl ServiceGenerator<'_> {
                     #p::Dispatch::Reply(#p::Box::pin(async move {
                         let __ret = #invoke;
                         #check_sink
+                        let __failed = #failed;
                         #encode
-                        #p::Result::Ok(__enc)
+                        #p::Result::Ok(#p::HandlerReply::new(__enc, __failed))
                     }))
                 }
             };

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use super::{DecodeFn, decode_idl, decode_reply};
+use tracing::Instrument;
+
+use super::{DecodeFn, decode_idl, decode_reply, outgoing, record_seqid};
 use crate::codec::MessageType;
 use crate::codec::wire::{Field, Wire};
 use crate::idl::INTROSPECTION_METHOD;
@@ -29,6 +31,9 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // What is queued (a `cancel` for a call just dropped) goes out if the socket takes it
+        // now.
+        self.conn.flush_inline();
         for t in &self.tasks {
             t.abort();
         }
@@ -40,8 +45,10 @@ impl Drop for Inner {
 /// sequence id, their frames and fds batched into as few `sendmsg` calls as possible.
 ///
 /// Cheap to clone; the connection closes when the last clone is dropped, failing calls still
-/// in flight. Dropping a call's future forgets the call: its reply, if it comes, is discarded
-/// and its fds closed.
+/// in flight. Calls time out after [`Settings::call_timeout`] (25 s unless set; see
+/// [`Client::with_timeout`] and [`Client::without_timeout`]). Dropping a call's future cancels
+/// the call: the server is told to drop its handler, and the reply, if it comes anyway, is
+/// discarded and its fds closed.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -132,15 +139,29 @@ impl Client {
                 conn,
                 tasks: [writer, reader],
             }),
-            timeout: None,
+            timeout: settings.call_timeout,
         })
     }
 
-    /// A handle to the same connection whose calls time out after `timeout`.
+    /// A handle to the same connection whose calls time out after `timeout` (instead of
+    /// [`Settings::call_timeout`]): a call whose reply has not come by then fails with
+    /// [`RpcError::Timeout`], and the server is told to drop its handler. The server learns
+    /// the timeout with the call (`client_timeout`), and drops the handler itself once it
+    /// passes.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Client {
             inner: self.inner.clone(),
             timeout: Some(timeout),
+        }
+    }
+
+    /// A handle to the same connection whose calls wait for their replies as long as it
+    /// takes: for calls that legitimately run long (a sink that uploads for minutes, a call
+    /// that waits for an event).
+    pub fn without_timeout(&self) -> Self {
+        Client {
+            inner: self.inner.clone(),
+            timeout: None,
         }
     }
 
@@ -166,7 +187,8 @@ impl Client {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future forgets the call; the reply's fds are closed when it arrives.
+    /// Dropping the future cancels the call: the server drops its handler; the reply's fds, if
+    /// it comes anyway, are closed.
     #[doc(hidden)]
     pub async fn call<A: Wire, R>(
         &self,
@@ -188,7 +210,7 @@ impl Client {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future forgets the call; dropping the returned [`Streaming`] cancels the
+    /// Dropping the future cancels the call; dropping the returned [`Streaming`] cancels the
     /// stream.
     #[doc(hidden)]
     pub async fn call_streaming<A: Wire, R, T: Field, E: Field>(
@@ -237,18 +259,20 @@ impl Client {
         streaming: bool,
     ) -> Result<(R, Option<Consumer>), RpcError> {
         let conn = self.conn();
-        let started = conn.with(|c| {
-            c.start_call(
-                method,
-                MessageType::Call,
-                |enc| args.encode(enc),
-                streaming,
-                sink.is_some(),
-            )
-        })?;
+        let (span, mut options) = outgoing(method, MessageType::Call, self.timeout);
+        options.stream = streaming;
+        options.sink = sink.is_some();
+        // Counted from before the call is sent: this side gives up no later than the server,
+        // which counts from its arrival. The connection's reader enforces it.
+        options.deadline = self.timeout.map(|d| std::time::Instant::now() + d);
+        let started = conn.with(|c| c.start_call(method, &options, |enc| args.encode(enc)))?;
+        if started.rearm {
+            conn.rearm_timer();
+        }
         let seqid = started.seqid;
-        // From here, dropping this future forgets the call and aborts its sink; dropping the
-        // consumer cancels its stream.
+        record_seqid(span.as_ref(), seqid);
+        // From here, dropping this future (or failing) forgets the call, tells the server to
+        // drop its handler, and aborts its sink; dropping the consumer cancels its stream.
         let mut guard = CallGuard {
             conn,
             started,
@@ -258,16 +282,8 @@ impl Client {
         let consumer = started
             .inbox
             .map(|id| Consumer::new(conn.clone(), seqid, id));
-        let reply = async {
-            let reply =
-                std::future::poll_fn(|cx| conn.with(|c| c.poll_reply(seqid, Some(cx.waker()))));
-            match self.timeout {
-                Some(d) => tokio::time::timeout(d, reply)
-                    .await
-                    .unwrap_or(Err(RpcError::Timeout(d))),
-                None => reply.await,
-            }
-        };
+        // Settled by the reply, by the deadline passing, or by the connection's end.
+        let reply = std::future::poll_fn(|cx| conn.with(|c| c.poll_reply(seqid, Some(cx.waker()))));
         let reply = match (sink, started.outbox) {
             (Some(p), Some(out)) => {
                 let produce = produce(conn.clone(), method, MessageType::Oneway, seqid, out, p);
@@ -276,29 +292,33 @@ impl Client {
                     // grants credit; it stops when cancelled or when the connection ends.
                     guard.started.outbox = None;
                     tokio::spawn(produce);
-                    reply.await
+                    in_span(span, reply).await
                 } else {
                     // A sink: fed until the reply comes, which ends it.
                     tokio::pin!(produce);
                     tokio::pin!(reply);
                     let mut producing = true;
-                    loop {
-                        tokio::select! {
-                            r = &mut reply => break r,
-                            () = &mut produce, if producing => producing = false,
+                    let fed = async {
+                        loop {
+                            tokio::select! {
+                                r = &mut reply => break r,
+                                () = &mut produce, if producing => producing = false,
+                            }
                         }
-                    }
+                    };
+                    in_span(span, fed).await
                 }
             }
-            _ => reply.await,
+            _ => in_span(span, reply).await,
         };
+        let reply = reply?;
         guard.armed = false;
         // The call is over: a sink still going (not one that goes on beside the stream the
         // reply opened) is no longer wanted.
         if let Some(out) = guard.started.outbox {
             conn.with(|c| c.end_outbox(seqid, out, method, Ending::Silent));
         }
-        let r = decode_reply(reply?, decode)?;
+        let r = decode_reply(reply, decode, self.timeout)?;
         Ok((r, consumer))
     }
 
@@ -309,16 +329,10 @@ impl Client {
     /// [`RpcError::Encode`], or [`RpcError::Connection`] if the connection is gone.
     #[doc(hidden)]
     pub fn oneway<A: Wire>(&self, method: &'static str, args: A) -> Result<(), RpcError> {
+        let (span, options) = outgoing(method, MessageType::Oneway, None);
+        let _span = span.as_ref().map(tracing::Span::enter);
         self.conn()
-            .with(|c| {
-                c.start_call(
-                    method,
-                    MessageType::Oneway,
-                    |enc| args.encode(enc),
-                    false,
-                    false,
-                )
-            })
+            .with(|c| c.start_call(method, &options, |enc| args.encode(enc)))
             .map(|_| ())
     }
 
@@ -338,7 +352,16 @@ impl Client {
     }
 }
 
-/// Forgets a call (and aborts its sink) if its future is dropped before the reply.
+/// `fut`, inside `span` if there is one.
+async fn in_span<F: std::future::Future>(span: Option<tracing::Span>, fut: F) -> F::Output {
+    match span {
+        Some(span) => fut.instrument(span).await,
+        None => fut.await,
+    }
+}
+
+/// Forgets a call, tells the server to drop its handler, and aborts its sink, if its future
+/// is dropped (or it fails) before the reply.
 struct CallGuard<'a> {
     conn: &'a TokioConn,
     started: Started,
@@ -350,7 +373,7 @@ impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.conn
-                .with(|c| c.forget_call(&self.started, self.method));
+                .with(|c| c.forget_call(&self.started, self.method, true));
         }
     }
 }

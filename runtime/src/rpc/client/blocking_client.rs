@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::{DecodeFn, decode_idl, decode_reply};
+use super::{DecodeFn, decode_idl, decode_reply, outgoing, record_seqid};
 use crate::codec::MessageType;
 use crate::codec::wire::{Field, Wire};
 use crate::idl::INTROSPECTION_METHOD;
-use crate::rpc::conn::{Reply, Started};
+use crate::rpc::conn::{CallOptions, Reply, Started};
 use crate::rpc::driver::blocking_conn::{BlockingConn, Deadline};
 use crate::rpc::error::RpcError;
 use crate::rpc::stream::{BlockingSink, BlockingStreaming, SinkFeeder};
@@ -19,9 +19,12 @@ use crate::settings::Settings;
 /// A blocking client: calls wait for their replies on the calling thread.
 ///
 /// Clones share the connection, and calls from several threads are in flight on it together:
-/// whichever waiting thread is reading hands each reply to its caller. A call that times out
-/// is forgotten; its reply, if it comes, is dropped and its fds closed. Server streams are
-/// iterators ([`BlockingStreaming`]) and sinks are fed from iterators, also both at once.
+/// whichever waiting thread is reading hands each reply to its caller. Calls time out after
+/// [`Settings::call_timeout`] (25 s unless set; see [`BlockingClient::with_timeout`] and
+/// [`BlockingClient::without_timeout`]); a call that times out is cancelled: the server is told
+/// to drop its handler, and the reply, if it comes anyway, is dropped and its fds closed.
+/// Server streams are iterators ([`BlockingStreaming`]) and sinks are fed from iterators, also
+/// both at once.
 #[derive(Clone)]
 pub struct BlockingClient {
     conn: Arc<BlockingConn>,
@@ -58,15 +61,28 @@ impl BlockingClient {
     pub fn with_settings(stream: UnixStream, settings: &Settings) -> Self {
         BlockingClient {
             conn: Arc::new(BlockingConn::new(stream, settings)),
-            timeout: None,
+            timeout: settings.call_timeout,
         }
     }
 
-    /// A handle to the same connection whose calls time out after `timeout`.
+    /// A handle to the same connection whose calls time out after `timeout` (instead of
+    /// [`Settings::call_timeout`]): a call whose reply has not come by then fails with
+    /// [`RpcError::Timeout`], and the server is told to drop its handler. The server learns
+    /// the timeout with the call (`client_timeout`), and drops the handler itself once it
+    /// passes.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         BlockingClient {
             conn: self.conn.clone(),
             timeout: Some(timeout),
+        }
+    }
+
+    /// A handle to the same connection whose calls wait for their replies as long as it
+    /// takes: for calls that legitimately run long.
+    pub fn without_timeout(&self) -> Self {
+        BlockingClient {
+            conn: self.conn.clone(),
+            timeout: None,
         }
     }
 
@@ -85,27 +101,29 @@ impl BlockingClient {
         &self,
         deadline: Deadline,
         method: &'static str,
+        options: &CallOptions,
         args: impl Wire,
-        stream: bool,
-        sink: bool,
     ) -> Result<Started, RpcError> {
         let mut started = None;
         let sent = self.conn.send(deadline, |c| {
-            let s = c.start_call(
-                method,
-                MessageType::Call,
-                |enc| args.encode(enc),
-                stream,
-                sink,
-            )?;
+            let s = c.start_call(method, options, |enc| args.encode(enc))?;
             started = Some(s);
             Ok(s)
         });
         if let (Err(_), Some(s)) = (&sent, started) {
             // Registered but not (wholly) written: nobody will wait for it.
-            self.conn.with(|c| c.forget_call(&s, method));
+            self.forget(&s, method);
         }
         sent
+    }
+
+    /// Forgets a call its caller gave up on, telling the server (if the socket takes the
+    /// `cancel` now; otherwise the next write sends it).
+    fn forget(&self, started: &Started, method: &'static str) {
+        let _ = self.conn.send(Deadline::now(), |c| {
+            c.forget_call(started, method, true);
+            Ok(())
+        });
     }
 
     /// Waits for the reply of `started`.
@@ -124,7 +142,7 @@ impl BlockingClient {
             })
             .and_then(|r| r);
         if reply.is_err() {
-            self.conn.with(|c| c.forget_call(started, method));
+            self.forget(started, method);
         }
         reply
     }
@@ -142,8 +160,15 @@ impl BlockingClient {
         decode: DecodeFn<R>,
     ) -> Result<R, RpcError> {
         let deadline = Deadline::after(self.timeout);
-        let started = self.start(deadline, method, args, false, false)?;
-        decode_reply(self.reply(deadline, &started, method)?, decode)
+        let (span, options) = outgoing(method, MessageType::Call, self.timeout);
+        let _span = span.as_ref().map(tracing::Span::enter);
+        let started = self.start(deadline, method, &options, args)?;
+        record_seqid(span.as_ref(), started.seqid);
+        decode_reply(
+            self.reply(deadline, &started, method)?,
+            decode,
+            self.timeout,
+        )
     }
 
     /// Asks the server for the Thrift IDL of the services it serves (the reserved method
@@ -163,15 +188,11 @@ impl BlockingClient {
     /// [`RpcError::Encode`], [`RpcError::Timeout`] or [`RpcError::Connection`].
     #[doc(hidden)]
     pub fn oneway<A: Wire>(&self, method: &'static str, args: A) -> Result<(), RpcError> {
+        let (span, options) = outgoing(method, MessageType::Oneway, None);
+        let _span = span.as_ref().map(tracing::Span::enter);
         self.conn
             .send(Deadline::after(self.timeout), |c| {
-                c.start_call(
-                    method,
-                    MessageType::Oneway,
-                    |enc| args.encode(enc),
-                    false,
-                    false,
-                )
+                c.start_call(method, &options, |enc| args.encode(enc))
             })
             .map(|_| ())
     }
@@ -196,7 +217,11 @@ impl BlockingClient {
         E: Field + Send + 'static,
     {
         let deadline = Deadline::after(self.timeout);
-        let started = self.start(deadline, method, args, false, true)?;
+        let (span, mut options) = outgoing(method, MessageType::Call, self.timeout);
+        options.sink = true;
+        let _span = span.as_ref().map(tracing::Span::enter);
+        let started = self.start(deadline, method, &options, args)?;
+        record_seqid(span.as_ref(), started.seqid);
         let mut feeder = started
             .outbox
             .map(|out| SinkFeeder::new(Box::new(sink), method, started.seqid, out));
@@ -204,7 +229,7 @@ impl BlockingClient {
         if let Some(f) = &mut feeder {
             self.conn.with(|c| f.finish(c, reply.is_err()));
         }
-        decode_reply(reply?, decode)
+        decode_reply(reply?, decode, self.timeout)
     }
 
     /// Waits for the reply of `started`, feeding its sink meanwhile.
@@ -241,7 +266,7 @@ impl BlockingClient {
             }
         };
         if reply.is_err() {
-            self.conn.with(|c| c.forget_call(started, method));
+            self.forget(started, method);
         }
         reply
     }
@@ -268,8 +293,13 @@ impl BlockingClient {
         SE: Field + Send + 'static,
     {
         let deadline = Deadline::after(self.timeout);
-        let started = self.start(deadline, method, args, true, sink.is_some())?;
+        let (span, mut options) = outgoing(method, MessageType::Call, self.timeout);
+        options.stream = true;
+        options.sink = sink.is_some();
+        let _span = span.as_ref().map(tracing::Span::enter);
+        let started = self.start(deadline, method, &options, args)?;
         let seqid = started.seqid;
+        record_seqid(span.as_ref(), seqid);
         let mut feeder = match (sink, started.outbox) {
             (Some(items), Some(out)) => Some(SinkFeeder::new(Box::new(items), method, seqid, out)),
             _ => None,
@@ -284,9 +314,8 @@ impl BlockingClient {
         };
         // From here the iterator owns the stream: dropping it (also on an error below)
         // cancels it and aborts the sink.
-        let streaming =
-            BlockingStreaming::new(self.conn.clone(), seqid, inbox, self.timeout, feeder);
-        let r = decode_reply(reply?, decode)?;
+        let streaming = BlockingStreaming::new(self.conn.clone(), seqid, inbox, None, feeder);
+        let r = decode_reply(reply?, decode, self.timeout)?;
         Ok((r, streaming))
     }
 }

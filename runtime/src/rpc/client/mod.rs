@@ -18,18 +18,33 @@ pub use blocking_client::BlockingClient;
 use crate::codec::error::DecodeError;
 use crate::codec::fd_table::FdTable;
 use crate::codec::{Decoder, MessageType};
-use crate::rpc::app_exception::ApplicationError;
-use crate::rpc::conn::Reply;
+use std::time::Duration;
+
+use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
+use crate::rpc::conn::{CallOptions, Reply};
 use crate::rpc::error::RpcError;
+use crate::rpc::trace::{TraceContext, TraceId};
 
 /// How a generated client decodes the result struct of a method.
 pub(crate) type DecodeFn<R> = fn(&mut Decoder<'_>) -> Result<R, DecodeError>;
 
-/// Decodes a reply: a result struct, or a `TApplicationException`.
-fn decode_reply<R>(reply: Reply, decode: DecodeFn<R>) -> Result<R, RpcError> {
+/// Decodes a reply: a result struct, or a `TApplicationException`. The server's `Timeout`
+/// for a call that sent `timeout` is that timeout passing, as if this side had noticed first:
+/// [`RpcError::Timeout`].
+fn decode_reply<R>(
+    reply: Reply,
+    decode: DecodeFn<R>,
+    timeout: Option<Duration>,
+) -> Result<R, RpcError> {
     let mut dec = Decoder::new(&reply.body, FdTable::new(reply.fds));
     match reply.ty {
-        MessageType::Exception => Err(RpcError::Application(ApplicationError::decode(&mut dec)?)),
+        MessageType::Exception => {
+            let e = ApplicationError::decode(&mut dec)?;
+            Err(match timeout {
+                Some(t) if e.kind == ApplicationErrorKind::Timeout => RpcError::Timeout(t),
+                _ => RpcError::Application(e),
+            })
+        }
         _ => {
             let value = decode(&mut dec)?;
             dec.finish()?;
@@ -44,5 +59,46 @@ fn decode_idl(dec: &mut Decoder<'_>) -> Result<String, DecodeError> {
     {
         Ok(idl) => Ok(idl),
         Err(never) => match never {},
+    }
+}
+
+/// The span of one call a client makes (`client_call`, with the method, and the sequence id
+/// and trace id once known; `None` unless a subscriber wants it), and the options it is sent
+/// with. The call carries a trace if it is made while a traced call is handled (the trace goes
+/// on), or if a subscriber wants its span (a new trace); otherwise none, which costs nothing.
+fn outgoing(
+    method: &'static str,
+    ty: MessageType,
+    timeout: Option<Duration>,
+) -> (Option<tracing::Span>, CallOptions) {
+    // Asked first: a disabled span still costs its fields on every call.
+    let span = tracing::span_enabled!(tracing::Level::INFO)
+        .then(|| {
+            tracing::info_span!(
+                "client_call",
+                method,
+                seqid = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+            )
+        })
+        .filter(|span| !span.is_disabled());
+    let trace = match TraceContext::current() {
+        Some(parent) => Some(parent.child()),
+        None if span.is_some() => Some(TraceContext::new_root()),
+        None => None,
+    };
+    if let (Some(span), Some(t)) = (&span, &trace) {
+        span.record("trace_id", tracing::field::display(TraceId(t.trace_id())));
+    }
+    let mut options = CallOptions::new(ty);
+    options.timeout = timeout;
+    options.trace = trace;
+    (span, options)
+}
+
+/// Records the call's sequence id in its span, if it has one.
+fn record_seqid(span: Option<&tracing::Span>, seqid: i32) {
+    if let Some(span) = span {
+        span.record("seqid", seqid);
     }
 }

@@ -1,9 +1,12 @@
-//! The calls a client is waiting on, by sequence id, and the allocation of sequence ids.
+//! The calls a client is waiting on, by sequence id, with their deadlines, and the
+//! allocation of sequence ids.
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::remember;
 use crate::codec::MessageType;
@@ -26,7 +29,14 @@ struct Pending {
     method: &'static str,
     outcome: Option<Result<Reply, RpcError>>,
     waker: Option<Waker>,
+    /// When the call times out, and its timeout, if the driver enforces one here.
+    deadline: Option<(Instant, Duration)>,
+    /// Its outcome is that deadline passing, not a reply: the server still runs it.
+    expired: bool,
 }
+
+/// When a call with a deadline must have its reply: what [`Calls::expire`] looks at.
+type Due = (Instant, i32);
 
 /// The pending calls of one connection.
 #[derive(Debug, Default)]
@@ -35,6 +45,17 @@ pub(crate) struct Calls {
     /// zeroed header never matches a call.
     next: i32,
     pending: FxHashMap<i32, Pending>,
+    /// The deadlines of calls, in order. An entry stays after its call is answered (it is
+    /// skipped when it reaches the front); the queue is rebuilt from the pending calls when
+    /// such entries outnumber them, so it holds a few times the calls in flight at most.
+    /// Calls of one timeout come in deadline order, so an entry is nearly always appended;
+    /// one with a shorter timeout than those before it is inserted in its place.
+    due: VecDeque<Due>,
+    /// What the driver's timer is armed for ([`Calls::set_armed`]).
+    armed: Option<Instant>,
+    /// Calls whose caller took their expiry ([`Calls::expire`]) and has not forgotten them
+    /// yet: [`Calls::forget`] says the server must be told.
+    expired: FxHashSet<i32>,
 }
 
 impl Calls {
@@ -51,16 +72,96 @@ impl Calls {
         }
     }
 
-    /// Registers a call that waits for a reply named `method`.
-    pub(crate) fn wait(&mut self, seqid: i32, method: &'static str) {
+    /// Registers a call that waits for a reply named `method`, and that times out at
+    /// `deadline` (with its timeout) if given. Returns whether that deadline is earlier than
+    /// the driver's timer (or the timer is not armed): the driver must arm it for
+    /// [`Calls::next_deadline`].
+    pub(crate) fn wait(
+        &mut self,
+        seqid: i32,
+        method: &'static str,
+        deadline: Option<(Instant, Duration)>,
+    ) -> bool {
         self.pending.insert(
             seqid,
             Pending {
                 method,
                 outcome: None,
                 waker: None,
+                deadline,
+                expired: false,
             },
         );
+        let Some((at, _)) = deadline else {
+            return false;
+        };
+        if self.due.len() >= 4 * self.pending.len() + 64 {
+            let mut live: Vec<Due> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.outcome.is_none())
+                .filter_map(|(&id, p)| p.deadline.map(|(at, _)| (at, id)))
+                .collect();
+            live.sort_unstable();
+            self.due = live.into();
+        } else if self.due.back().is_none_or(|&(last, _)| last <= at) {
+            self.due.push_back((at, seqid));
+        } else {
+            let place = self.due.partition_point(|&(d, _)| d <= at);
+            self.due.insert(place, (at, seqid));
+        }
+        if self.armed.is_none_or(|armed| at < armed) {
+            self.armed = Some(at);
+            return true;
+        }
+        false
+    }
+
+    /// Whether `due` is the deadline of a call still waiting for its reply.
+    fn is_live(&self, (at, seqid): &Due) -> bool {
+        self.pending
+            .get(seqid)
+            .is_some_and(|p| p.outcome.is_none() && p.deadline.is_some_and(|(d, _)| d == *at))
+    }
+
+    /// The earliest deadline of a call still waiting.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(front) = self.due.front() {
+            if self.is_live(front) {
+                break;
+            }
+            self.due.pop_front();
+        }
+        self.due.front().map(|(at, _)| *at)
+    }
+
+    /// The driver's timer is armed for `at` (`None`: not armed): a call whose deadline is
+    /// not earlier needs no new arming ([`Calls::wait`]), since the timer fires first and
+    /// the driver looks again then.
+    pub(crate) fn set_armed(&mut self, at: Option<Instant>) {
+        self.armed = at;
+    }
+
+    /// Fails every call whose deadline is `now` or earlier with [`RpcError::Timeout`]; adds
+    /// their wakers to `wake`.
+    pub(crate) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) {
+        while let Some((at, seqid)) = self.due.front().copied() {
+            if at > now {
+                break;
+            }
+            self.due.pop_front();
+            let Some(p) = self.pending.get_mut(&seqid) else {
+                continue;
+            };
+            match p.deadline {
+                Some((d, timeout)) if d == at && p.outcome.is_none() => {
+                    p.outcome = Some(Err(RpcError::Timeout(timeout)));
+                    p.expired = true;
+                    wake.extend(p.waker.take());
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The method a pending call waits on, if it still does.
@@ -97,20 +198,27 @@ impl Calls {
             remember(&mut p.waker, waker);
             return Poll::Pending;
         }
-        let outcome = self
-            .pending
-            .remove(&seqid)
-            .and_then(|p| p.outcome)
-            .unwrap_or_else(|| Err(gone()));
-        Poll::Ready(outcome)
+        let outcome = match self.pending.remove(&seqid) {
+            Some(p) => {
+                if p.expired {
+                    self.expired.insert(seqid);
+                }
+                p.outcome
+            }
+            None => None,
+        };
+        Poll::Ready(outcome.unwrap_or_else(|| Err(gone())))
     }
 
     /// Forgets call `seqid`: its reply, if it comes, is dropped and its fds closed. Returns
-    /// whether the call was still waiting (no outcome yet).
+    /// whether the server may still be running it: no reply came (the call was still
+    /// waiting, or its deadline passed here).
     pub(crate) fn forget(&mut self, seqid: i32) -> bool {
-        self.pending
+        let pending = self
+            .pending
             .remove(&seqid)
-            .is_some_and(|p| p.outcome.is_none())
+            .is_some_and(|p| p.outcome.is_none() || p.expired);
+        self.expired.remove(&seqid) || pending
     }
 
     /// Settles every pending call with `err()`; returns their wakers.
@@ -141,7 +249,7 @@ mod tests {
             next: -2,
             ..Calls::default()
         };
-        c.wait(-1, "m");
+        c.wait(-1, "m", None);
         assert_eq!(c.next_seqid(|_| false), 1, "-1 is pending, 0 is never used");
         assert_eq!(c.next_seqid(|id| id == 2), 3);
     }
@@ -149,7 +257,7 @@ mod tests {
     #[test]
     fn a_reply_reaches_its_call_once() {
         let mut c = Calls::default();
-        c.wait(7, "m");
+        c.wait(7, "m", None);
         assert!(c.poll(7, None, closed).is_pending());
         assert_eq!(c.method(7), Some("m"));
         let reply = || Reply {
@@ -171,8 +279,8 @@ mod tests {
     #[test]
     fn forgotten_and_failed_calls() {
         let mut c = Calls::default();
-        c.wait(1, "a");
-        c.wait(2, "b");
+        c.wait(1, "a", None);
+        c.wait(2, "b", None);
         assert!(c.forget(1));
         assert!(!c.forget(1));
         let mut wake = Vec::new();
@@ -181,5 +289,81 @@ mod tests {
             c.poll(2, None, closed),
             Poll::Ready(Err(RpcError::Connection(_)))
         ));
+    }
+
+    #[test]
+    fn calls_time_out_at_their_deadlines_and_answered_ones_are_skipped() {
+        let mut c = Calls::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(
+            c.wait(1, "a", Some((t0 + ms(30), ms(30)))),
+            "the first deadline"
+        );
+        assert!(
+            !c.wait(2, "b", Some((t0 + ms(50), ms(50)))),
+            "later: nothing to re-arm"
+        );
+        assert!(
+            c.wait(3, "c", Some((t0 + ms(10), ms(10)))),
+            "earlier: re-arm"
+        );
+        c.wait(4, "d", None);
+        assert_eq!(c.next_deadline(), Some(t0 + ms(10)));
+        c.set_armed(Some(t0 + ms(10)));
+        assert!(
+            !c.wait(5, "e", Some((t0 + ms(20), ms(20)))),
+            "the timer fires first"
+        );
+        c.forget(5);
+        // Call 3 is answered: its deadline is skipped.
+        c.settle(
+            3,
+            Ok(Reply {
+                ty: MessageType::Reply,
+                body: vec![],
+                fds: vec![],
+            }),
+        );
+        assert_eq!(c.next_deadline(), Some(t0 + ms(30)));
+        let mut wake = Vec::new();
+        c.expire(t0 + ms(30), &mut wake);
+        assert!(matches!(
+            c.poll(1, None, closed),
+            Poll::Ready(Err(RpcError::Timeout(d))) if d == ms(30)
+        ));
+        assert!(c.forget(1), "timed out here: the server must be told");
+        assert!(!c.forget(1), "once");
+        assert!(c.poll(2, None, closed).is_pending(), "not yet");
+        assert!(
+            matches!(c.poll(3, None, closed), Poll::Ready(Ok(_))),
+            "answered in time"
+        );
+        assert_eq!(c.next_deadline(), Some(t0 + ms(50)));
+        c.expire(t0 + ms(60), &mut wake);
+        assert!(matches!(
+            c.poll(2, None, closed),
+            Poll::Ready(Err(RpcError::Timeout(_)))
+        ));
+        assert!(
+            c.poll(4, None, closed).is_pending(),
+            "no deadline, no timeout"
+        );
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn the_deadline_queue_stays_within_a_few_times_the_calls_in_flight() {
+        let mut c = Calls::default();
+        let t0 = Instant::now();
+        for i in 1..=10_000 {
+            c.wait(
+                i,
+                "m",
+                Some((t0 + Duration::from_secs(25), Duration::from_secs(25))),
+            );
+            c.forget(i);
+        }
+        assert!(c.due.len() <= 4 * c.pending.len() + 65, "{}", c.due.len());
     }
 }

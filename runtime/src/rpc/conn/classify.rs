@@ -1,10 +1,14 @@
 //! What a received frame is, decided once for every driver and both roles: a stream frame
 //! (it has `fdrpc-stream`), or a message (a call, a oneway, a reply, an exception).
 
+use std::time::Duration;
+
+use super::call_headers::{HEADER_TIMEOUT, HEADER_TRACE, parse_timeout};
 use super::stream_frame::{HEADER_CREDIT, HEADER_STREAM, StreamFrame, parse_credit};
 use crate::codec::error::DecodeError;
 use crate::codec::fd_table::FdTable;
 use crate::codec::{Decoder, MessageHeader};
+use crate::rpc::trace::TraceContext;
 use crate::transport::error::{FrameError, TransportError};
 use crate::transport::frame::Frame;
 
@@ -29,7 +33,31 @@ pub(crate) enum Classified<'f> {
         /// `fdrpc-credit`, if present: the window a call opening a stream grants. `Err` if it
         /// is not a valid credit.
         credit: Option<Result<u32, Malformed>>,
+        /// `client_timeout`: how long the caller waits, if it said (0 is no deadline). `Err`
+        /// if it is not a valid timeout.
+        timeout: Result<Option<Duration>, BadTimeout>,
+        /// `traceparent`, unparsed: see [`parse_trace`].
+        trace: Option<&'f [u8]>,
     },
+}
+
+/// A `client_timeout` that is not decimal milliseconds: [`Malformed::BadTimeout`], kept small
+/// in the common case.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BadTimeout;
+
+impl From<BadTimeout> for Malformed {
+    fn from(_: BadTimeout) -> Self {
+        Malformed::BadTimeout
+    }
+}
+
+/// The caller's trace, from a `traceparent` value: `None` if it is not one (an invalid one is
+/// ignored, as W3C Trace Context asks).
+pub(crate) fn parse_trace(value: &[u8]) -> Option<TraceContext> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(TraceContext::parse)
 }
 
 /// Why a frame could not be classified.
@@ -41,6 +69,8 @@ pub(crate) enum Malformed {
     UnknownStreamKind,
     /// An `fdrpc-credit` that is missing from a `credit` frame, not decimal, or above 65536.
     BadCredit,
+    /// A `client_timeout` that is not decimal milliseconds.
+    BadTimeout,
 }
 
 impl Malformed {
@@ -50,6 +80,7 @@ impl Malformed {
             Malformed::Header(e) => format!("undecodable message header: {e}"),
             Malformed::UnknownStreamKind => UNKNOWN_STREAM_KIND.into(),
             Malformed::BadCredit => BAD_CREDIT.into(),
+            Malformed::BadTimeout => BAD_TIMEOUT.into(),
         }
     }
 
@@ -59,12 +90,14 @@ impl Malformed {
             Malformed::Header(e) => TransportError::Decode(e),
             Malformed::UnknownStreamKind => FrameError::Malformed(UNKNOWN_STREAM_KIND).into(),
             Malformed::BadCredit => FrameError::Malformed(BAD_CREDIT).into(),
+            Malformed::BadTimeout => FrameError::Malformed(BAD_TIMEOUT).into(),
         }
     }
 }
 
 const UNKNOWN_STREAM_KIND: &str = "unknown `fdrpc-stream` value";
 const BAD_CREDIT: &str = "`fdrpc-credit` missing, not decimal, or above 65536";
+const BAD_TIMEOUT: &str = "`client_timeout` is not decimal milliseconds";
 
 /// Classifies `frame`.
 ///
@@ -79,12 +112,16 @@ pub(crate) fn classify<'f>(frame: &Frame<'f>) -> Result<Classified<'f>, Malforme
         .get(payload.len() - dec.remaining()..)
         .unwrap_or_default();
     // One pass over the info headers; the first of a key counts, as `Frame::header` has it.
-    let (mut stream, mut credit) = (None, None);
+    let (mut stream, mut credit, mut timeout, mut trace) = (None, None, None, None);
     for (key, value) in frame.headers() {
         if key == HEADER_STREAM.as_bytes() {
             stream.get_or_insert(value);
         } else if key == HEADER_CREDIT.as_bytes() {
             credit.get_or_insert(value);
+        } else if key == HEADER_TIMEOUT.as_bytes() {
+            timeout.get_or_insert(value);
+        } else if key == HEADER_TRACE.as_bytes() {
+            trace.get_or_insert(value);
         }
     }
     match stream {
@@ -105,6 +142,11 @@ pub(crate) fn classify<'f>(frame: &Frame<'f>) -> Result<Classified<'f>, Malforme
             header,
             body,
             credit: credit.map(|v| parse_credit(v).ok_or(Malformed::BadCredit)),
+            timeout: match timeout {
+                None => Ok(None),
+                Some(v) => parse_timeout(v).ok_or(BadTimeout),
+            },
+            trace,
         }),
     }
 }

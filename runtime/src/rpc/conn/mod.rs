@@ -20,6 +20,7 @@
 // The server's side of the core is driven only by the tokio driver.
 #![cfg_attr(not(feature = "tokio"), allow(dead_code))]
 
+mod call_headers;
 mod calls;
 mod classify;
 mod handlers;
@@ -27,13 +28,16 @@ mod routes;
 mod stream_frame;
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
+use call_headers::CallHeaders;
 use calls::Calls;
 pub(crate) use calls::Reply;
-use classify::{Classified, Malformed, classify};
-use futures_util::future::AbortHandle;
+use classify::{BadTimeout, Classified, Malformed, classify, parse_trace};
 use handlers::Handlers;
+pub(crate) use handlers::RunningHandler;
 use routes::{Delivered, Routes};
 pub(crate) use routes::{Inbound, RawItem, RouteId};
 
@@ -43,6 +47,7 @@ use crate::codec::error::EncodeError;
 use crate::codec::{Encoder, MessageHeader, MessageType};
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::error::{ConnectionError, RpcError};
+use crate::rpc::trace::TraceContext;
 use crate::settings::{DEFAULT_WINDOW, Settings};
 use crate::transport::error::TransportError;
 use crate::transport::{ReceivedFrame, SendQueue};
@@ -98,6 +103,10 @@ pub(crate) struct IncomingCall<'f> {
     pub(crate) fds: Vec<OwnedFd>,
     /// The window the caller grants a stream this call opens (`fdrpc-credit`; 16 if absent).
     pub(crate) credit: u32,
+    /// How long the caller waits for the reply (`client_timeout`), if it said.
+    pub(crate) timeout: Option<Duration>,
+    /// The caller's trace (`traceparent`), if it sent a valid one.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// A received frame, classified without touching the connection, with its fds.
@@ -119,28 +128,39 @@ impl<'f> Received<'f> {
     }
 
     /// The call this frame is, when dispatching it needs nothing of the connection's state: a
-    /// CALL or ONEWAY without `fdrpc-stream`, whose `fdrpc-credit` (if any) is valid. A server
-    /// hands such a frame to dispatch without taking the connection's lock; everything else
-    /// goes to [`Conn::receive`].
+    /// CALL or ONEWAY without `fdrpc-stream`, whose `fdrpc-credit` and `client_timeout` (if
+    /// any) are valid. A server hands such a frame to dispatch without taking the connection's
+    /// lock; everything else goes to [`Conn::receive`].
     pub(crate) fn into_call(self) -> Result<IncomingCall<'f>, Self> {
-        let credit = match &self.classified {
-            Ok(Classified::Message { header, credit, .. })
-                if matches!(header.ty, MessageType::Call | MessageType::Oneway) =>
-            {
-                match credit {
+        let (credit, timeout) = match &self.classified {
+            Ok(Classified::Message {
+                header,
+                credit,
+                timeout: Ok(timeout),
+                ..
+            }) if matches!(header.ty, MessageType::Call | MessageType::Oneway) => {
+                let credit = match credit {
                     None => DEFAULT_WINDOW,
                     Some(Ok(n)) => *n,
                     Some(Err(_)) => return Err(self),
-                }
+                };
+                (credit, *timeout)
             }
             _ => return Err(self),
         };
         match self.classified {
-            Ok(Classified::Message { header, body, .. }) => Ok(IncomingCall {
+            Ok(Classified::Message {
+                header,
+                body,
+                trace,
+                ..
+            }) => Ok(IncomingCall {
                 header,
                 body,
                 fds: self.fds,
                 credit,
+                timeout,
+                trace: trace.and_then(parse_trace),
             }),
             classified => Err(Received {
                 seqid: self.seqid,
@@ -159,17 +179,84 @@ pub(crate) struct Started {
     pub(crate) inbox: Option<RouteId>,
     /// The outbox of the call's sink.
     pub(crate) outbox: Option<RouteId>,
+    /// The call's deadline is earlier than any the driver's timer was armed for: the driver
+    /// must look at [`Conn::next_deadline`] again.
+    pub(crate) rearm: bool,
+}
+
+/// What a call sends besides its arguments; see [`Conn::start_call`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallOptions {
+    /// `Call` (a reply is awaited) or `Oneway`.
+    pub(crate) ty: MessageType,
+    /// The reply opens a server stream, whose window the call grants in `fdrpc-credit`.
+    pub(crate) stream: bool,
+    /// The call sends a stream too (a sink).
+    pub(crate) sink: bool,
+    /// How long the caller waits for the reply: sent as `client_timeout` (not on a oneway).
+    pub(crate) timeout: Option<Duration>,
+    /// When the call times out here, if the driver has the connection enforce it (see
+    /// [`Conn::expire_calls`]); a driver that waits with deadlines of its own leaves it out.
+    pub(crate) deadline: Option<Instant>,
+    /// The trace the call belongs to: sent as `traceparent`.
+    pub(crate) trace: Option<TraceContext>,
+}
+
+impl CallOptions {
+    /// A call of type `ty` with no streams, no timeout and no trace.
+    pub(crate) fn new(ty: MessageType) -> Self {
+        CallOptions {
+            ty,
+            stream: false,
+            sink: false,
+            timeout: None,
+            deadline: None,
+            trace: None,
+        }
+    }
 }
 
 /// How a producer leaves its stream; see [`Conn::end_outbox`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ending {
     /// It ran out of items: `end`.
     End,
-    /// It gave up (could not encode an item, its call was dropped): `abort`.
-    Abort,
+    /// It gave up (could not encode an item, its call was dropped): `abort`, carrying why.
+    Abort(ApplicationError),
     /// It sent its error item already, or was cancelled: nothing more to send.
     Silent,
+}
+
+impl Ending {
+    /// The producer could not encode an item: the consumer learns the cause, as a plain call
+    /// learns why its reply could not be encoded.
+    pub(crate) fn unencodable(e: &EncodeError) -> Ending {
+        Ending::Abort(ApplicationError::new(
+            ApplicationErrorKind::InternalError,
+            format!("could not encode a stream item: {e}"),
+        ))
+    }
+
+    /// The caller of the call the stream belongs to gave up on it.
+    pub(crate) fn gave_up() -> Ending {
+        Ending::Abort(ApplicationError::new(
+            ApplicationErrorKind::Unknown,
+            "the caller gave up on the call",
+        ))
+    }
+}
+
+/// Why a producer aborted its stream: the `TApplicationException` its `abort` frame carries,
+/// or, from a peer that sends an empty struct, a generic one.
+fn abort_cause(body: &[u8]) -> ApplicationError {
+    let mut dec = crate::codec::Decoder::new(body, crate::codec::fd_table::FdTable::empty());
+    match ApplicationError::decode(&mut dec) {
+        Ok(e) if !e.message.is_empty() => e,
+        _ => ApplicationError::new(
+            ApplicationErrorKind::Unknown,
+            "the producer aborted the stream",
+        ),
+    }
 }
 
 impl Conn {
@@ -227,7 +314,7 @@ impl Conn {
     /// Registers the handler of call `seqid`, running in a task of its own, so that the end of
     /// the connection (or a cancel of the call) stops it. `None` if the connection has ended
     /// already: the caller stops it itself.
-    pub(crate) fn track_handler(&mut self, seqid: i32, handle: AbortHandle) -> Option<u64> {
+    pub(crate) fn track_handler(&mut self, seqid: i32, handle: Arc<RunningHandler>) -> Option<u64> {
         if self.dead.is_some() {
             return None;
         }
@@ -237,6 +324,12 @@ impl Conn {
     /// The handler `id` of call `seqid` finished.
     pub(crate) fn untrack_handler(&mut self, seqid: i32, id: u64) {
         self.handlers.untrack(seqid, id);
+    }
+
+    /// The handlers whose callers cancelled them since the last call: the driver stops each
+    /// ([`RunningHandler::stop`]) once it has released the connection.
+    pub(crate) fn take_cancelled_handlers(&mut self) -> Vec<Arc<RunningHandler>> {
+        self.handlers.take_cancelled()
     }
 
     /// Every stream fails with `why` (consumers see it after what they received; producers
@@ -421,8 +514,10 @@ impl Conn {
                 header,
                 body,
                 credit,
+                timeout,
+                ..
             }) => match self.role {
-                Role::Server => self.refuse(header, credit),
+                Role::Server => self.refuse(header, credit, timeout),
                 Role::Client => self.receive_reply(header, body, fds, wake),
             },
         }
@@ -454,27 +549,30 @@ impl Conn {
                 }
             }
             StreamFrame::End => self.routes.finish(seqid, None, wake),
-            StreamFrame::Abort => self.routes.finish(
-                seqid,
-                Some(RpcError::Application(ApplicationError::new(
-                    ApplicationErrorKind::Unknown,
-                    "the producer aborted the stream",
-                ))),
-                wake,
-            ),
+            StreamFrame::Abort => {
+                let why = abort_cause(body);
+                self.routes
+                    .finish(seqid, Some(RpcError::Application(why)), wake);
+            }
             StreamFrame::Credit => self.routes.grant(seqid, credit, wake),
             StreamFrame::Cancel => {
                 // The producer of a stream stops; so does a handler still running the call.
                 self.routes.cancel(seqid, wake);
-                self.handlers.abort(seqid);
+                self.handlers.cancel(seqid);
             }
         }
     }
 
     /// A message on the server that is not a call to dispatch (see [`Received::into_call`]):
-    /// a reply or exception sent to a server, or a call with a bad `fdrpc-credit`. Answered
-    /// with a `TApplicationException` (a oneway gets none); its fds close.
-    fn refuse(&mut self, header: MessageHeader<'_>, credit: Option<Result<u32, Malformed>>) {
+    /// a reply or exception sent to a server, or a call with a bad `fdrpc-credit` or
+    /// `client_timeout`. Answered with a `TApplicationException` (a oneway gets none); its fds
+    /// close.
+    fn refuse(
+        &mut self,
+        header: MessageHeader<'_>,
+        credit: Option<Result<u32, Malformed>>,
+        timeout: Result<Option<Duration>, BadTimeout>,
+    ) {
         let (name, seqid, ty) = (header.name, header.seqid, header.ty);
         if !matches!(ty, MessageType::Call | MessageType::Oneway) {
             self.push_exception(
@@ -483,7 +581,10 @@ impl Conn {
                 ApplicationErrorKind::InvalidMessageType,
                 format!("a server accepts calls, not {ty:?} messages"),
             );
-        } else if let Some(Err(m)) = credit {
+        } else if let Some(m) = credit
+            .and_then(Result::err)
+            .or(timeout.err().map(Malformed::from))
+        {
             tracing::debug!(method = name, "fdrpc: call refused: {}", m.reason());
             if ty == MessageType::Call {
                 self.push_exception(name, seqid, ApplicationErrorKind::ProtocolError, m.reason());
@@ -534,8 +635,7 @@ impl Conn {
 
     /// Starts a call: allocates its sequence id, registers what will receive its reply and
     /// its streams (before the frame goes out: they may follow at once), encodes the message
-    /// with `args` and queues it. `stream`: the reply opens a server stream, whose window the
-    /// call grants in `fdrpc-credit`. `sink`: the call sends a stream too.
+    /// with `args` and queues it with the headers `call` asks for.
     ///
     /// # Errors
     ///
@@ -544,37 +644,62 @@ impl Conn {
     pub(crate) fn start_call(
         &mut self,
         method: &'static str,
-        ty: MessageType,
+        call: &CallOptions,
         args: impl FnOnce(&mut Encoder) -> Result<(), EncodeError>,
-        stream: bool,
-        sink: bool,
     ) -> Result<Started, RpcError> {
         if let Some(dead) = &self.dead {
             return Err(RpcError::Connection(dead.clone()));
         }
         let routes = &self.routes;
         let seqid = self.calls.next_seqid(|id| routes.contains(id));
-        if ty == MessageType::Call {
-            self.calls.wait(seqid, method);
-        }
-        let inbox = stream.then(|| self.routes.open_inbox(seqid, method, self.window));
-        let outbox = sink.then(|| self.routes.open_outbox(seqid, 0));
-        let mut digits = itoa::Buffer::new();
-        let window: &[(&str, &str)] = if stream {
-            &[(HEADER_CREDIT, digits.format(self.window))]
-        } else {
-            &[]
-        };
+        let waits = call.ty == MessageType::Call;
+        let deadline = call.deadline.zip(call.timeout).filter(|_| waits);
+        let rearm = waits && self.calls.wait(seqid, method, deadline);
+        let inbox = call
+            .stream
+            .then(|| self.routes.open_inbox(seqid, method, self.window));
+        let outbox = call.sink.then(|| self.routes.open_outbox(seqid, 0));
+        let mut buffers = CallHeaders::new();
+        let (headers, n) = buffers.headers(
+            call.stream.then_some(self.window),
+            call.timeout.filter(|_| waits),
+            call.trace.as_ref(),
+        );
         let started = Started {
             seqid,
             inbox,
             outbox,
+            rearm,
         };
-        if let Err(e) = self.push_message(method, ty, seqid, window, args) {
-            self.forget_call(&started, method);
+        if let Err(e) = self.push_message(
+            method,
+            call.ty,
+            seqid,
+            headers.get(..n).unwrap_or_default(),
+            args,
+        ) {
+            self.forget_call(&started, method, false);
             return Err(e);
         }
         Ok(started)
+    }
+
+    /// The earliest deadline of a call still waiting: the driver arms its timer for it (or
+    /// keeps it armed for an earlier instant), says so with [`Conn::set_timer`], and calls
+    /// [`Conn::expire_calls`] when it fires.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        self.calls.next_deadline()
+    }
+
+    /// The driver's timer is armed for `at` (`None`: not armed).
+    pub(crate) fn set_timer(&mut self, at: Option<Instant>) {
+        self.calls.set_armed(at);
+    }
+
+    /// Fails every call whose deadline passed by `now` with [`RpcError::Timeout`]; their
+    /// callers (woken through `wake`) forget them, which tells the server.
+    pub(crate) fn expire_calls(&mut self, now: Instant, wake: &mut Vec<Waker>) {
+        self.calls.expire(now, wake);
     }
 
     /// The reply to call `seqid` once it is there; until then `waker` (if any) is remembered.
@@ -583,20 +708,31 @@ impl Conn {
         seqid: i32,
         waker: Option<&Waker>,
     ) -> Poll<Result<Reply, RpcError>> {
-        let gone = || RpcError::Connection(self.dead_or_closed());
-        let dead = gone();
-        self.calls.poll(seqid, waker, || dead)
+        // Only a call nobody knows of needs the error: it is not built on every poll.
+        let dead = &self.dead;
+        self.calls.poll(seqid, waker, || {
+            RpcError::Connection(
+                dead.clone()
+                    .unwrap_or_else(|| ConnectionError::new(TransportError::Closed)),
+            )
+        })
     }
 
     /// Forgets a call whose caller gave up: its reply, if it comes, is dropped with its fds;
-    /// a stream it opened is cancelled and a sink it was sending is aborted.
-    pub(crate) fn forget_call(&mut self, call: &Started, method: &'static str) {
-        self.calls.forget(call.seqid);
+    /// a stream it opened is cancelled and a sink it was sending is aborted. If `sent` and
+    /// no reply came yet, the server is told with `cancel` (once, also when a stream is
+    /// cancelled), so that it drops the handler.
+    pub(crate) fn forget_call(&mut self, call: &Started, method: &'static str, sent: bool) {
+        let waiting = self.calls.forget(call.seqid);
+        let mut cancelled = false;
         if let Some(id) = call.inbox {
-            self.cancel_inbox(call.seqid, id);
+            cancelled = self.cancel_inbox(call.seqid, id);
+        }
+        if waiting && sent && !cancelled {
+            self.push_control(call.seqid, method, StreamFrame::Cancel, None);
         }
         if let Some(id) = call.outbox {
-            self.end_outbox(call.seqid, id, method, Ending::Abort);
+            self.end_outbox(call.seqid, id, method, Ending::gave_up());
         }
     }
 
@@ -645,11 +781,13 @@ impl Conn {
 
     /// The consumer `id` of `seqid` wants no more: what it had not taken is dropped (fds
     /// closed) and, if the stream was still open, the producer is told with `cancel`. Frames
-    /// in flight for it are dropped when they come.
-    pub(crate) fn cancel_inbox(&mut self, seqid: i32, id: RouteId) {
-        if let Some(method) = self.routes.close_inbox(seqid, id) {
-            self.push_control(seqid, method, StreamFrame::Cancel, None);
-        }
+    /// in flight for it are dropped when they come. Returns whether `cancel` was sent.
+    pub(crate) fn cancel_inbox(&mut self, seqid: i32, id: RouteId) -> bool {
+        let Some(method) = self.routes.close_inbox(seqid, id) else {
+            return false;
+        };
+        self.push_control(seqid, method, StreamFrame::Cancel, None);
+        true
     }
 
     /// Takes one item of credit for producer `id` of `seqid`: `Ready(true)` when taken,
@@ -700,7 +838,13 @@ impl Conn {
         if self.routes.close_outbox(seqid, id) {
             match how {
                 Ending::End => self.push_control(seqid, method, StreamFrame::End, None),
-                Ending::Abort => self.push_control(seqid, method, StreamFrame::Abort, None),
+                Ending::Abort(why) => {
+                    let ty = self.stream_type();
+                    // An exception and a name we were given always encode; a dead connection
+                    // sends nothing.
+                    let kind = [(HEADER_STREAM, StreamFrame::Abort.as_str())];
+                    let _ = self.push_message(method, ty, seqid, &kind, |enc| why.encode(enc));
+                }
                 Ending::Silent => {}
             }
         }

@@ -37,6 +37,14 @@ impl Deadline {
         }
     }
 
+    /// Now: what can be done without waiting is done, nothing more.
+    pub(crate) fn now() -> Self {
+        Deadline {
+            at: Some(Instant::now()),
+            timeout: Some(Duration::ZERO),
+        }
+    }
+
     fn passed(&self, now: Instant) -> bool {
         self.at.is_some_and(|d| now >= d)
     }
@@ -62,6 +70,11 @@ struct State {
     conn: Conn,
     /// The receive queue, while no thread is reading (the reader takes it out).
     recv: Option<RecvQueue>,
+    /// When the reading thread stops waiting for the socket at the latest (`None`: not
+    /// before something arrives). A sleeper whose deadline is no earlier sleeps without a
+    /// timeout of its own: the reader wakes everyone then anyway. (A timed sleep costs the
+    /// kernel a timer on every wait.)
+    reader_until: Option<Instant>,
 }
 
 impl BlockingConn {
@@ -71,6 +84,7 @@ impl BlockingConn {
             state: Mutex::new(State {
                 conn: Conn::new(Role::Client, settings),
                 recv: Some(RecvQueue::new(settings)),
+                reader_until: None,
             }),
             changed: Condvar::new(),
             stall: settings.stall_timeout,
@@ -195,21 +209,34 @@ impl BlockingConn {
                 return Err(deadline.error());
             }
             let Some(mut rq) = st.recv.take() else {
-                // Another thread is reading: it wakes us when it has handed frames over.
+                // Another thread is reading: it wakes us when it has handed frames over, or
+                // when it stops waiting, whichever comes first.
+                let reader_first = match (deadline.at, st.reader_until) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(d), Some(until)) => until <= d,
+                };
                 st = match deadline.at {
-                    Some(d) => {
+                    Some(d) if !reader_first => {
                         self.changed
                             .wait_timeout(st, d - now)
                             .unwrap_or_else(|p| p.into_inner())
                             .0
                     }
-                    None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    _ => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
                 };
                 continue;
             };
+            let stall = rq.stall_deadline(self.stall);
+            let until = match (deadline.at, stall) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            st.reader_until = until;
             drop(st);
-            let read = self.read_once(&mut rq, deadline.at);
+            let read = self.read_once(&mut rq, until, stall);
             st = self.lock();
+            st.reader_until = None;
             let handed = read.and_then(|()| {
                 while let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? {
                     // The blocking client is a client: nothing it receives is a call.
@@ -229,18 +256,14 @@ impl BlockingConn {
         }
     }
 
-    /// Reads once, waiting until something arrives, `deadline` passes (`Ok` with nothing
-    /// read), or a half-received frame or unclaimed fds stall.
+    /// Reads once, waiting until something arrives, `until` passes (`Ok` with nothing read),
+    /// or a half-received frame or unclaimed fds stall (`stall`, which `until` includes).
     fn read_once(
         &self,
         rq: &mut RecvQueue,
-        deadline: Option<Instant>,
+        until: Option<Instant>,
+        stall: Option<Instant>,
     ) -> Result<(), ConnectionError> {
-        let stall = rq.stall_deadline(self.stall);
-        let until = match (deadline, stall) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         match rq.fill_until(self.socket.as_fd(), until) {
             Ok(Fill::Read(_)) => Ok(()),
             Ok(Fill::WouldBlock) if stall.is_some_and(|s| Instant::now() >= s) => Err(

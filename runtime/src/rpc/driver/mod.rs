@@ -6,9 +6,12 @@
 //!   readiness.
 //! - `socket`: the socket registered with tokio for reading only (writability is registered
 //!   on a dup only while a write would block).
+//! - `alarm`: the client reader's one timer for call deadlines (a timerfd).
 //! - `blocking_conn`: [`BlockingConn`](blocking_conn::BlockingConn), for the blocking
 //!   client: plain threads that take turns reading for each other.
 
+#[cfg(feature = "tokio")]
+pub(crate) mod alarm;
 pub(crate) mod blocking_conn;
 #[cfg(feature = "tokio")]
 pub(crate) mod socket;

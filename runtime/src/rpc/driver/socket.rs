@@ -65,6 +65,22 @@ impl Socket {
         }
     }
 
+    /// Whether the peer has closed its end entirely (not merely shut down its writing): it
+    /// will read nothing more, so replies to it are pointless. A Unix socket reports `POLLHUP`
+    /// exactly then.
+    pub(crate) fn peer_closed(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            self.read.get_ref(),
+            rustix::event::PollFlags::empty(),
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+            && fds[0].revents().contains(rustix::event::PollFlags::HUP)
+    }
+
     /// Waits until a write would not block.
     pub(crate) async fn writable(&self) -> io::Result<()> {
         let dup = rustix::io::fcntl_dupfd_cloexec(self.read.get_ref(), 0)?;
@@ -118,7 +134,7 @@ impl AsFd for Socket {
 }
 
 /// Registers `fd` with the runtime for `interest`.
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` keeps its descriptor open and returns the same number from
     // `as_raw_fd` until it is dropped, which the `AsyncFd` that owns it does last.
     unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::alarm::Alarm;
 use super::socket::Socket;
 use crate::rpc::conn::{Conn, Received, Role};
 use crate::rpc::error::ConnectionError;
@@ -29,6 +30,8 @@ pub(crate) struct TokioConn {
     write: Notify,
     /// The writer made progress: the backlog shrank, or the queue emptied, or writing failed.
     drained: Notify,
+    /// A call with an earlier deadline than the client's reader armed its timer for started.
+    rearm: Rearm,
     /// The reader writes the queue itself soon (see [`TokioConn::defer_flush`]): frames
     /// queued meanwhile do not wake the writer.
     deferred: AtomicBool,
@@ -46,6 +49,7 @@ impl TokioConn {
             conn: Mutex::new(Conn::new(role, settings)),
             write: Notify::new(),
             drained: Notify::new(),
+            rearm: Rearm::default(),
             deferred: AtomicBool::new(false),
             owed: AtomicBool::new(false),
             stall: settings.stall_timeout,
@@ -242,38 +246,105 @@ impl TokioConn {
         }
     }
 
-    /// The client's reader: hands every frame the peer sends to the connection until the
-    /// connection ends. Returns why it ended.
+    /// Tells the client's reader that a call with an earlier deadline than its timer's started
+    /// (see [`Started::rearm`](crate::rpc::conn::Started)).
+    pub(crate) fn rearm_timer(&self) {
+        self.rearm.set();
+    }
+
+    /// The client's reader: hands every frame the peer sends to the connection, and fails the
+    /// calls whose deadlines pass, until the connection ends. Returns why it ended.
+    ///
+    /// One timer serves the connection ([`Alarm`]): it is set for the earliest call deadline
+    /// (or the stall deadline of a half-received frame, if earlier), and set again only when
+    /// that moves earlier, so a call costs no timer of its own.
     pub(crate) async fn read_replies(&self, mut rq: RecvQueue) -> ConnectionError {
         let mut wakers = Vec::new();
+        // Made at the first deadline: a client that sets none needs no timer.
+        let mut alarm: Option<Alarm> = None;
+        // What the timer is set for. It is set again only for an earlier instant: set too
+        // early, it fires, finds nothing due, and is set for what is.
+        let mut armed: Option<std::time::Instant> = None;
         loop {
+            // A peer that parks fds in a half-sent frame cannot pin them here either.
             let received = self.with_wakers(&mut wakers, |conn, wake| {
                 while let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? {
                     // A client is never handed a call: a server's call would be a reply's
                     // problem (see `Conn::receive`).
                     conn.receive(Received::new(frame), wake)?;
                 }
-                Ok::<(), ConnectionError>(())
-            });
-            if let Err(e) = received {
-                return e;
-            }
-            // A peer that parks fds in a half-sent frame cannot pin them here either.
-            let filled = match rq.stall_deadline(self.stall) {
-                Some(deadline) => {
-                    let deadline = tokio::time::Instant::from_std(deadline);
-                    match tokio::time::timeout_at(deadline, self.socket.fill(&mut rq)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(FdStreamError::Stalled(self.stall).into()),
-                    }
+                let stall = rq.stall_deadline(self.stall);
+                let due = match (conn.next_deadline(), stall) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(at) = due.filter(|at| armed.is_none_or(|a| *at < a)) {
+                    armed = Some(at);
+                    conn.set_timer(armed);
+                    Ok::<_, ConnectionError>((stall, Some(at)))
+                } else {
+                    Ok((stall, None))
                 }
-                None => self.socket.fill(&mut rq).await,
+            });
+            let stall = match received {
+                Ok((stall, rearm)) => {
+                    if let Some(at) = rearm {
+                        alarm.get_or_insert_with(Alarm::new).set(at);
+                    }
+                    stall
+                }
+                Err(e) => return e,
             };
-            match filled {
-                Ok(true) => {}
-                Ok(false) => return ConnectionError::new(TransportError::Closed),
-                Err(e) => return ConnectionError::new(e),
+            tokio::select! {
+                biased;
+                filled = self.socket.fill(&mut rq) => match filled {
+                    Ok(true) => {}
+                    Ok(false) => return ConnectionError::new(TransportError::Closed),
+                    Err(e) => return ConnectionError::new(e),
+                },
+                () = std::future::poll_fn(|cx| match &mut alarm {
+                    Some(alarm) => alarm.poll_fired(cx),
+                    None => std::task::Poll::Pending,
+                }), if armed.is_some() => {
+                    armed = None;
+                    let now = std::time::Instant::now();
+                    if stall.is_some_and(|s| now >= s) {
+                        return ConnectionError::new(FdStreamError::Stalled(self.stall).into());
+                    }
+                    self.with_wakers(&mut wakers, |conn, wake| {
+                        conn.set_timer(None);
+                        conn.expire_calls(now, wake);
+                    });
+                }
+                () = std::future::poll_fn(|cx| self.rearm.poll(cx)) => {}
             }
+        }
+    }
+}
+
+/// Tells the client's reader to look at its timer again: a flag and the reader's waker, with
+/// no lock (a `Notify` takes one on every wait, and the reader waits once per read).
+#[derive(Debug, Default)]
+struct Rearm {
+    set: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl Rearm {
+    fn set(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.set.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.set.swap(false, Ordering::AcqRel) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 }

@@ -1,5 +1,5 @@
 //! One server connection on tokio: the reader loop that hands frames to the connection core
-//! and dispatches the calls it returns, within the server's limits.
+//! and dispatches the calls it returns, within the server's shared.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -7,7 +7,8 @@ use std::task::Poll;
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::dispatch::dispatch;
+use super::dispatch::{Serving, dispatch};
+use super::hooks::Hooks;
 use super::peer::PeerCredentials;
 use super::services::ServiceSet;
 use crate::rpc::conn::{Received, Role};
@@ -18,24 +19,26 @@ use crate::settings::Settings;
 use crate::transport::error::{FdStreamError, TransportError};
 use crate::transport::{RecvQueue, SCM_MAX_FD};
 
-/// What the connections of one server share: its settings and its fd budget.
-#[derive(Debug)]
-pub(crate) struct ConnectionLimits {
+/// What the connections of one server share: its settings, its fd budget and its hooks.
+pub(crate) struct ServerShared {
     settings: Settings,
     /// Fds received and not yet released, over all connections.
     budget: Arc<Semaphore>,
+    /// `None` if the server has none.
+    hooks: Option<Hooks>,
 }
 
-impl ConnectionLimits {
-    pub(crate) fn new(settings: &Settings) -> Self {
+impl ServerShared {
+    pub(crate) fn new(settings: &Settings, hooks: &[Arc<dyn super::CallHook>]) -> Self {
         let mut settings = settings.clone();
         // Two `sendmsg`s' worth at least, and a frame larger than half the budget could never
         // be received whole.
         settings.fd_budget = settings.fd_budget.max(2 * SCM_MAX_FD);
         settings.max_fds_per_frame = settings.max_fds_per_frame.min(settings.fd_budget / 2);
-        ConnectionLimits {
+        ServerShared {
             budget: Arc::new(Semaphore::new(settings.fd_budget)),
             settings,
+            hooks: (!hooks.is_empty()).then(|| hooks.into()),
         }
     }
 }
@@ -50,10 +53,10 @@ pub(crate) async fn run_connection<S: ServiceSet>(
     stream: UnixStream,
     peer: Arc<PeerCredentials>,
     service: Arc<S>,
-    limits: &ConnectionLimits,
+    shared: &ServerShared,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let settings = &limits.settings;
+    let settings = &shared.settings;
     let io = |e: std::io::Error| ConnectionError::new(e.into());
     let conn = TokioConn::new(
         Socket::from_tokio(stream).map_err(io)?,
@@ -81,6 +84,12 @@ pub(crate) async fn run_connection<S: ServiceSet>(
     let timeout = settings.stall_timeout;
     let (max_bytes, max_fds) = (settings.max_backlog_bytes, settings.max_backlog_fds);
     let mut wakers = Vec::new();
+    let serving = Serving {
+        services: &*service,
+        conn: &conn,
+        peer: &peer,
+        hooks: shared.hooks.as_ref(),
+    };
     let ended: Result<(), ConnectionError> = loop {
         if *stop.borrow() {
             break Ok(());
@@ -113,6 +122,9 @@ pub(crate) async fn run_connection<S: ServiceSet>(
                 _ = stop.changed() => break Ok(()),
             }
         }
+        // A call that is complete now arrived with the last read (its deadline counts from
+        // then).
+        let arrived = rq.last_read_at();
         let frame = match rq.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => {
@@ -122,7 +134,7 @@ pub(crate) async fn run_connection<S: ServiceSet>(
                 match read_more(
                     &conn,
                     &mut rq,
-                    &limits.budget,
+                    &shared.budget,
                     &mut parked,
                     timeout,
                     &mut stop,
@@ -145,7 +157,14 @@ pub(crate) async fn run_connection<S: ServiceSet>(
         let call = match Received::new(frame).into_call() {
             Ok(call) => Some(call),
             Err(other) => {
-                let handled = conn.with_wakers(&mut wakers, |c, wake| c.receive(other, wake));
+                let (handled, cancelled) = conn.with_wakers(&mut wakers, |c, wake| {
+                    (c.receive(other, wake), c.take_cancelled_handlers())
+                });
+                // Handlers whose callers cancelled them are dropped now, before the next
+                // frame is read, without the connection's lock.
+                for handler in cancelled {
+                    handler.stop();
+                }
                 match handled {
                     Ok(call) => call,
                     Err(e) => break Err(e),
@@ -156,7 +175,7 @@ pub(crate) async fn run_connection<S: ServiceSet>(
             // Oneway handlers run here, in order, each finished before the next frame is
             // read, so later calls on this connection see their effects; calls get their
             // first poll here and a task only if they wait.
-            if let Some(mut inline) = dispatch(&*service, &conn, &peer, call, (permit, lease)) {
+            if let Some(mut inline) = dispatch(&serving, call, arrived, (permit, lease)) {
                 let first = std::future::poll_fn(|cx| Poll::Ready(inline.as_mut().poll(cx))).await;
                 if first.is_pending() {
                     // A oneway handler that waits: nothing queued may wait for it.
@@ -171,12 +190,18 @@ pub(crate) async fn run_connection<S: ServiceSet>(
     drop(rq);
     drop(parked);
     if let Err(e) = &ended {
-        tracing::warn!(error = %e, pid = peer.pid(), "fdrpc connection failed; closing it");
+        tracing::warn!(error = %e, "fdrpc connection failed; closing it");
     }
     let why = ended
         .clone()
         .err()
         .unwrap_or_else(|| ConnectionError::new(TransportError::Closed));
+    if ended.is_ok() && !*stop.borrow() && conn.socket().peer_closed() {
+        // The peer is gone, not just done sending: its calls in flight are cancelled, as if
+        // it had sent `cancel` for each.
+        tracing::debug!("fdrpc: the peer closed the connection; dropping its calls in flight");
+        conn.fail(why.clone());
+    }
     conn.with_wakers(&mut wakers, |c, wake| c.fail_streams(&why, wake));
     // Let calls in flight finish and their replies go out (a failed connection too: the
     // peer may still read), but not for longer than the stall timeout.

@@ -1,16 +1,22 @@
 //! What the server does with a call the connection core handed it: the introspection method,
-//! or the service's handler, run with its first poll in the reader and a task only if it
-//! waits; its reply (or the `TApplicationException` that replaces it) queued on the
-//! connection.
+//! or the service's handler, run inside the call's span and trace, with its first poll in the
+//! reader and a task only if it waits, dropped if its deadline passes; its reply (or the
+//! `TApplicationException` that replaces it) queued on the connection; the hooks told.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::context::Context;
+use super::hooks::{CallOutcome, Hooks, Observed};
 use super::peer::PeerCredentials;
-use super::service::{BoxFuture, Dispatch, Incoming, ReplyError};
+use super::service::{BoxFuture, CallInfo, Dispatch, HandlerReply, Incoming, ReplyError};
 use super::services::ServiceSet;
 use crate::codec::call_result::encode_result;
 use crate::codec::fd_table::FdTable;
@@ -18,29 +24,41 @@ use crate::codec::{Decoder, Encoder, MessageType};
 use crate::idl::INTROSPECTION_METHOD;
 use crate::idl::Idl;
 use crate::rpc::app_exception::ApplicationErrorKind;
-use crate::rpc::conn::{Conn, Ending, IncomingCall};
+use crate::rpc::conn::{Conn, Ending, IncomingCall, RunningHandler};
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::stream::{ErasedProducer, produce};
+use crate::rpc::trace::{self, TraceContext, TraceId};
 
 /// What a call holds while it runs: its slot among the calls in flight and, if its frame
 /// carried fds, their share of the server-wide fd budget.
 pub(crate) type CallPermit = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
 
+/// What the calls of one connection are dispatched with.
+pub(crate) struct Serving<'a, S: ?Sized> {
+    pub(crate) services: &'a S,
+    pub(crate) conn: &'a Arc<TokioConn>,
+    pub(crate) peer: &'a Arc<PeerCredentials>,
+    /// The server's hooks; `None` if it has none.
+    pub(crate) hooks: Option<&'a Hooks>,
+}
+
 /// Dispatches one call, returning the work to await before the next frame: a oneway handler
 /// (run to completion, in order), or a call's first poll (a call that waits continues in a
 /// task of its own, holding `permit`).
 pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
-    services: &S,
-    conn: &Arc<TokioConn>,
-    peer: &Arc<PeerCredentials>,
+    at: &Serving<'_, S>,
     call: IncomingCall<'_>,
+    arrived: Option<Instant>,
     permit: CallPermit,
 ) -> Option<BoxFuture<()>> {
+    let conn = at.conn;
     let IncomingCall {
         mut header,
         body,
         fds,
         credit,
+        timeout,
+        trace,
     } = call;
     let (seqid, ty) = (header.seqid, header.ty);
     // Replies carry the method's plain name, multiplexed calls too (as Apache Thrift's
@@ -51,7 +69,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         // Its arguments are ignored; fds sent with it close here.
         if wants_reply {
             let mut idl = Idl::new();
-            services.describe(&mut idl);
+            at.services.describe(&mut idl);
             let idl = idl.render();
             conn.with(|c| {
                 let mut enc = reply_encoder(name, seqid);
@@ -62,7 +80,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         }
         return None;
     }
-    let service = match services.route(header.name) {
+    let service = match at.services.route(header.name) {
         Ok((service, method)) => {
             header.name = method;
             service
@@ -77,123 +95,269 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
             return None;
         }
     };
-    let args = Decoder::new(body, FdTable::new(fds));
-    let incoming = Incoming::new(header, args, peer, conn, credit);
-    match service.dispatch(incoming) {
-        Dispatch::Reply(fut) => {
-            let conn = conn.clone();
-            let conn2 = conn.clone();
-            let name = name.to_owned();
-            // Most handlers finish on their first poll: run that poll here and queue the
-            // reply at once; only a handler that waits gets a task of its own.
-            return Some(Box::pin(async move {
-                let mut task = Box::pin(AssertUnwindSafe(fut).catch_unwind());
-                let first = std::future::poll_fn(|cx| {
-                    std::task::Poll::Ready(std::future::Future::poll(task.as_mut(), cx))
-                })
-                .await;
-                let finish = move |outcome: Outcome<Encoder>| {
-                    if wants_reply {
-                        conn.with(|c| push_outcome(c, &name, seqid, outcome));
-                    }
-                    drop(permit);
-                };
-                match first {
-                    std::task::Poll::Ready(outcome) => finish(outcome),
-                    std::task::Poll::Pending => {
-                        spawn_handler(&conn2, seqid, async move { finish(task.await) });
-                    }
-                }
-            }));
+    // The method's name as the service declares it: what replies and hooks name (a `&'static
+    // str`, so a call holds no copy of it).
+    let Some(method) = service
+        .methods()
+        .iter()
+        .copied()
+        .find(|m| *m == header.name)
+    else {
+        tracing::debug!(method = name, "fdrpc: unknown method");
+        if wants_reply {
+            let why = format!("unknown method `{name}`");
+            conn.with(|c| c.push_exception(name, seqid, ApplicationErrorKind::UnknownMethod, why));
         }
+        return None;
+    };
+    let deadline = timeout.map(|t| arrived.unwrap_or_else(Instant::now) + t);
+    let trace = trace.map(|t| t.child());
+    let fds_in = fds.len();
+    let scope = CallScope::new(service.name(), method, seqid, at.peer, fds_in, trace);
+    let observed = match at.hooks {
+        Some(hooks) => {
+            let cx = Context::new(
+                at.peer.clone(),
+                service.name(),
+                method,
+                seqid,
+                deadline,
+                trace,
+            );
+            let start = arrived.unwrap_or_else(Instant::now);
+            match Observed::before(hooks, cx, start, fds_in) {
+                Ok(observed) => Some(Box::new(observed)),
+                Err(e) => {
+                    scope.in_scope(|| tracing::debug!(error = %e, "fdrpc: call refused by a hook"));
+                    if wants_reply {
+                        conn.with(|c| c.push_exception(method, seqid, e.kind, e.message));
+                    }
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+    let info = CallInfo {
+        peer: at.peer,
+        service: service.name(),
+        credit,
+        deadline,
+        trace,
+    };
+    let args = Decoder::new(body, FdTable::new(fds));
+    let incoming = Incoming::new(header, args, info, conn);
+    let call = Call {
+        conn: conn.clone(),
+        name: method,
+        seqid,
+        wants_reply,
+        timeout: timeout.zip(deadline),
+        observed,
+        permit: Some(permit),
+        scope: scope.clone(),
+    };
+    match service.dispatch(incoming) {
+        Dispatch::Reply(fut) => return Some(Box::pin(scope.wrap(call.reply(fut)))),
         Dispatch::Stream(slot, fut) => {
             let conn = conn.clone();
-            let name = name.to_owned();
-            spawn_handler(&conn.clone(), seqid, async move {
-                let outcome: Outcome<(Encoder, Option<Box<dyn ErasedProducer>>)> =
-                    AssertUnwindSafe(fut).catch_unwind().await;
-                let (outcome, producer) = match outcome {
-                    Ok(Ok((enc, p))) => (Ok(Ok(enc)), p),
-                    Ok(Err(e)) => (Ok(Err(e)), None),
-                    Err(panic) => (Err(panic), None),
-                };
-                conn.with(|c| {
-                    push_outcome(c, &name, seqid, outcome);
-                    if producer.is_none() {
-                        // Refused, or failed: the stream never opens.
-                        c.end_outbox(seqid, slot.id, slot.method, Ending::Silent);
-                    }
-                });
-                if let Some(p) = producer {
-                    produce(conn, slot.method, MessageType::Reply, seqid, slot.id, p).await;
-                }
-                drop(permit);
-            });
+            spawn_handler(&conn, seqid, scope.wrap(call.stream(slot, fut)));
         }
-        Dispatch::Oneway(fut) => {
-            let conn = conn.clone();
-            let name = name.to_owned();
-            return Some(Box::pin(async move {
-                let outcome = AssertUnwindSafe(fut).catch_unwind().await;
-                if outcome.is_err() {
-                    tracing::error!(method = %name, "fdrpc: oneway handler panicked");
-                }
-                if wants_reply {
-                    // A client that sent a oneway method as a call gets an empty result.
-                    conn.with(|c| {
-                        let mut enc = reply_encoder(&name, seqid);
-                        enc.write_stop();
-                        let _ = c.push_reply(seqid, enc);
-                    });
-                }
-                drop(permit);
-            }));
-        }
+        Dispatch::Oneway(fut) => return Some(Box::pin(scope.wrap(call.oneway(fut)))),
         Dispatch::BadArgs(e) => {
-            tracing::debug!(method = name, error = %e, "fdrpc: bad arguments");
-            if wants_reply {
-                conn.with(|c| {
-                    c.push_exception(
-                        name,
-                        seqid,
-                        ApplicationErrorKind::ProtocolError,
-                        format!("bad arguments: {e}"),
-                    )
-                });
-            }
+            scope.in_scope(|| tracing::debug!(error = %e, "fdrpc: bad arguments"));
+            call.refuse(
+                ApplicationErrorKind::ProtocolError,
+                format!("bad arguments: {e}"),
+            );
         }
         Dispatch::UnknownMethod => {
-            tracing::debug!(method = name, "fdrpc: unknown method");
-            if wants_reply {
-                conn.with(|c| {
-                    c.push_exception(
-                        name,
-                        seqid,
-                        ApplicationErrorKind::UnknownMethod,
-                        format!("unknown method `{name}`"),
-                    )
-                });
-            }
+            // Listed in `methods()` but not dispatched: a service that disagrees with itself.
+            scope.in_scope(|| tracing::debug!("fdrpc: unknown method"));
+            let why = format!("unknown method `{method}`");
+            call.refuse(ApplicationErrorKind::UnknownMethod, why);
         }
     }
     None
 }
 
+/// One dispatched call: where and how it is answered, and what it holds until then.
+struct Call {
+    conn: Arc<TokioConn>,
+    name: &'static str,
+    seqid: i32,
+    wants_reply: bool,
+    /// The caller's timeout and the deadline it set.
+    timeout: Option<(Duration, Instant)>,
+    observed: Option<Box<Observed>>,
+    /// Given back when the call ends (a stream method's: when its stream ends).
+    permit: Option<CallPermit>,
+    scope: CallScope,
+}
+
+impl Call {
+    /// Runs a handler whose reply is a result struct: its first poll now, the rest (if it
+    /// waits) in a task of its own, until its deadline.
+    async fn reply(self, fut: BoxFuture<Result<HandlerReply, ReplyError>>) {
+        let mut task = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+        // Most handlers finish on their first poll: run that poll here and queue the reply at
+        // once; only a handler that waits gets a task of its own.
+        let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(outcome) => self.answer(outcome),
+            Poll::Pending => {
+                let (conn, seqid, scope) = (self.conn.clone(), self.seqid, self.scope.clone());
+                spawn_handler(
+                    &conn,
+                    seqid,
+                    scope.wrap(async move {
+                        match until(self.deadline(), task).await {
+                            Some(outcome) => self.answer(outcome),
+                            None => self.time_out(),
+                        }
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Runs a handler whose reply opens a stream, then the stream's producer. The deadline
+    /// bounds the handler, not the stream.
+    async fn stream(
+        mut self,
+        slot: super::service::StreamSlot,
+        fut: BoxFuture<super::service::StreamReply>,
+    ) {
+        let opened = until(self.deadline(), AssertUnwindSafe(fut).catch_unwind()).await;
+        let Some(outcome) = opened else {
+            self.conn.with(|c| {
+                c.end_outbox(self.seqid, slot.id, slot.method, Ending::Silent);
+            });
+            return self.time_out();
+        };
+        let (outcome, producer): (Outcome<HandlerReply>, Option<Box<dyn ErasedProducer>>) =
+            match outcome {
+                Ok(Ok((enc, p))) => {
+                    // A refusal is the declared exception.
+                    let refused = p.is_none();
+                    (Ok(Ok(HandlerReply::new(enc, refused))), p)
+                }
+                Ok(Err(e)) => (Ok(Err(e)), None),
+                Err(panic) => (Err(panic), None),
+            };
+        let conn = self.conn.clone();
+        if producer.is_none() {
+            // Refused, or failed: the stream never opens.
+            conn.with(|c| c.end_outbox(self.seqid, slot.id, slot.method, Ending::Silent));
+        }
+        let seqid = self.seqid;
+        // The call holds its place among the calls in flight until its stream ends.
+        let permit = self.permit.take();
+        self.answer(outcome);
+        if let Some(p) = producer {
+            produce(conn, slot.method, MessageType::Reply, seqid, slot.id, p).await;
+        }
+        drop(permit);
+    }
+
+    /// Runs a oneway handler to its end (or its deadline, if its caller set one).
+    async fn oneway(self, fut: BoxFuture<()>) {
+        let outcome = until(self.deadline(), AssertUnwindSafe(fut).catch_unwind()).await;
+        let outcome = match outcome {
+            Some(Ok(())) => CallOutcome::Ok,
+            Some(Err(_)) => {
+                tracing::error!("fdrpc: oneway handler panicked");
+                CallOutcome::Panicked
+            }
+            None => {
+                tracing::debug!("fdrpc: deadline passed; oneway handler dropped");
+                CallOutcome::TimedOut
+            }
+        };
+        if self.wants_reply {
+            // A client that sent a oneway method as a call gets an empty result.
+            self.conn.with(|c| {
+                let mut enc = reply_encoder(self.name, self.seqid);
+                enc.write_stop();
+                let _ = c.push_reply(self.seqid, enc);
+            });
+        }
+        self.end(outcome, 0);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout.map(|(_, d)| d)
+    }
+
+    /// Queues the handler's reply, or the exception that replaces it.
+    fn answer(self, outcome: Outcome<HandlerReply>) {
+        let (name, seqid, wants_reply) = (self.name, self.seqid, self.wants_reply);
+        let (outcome, fds_out) = self
+            .conn
+            .with(|c| push_outcome(c, name, seqid, wants_reply, outcome));
+        self.end(outcome, fds_out);
+    }
+
+    /// The deadline passed: the handler has been dropped; the caller gets a `Timeout`.
+    fn time_out(self) {
+        tracing::debug!("fdrpc: deadline passed; handler dropped");
+        if self.wants_reply {
+            let ms = self.timeout.map_or(0, |(t, _)| t.as_millis());
+            let why = format!("the call's deadline passed: its caller waits {ms} ms");
+            self.conn.with(|c| {
+                c.push_exception(self.name, self.seqid, ApplicationErrorKind::Timeout, why)
+            });
+        }
+        self.end(CallOutcome::TimedOut, 0);
+    }
+
+    /// The call could not run: the caller gets this exception.
+    fn refuse(self, kind: ApplicationErrorKind, why: String) {
+        if self.wants_reply {
+            self.conn
+                .with(|c| c.push_exception(self.name, self.seqid, kind, why));
+        }
+        self.end(CallOutcome::Failed(kind), 0);
+    }
+
+    /// Tells the span and the hooks how the call ended, and gives its permit back.
+    fn end(self, outcome: CallOutcome, fds_out: usize) {
+        if let Some(span) = &self.scope.span {
+            span.record("fds_out", fds_out);
+        }
+        if let Some(observed) = self.observed {
+            observed.end(outcome, fds_out);
+        }
+        drop(self.permit);
+    }
+}
+
+/// `fut`'s output, or `None` once `deadline` passes (`fut` is dropped then).
+async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        None => Some(fut.await),
+        Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
+    }
+}
+
 /// Runs the rest of call `seqid`'s handler in a task of its own, registered with the
-/// connection so that the connection's end stops it at once (its future is dropped: what it
-/// holds, fds included, is closed). Nothing runs if the connection has ended already.
+/// connection so that the connection's end, or the caller's `cancel`, stops it at once (its
+/// future is dropped: what it holds, fds included, is closed). Nothing runs if the connection
+/// has ended already.
 fn spawn_handler(
     conn: &Arc<TokioConn>,
     seqid: i32,
-    work: impl std::future::Future<Output = ()> + Send + 'static,
+    work: impl Future<Output = ()> + Send + 'static,
 ) {
-    let (work, stop) = futures_util::future::abortable(work);
-    let Some(id) = conn.with(|c| c.track_handler(seqid, stop)) else {
+    let (handler, task) = RunningHandler::new(work);
+    let Some(id) = conn.with(|c| c.track_handler(seqid, handler.clone())) else {
+        // Dropped here, without the connection's lock.
+        handler.stop();
         return;
     };
     let conn = conn.clone();
     tokio::spawn(async move {
-        let _ = work.await;
+        task.await;
         conn.with(|c| c.untrack_handler(seqid, id));
     });
 }
@@ -209,30 +373,120 @@ fn reply_encoder(name: &str, seqid: i32) -> Encoder {
     enc
 }
 
-/// Queues a handler's reply, or the `TApplicationException` that replaces it.
-fn push_outcome(c: &mut Conn, name: &str, seqid: i32, outcome: Outcome<Encoder>) {
+/// Queues a handler's reply (if `wants_reply`), or the `TApplicationException` that replaces
+/// it; returns how the call ended and the fds its reply carried.
+fn push_outcome(
+    c: &mut Conn,
+    name: &str,
+    seqid: i32,
+    wants_reply: bool,
+    outcome: Outcome<HandlerReply>,
+) -> (CallOutcome, usize) {
+    let mut exception = |kind, why| {
+        if wants_reply {
+            c.push_exception(name, seqid, kind, why);
+        }
+        (CallOutcome::Failed(kind), 0)
+    };
     match outcome {
-        Ok(Ok(enc)) => {
-            let _ = c.push_reply(seqid, enc);
+        Ok(Ok(reply)) => {
+            let fds = reply.enc.fd_count();
+            let ended = if reply.service_error {
+                CallOutcome::ServiceError
+            } else {
+                CallOutcome::Ok
+            };
+            if wants_reply {
+                let _ = c.push_reply(seqid, reply.enc);
+            }
+            (ended, fds)
         }
         Ok(Err(ReplyError::Encode(e))) => {
-            tracing::error!(method = %name, error = %e, "fdrpc: could not encode a reply");
-            c.push_exception(
-                name,
-                seqid,
+            tracing::error!(error = %e, "fdrpc: could not encode a reply");
+            exception(
                 ApplicationErrorKind::InternalError,
                 format!("could not encode the reply: {e}"),
-            );
+            )
         }
-        Ok(Err(ReplyError::Application(e))) => c.push_exception(name, seqid, e.kind, e.message),
+        Ok(Err(ReplyError::Application(e))) => exception(e.kind, e.message),
         Err(_) => {
-            tracing::error!(method = %name, "fdrpc: handler panicked");
-            c.push_exception(
-                name,
-                seqid,
+            tracing::error!("fdrpc: handler panicked");
+            exception(
                 ApplicationErrorKind::InternalError,
                 "the handler panicked".into(),
             );
+            (CallOutcome::Panicked, 0)
         }
+    }
+}
+
+/// The span a call runs in, and its trace: entered whenever its handler is polled. Without
+/// a subscriber that wants the span, there is none, and nothing is entered.
+#[derive(Clone)]
+struct CallScope {
+    span: Option<tracing::Span>,
+    trace: Option<TraceContext>,
+}
+
+impl CallScope {
+    fn new(
+        service: &'static str,
+        method: &str,
+        seqid: i32,
+        peer: &PeerCredentials,
+        fds_in: usize,
+        trace: Option<TraceContext>,
+    ) -> Self {
+        // Asked first: a disabled span still costs its fields (and, with `tracing`'s `log`
+        // feature, a `log` record) on every call.
+        let span = tracing::span_enabled!(tracing::Level::INFO)
+            .then(|| {
+                tracing::info_span!(
+                    "call",
+                    service,
+                    method,
+                    seqid,
+                    peer_pid = peer.pid(),
+                    peer_uid = peer.uid(),
+                    fds_in,
+                    fds_out = tracing::field::Empty,
+                    trace_id = tracing::field::Empty,
+                )
+            })
+            .filter(|span| !span.is_disabled());
+        if let (Some(span), Some(t)) = (&span, &trace) {
+            span.record("trace_id", tracing::field::display(TraceId(t.trace_id())));
+        }
+        CallScope { span, trace }
+    }
+
+    fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _span = self.span.as_ref().map(tracing::Span::enter);
+        let _trace = self.trace.map(trace::enter);
+        f()
+    }
+
+    fn wrap<F: Future>(self, fut: F) -> InCall<F> {
+        InCall { scope: self, fut }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled inside its call's [`CallScope`].
+    struct InCall<F> {
+        scope: CallScope,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for InCall<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _span = this.scope.span.as_ref().map(tracing::Span::enter);
+        let _trace = this.scope.trace.map(trace::enter);
+        this.fut.poll(cx)
     }
 }

@@ -6,7 +6,9 @@
 //! - `listener`: [`Listener`]: the sockets a server serves.
 //! - `connection`: the reader loop of one connection, within the server's limits (calls in
 //!   flight, fd budget, backlog, stall timeout).
-//! - `dispatch`: a call handed over by the connection core, run and answered.
+//! - `dispatch`: a call handed over by the connection core, run (in its span and trace, until
+//!   its deadline) and answered.
+//! - `hooks`: [`CallHook`]: what runs around every call.
 //! - `service`: [`Service`] and the types generated code uses to dispatch.
 //! - `services`: [`ServiceSet`]: one service or several on one socket (`Service:method`).
 //! - `context`, `peer`: [`Context`] and [`PeerCredentials`]: who is calling.
@@ -16,6 +18,8 @@ mod connection;
 mod context;
 #[cfg(feature = "tokio")]
 mod dispatch;
+#[cfg(feature = "tokio")]
+mod hooks;
 #[cfg(feature = "tokio")]
 mod listener;
 mod peer;
@@ -28,11 +32,15 @@ mod services;
 
 pub use context::Context;
 #[cfg(feature = "tokio")]
+pub use hooks::{CallEnd, CallHook, CallOutcome};
+#[cfg(feature = "tokio")]
 pub use listener::{IntoConnection, IntoListener, Listener};
 pub use peer::PeerCredentials;
 #[cfg(feature = "tokio")]
 pub use serve::Server;
 #[cfg(feature = "tokio")]
-pub use service::{BoxFuture, Dispatch, Incoming, ReplyError, Service, StreamReply, StreamSlot};
+pub use service::{
+    BoxFuture, Dispatch, HandlerReply, Incoming, ReplyError, Service, StreamReply, StreamSlot,
+};
 #[cfg(feature = "tokio")]
 pub use services::ServiceSet;

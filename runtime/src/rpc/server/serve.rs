@@ -7,8 +7,10 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
-use super::connection::{ConnectionLimits, run_connection};
+use super::connection::{ServerShared, run_connection};
+use super::hooks::CallHook;
 use super::listener::{IntoConnection, IntoListener};
 use super::peer::PeerCredentials;
 use super::services::ServiceSet;
@@ -32,6 +34,7 @@ type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 pub struct Server {
     settings: Settings,
     authorize: Option<Arc<Authorize>>,
+    hooks: Vec<Arc<dyn CallHook>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("settings", &self.settings)
             .field("authorize", &self.authorize.is_some())
+            .field("hooks", &self.hooks.len())
             .finish()
     }
 }
@@ -60,6 +64,7 @@ impl Server {
         Server {
             settings,
             authorize: None,
+            hooks: Vec::new(),
         }
     }
 
@@ -75,6 +80,13 @@ impl Server {
         f: impl Fn(&PeerCredentials) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.authorize = Some(Arc::new(f));
+        self
+    }
+
+    /// Adds a hook that runs around every call: before it (and may refuse it) and after it
+    /// (to observe how it ended). Hooks run in the order they were added; see [`CallHook`].
+    pub fn hook(mut self, hook: impl CallHook) -> Self {
+        self.hooks.push(Arc::new(hook));
         self
     }
 
@@ -113,7 +125,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let listener = listener.into_listener()?;
         let service = Arc::new(service);
-        let limits = Arc::new(ConnectionLimits::new(&self.settings));
+        let shared = Arc::new(ServerShared::new(&self.settings, &self.hooks));
         let (stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         let mut conns = JoinSet::new();
@@ -138,12 +150,11 @@ impl Server {
                     let authorize = self.authorize.clone();
                     let service = service.clone();
                     let stop = stop_rx.clone();
-                    let limits = limits.clone();
+                    let shared = shared.clone();
                     conns.spawn(async move {
                         let _slot = slot;
-                        if let Err(e) = serve_one(stream, service, authorize.as_deref(), &limits, stop).await {
-                            tracing::info!(error = %e, "fdrpc connection ended");
-                        }
+                        // Failures are logged where they happen, with their peer.
+                        let _ = serve_one(stream, service, authorize.as_deref(), &shared, stop).await;
                     });
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -170,12 +181,12 @@ impl Server {
             .into_connection()
             .map_err(|e| ConnectionError::new(e.into()))?;
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let limits = ConnectionLimits::new(&self.settings);
+        let shared = ServerShared::new(&self.settings, &self.hooks);
         serve_one(
             stream,
             Arc::new(service),
             self.authorize.as_deref(),
-            &limits,
+            &shared,
             stop_rx,
         )
         .await
@@ -187,11 +198,17 @@ async fn serve_one<S: ServiceSet>(
     stream: UnixStream,
     service: Arc<S>,
     authorize: Option<&Authorize>,
-    limits: &ConnectionLimits,
+    shared: &ServerShared,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let io = |e: std::io::Error| ConnectionError::new(e.into());
-    let peer = PeerCredentials::of(&stream).map_err(io)?;
+    let peer = match PeerCredentials::of(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(error = %e, "fdrpc connection dropped: its peer's credentials are unreadable");
+            return Err(io(e));
+        }
+    };
     if let Some(authorize) = authorize {
         if !authorize(&peer) {
             tracing::info!(
@@ -205,7 +222,14 @@ async fn serve_one<S: ServiceSet>(
             )));
         }
     }
-    run_connection(stream, Arc::new(peer), service, limits, stop).await
+    let span = tracing::span_enabled!(tracing::Level::INFO)
+        .then(|| tracing::info_span!("connection", peer_pid = peer.pid(), peer_uid = peer.uid()))
+        .filter(|span| !span.is_disabled());
+    let serving = run_connection(stream, Arc::new(peer), service, shared, stop);
+    match span {
+        Some(span) => serving.instrument(span).await,
+        None => serving.await,
+    }
 }
 
 fn is_transient_accept_error(e: &std::io::Error) -> bool {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::context::Context;
 use super::peer::PeerCredentials;
@@ -15,6 +16,7 @@ use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::conn::RouteId;
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::stream::{Consumer, ErasedProducer, SinkStatus, Stream, sink_stream};
+use crate::rpc::trace::TraceContext;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -66,10 +68,21 @@ impl<S: Service + ?Sized> Service for Arc<S> {
 pub struct Incoming<'a> {
     header: MessageHeader<'a>,
     dec: Option<Decoder<'a>>,
-    peer: &'a Arc<PeerCredentials>,
+    call: CallInfo<'a>,
     conn: &'a Arc<TokioConn>,
+}
+
+/// What the server knows of a call before its handler runs, besides its header and
+/// arguments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallInfo<'a> {
+    pub(crate) peer: &'a Arc<PeerCredentials>,
+    pub(crate) service: &'static str,
     /// `fdrpc-credit` of the call: the window the client grants a stream it opens.
-    credit: u32,
+    pub(crate) credit: u32,
+    pub(crate) deadline: Option<Instant>,
+    /// The handler's span of the caller's trace.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl std::fmt::Debug for Incoming<'_> {
@@ -100,16 +113,14 @@ impl<'a> Incoming<'a> {
     pub(crate) fn new(
         header: MessageHeader<'a>,
         dec: Decoder<'a>,
-        peer: &'a Arc<PeerCredentials>,
+        call: CallInfo<'a>,
         conn: &'a Arc<TokioConn>,
-        credit: u32,
     ) -> Self {
         Incoming {
             header,
             dec: Some(dec),
-            peer,
+            call,
             conn,
-            credit,
         }
     }
 
@@ -128,7 +139,7 @@ impl<'a> Incoming<'a> {
     /// Registers the stream this call's reply will open, with the window the client granted.
     pub fn open_stream(&self, method: &'static str) -> StreamSlot {
         let seqid = self.header.seqid;
-        let id = self.conn.with(|c| c.open_stream(seqid, self.credit));
+        let id = self.conn.with(|c| c.open_stream(seqid, self.call.credit));
         StreamSlot { seqid, method, id }
     }
 
@@ -164,7 +175,15 @@ impl<'a> Incoming<'a> {
 
     /// The context handed to methods that take `cx: &fdrpc::Context`.
     pub fn context(&self, method: &'static str) -> Context {
-        Context::new(self.peer.clone(), method, self.header.seqid)
+        let call = &self.call;
+        Context::new(
+            call.peer.clone(),
+            call.service,
+            method,
+            self.header.seqid,
+            call.deadline,
+            call.trace,
+        )
     }
 
     /// An encoder holding the reply's message header; the handler appends the result struct.
@@ -173,6 +192,22 @@ impl<'a> Incoming<'a> {
         // A name from the trait and an i32 always encode.
         let _ = enc.write_message_header(method, MessageType::Reply, self.header.seqid);
         enc
+    }
+}
+
+/// A handler's encoded reply (message header and result struct), and whether the result is
+/// the method's declared exception.
+#[derive(Debug)]
+pub struct HandlerReply {
+    pub(crate) enc: Encoder,
+    pub(crate) service_error: bool,
+}
+
+impl HandlerReply {
+    /// The reply in `enc`; `service_error` if it holds the declared exception (used by
+    /// generated code).
+    pub fn new(enc: Encoder, service_error: bool) -> Self {
+        HandlerReply { enc, service_error }
     }
 }
 
@@ -193,20 +228,24 @@ impl From<EncodeError> for ReplyError {
 
 impl SinkStatus {
     /// `Err` if the sink broke off: the handler's result then describes an incomplete sink,
-    /// and the client gets a `PROTOCOL_ERROR` instead (used by generated code).
+    /// and the client gets a `PROTOCOL_ERROR` naming the cause instead (used by generated
+    /// code).
     ///
     /// # Errors
     ///
     /// [`ReplyError::Application`] if the sink broke off.
     pub fn check(&self) -> Result<(), ReplyError> {
-        if self.is_broken() {
-            Err(ReplyError::Application(ApplicationError::new(
-                ApplicationErrorKind::ProtocolError,
-                "the sink broke off before its end",
-            )))
-        } else {
-            Ok(())
-        }
+        let Some(cause) = self.cause() else {
+            return Ok(());
+        };
+        let cause = match cause {
+            crate::rpc::error::RpcError::Application(e) => e.message.clone(),
+            other => other.to_string(),
+        };
+        Err(ReplyError::Application(ApplicationError::new(
+            ApplicationErrorKind::ProtocolError,
+            format!("the sink broke off before its end: {cause}"),
+        )))
     }
 }
 
@@ -218,7 +257,7 @@ pub type StreamReply = Result<(Encoder, Option<Box<dyn ErasedProducer>>), ReplyE
 #[non_exhaustive]
 pub enum Dispatch {
     /// Run the future; it yields the encoded reply (message header and result struct).
-    Reply(BoxFuture<Result<Encoder, ReplyError>>),
+    Reply(BoxFuture<Result<HandlerReply, ReplyError>>),
     /// Run the future; it yields the encoded reply and, unless the call was refused, the
     /// producer of the stream the reply opens.
     Stream(StreamSlot, BoxFuture<StreamReply>),

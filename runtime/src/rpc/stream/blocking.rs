@@ -16,7 +16,8 @@ use crate::rpc::error::{CallError, RpcError};
 
 /// The items of a server stream on the blocking client: an iterator of
 /// `Result<T, CallError<E>>`, ending after the last item or after one error. Each item is
-/// waited for at most the client's timeout. Dropping it cancels the stream.
+/// waited for as long as it takes (a stream may be quiet between events) unless
+/// [`BlockingStreaming::set_item_timeout`] says otherwise. Dropping it cancels the stream.
 pub struct BlockingStreaming<T, E = std::convert::Infallible> {
     conn: Arc<BlockingConn>,
     seqid: i32,
@@ -54,6 +55,12 @@ impl<T, E> BlockingStreaming<T, E> {
             feeder,
             _types: PhantomData,
         }
+    }
+
+    /// Waits at most `timeout` for each item from now on (`None`: as long as it takes). An
+    /// item that does not come in time ends the stream with [`RpcError::Timeout`].
+    pub fn set_item_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
     }
 
     /// Cancels the stream now (as dropping it does): the server's producer is told, and items
@@ -249,7 +256,7 @@ impl SinkFeeder {
             None => Ending::End,
             Some(Err(e)) => {
                 tracing::error!(method = self.method, error = %e, "fdrpc: could not encode a sink item; aborting the sink");
-                Ending::Abort
+                Ending::unencodable(&e)
             }
         };
         self.feeding = false;
@@ -306,7 +313,7 @@ impl SinkFeeder {
         self.held = None;
         if std::mem::take(&mut self.feeding) {
             let how = if aborted {
-                Ending::Abort
+                Ending::gave_up()
             } else {
                 Ending::Silent
             };

@@ -3,9 +3,12 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_core::Stream as FuturesStream;
+
+use crate::rpc::error::RpcError;
 
 /// A stream of items that may each carry fds, ended by the end of the stream or by an error
 /// `E` (which may carry fds too).
@@ -29,6 +32,8 @@ use futures_core::Stream as FuturesStream;
 #[must_use = "a stream does nothing unless sent or consumed"]
 pub struct Stream<T, E = Infallible> {
     inner: Pin<Box<dyn FuturesStream<Item = Result<T, E>> + Send>>,
+    /// For the stream a sink handler consumes: whether it broke off.
+    status: Option<SinkStatus>,
 }
 
 impl<T, E> std::fmt::Debug for Stream<T, E> {
@@ -42,7 +47,15 @@ impl<T: Send + 'static, E: Send + 'static> Stream<T, E> {
     pub fn new(stream: impl FuturesStream<Item = Result<T, E>> + Send + 'static) -> Self {
         Stream {
             inner: Box::pin(stream),
+            status: None,
         }
+    }
+
+    /// The stream a sink handler consumes, which `status` tells broke off.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn with_status(mut self, status: SinkStatus) -> Self {
+        self.status = Some(status);
+        self
     }
 
     /// A stream of the items of `stream`, which never fails.
@@ -65,10 +78,49 @@ impl<T: Send + 'static, E: Send + 'static> Stream<T, E> {
     }
 }
 
+impl<T, E> Stream<T, E> {
+    /// Why the stream broke off, if it did: for the stream a sink handler consumes, which
+    /// ends (`None` from `next`) both when the client finished it and when it broke off (the
+    /// client gave up or could not encode an item, an item could not be decoded, the
+    /// connection failed). After the end, this tells the two apart. `None` for a finished sink
+    /// and for every other stream.
+    ///
+    /// A handler need not check it: if the sink broke off, the client gets a `PROTOCOL_ERROR`
+    /// naming the cause instead of the handler's result.
+    pub fn broken(&self) -> Option<&RpcError> {
+        self.status.as_ref().and_then(|s| s.cause.get())
+    }
+}
+
 impl<T, E> FuturesStream for Stream<T, E> {
     type Item = Result<T, E>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Whether a sink a handler consumed broke off (the connection failed, the client aborted, or
+/// an item could not be decoded) rather than ending, and why.
+#[derive(Debug, Clone, Default)]
+pub struct SinkStatus {
+    cause: Arc<OnceLock<RpcError>>,
+}
+
+impl SinkStatus {
+    /// Whether the sink broke off.
+    pub fn is_broken(&self) -> bool {
+        self.cause.get().is_some()
+    }
+
+    /// Why the sink broke off, if it did.
+    pub fn cause(&self) -> Option<&RpcError> {
+        self.cause.get()
+    }
+
+    /// The sink broke off because of `why` (the first cause is kept).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn set_broken(&self, why: RpcError) {
+        let _ = self.cause.set(why);
     }
 }

@@ -18,7 +18,7 @@ use std::os::fd::OwnedFd;
 
 pub(crate) use blocking::SinkFeeder;
 pub use blocking::{BlockingSink, BlockingStreaming};
-pub use items::Stream;
+pub use items::{SinkStatus, Stream};
 pub(crate) use producer::encode_item;
 #[cfg(feature = "tokio")]
 pub(crate) use producer::produce;
@@ -44,31 +44,4 @@ pub(crate) fn decode_item<T: Field, E: Field>(
     let r = decode_result::<T, E>(&mut dec, true)?;
     dec.finish()?;
     Ok(r)
-}
-
-#[cfg(feature = "tokio")]
-pub use sink_status::SinkStatus;
-
-#[cfg(feature = "tokio")]
-mod sink_status {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// Whether a sink a handler consumed broke off (the connection failed, the client aborted, or
-    /// an item could not be decoded) rather than ending.
-    #[derive(Debug, Clone, Default)]
-    pub struct SinkStatus {
-        broken: Arc<AtomicBool>,
-    }
-
-    impl SinkStatus {
-        /// Whether the sink broke off.
-        pub fn is_broken(&self) -> bool {
-            self.broken.load(Ordering::Acquire)
-        }
-
-        pub(crate) fn set_broken(&self) {
-            self.broken.store(true, Ordering::Release);
-        }
-    }
 }

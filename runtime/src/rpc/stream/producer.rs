@@ -122,7 +122,7 @@ mod run {
                     Some(Some(Ok(item))) => held = Some(item),
                     Some(Some(Err(e))) => {
                         tracing::error!(method, error = %e, "fdrpc: could not encode a stream item; aborting the stream");
-                        break Ending::Abort;
+                        break Ending::unencodable(&e);
                     }
                 }
             }

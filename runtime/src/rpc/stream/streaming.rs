@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream as FuturesStream;
 
-use super::SinkStatus;
 use super::decode_item;
+use super::items::SinkStatus;
 use super::items::Stream;
 use crate::codec::wire::Field;
 use crate::rpc::conn::{RawItem, RouteId};
@@ -141,7 +141,7 @@ impl<T: Field, E: Field> FuturesStream for SinkItems<T, E> {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => {
                 tracing::debug!(error = %e, "fdrpc: sink broke off");
-                this.status.set_broken();
+                this.status.set_broken(e);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok((body, fds)))) => match decode_item::<T, E>(&body, fds) {
@@ -152,7 +152,7 @@ impl<T: Field, E: Field> FuturesStream for SinkItems<T, E> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "fdrpc: undecodable sink item");
-                    this.status.set_broken();
+                    this.status.set_broken(e);
                     this.consumer.cancel();
                     Poll::Ready(None)
                 }
@@ -175,5 +175,5 @@ where
         status: status.clone(),
         _types: PhantomData,
     };
-    (Stream::new(items), status)
+    (Stream::new(items).with_status(status.clone()), status)
 }
