@@ -356,6 +356,13 @@ impl<'a> Decoder<'a> {
         self.fds.finish()
     }
 
+    /// Takes the frame's fd table out of the decoder, leaving an empty one: for a caller that
+    /// decodes the bytes later with a schema the types here do not have (the `fdrpc` command
+    /// reads values generically, then learns from the server's IDL which `i32`s are fds).
+    pub fn take_fds(&mut self) -> FdTable {
+        std::mem::take(&mut self.fds)
+    }
+
     /// Claims fd `index` of the frame (each index once).
     #[inline]
     pub fn read_fd(&mut self) -> Result<OwnedFd, DecodeError> {
