@@ -147,7 +147,10 @@ impl Build<'_> {
                 names(params)
             ));
         };
-        if let Some(unknown) = given.keys().find(|k| !params.iter().any(|p| &p.name == *k)) {
+        if let Some(unknown) = given
+            .keys()
+            .find(|k| !params.iter().any(|p| answers_to(p, k)))
+        {
             return Err(format!(
                 "no parameter `{unknown}`; the parameters are: {}",
                 names(params)
@@ -165,7 +168,10 @@ impl Build<'_> {
     ) -> Result<Out, String> {
         let mut out = Vec::new();
         for f in fields {
-            match given.get(&f.name) {
+            let value = given
+                .get(&f.name)
+                .or_else(|| f.name.strip_suffix('_').and_then(|plain| given.get(plain)));
+            match value {
                 None | Some(Value::Null) if f.optional => {}
                 None | Some(Value::Null) => {
                     let what = if arguments { "parameter" } else { "field" };
@@ -273,7 +279,7 @@ impl Build<'_> {
                 };
                 if let Some(unknown) = given
                     .keys()
-                    .find(|k| !def.fields.iter().any(|f| &f.name == *k))
+                    .find(|k| !def.fields.iter().any(|f| answers_to(f, k)))
                 {
                     return Err(format!(
                         "`{path}`: {name} has no field `{unknown}` ({})",
@@ -295,6 +301,12 @@ impl Build<'_> {
             }
         })
     }
+}
+
+/// Whether `key` names field `f`: its IDL name, or that name without the `_` the IDL adds to
+/// a name that is a Thrift keyword or a type's (`2: fd fd_` is the Rust parameter `fd`).
+fn answers_to(f: &Field, key: &str) -> bool {
+    f.name == key || f.name.strip_suffix('_') == Some(key)
 }
 
 /// What a JSON value for `ty` looks like, for messages.

@@ -263,7 +263,8 @@ pub struct Idl {
     started: HashSet<String>,
     exceptions: HashSet<String>,
     typedefs: BTreeMap<String, String>,
-    services: Vec<String>,
+    /// Services by name, with their docs and functions, rendered last.
+    services: Vec<(String, Vec<String>, Vec<IdlFunction>)>,
 }
 
 impl Idl {
@@ -314,18 +315,40 @@ impl Idl {
 
     /// Adds a service.
     pub fn service(&mut self, name: &str, doc: &[String], functions: &[IdlFunction]) {
-        let mut out = String::new();
-        doc_comment(&mut out, "", doc, None);
+        self.services
+            .push((name.to_owned(), doc.to_vec(), functions.to_vec()));
+    }
+
+    /// A field, parameter or enum value name as the document spells it: `name_` if `name` is
+    /// a Thrift keyword, or the name of a type the document defines (C++ code generated from
+    /// `2: fd fd` does not compile: the member hides the type).
+    fn name_of(&self, name: &str) -> String {
+        let taken = self.typedefs.contains_key(name) || self.defs.contains_key(name);
+        if taken && !is_reserved(name) {
+            format!("{name}_")
+        } else {
+            escape(name)
+        }
+    }
+
+    fn render_service(
+        &self,
+        out: &mut String,
+        name: &str,
+        doc: &[String],
+        functions: &[IdlFunction],
+    ) {
+        doc_comment(out, "", doc, None);
         let _ = writeln!(out, "service {name} {{");
         for (i, f) in functions.iter().enumerate() {
             if i > 0 {
                 out.push('\n');
             }
-            doc_comment(&mut out, "  ", &f.doc, f.note.as_deref());
+            doc_comment(out, "  ", &f.doc, f.note.as_deref());
             let params: Vec<String> = f
                 .params
                 .iter()
-                .map(|p| format!("{}: {} {}", p.id, p.ty, escape(&p.name)))
+                .map(|p| format!("{}: {} {}", p.id, p.ty, self.name_of(&p.name)))
                 .collect();
             let _ = write!(
                 out,
@@ -349,7 +372,6 @@ impl Idl {
             out.push_str(",\n");
         }
         out.push_str("}\n");
-        self.services.push(out);
     }
 
     /// The whole document.
@@ -391,14 +413,15 @@ impl Idl {
                             (Kind::Struct, true) => "optional ",
                             (Kind::Struct, false) => "required ",
                         };
-                        let _ = writeln!(out, "  {}: {req}{} {},", f.id, f.ty, escape(&f.name));
+                        let _ =
+                            writeln!(out, "  {}: {req}{} {},", f.id, f.ty, self.name_of(&f.name));
                     }
                 }
             }
             out.push_str("}\n\n");
         }
-        for s in &self.services {
-            out.push_str(s);
+        for (name, doc, functions) in &self.services {
+            self.render_service(&mut out, name, doc, functions);
             out.push('\n');
         }
         while out.ends_with("\n\n") {
@@ -460,4 +483,47 @@ pub trait Described {
 
     /// The Apache Thrift IDL of the service and every type it uses.
     fn idl() -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_are_keywords_or_types_get_an_underscore() {
+        let mut idl = Idl::new();
+        let fd = idl.fd_typedef("fd", "fdrpc.fd = \"any\"");
+        idl.begin("Msg");
+        idl.define_struct(
+            "Msg",
+            vec![
+                IdlField::new(1, "fd", fd.clone(), false),
+                IdlField::new(2, "Msg", "i32".into(), false),
+                IdlField::new(3, "list", "i32".into(), false),
+                IdlField::new(4, "label", "string".into(), false),
+            ],
+        );
+        idl.service(
+            "S",
+            &[],
+            &[IdlFunction {
+                name: "put".into(),
+                returns: "void".into(),
+                params: vec![
+                    IdlField::new(1, "fd", fd, false),
+                    IdlField::new(2, "key", "string".into(), false),
+                ],
+                ..Default::default()
+            }],
+        );
+        let text = idl.render();
+        assert!(text.contains("  1: required fd fd_,\n"), "{text}");
+        assert!(text.contains("  2: required i32 Msg_,\n"), "{text}");
+        assert!(text.contains("  3: required i32 list_,\n"), "{text}");
+        assert!(text.contains("  4: required string label,\n"), "{text}");
+        assert!(
+            text.contains("void put(1: fd fd_, 2: string key)"),
+            "{text}"
+        );
+    }
 }
