@@ -392,11 +392,107 @@ fn unsigned_integers_are_checked_not_truncated() {
             ..
         }
     ));
+    assert!(
+        err.to_string().contains("use fdrpc::U64Bits"),
+        "the error names the opt-in: {err}"
+    );
     let (bytes, fds) = fdrpc::encode(Big { v: i64::MAX as u64 }).unwrap();
     assert_eq!(
         fdrpc::decode::<Big>(&bytes, fds).unwrap().v,
         i64::MAX as u64
     );
+}
+
+#[test]
+fn u64_bits_carry_the_full_range_as_the_i64_with_the_same_bits() {
+    #[derive(fdrpc::Message, Debug, PartialEq)]
+    struct Hashes {
+        one: fdrpc::U64Bits,
+        many: Vec<fdrpc::U64Bits>,
+        maybe: Option<fdrpc::U64Bits>,
+    }
+    #[derive(fdrpc::Message, Debug, PartialEq)]
+    struct Signed {
+        one: i64,
+        many: Vec<i64>,
+        maybe: Option<i64>,
+    }
+    let h = Hashes {
+        one: fdrpc::U64Bits(u64::MAX),
+        many: vec![0.into(), (1u64 << 63).into(), 42.into()],
+        maybe: Some(fdrpc::U64Bits(u64::MAX - 1)),
+    };
+    let (bytes, fds) = fdrpc::encode(h).unwrap();
+    assert_eq!(
+        fdrpc::decode::<Signed>(&bytes, fds).unwrap(),
+        Signed {
+            one: -1,
+            many: vec![0, i64::MIN, 42],
+            maybe: Some(-2)
+        },
+        "a stock Thrift peer sees the i64 with the same bits"
+    );
+    let (bytes, fds) = fdrpc::encode(Hashes {
+        one: u64::MAX.into(),
+        many: vec![],
+        maybe: None,
+    })
+    .unwrap();
+    let back = fdrpc::decode::<Hashes>(&bytes, fds).unwrap();
+    assert_eq!(*back.one, u64::MAX);
+    assert!(fdrpc::idl::message_idl::<Hashes>().contains("1: required i64 one,"));
+}
+
+#[test]
+fn a_vec_of_u8_is_thrift_binary_everywhere() {
+    #[derive(fdrpc::Message, Debug, PartialEq)]
+    struct Blobs {
+        one: Vec<u8>,
+        many: Vec<Vec<u8>>,
+        maybe: Option<Vec<u8>>,
+        #[fdrpc(binary)]
+        marked: Vec<u8>,
+        small: Vec<u16>,
+    }
+    #[derive(fdrpc::Message, Debug, PartialEq)]
+    struct AsBinary {
+        one: fdrpc::Binary,
+        many: Vec<fdrpc::Binary>,
+        maybe: Option<fdrpc::Binary>,
+        marked: fdrpc::Binary,
+        small: Vec<u16>,
+    }
+    let blobs = || Blobs {
+        one: vec![0, 1, 255],
+        many: vec![b"ab".to_vec(), vec![]],
+        maybe: Some(vec![7; 3]),
+        marked: b"m".to_vec(),
+        small: vec![300],
+    };
+    let (bytes, _) = fdrpc::encode(blobs()).unwrap();
+    // Thrift binary: one length byte and the bytes (a list<i16> would take three bytes
+    // for 0, 1, 255, with a header).
+    assert_eq!(&bytes[..5], [0x18, 3, 0, 1, 255]);
+    let (same, _) = fdrpc::encode(AsBinary {
+        one: vec![0, 1, 255].into(),
+        many: vec![b"ab".to_vec().into(), Vec::new().into()],
+        maybe: Some(vec![7; 3].into()),
+        marked: b"m".to_vec().into(),
+        small: vec![300],
+    })
+    .unwrap();
+    assert_eq!(bytes, same, "the same bytes as fdrpc::Binary");
+    assert_eq!(fdrpc::decode::<Blobs>(&bytes, Vec::new()).unwrap(), blobs());
+    let idl = fdrpc::idl::message_idl::<Blobs>();
+    for line in [
+        "1: required binary one,",
+        "2: required list<binary> many,",
+        "3: optional binary maybe,",
+        "4: required binary marked,",
+        "5: required list<i32> small,",
+    ] {
+        assert!(idl.contains(line), "{line} in\n{idl}");
+    }
 }
 
 #[test]

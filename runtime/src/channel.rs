@@ -25,12 +25,9 @@ use crate::transport::{Fill, RecvQueue, SendQueue};
 ///
 /// ```
 /// use std::io::{Read, Seek, Write};
-/// use std::os::fd::OwnedFd;
 /// use std::os::unix::net::UnixStream;
 ///
-/// # use fdrpc_runtime as fdrpc;
-/// #[derive(fdrpc_macros::Message)]
-/// # #[fdrpc(crate = fdrpc_runtime)]
+/// #[derive(fdrpc::Message)]
 /// struct Note {
 ///     text: String,
 ///     file: std::fs::File,
@@ -49,7 +46,12 @@ use crate::transport::{Fill, RecvQueue, SendQueue};
 /// note.file.read_to_string(&mut s)?;
 /// assert_eq!((note.text.as_str(), s.as_str()), ("see file", "hello through an fd"));
 /// # fn tempfile() -> std::io::Result<std::fs::File> {
-/// #     Ok(std::fs::File::from(OwnedFd::from(rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC)?)))
+/// #     let dir = std::env::temp_dir().join(format!("fdrpc-doc-{}", std::process::id()));
+/// #     std::fs::create_dir_all(&dir)?;
+/// #     let path = dir.join("note");
+/// #     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+/// #     std::fs::remove_dir_all(&dir)?;
+/// #     Ok(file)
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

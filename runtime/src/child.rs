@@ -7,16 +7,16 @@
 //! The parent serves, the child calls (both sides are ordinary fdrpc code):
 //!
 //! ```no_run
-//! # async fn parent<S: fdrpc_runtime::Service>(service: S) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn parent<S: fdrpc::Service>(service: S) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut worker = std::process::Command::new("/usr/libexec/my-worker");
-//! let (mut child, conn) = fdrpc_runtime::child::spawn(&mut worker)?;
-//! fdrpc_runtime::Server::new().serve_connection(conn, service).await?;
+//! let (mut child, conn) = fdrpc::child::spawn(&mut worker)?;
+//! fdrpc::Server::new().serve_connection(conn, service).await?;
 //! child.wait()?;
 //! # Ok(()) }
 //! # fn child() -> Result<(), Box<dyn std::error::Error>> {
 //! // In the worker:
-//! let conn = fdrpc_runtime::child::connection()?.ok_or("not started by fdrpc::child::spawn")?;
-//! let client = fdrpc_runtime::BlockingClient::new(conn);
+//! let conn = fdrpc::child::connection()?.ok_or("not started by fdrpc::child::spawn")?;
+//! let client = fdrpc::BlockingClient::new(conn);
 //! # Ok(()) }
 //! ```
 

@@ -54,7 +54,7 @@ pub use channel::Channel;
 pub use codec::error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use codec::fd_table::FdTable;
 pub use codec::message::{Message, decode, encode};
-pub use codec::wire::{Binary, Field, Wire};
+pub use codec::wire::{Binary, Field, U64Bits, Wire};
 pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{

@@ -30,7 +30,7 @@ pub const DEFAULT_WINDOW: u32 = 16;
 /// ```
 /// use std::time::Duration;
 ///
-/// let settings = fdrpc_runtime::Settings::default()
+/// let settings = fdrpc::Settings::default()
 ///     .stall_timeout(Duration::from_secs(3))
 ///     .max_fds_per_frame(64);
 /// assert_eq!(settings.max_queued_fds, 2048);

@@ -10,8 +10,9 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    /// An unsigned integer is larger than the Thrift integer it travels as.
-    #[error("{value} does not fit in a Thrift {thrift_type}")]
+    /// An unsigned integer is larger than the Thrift integer it travels as. A `u64` that
+    /// needs its full range travels as [`U64Bits`](crate::U64Bits).
+    #[error("{value} does not fit in a Thrift {thrift_type}{hint}", hint = if *thrift_type == "i64" { "; to carry all 64 bits of a u64, use fdrpc::U64Bits (the i64 with the same bits)" } else { "" })]
     IntegerOutOfRange {
         /// The value as it was given.
         value: u64,

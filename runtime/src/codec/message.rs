@@ -30,10 +30,10 @@ pub trait Message: Wire {
 /// # Examples
 ///
 /// ```
-/// let (bytes, fds) = fdrpc_runtime::encode(vec![1i32, 2, 3])?;
+/// let (bytes, fds) = fdrpc::encode(vec![1i32, 2, 3])?;
 /// assert_eq!(bytes, [0x35, 2, 4, 6]);
 /// assert!(fds.is_empty());
-/// # Ok::<(), fdrpc_runtime::EncodeError>(())
+/// # Ok::<(), fdrpc::EncodeError>(())
 /// ```
 pub fn encode<T: Wire>(value: T) -> Result<(Vec<u8>, Vec<OwnedFd>), EncodeError> {
     let mut enc = Encoder::new();
@@ -51,9 +51,9 @@ pub fn encode<T: Wire>(value: T) -> Result<(Vec<u8>, Vec<OwnedFd>), EncodeError>
 /// # Examples
 ///
 /// ```
-/// let v: Vec<i32> = fdrpc_runtime::decode(&[0x35, 2, 4, 6], Vec::new())?;
+/// let v: Vec<i32> = fdrpc::decode(&[0x35, 2, 4, 6], Vec::new())?;
 /// assert_eq!(v, [1, 2, 3]);
-/// # Ok::<(), fdrpc_runtime::DecodeError>(())
+/// # Ok::<(), fdrpc::DecodeError>(())
 /// ```
 pub fn decode<T: Wire>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, DecodeError> {
     let mut dec = Decoder::new(bytes, FdTable::new(fds));

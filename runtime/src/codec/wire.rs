@@ -8,9 +8,10 @@
 //! | `i8`, `i16`, `i32`, `i64` | `byte`, `i16`, `i32`, `i64` |
 //! | `u8`, `u16`, `u32` | `i16`, `i32`, `i64` (lossless; out-of-range values are decode errors) |
 //! | `u64`, `usize` | `i64` (values above `i64::MAX` are encode errors) |
+//! | [`U64Bits`] | `i64` with the same 64 bits (the full `u64` range) |
 //! | `f64` | `double` |
 //! | `String` | `string` |
-//! | [`Binary`], `#[fdrpc(binary)] Vec<u8>` | `binary` |
+//! | `Vec<u8>`, [`Binary`] | `binary` (other `Vec<T>`: `list<T>`) |
 //! | `()` | empty `struct` |
 //! | `Vec<T>`, `VecDeque<T>` | `list<T>` |
 //! | `HashSet<T>`, `BTreeSet<T>` | `set<T>` |
@@ -69,6 +70,26 @@ pub trait Wire: Sized {
     fn encode_field(self, id: i16, last: &mut i16, enc: &mut Encoder) -> Result<(), EncodeError> {
         enc.write_field_header(Self::TTYPE as u8, id, last);
         self.encode(enc)
+    }
+
+    /// `u8` alone: a `Vec` of it travels as Thrift `binary` rather than a list (see the
+    /// mapping in the module docs).
+    #[doc(hidden)]
+    const IS_BYTE: bool = false;
+
+    /// The byte this value is (`u8` only; called only when [`Wire::IS_BYTE`]).
+    #[doc(hidden)]
+    #[inline]
+    fn into_byte(self) -> u8 {
+        0
+    }
+
+    /// The value of a byte (`u8` only; called only when [`Wire::IS_BYTE`]).
+    #[doc(hidden)]
+    #[inline]
+    fn from_byte(b: u8) -> Option<Self> {
+        let _ = b;
+        None
     }
 
     /// Writes the value with its `Display`, if its type has one; `None` otherwise. How
@@ -254,7 +275,7 @@ signed! {
 // Unsigned integers travel in the next wider signed Thrift integer so that every value is
 // representable, and decoding rejects what does not fit instead of truncating.
 macro_rules! unsigned {
-    ($($t:ty => $wide:ty, $tt:ident, $w:ident, $r:ident;)*) => {$(
+    ($($t:ty => $wide:ty, $tt:ident, $w:ident, $r:ident; { $($byte:item)* })*) => {$(
         impl Wire for $t {
             const TTYPE: TType = TType::$tt;
             #[inline]
@@ -275,15 +296,75 @@ macro_rules! unsigned {
             fn idl_type(_: &mut Idl) -> String {
                 TType::$tt.idl_name().into()
             }
+            $($byte)*
         }
     )*};
 }
 unsigned! {
-    u8 => i16, I16, write_i16, read_i16;
-    u16 => i32, I32, write_i32, read_i32;
-    u32 => i64, I64, write_i64, read_i64;
-    u64 => i64, I64, write_i64, read_i64;
-    usize => i64, I64, write_i64, read_i64;
+    u8 => i16, I16, write_i16, read_i16; {
+        const IS_BYTE: bool = true;
+        #[inline]
+        fn into_byte(self) -> u8 { self }
+        #[inline]
+        fn from_byte(b: u8) -> Option<Self> { Some(b) }
+    }
+    u16 => i32, I32, write_i32, read_i32; {}
+    u32 => i64, I64, write_i64, read_i64; {}
+    u64 => i64, I64, write_i64, read_i64; {}
+    usize => i64, I64, write_i64, read_i64; {}
+}
+
+/// A `u64` that carries its full range: it travels as the Thrift `i64` with the same 64 bits
+/// (values above `i64::MAX` arrive at a stock Thrift peer as negative numbers). For hashes,
+/// checksums and ids, where a plain `u64` field would refuse half of its values: a `u64`
+/// travels as an `i64` and one above `i64::MAX` fails to encode.
+///
+/// # Examples
+///
+/// ```
+/// use fdrpc::U64Bits;
+///
+/// let (bytes, _) = fdrpc::encode(U64Bits(u64::MAX)).unwrap();
+/// assert_eq!(fdrpc::decode::<i64>(&bytes, Vec::new()).unwrap(), -1);
+/// assert_eq!(fdrpc::decode::<U64Bits>(&bytes, Vec::new()).unwrap(), U64Bits(u64::MAX));
+/// assert!(fdrpc::encode(u64::MAX).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct U64Bits(pub u64);
+
+impl From<u64> for U64Bits {
+    fn from(v: u64) -> Self {
+        U64Bits(v)
+    }
+}
+
+impl From<U64Bits> for u64 {
+    fn from(v: U64Bits) -> Self {
+        v.0
+    }
+}
+
+impl std::ops::Deref for U64Bits {
+    type Target = u64;
+    fn deref(&self) -> &u64 {
+        &self.0
+    }
+}
+
+impl Wire for U64Bits {
+    const TTYPE: TType = TType::I64;
+    fn idl_type(_: &mut Idl) -> String {
+        "i64".into()
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_i64(self.0 as i64);
+        Ok(())
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        dec.read_i64().map(|v| U64Bits(v as u64))
+    }
 }
 
 impl Wire for f64 {
@@ -317,9 +398,8 @@ impl Wire for String {
     }
 }
 
-/// Bytes that travel as Thrift `binary` (a `Vec<u8>` would travel as `list<i16>`).
-///
-/// A `Vec<u8>` field marked `#[fdrpc(binary)]` travels the same way.
+/// Bytes that travel as Thrift `binary`, as a `Vec<u8>` does too (this type is kept for code
+/// written when a `Vec<u8>` travelled as a list; `#[fdrpc(binary)]` still applies).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Binary(pub Vec<u8>);
 
@@ -475,18 +555,39 @@ fn decode_seq<T: Wire, C>(
     Ok(out)
 }
 
+/// A `Vec<u8>` travels as Thrift `binary` (as fbthrift's Rust mapping has it); every other
+/// `Vec<T>` as `list<T>`.
 impl<T: Wire> Wire for Vec<T> {
     fn idl_type(idl: &mut Idl) -> String {
-        format!("list<{}>", T::idl_type(idl))
+        if T::IS_BYTE {
+            "binary".into()
+        } else {
+            format!("list<{}>", T::idl_type(idl))
+        }
     }
-    const TTYPE: TType = TType::List;
+    const TTYPE: TType = if T::IS_BYTE {
+        TType::Binary
+    } else {
+        TType::List
+    };
     const HAS_FDS: bool = T::HAS_FDS;
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        if T::IS_BYTE {
+            let bytes: Vec<u8> = self.into_iter().map(T::into_byte).collect();
+            return enc.write_binary(&bytes);
+        }
         encode_seq(self.into_iter(), enc)
     }
     #[inline]
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        if T::IS_BYTE {
+            return dec
+                .read_binary()?
+                .iter()
+                .map(|&b| T::from_byte(b).ok_or_else(|| DecodeErrorKind::MissingField.into()))
+                .collect();
+        }
         decode_seq(dec, Vec::with_capacity, Vec::push)
     }
 }

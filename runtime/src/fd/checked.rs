@@ -157,9 +157,9 @@ pub mod seals {
 /// # Examples
 ///
 /// ```
-/// use fdrpc_runtime::SealedMemfd;
+/// use fdrpc::SealedMemfd;
 ///
-/// let buf = SealedMemfd::<{ fdrpc_runtime::seals::IMMUTABLE }>::with_contents("greeting", b"hello")?;
+/// let buf = SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::with_contents("greeting", b"hello")?;
 /// assert_eq!(buf.len()?, 5);
 /// assert_eq!(buf.read_all()?, b"hello");
 /// # Ok::<(), std::io::Error>(())

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 /// # Examples
 ///
 /// ```
-/// use fdrpc_runtime::TraceContext;
+/// use fdrpc::TraceContext;
 ///
 /// let cx = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
 /// assert_eq!(cx.trace_id(), 0x4bf92f3577b34da6a3ce929d0e0e4736);

@@ -16,13 +16,13 @@
 //! A daemon that serves the socket systemd passed it, and says when it is ready:
 //!
 //! ```no_run
-//! # async fn run<S: fdrpc_runtime::Service>(service: S) -> std::io::Result<()> {
-//! use fdrpc_runtime::systemd::{self, ListenFds, State};
+//! # async fn run<S: fdrpc::Service>(service: S) -> std::io::Result<()> {
+//! use fdrpc::systemd::{self, ListenFds, State};
 //!
 //! let mut fds = ListenFds::take()?;
 //! let listener = fds.take_listener(Some("broker"))?.expect("started by broker.socket");
 //! systemd::notify(&[State::Ready, State::Status("serving")])?;
-//! fdrpc_runtime::Server::new().serve(listener, service).await
+//! fdrpc::Server::new().serve(listener, service).await
 //! # }
 //! ```
 

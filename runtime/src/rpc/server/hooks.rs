@@ -27,7 +27,7 @@ use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 /// Only root may call `shutdown`:
 ///
 /// ```
-/// use fdrpc_runtime::{ApplicationError, ApplicationErrorKind, CallHook, Context};
+/// use fdrpc::{ApplicationError, ApplicationErrorKind, CallHook, Context};
 ///
 /// struct RootOnlyShutdown;
 ///
@@ -42,7 +42,7 @@ use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 ///         Ok(())
 ///     }
 /// }
-/// # let _ = fdrpc_runtime::Server::new().hook(RootOnlyShutdown);
+/// # let _ = fdrpc::Server::new().hook(RootOnlyShutdown);
 /// ```
 pub trait CallHook: Send + Sync + 'static {
     /// Decides whether `call` runs.

@@ -9,10 +9,10 @@ use crate::idl::Idl;
 /// Implemented for every [`Service`] and for tuples of up to eight of them:
 ///
 /// ```no_run
-/// # async fn f<A: fdrpc_runtime::Service, B: fdrpc_runtime::Service>(
-/// #     listener: fdrpc_runtime::Listener, foo: A, bar: B,
+/// # async fn f<A: fdrpc::Service, B: fdrpc::Service>(
+/// #     listener: fdrpc::Listener, foo: A, bar: B,
 /// # ) -> std::io::Result<()> {
-/// fdrpc_runtime::Server::new().serve(listener, (foo, bar)).await
+/// fdrpc::Server::new().serve(listener, (foo, bar)).await
 /// # }
 /// ```
 ///

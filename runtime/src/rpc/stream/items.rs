@@ -24,9 +24,9 @@ use crate::rpc::error::RpcError;
 /// # Examples
 ///
 /// ```
-/// use fdrpc_runtime::Stream;
+/// use fdrpc::Stream;
 /// let items: Stream<i32> = Stream::iter(vec![1, 2, 3]);
-/// let failing: Stream<i32, String> = Stream::new(futures_util::stream::iter(vec![Ok(1), Err("no".to_string())]));
+/// let failing: Stream<i32, String> = Stream::new(futures::stream::iter(vec![Ok(1), Err("no".to_string())]));
 /// # let _ = (items, failing);
 /// ```
 #[must_use = "a stream does nothing unless sent or consumed"]
