@@ -145,3 +145,60 @@ fn constructors_check_too() {
     assert!(Directory::new(File::open("/").unwrap()).is_ok());
     assert!(SealedMemfd::<{ seals::WRITE }>::new(memfd(b"")).is_err());
 }
+
+#[test]
+fn a_sealed_memfd_maps_read_only_and_an_unsealed_one_is_refused() {
+    let _check = fd_leak_check();
+    let sealed =
+        fdrpc::SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::with_contents("m", b"mapped").unwrap();
+    let map = sealed.map().unwrap();
+    assert_eq!(&map[..], b"mapped");
+    // The mapping outlives the fd it came from, and crosses threads.
+    drop(sealed);
+    let len = std::thread::spawn(move || map.len()).join().unwrap();
+    assert_eq!(len, 6);
+    // Without both SHRINK and WRITE, the bytes could change or vanish under a `&[u8]`.
+    for refused in [
+        fdrpc::SealedMemfd::<{ fdrpc::seals::GROW }>::with_contents("g", b"x")
+            .unwrap()
+            .map(),
+        fdrpc::SealedMemfd::<{ fdrpc::seals::SHRINK | fdrpc::seals::FUTURE_WRITE }>::with_contents(
+            "f", b"x",
+        )
+        .unwrap()
+        .map(),
+    ] {
+        assert_eq!(
+            refused.unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+    }
+    let empty = fdrpc::SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::with_contents("e", b"").unwrap();
+    assert!(empty.map().unwrap().is_empty());
+}
+
+#[test]
+fn a_memfd_written_in_place_is_sealed_for_good() {
+    use std::io::Write;
+    let _check = fd_leak_check();
+    let mut w = fdrpc::SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::writer("w", 1 << 20).unwrap();
+    assert!(w.iter().all(|&b| b == 0));
+    for (i, b) in w.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let sealed = w.seal().unwrap();
+    let seals = rustix::fs::fcntl_get_seals(&sealed).unwrap();
+    assert!(seals.contains(rustix::fs::SealFlags::from_bits_retain(
+        fdrpc::seals::IMMUTABLE
+    )));
+    assert_eq!(sealed.len().unwrap(), 1 << 20);
+    let map = sealed.map().unwrap();
+    assert!(map.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    // Nobody can write or resize it now, this process included.
+    assert!(sealed.as_file().write(b"x").is_err());
+    assert!(sealed.as_file().set_len(0).is_err());
+    // It travels as a sealed memfd, checked on arrival.
+    let (bytes, fds) = fdrpc::encode(sealed).unwrap();
+    let back: fdrpc::SealedMemfd = fdrpc::decode(&bytes, fds).unwrap();
+    assert_eq!(back.map().unwrap()[250], 250);
+}

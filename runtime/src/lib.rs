@@ -56,6 +56,7 @@ pub use codec::fd_table::FdTable;
 pub use codec::message::{Message, decode, encode};
 pub use codec::wire::{Binary, Field, U64Bits, Wire};
 pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
+pub use fd::shared_memory::{MemfdMap, MemfdWriter};
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{
     ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError,

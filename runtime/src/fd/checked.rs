@@ -152,7 +152,8 @@ pub mod seals {
 ///
 /// With `SHRINK` and `WRITE` sealed, the receiver can read or map the contents without the
 /// sender changing them underneath or truncating them into a `SIGBUS`: safe zero-copy shared
-/// memory between processes that do not trust each other.
+/// memory between processes that do not trust each other. [`SealedMemfd::map`] maps them as
+/// a `&[u8]`, and [`SealedMemfd::writer`] makes one to fill in place before sealing it.
 ///
 /// # Examples
 ///

@@ -8,7 +8,10 @@
 //!   [`Fifo`](crate::Fifo), [`StreamSocket`](crate::StreamSocket),
 //!   [`SealedMemfd`](crate::SealedMemfd): types whose very name says what the fd must be.
 //! - `inspect`: `fstat`, `F_GETFL`, `SO_TYPE`, `F_GET_SEALS` checks of a received fd.
+//! - `shared_memory`: [`MemfdMap`](crate::MemfdMap) and [`MemfdWriter`](crate::MemfdWriter):
+//!   a sealed memfd read in place, and one written in place before it is sealed.
 
 pub(crate) mod checked;
 mod inspect;
+pub(crate) mod shared_memory;
 mod std_types;
