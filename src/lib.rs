@@ -1,44 +1,190 @@
-#![doc = include_str!("../README.md")]
+//! RPC between processes on one host where file descriptors are first-class: a field of a
+//! message, an argument, a result, an error, a stream item may be an open file, a socket, a
+//! pipe or a sealed memfd, and it arrives as an owned descriptor on the other side. On the
+//! wire it is Apache Thrift (THeader framing, compact protocol) over a Unix socket, with the
+//! fds passed beside it (`SCM_RIGHTS`), so programs in other languages can call an fdrpc
+//! service with their stock Thrift library.
 //!
-//! # Example: an fd through a socket
+//! **Linux only** (it needs `SCM_RIGHTS` with `MSG_CMSG_CLOEXEC`, memfd seals and
+//! `SO_PEERCRED`).
+//!
+//! # Getting started
+//!
+//! ```toml
+//! [dependencies]
+//! fdrpc = "0.1"
+//! tokio = { version = "1", features = ["rt-multi-thread", "macros", "net", "time"] }
+//! futures = "0.3"  # StreamExt, for streams
+//! ```
+//!
+//! A service is a trait; messages derive [`Message`]; fds are plain owned types (`OwnedFd`,
+//! `File`, `UnixStream`, ...). [`service`] generates an async client, a blocking client and a
+//! server (the [`example`] module shows each item it generates, with its signature):
 //!
 //! ```
 //! use std::io::{Read, Seek, Write};
 //! use std::os::fd::OwnedFd;
-//! use std::os::unix::net::UnixStream;
 //!
-//! #[derive(fdrpc::Message)]
-//! struct Opened {
-//!     path: String,
-//!     file: std::fs::File,
-//!     extra: Vec<OwnedFd>,
+//! use futures::StreamExt;
+//!
+//! /// Why the broker refused; the log of its decision travels as a file.
+//! #[derive(fdrpc::Message, Debug)]
+//! pub struct Denied {
+//!     pub reason: String,
+//!     pub log: Option<OwnedFd>,
 //! }
 //!
-//! let (a, b) = UnixStream::pair()?;
-//! let (mut tx, mut rx) = (fdrpc::Channel::new(a)?, fdrpc::Channel::new(b)?);
+//! #[fdrpc::service]
+//! pub trait Broker {
+//!     /// Opens `path` for reading, if the caller may.
+//!     async fn open(&self, path: String) -> Result<std::fs::File, Denied>;
+//!     /// `count` scratch files (a server stream: one item at a time, each with its fd).
+//!     async fn scratch(&self, count: u32) -> fdrpc::Stream<std::fs::File>;
+//!     /// The total size of the files sent (a sink: the client streams to the server).
+//!     async fn total(&self, files: fdrpc::Stream<std::fs::File>) -> u64;
+//!     /// Who is calling (`cx` is not on the wire).
+//!     async fn whoami(&self, cx: &fdrpc::Context) -> u32;
+//! }
 //!
-//! let mut file = tempfile()?;
-//! file.write_all(b"read me through the fd")?;
-//! tx.send(Opened { path: "/tmp/x".into(), file, extra: vec![] })?;
+//! struct MyBroker;
 //!
-//! let mut got: Opened = rx.recv()?;
-//! got.file.rewind()?;
-//! let mut text = String::new();
-//! got.file.read_to_string(&mut text)?;
-//! assert_eq!(text, "read me through the fd");
+//! impl Broker for MyBroker {
+//!     async fn open(&self, path: String) -> Result<std::fs::File, Denied> {
+//!         if path.starts_with("/secret") {
+//!             return Err(Denied { reason: format!("{path} is off limits"), log: None });
+//!         }
+//!         std::fs::File::open(&path).map_err(|e| Denied { reason: e.to_string(), log: None })
+//!     }
+//!     async fn scratch(&self, count: u32) -> fdrpc::Stream<std::fs::File> {
+//!         fdrpc::Stream::iter((0..count).filter_map(|_| tempfile().ok()))
+//!     }
+//!     async fn total(&self, mut files: fdrpc::Stream<std::fs::File>) -> u64 {
+//!         let mut total = 0;
+//!         while let Some(Ok(file)) = files.next().await {
+//!             total += file.metadata().map(|m| m.len()).unwrap_or(0);
+//!         }
+//!         total
+//!     }
+//!     async fn whoami(&self, cx: &fdrpc::Context) -> u32 {
+//!         cx.peer().uid()
+//!     }
+//! }
+//!
 //! # fn tempfile() -> std::io::Result<std::fs::File> {
-//! #     let dir = std::env::temp_dir().join(format!("fdrpc-doc-{}", std::process::id()));
-//! #     std::fs::create_dir_all(&dir)?;
-//! #     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join("f"))?;
-//! #     std::fs::remove_dir_all(&dir)?;
-//! #     Ok(f)
+//! #     let path = std::env::temp_dir().join(format!("fdrpc-doc-{}-{:?}", std::process::id(), std::thread::current().id()));
+//! #     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+//! #     std::fs::remove_file(&path)?;
+//! #     Ok(file)
 //! # }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let dir = std::env::temp_dir().join(format!("fdrpc-doc-{}", std::process::id()));
+//!     std::fs::create_dir_all(&dir)?;
+//!     let socket = dir.join("broker.sock");
+//!
+//!     // The server: a listener, and the generated server around the implementation.
+//!     let listener = fdrpc::Listener::bind(&socket)?;
+//!     let server = tokio::spawn(fdrpc::Server::new().serve(listener, BrokerServer::new(MyBroker)));
+//!
+//!     // The async client.
+//!     let client = BrokerClient::connect(&socket).await?;
+//!     let mut notes = tempfile()?;
+//!     notes.write_all(b"hello")?;
+//!     let path = dir.join("notes.txt");
+//!     std::fs::write(&path, "read through an fd")?;
+//!     let mut file = client.open(path.display().to_string()).await?;
+//!     let mut text = String::new();
+//!     file.read_to_string(&mut text)?;
+//!     assert_eq!(text, "read through an fd");
+//!
+//!     // A declared error is `CallError::Service`; anything else is `CallError::Rpc`.
+//!     match client.open("/secret/key".into()).await {
+//!         Err(fdrpc::CallError::Service(denied)) => assert!(denied.reason.contains("off limits")),
+//!         other => panic!("{other:?}"),
+//!     }
+//!
+//!     // A server stream is a `futures::Stream`; a sink takes one.
+//!     let mut files = client.scratch(3).await?;
+//!     let mut received = Vec::new();
+//!     while let Some(file) = files.next().await {
+//!         received.push(file?);
+//!     }
+//!     assert_eq!(received.len(), 3);
+//!     notes.rewind()?;
+//!     assert_eq!(client.total(fdrpc::Stream::iter(vec![notes])).await?, 5);
+//!
+//!     // The blocking client, for plain threads: the same methods, no runtime.
+//!     let blocking = BrokerBlockingClient::connect(&socket)?;
+//!     let uid = tokio::task::spawn_blocking(move || blocking.whoami()).await??;
+//!     assert_eq!(uid, client.whoami().await?);
+//!
+//!     server.abort();
+//!     std::fs::remove_dir_all(&dir)?;
+//!     Ok(())
+//! }
 //! ```
+//!
+//! # What to know
+//!
+//! - **Fds are owned.** A received fd is an `OwnedFd` (or `File`, ...) from the moment it
+//!   arrives, close-on-exec; every fd no field claims is closed. Sending moves the fd: it is
+//!   closed here once written. `RawFd`, `BorrowedFd` and `&OwnedFd` fields are compile
+//!   errors. Checked fd types ([`RegularFile`], [`Directory`], [`Fifo`], [`StreamSocket`],
+//!   [`SealedMemfd`]) say what the fd must be, and a fd that is not is refused on arrival.
+//! - **Errors.** A method without a declared error returns `Result<T, RpcError>`; one declared
+//!   `-> Result<T, E>` returns `Result<T, CallError<E>>`: [`CallError::Service`] is `E`
+//!   (which may carry fds), [`CallError::Rpc`] an [`RpcError`] (the connection, a timeout, a
+//!   `TApplicationException` from the server, a value that does not encode or decode).
+//! - **Timeouts and cancellation.** Calls time out after 25 s ([`Settings::call_timeout`];
+//!   per handle `with_timeout` and `without_timeout`), and the server learns the deadline
+//!   ([`Context::deadline`]) and drops a handler that outlives it. Dropping a call's future
+//!   cancels the call: the server drops the handler at once. Dropping a [`Streaming`] cancels
+//!   the stream; the producer on the server is told by being dropped (its `Drop` runs).
+//! - **Oneway.** A `#[oneway]` method's `.await` returns once the call is queued, not when it
+//!   is delivered; `client().flush().await` waits until it is written. Oneway calls of one
+//!   connection run in order on the server.
+//! - **Streams and sinks** carry fds in every item, with credit-based flow control: a slow
+//!   consumer bounds what the producer holds (16 items by default, [`Settings::stream_window`]).
+//! - **Handlers run concurrently** (many calls in flight per connection), on the runtime's
+//!   threads: the futures of the trait's methods are `Send`.
+//! - **Limits** on frame size, fds, calls in flight, backlog, connections and a server-wide fd
+//!   budget are one [`Settings`], each with a safe default; hostile input gets a typed error,
+//!   never a panic or a leaked fd.
+//!
+//! # More
+//!
+//! - [`Server`]: serving ([`Server::serve`], graceful [`Server::serve_with_shutdown`]), several
+//!   services on one socket ([`ServiceSet`]), per-connection authorization
+//!   ([`Server::authorize`]) and per-call hooks ([`CallHook`]: per-method authorization, rate
+//!   limits, metrics).
+//! - [`Listener`], [`systemd`] (socket activation, readiness, the fd store) and [`child`] (a
+//!   worker process with a connection) for daemons.
+//! - [`Context`]: the caller's credentials ([`PeerCredentials`]), the deadline, the trace
+//!   ([`TraceContext`]; spans are emitted with `tracing`).
+//! - [`SealedMemfd`]: shared memory read in place ([`SealedMemfd::map`]) and written in place
+//!   ([`MemfdWriter`]), safe between processes that do not trust each other.
+//! - [`Channel`]: single messages with fds over a socket, without a service.
+//! - The wire protocol, for peers in other languages:
+//!   [docs/PROTOCOL.md](https://github.com/fdrpc/fdrpc/blob/main/docs/PROTOCOL.md); the
+//!   threat model and limits:
+//!   [docs/SECURITY.md](https://github.com/fdrpc/fdrpc/blob/main/docs/SECURITY.md).
+//!
+//! # Features
+//!
+//! - `tokio` (default): the async [`Client`], the [`Server`] and async streams. Without it
+//!   (`default-features = false`), the blocking client, [`Channel`] and the codec build with
+//!   no async runtime.
 #![deny(missing_docs)]
+
+// Generated code names `::fdrpc`; the documentation-only example below is generated here.
+#[cfg(doc)]
+extern crate self as fdrpc;
 
 pub use fdrpc_macros::{Message, service};
 pub use fdrpc_runtime::*;
 
 #[doc(hidden)]
 pub use fdrpc_runtime::__private;
+
+#[cfg(all(doc, feature = "tokio"))]
+pub mod example;

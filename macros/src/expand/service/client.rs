@@ -292,17 +292,12 @@ impl ServiceGenerator<'_> {
         } else {
             (quote!(async), quote!(.await))
         };
+        let sections = call_sections(m, blocking);
         if m.is_oneway() {
-            let note = if blocking {
-                "Oneway: returns once the call is written; no reply comes back."
-            } else {
-                "Oneway: returns once the call is queued; no reply comes back."
-            };
             let krate = self.krate;
             return quote! {
                 #(#docs)*
-                ///
-                #[doc = #note]
+                #(#sections)*
                 pub #asyncness fn #ident(&self, #(#params),*) -> #p::Result<(), #krate::RpcError> {
                     self.inner.oneway(#wire, #build)
                 }
@@ -355,6 +350,7 @@ impl ServiceGenerator<'_> {
         };
         quote! {
             #(#docs)*
+            #(#sections)*
             pub #asyncness fn #ident(&self, #(#params),*) -> #ret {
                 #flatten(#call)
             }
@@ -409,6 +405,76 @@ impl ServiceGenerator<'_> {
             None => quote!(#p::Result<#ok, #krate::RpcError>),
         }
     }
+}
+
+/// The sections every generated client method documents after the user's docs: how it
+/// fails, what it waits for, and what dropping it does. (No intra-doc links: they would break
+/// in a crate that renames `fdrpc`.)
+fn call_sections(m: &Method<'_>, blocking: bool) -> Vec<TokenStream> {
+    let mut text: Vec<String> = Vec::new();
+    if m.is_oneway() {
+        text.push(String::new());
+        text.push(if blocking {
+            "Oneway: returns once the call is written to the socket; no reply comes back, and the handler's failures are not reported.".into()
+        } else {
+            "Oneway: returns once the call is queued, before it is written; no reply comes back, and the handler's failures are not reported. `client().flush().await` waits until everything queued is written.".into()
+        });
+        text.extend(
+            [
+                "",
+                "# Errors",
+                "",
+                "`RpcError::Encode` if the arguments cannot be encoded, `RpcError::Connection` if the connection is gone",
+            ]
+            .map(String::from),
+        );
+        if blocking {
+            text.push(
+                "(or `RpcError::Timeout` if the socket stays full for the handle's timeout)."
+                    .into(),
+            );
+        } else {
+            text.push(".".into());
+        }
+        return text.into_iter().map(|l| quote!(#[doc = #l])).collect();
+    }
+    text.extend(["", "# Errors", ""].map(String::from));
+    if m.ret.exception.is_some() {
+        text.push("`CallError::Service` with the method's declared error; `CallError::Rpc` when the call itself fails:".into());
+    } else {
+        text.push("An `RpcError` when the call fails:".into());
+    }
+    text.push("`Timeout` when no reply came within the handle's timeout (25 s unless `with_timeout` or `without_timeout` says otherwise; the server is told to drop the handler), `Application` when the server could not run the call (an unknown method, arguments it refused, a panic in the handler, a deadline that passed), `Connection` when the connection failed, `Encode` and `Decode` for values that do not fit the wire.".into());
+    if m.ret.stream.is_some() {
+        text.push(
+            "The items of the returned stream fail the same way, one error ending it.".into(),
+        );
+    }
+    text.push(String::new());
+    if blocking {
+        text.push("# Blocking".into());
+        text.push(String::new());
+        text.push("Waits on this thread for the reply, for at most the handle's timeout; calls from other threads on clones of this client are in flight meanwhile.".into());
+        if m.sink().is_some() {
+            text.push("The sink's items are pulled from the iterator on this thread, as the server grants credit.".into());
+        }
+    } else {
+        text.push("# Cancel safety".into());
+        text.push(String::new());
+        text.push("Dropping the future before it completes cancels the call: the server is sent `cancel` and drops its handler at once; a reply that comes anyway is discarded and its fds closed.".into());
+        if m.sink().is_some() {
+            text.push(
+                "A sink still being sent is aborted, and the handler sees it break off.".into(),
+            );
+        }
+        if m.ret.stream.is_some() {
+            text.push(
+                "Dropping the returned stream cancels it: the producer on the server is dropped."
+                    .into(),
+            );
+        }
+    }
+    text.into_iter().map(|l| quote!(#[doc = #l])).collect()
 }
 
 /// The method's doc comments (and other attributes), or a line naming the call, so that a
