@@ -114,7 +114,8 @@ pub struct Encoder {
 impl Encoder {
     /// An empty encoder.
     pub fn new() -> Self {
-        Self::default()
+        // A spare buffer of this thread, if there is one (see `codec::buffers`).
+        Self::with_buffer(super::buffers::take())
     }
 
     /// An encoder that appends to `buf` (its existing bytes are kept).

@@ -16,7 +16,9 @@
 //! - `call_result`: the result struct of a method (success field 0, exception field 1).
 //! - `fd_table`: `FdTable`: each fd index claimed once, the rest closed.
 //! - `error`: `EncodeError`, `DecodeError` (with the field path where decoding stopped).
+//! - `buffers`: spare encode buffers, kept per thread.
 
+pub(crate) mod buffers;
 pub(crate) mod call_result;
 mod compact;
 pub(crate) mod error;

@@ -73,22 +73,24 @@ pub trait Wire: Sized {
     }
 
     /// `u8` alone: a `Vec` of it travels as Thrift `binary` rather than a list (see the
-    /// mapping in the module docs).
+    /// mapping in the module docs). Then [`Wire::vec_into_bytes`] and
+    /// [`Wire::vec_from_bytes`] convert without copying.
     #[doc(hidden)]
     const IS_BYTE: bool = false;
 
-    /// The byte this value is (`u8` only; called only when [`Wire::IS_BYTE`]).
+    /// `Ok` with the bytes, if this is `u8` (the same vector, not a copy); `Err` with the
+    /// vector as it was otherwise.
     #[doc(hidden)]
     #[inline]
-    fn into_byte(self) -> u8 {
-        0
+    fn vec_into_bytes(v: Vec<Self>) -> Result<Vec<u8>, Vec<Self>> {
+        Err(v)
     }
 
-    /// The value of a byte (`u8` only; called only when [`Wire::IS_BYTE`]).
+    /// The vector of `bytes`, if this is `u8` (the same vector, not a copy).
     #[doc(hidden)]
     #[inline]
-    fn from_byte(b: u8) -> Option<Self> {
-        let _ = b;
+    fn vec_from_bytes(bytes: Vec<u8>) -> Option<Vec<Self>> {
+        let _ = bytes;
         None
     }
 
@@ -304,9 +306,9 @@ unsigned! {
     u8 => i16, I16, write_i16, read_i16; {
         const IS_BYTE: bool = true;
         #[inline]
-        fn into_byte(self) -> u8 { self }
+        fn vec_into_bytes(v: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> { Ok(v) }
         #[inline]
-        fn from_byte(b: u8) -> Option<Self> { Some(b) }
+        fn vec_from_bytes(bytes: Vec<u8>) -> Option<Vec<u8>> { Some(bytes) }
     }
     u16 => i32, I32, write_i32, read_i32; {}
     u32 => i64, I64, write_i64, read_i64; {}
@@ -573,20 +575,21 @@ impl<T: Wire> Wire for Vec<T> {
     const HAS_FDS: bool = T::HAS_FDS;
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
-        if T::IS_BYTE {
-            let bytes: Vec<u8> = self.into_iter().map(T::into_byte).collect();
-            return enc.write_binary(&bytes);
+        match T::vec_into_bytes(self) {
+            Ok(bytes) => enc.write_binary(&bytes),
+            Err(items) => encode_seq(items.into_iter(), enc),
         }
-        encode_seq(self.into_iter(), enc)
     }
     #[inline]
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         if T::IS_BYTE {
-            return dec
-                .read_binary()?
-                .iter()
-                .map(|&b| T::from_byte(b).ok_or_else(|| DecodeErrorKind::MissingField.into()))
-                .collect();
+            // Into a spare buffer of this thread if there is one: a large one is then memory
+            // already paged in (see `codec::buffers`).
+            let mut bytes = super::buffers::take();
+            bytes.extend_from_slice(dec.read_binary()?);
+            if let Some(v) = T::vec_from_bytes(bytes) {
+                return Ok(v);
+            }
         }
         decode_seq(dec, Vec::with_capacity, Vec::push)
     }

@@ -41,14 +41,14 @@ pub(crate) use handlers::RunningHandler;
 use routes::{Delivered, Routes};
 pub(crate) use routes::{Inbound, RawItem, RouteId};
 
-use stream_frame::{HEADER_CREDIT, HEADER_STREAM, MAX_CREDIT, StreamFrame};
+use stream_frame::{ABSENT_CREDIT_WINDOW, HEADER_CREDIT, HEADER_STREAM, MAX_CREDIT, StreamFrame};
 
 use crate::codec::error::EncodeError;
 use crate::codec::{Encoder, MessageHeader, MessageType};
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::error::{ConnectionError, RpcError};
 use crate::rpc::trace::TraceContext;
-use crate::settings::{DEFAULT_WINDOW, Settings};
+use crate::settings::Settings;
 use crate::transport::error::TransportError;
 use crate::transport::{ReceivedFrame, SendQueue};
 
@@ -72,7 +72,7 @@ fn remember(slot: &mut Option<Waker>, waker: Option<&Waker>) {
 }
 
 /// A scratch buffer larger than this is not kept for the next message.
-const MAX_KEPT_SCRATCH: usize = 1 << 20;
+const MAX_KEPT_SCRATCH: usize = crate::codec::buffers::MAX_KEPT;
 
 /// The state of one connection; see the module docs.
 #[derive(Debug)]
@@ -140,7 +140,7 @@ impl<'f> Received<'f> {
                 ..
             }) if matches!(header.ty, MessageType::Call | MessageType::Oneway) => {
                 let credit = match credit {
-                    None => DEFAULT_WINDOW,
+                    None => ABSENT_CREDIT_WINDOW,
                     Some(Ok(n)) => *n,
                     Some(Err(_)) => return Err(self),
                 };
@@ -458,7 +458,9 @@ impl Conn {
     /// Queues an encoded reply (its message header and result struct) and its fds.
     pub(crate) fn push_reply(&mut self, seqid: i32, reply: Encoder) -> Result<(), ConnectionError> {
         let (payload, fds) = reply.into_parts();
-        self.push(seqid, &payload, fds, &[])
+        let pushed = self.push(seqid, &payload, fds, &[]);
+        crate::codec::buffers::give(payload);
+        pushed
     }
 
     // ------------------------------------------------------------------ receiving
@@ -825,7 +827,9 @@ impl Conn {
         }
         let kind = StreamFrame::carrying(is_error);
         let (payload, fds) = item.into_parts();
-        self.push(seqid, &payload, fds, &[(HEADER_STREAM, kind.as_str())])?;
+        let pushed = self.push(seqid, &payload, fds, &[(HEADER_STREAM, kind.as_str())]);
+        crate::codec::buffers::give(payload);
+        pushed?;
         if is_error {
             self.routes.close_outbox(seqid, id);
         }
