@@ -202,6 +202,24 @@ impl ThreadServer {
         server: impl FnOnce() -> fdrpc::Server + Send + 'static,
         service: impl FnOnce() -> S + Send + 'static,
     ) -> ThreadServer {
+        Self::start_on(false, server, service)
+    }
+
+    /// As [`ThreadServer::start`], on a current-thread runtime: a handler runs only once the
+    /// connection's reader has handed over every frame of a read, which makes what a peer
+    /// sends in one `sendmsg` arrive as one batch.
+    pub fn start_current_thread<S: fdrpc::Service>(
+        server: impl FnOnce() -> fdrpc::Server + Send + 'static,
+        service: impl FnOnce() -> S + Send + 'static,
+    ) -> ThreadServer {
+        Self::start_on(true, server, service)
+    }
+
+    fn start_on<S: fdrpc::Service>(
+        current_thread: bool,
+        server: impl FnOnce() -> fdrpc::Server + Send + 'static,
+        service: impl FnOnce() -> S + Send + 'static,
+    ) -> ThreadServer {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "fdrpc-test-{}-{}",
@@ -214,12 +232,20 @@ impl ThreadServer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let p = path.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_io()
-                .enable_time()
-                .build()
-                .unwrap();
+            let rt = if current_thread {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                    .unwrap()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                    .unwrap()
+            };
             rt.block_on(async move {
                 let listener = tokio::net::UnixListener::bind(&p).unwrap();
                 ready_tx.send(()).unwrap();

@@ -9,6 +9,9 @@ pub(crate) const HEADER_CREDIT: &str = "fdrpc-credit";
 /// The most items one `fdrpc-credit` may grant.
 pub(crate) const MAX_CREDIT: u32 = 1 << 16;
 
+/// The window of a stream whose opening call carries no `fdrpc-credit` (docs/PROTOCOL.md).
+pub(crate) const ABSENT_CREDIT_WINDOW: u32 = 16;
+
 /// The kinds of stream frames (`fdrpc-stream` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamFrame {
