@@ -67,9 +67,11 @@ fn map(fd: impl AsFd, len: usize, prot: ProtFlags) -> io::Result<NonNull<u8>> {
     if len == 0 {
         return Ok(NonNull::dangling());
     }
+    // POPULATE: the pages are mapped (and, for a new memfd, allocated) in one go, not one
+    // fault per 4 KiB page as they are first touched; a 1 MiB frame is 256 faults otherwise.
+    let flags = MapFlags::SHARED | MapFlags::POPULATE;
     // SAFETY: a fresh mapping at an address the kernel chooses, aliasing no Rust object.
-    let ptr =
-        unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0) }?;
+    let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }?;
     NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
