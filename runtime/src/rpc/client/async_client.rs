@@ -26,7 +26,7 @@ use crate::transport::error::TransportError;
 /// Ends the connection's tasks when the last handle goes away.
 struct Inner {
     conn: Arc<TokioConn>,
-    tasks: [JoinHandle<()>; 2],
+    reader: JoinHandle<()>,
 }
 
 impl Drop for Inner {
@@ -34,9 +34,8 @@ impl Drop for Inner {
         // What is queued (a `cancel` for a call just dropped) goes out if the socket takes it
         // now.
         self.conn.flush_inline();
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.reader.abort();
+        self.conn.stop_writer();
         self.conn.fail(ConnectionError::new(TransportError::Closed));
     }
 }
@@ -118,13 +117,6 @@ impl Client {
     /// Outside a tokio runtime.
     pub fn with_settings(stream: UnixStream, settings: &Settings) -> std::io::Result<Self> {
         let conn = TokioConn::new(Socket::from_tokio(stream)?, Role::Client, settings);
-        let writer = tokio::spawn({
-            let conn = conn.clone();
-            async move {
-                let err = conn.run_writer().await;
-                conn.fail(err);
-            }
-        });
         let reader = tokio::spawn({
             let conn = conn.clone();
             let rq = RecvQueue::new(settings);
@@ -135,10 +127,7 @@ impl Client {
             }
         });
         Ok(Client {
-            inner: Arc::new(Inner {
-                conn,
-                tasks: [writer, reader],
-            }),
+            inner: Arc::new(Inner { conn, reader }),
             timeout: settings.call_timeout,
         })
     }

@@ -63,20 +63,10 @@ pub(crate) async fn run_connection<S: ServiceSet>(
         Role::Server,
         settings,
     );
-    let writer = tokio::spawn({
-        let conn = conn.clone();
-        async move {
-            let err = conn.run_writer().await;
-            conn.fail(err);
-        }
-    });
     // However this future ends (returned, or dropped because its server was), the connection
     // closes now: the socket is shut down, the writer and the handlers' tasks stop, and every
     // fd they held is closed.
-    let _teardown = Teardown {
-        conn: conn.clone(),
-        writer,
-    };
+    let _teardown = Teardown { conn: conn.clone() };
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
     let mut rq = RecvQueue::new(settings);
     // Budget units of the fds waiting in `rq`; a frame takes its share with it.
@@ -131,6 +121,12 @@ pub(crate) async fn run_connection<S: ServiceSet>(
                 drop(permit);
                 // Every buffered frame is dispatched: send the replies that are ready now.
                 conn.flush_inline();
+                // Let the other connections (and this one's handlers) run before reading more:
+                // a peer that keeps its socket full would otherwise hold the thread for a
+                // whole cooperative budget of reads, and the calls of every other connection
+                // wait (measured: a one-at-a-time call's p99 went to 25 ms beside a connection
+                // with 64 calls in flight).
+                tokio::task::yield_now().await;
                 match read_more(
                     &conn,
                     &mut rq,
@@ -216,13 +212,12 @@ pub(crate) async fn run_connection<S: ServiceSet>(
 /// Closes a connection when its task ends or is dropped; see [`run_connection`].
 struct Teardown {
     conn: Arc<TokioConn>,
-    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Teardown {
     fn drop(&mut self) {
         self.conn.fail(ConnectionError::new(TransportError::Closed));
-        self.writer.abort();
+        self.conn.stop_writer();
     }
 }
 
