@@ -53,6 +53,15 @@ pub async fn in_flight<Fut: Future<Output = ()>>(
     Sample::throughput(iters, concurrent(iters, window, &call).await)
 }
 
+/// `total` calls, `window` in flight at once (no warm-up): for cases that time themselves.
+pub async fn concurrent_calls<Fut: Future<Output = ()>>(
+    total: usize,
+    window: usize,
+    call: impl Fn() -> Fut,
+) -> Duration {
+    concurrent(total, window, &call).await
+}
+
 async fn concurrent<Fut: Future<Output = ()>>(
     total: usize,
     window: usize,

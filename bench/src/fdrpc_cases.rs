@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::drive::{in_flight, latencies, latencies_async, on_threads};
+use crate::drive::{concurrent_calls, in_flight, latencies, latencies_async, on_threads};
 use crate::stats::Sample;
 use crate::workload::{fd, payload};
 
@@ -33,6 +33,13 @@ pub trait Bench {
     async fn fence(&self) -> i64;
     /// Holds the call for `millis`.
     async fn hold(&self, millis: i64) -> i64;
+    /// 64 bytes and an fd, one way.
+    #[oneway]
+    async fn push(&self, data: fdrpc::Binary, fd: OwnedFd);
+    /// Reads all of `data`, answers with as many bytes, written anew.
+    async fn echo_bytes(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Reads all of `frame` in place, answers with a frame of the same size, written in place.
+    async fn echo_memfd(&self, frame: fdrpc::SealedMemfd) -> fdrpc::SealedMemfd;
 }
 
 pub struct BenchImpl;
@@ -65,6 +72,15 @@ impl Bench for BenchImpl {
         tokio::time::sleep(Duration::from_millis(millis as u64)).await;
         millis
     }
+    async fn push(&self, data: fdrpc::Binary, fd_in: OwnedFd) {
+        drop((data, fd_in));
+    }
+    async fn echo_bytes(&self, data: Vec<u8>) -> Vec<u8> {
+        crate::large_cases::bytes_reply(data, 7)
+    }
+    async fn echo_memfd(&self, frame: fdrpc::SealedMemfd) -> fdrpc::SealedMemfd {
+        crate::large_cases::memfd_reply(frame, 7)
+    }
 }
 
 /// The child's side: serves one connection on a single-threaded runtime.
@@ -82,12 +98,22 @@ pub fn serve(stream: UnixStream) {
     });
 }
 
-/// Serves a listener (for the memory cases) until killed.
-pub fn serve_listener(path: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+/// Serves a listener until killed, on a single-threaded runtime (`threads == 1`: the memory
+/// cases, latency under load) or a multi-thread one with `threads` workers (the
+/// multi-connection case).
+pub fn serve_listener(path: &str, threads: usize) {
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(path).unwrap();
         let _ = fdrpc::Server::with_settings(fdrpc::Settings::default().max_connections(4096))
@@ -239,4 +265,111 @@ pub fn calls_in_flight(path: &str, conns: usize) {
             call.await.unwrap();
         }
     });
+}
+
+/// Oneway calls of 64 bytes and 1 fd, flushed every 64 (one `sendmsg` each, as the raw
+/// batched sender); items per second, counted once a fence call comes back.
+pub fn oneway_fd(stream: UnixStream, iters: usize) -> Sample {
+    rt().block_on(async move {
+        let c = client(stream);
+        let data = fdrpc::Binary(payload());
+        let run = |n: usize| {
+            let (c, data) = (c.clone(), data.clone());
+            async move {
+                let start = Instant::now();
+                for i in 0..n {
+                    c.push(data.clone(), fd()).await.unwrap();
+                    if i % 64 == 63 {
+                        c.client().flush().await;
+                    }
+                }
+                c.fence().await.unwrap();
+                start.elapsed()
+            }
+        };
+        run(iters / 10).await;
+        Sample::throughput(iters, run(iters).await)
+    })
+}
+
+/// 16 connections to a multi-thread server, 64 calls in flight on each.
+pub fn async_fd_16x64(path: &str, iters: usize) -> Sample {
+    let path = path.to_owned();
+    rt().block_on(async move {
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(BenchClient::connect(&path).await.unwrap());
+        }
+        let run = |total: usize| {
+            let clients = clients.clone();
+            async move {
+                let start = Instant::now();
+                let mut tasks = Vec::new();
+                for c in clients {
+                    tasks.push(tokio::spawn(async move {
+                        let data = fdrpc::Binary(payload());
+                        concurrent_calls(total / 16, 64, || {
+                            let (c, data) = (c.clone(), data.clone());
+                            async move {
+                                drop(c.call_fd(data, fd()).await.unwrap());
+                            }
+                        })
+                        .await
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        };
+        run(iters / 10).await;
+        Sample::throughput(iters / 16 * 16, run(iters).await)
+    })
+}
+
+/// Latency of one-at-a-time calls with 1 fd each way on one connection while another
+/// connection to the same (single-threaded) server keeps 64 calls in flight: the p99 shows
+/// whether a busy peer starves a quiet one.
+pub fn async_fd_loaded(path: &str, iters: usize) -> Sample {
+    let path = path.to_owned();
+    // The load runs on a thread of its own, as another process's client would.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let loader = std::thread::spawn({
+        let (path, stop) = (path.clone(), stop.clone());
+        move || {
+            rt().block_on(async move {
+                let busy = BenchClient::connect(&path).await.unwrap();
+                let data = fdrpc::Binary(payload());
+                let mut first = Some(ready_tx);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    concurrent_calls(640, 64, || {
+                        let (c, data) = (busy.clone(), data.clone());
+                        async move {
+                            drop(c.call_fd(data, fd()).await.unwrap());
+                        }
+                    })
+                    .await;
+                    if let Some(tx) = first.take() {
+                        tx.send(()).unwrap();
+                    }
+                }
+            })
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the load never started");
+    let sample = rt().block_on(async move {
+        let quiet = BenchClient::connect(&path).await.unwrap();
+        let data = fdrpc::Binary(payload());
+        latencies_async(iters, || async {
+            drop(quiet.call_fd(data.clone(), fd()).await.unwrap());
+        })
+        .await
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    loader.join().unwrap();
+    sample
 }

@@ -10,6 +10,7 @@
 
 mod drive;
 mod fdrpc_cases;
+mod large_cases;
 mod raw_cases;
 mod stats;
 mod tarpc_cases;
@@ -37,9 +38,17 @@ enum ServerKind {
     RawTokio,
     RawTokioBatched,
     RawBulk,
+    RawOneway,
+    Raw1Mib,
     Fdrpc,
     Zbus,
     Tarpc,
+    /// A listener (the path is the case's to connect to): fdrpc on a current-thread runtime.
+    FdrpcListener,
+    /// A listener: fdrpc on a two-worker multi-thread runtime.
+    FdrpcListenerMt,
+    /// A listener: the raw batched server on a two-worker multi-thread runtime.
+    RawBatchedListenerMt,
 }
 
 impl ServerKind {
@@ -49,6 +58,11 @@ impl ServerKind {
             ServerKind::RawTokio => "raw-tokio",
             ServerKind::RawTokioBatched => "raw-tokio-batched",
             ServerKind::RawBulk => "raw-bulk",
+            ServerKind::RawOneway => "raw-oneway",
+            ServerKind::Raw1Mib => "raw-1mib",
+            ServerKind::FdrpcListener => "fdrpc-listener",
+            ServerKind::FdrpcListenerMt => "fdrpc-listener-mt",
+            ServerKind::RawBatchedListenerMt => "raw-batched-listener-mt",
             ServerKind::Fdrpc => "fdrpc",
             ServerKind::Zbus => "zbus",
             ServerKind::Tarpc => "tarpc",
@@ -61,24 +75,54 @@ impl ServerKind {
             "raw-tokio" => raw_cases::serve_tokio(sock),
             "raw-tokio-batched" => raw_cases::serve_tokio_batched(sock),
             "raw-bulk" => raw_cases::serve_bulk(sock),
+            "raw-oneway" => raw_cases::serve_oneway(sock),
+            "raw-1mib" => large_cases::serve_raw(sock),
             "fdrpc" => fdrpc_cases::serve(sock),
             "zbus" => zbus_cases::serve(sock),
             "tarpc" => tarpc_cases::serve(sock),
             other => panic!("unknown server {other}"),
         }
     }
+
+    /// Whether the server listens on a path (a case that connects as often as it likes).
+    fn listens(self) -> bool {
+        matches!(
+            self,
+            ServerKind::FdrpcListener
+                | ServerKind::FdrpcListenerMt
+                | ServerKind::RawBatchedListenerMt
+        )
+    }
+
+    fn serve_listener(name: &str, path: &str) {
+        match name {
+            "fdrpc-listener" => fdrpc_cases::serve_listener(path, 1),
+            "fdrpc-listener-mt" => fdrpc_cases::serve_listener(path, 2),
+            "raw-batched-listener-mt" => raw_cases::serve_batched_listener(path, 2),
+            other => panic!("unknown listener {other}"),
+        }
+    }
+}
+
+/// How a case talks to its server: over the socketpair it inherited, or by connecting to the
+/// path it listens on.
+#[derive(Clone, Copy)]
+enum Runner {
+    Pair(fn(UnixStream, usize) -> Sample),
+    Path(fn(&str, usize) -> Sample),
 }
 
 struct Case {
     name: &'static str,
     unit: &'static str,
     server: ServerKind,
-    run: fn(UnixStream, usize) -> Sample,
+    run: Runner,
     /// Iterations relative to `--iters`.
     scale: f64,
 }
 
 fn cases() -> Vec<Case> {
+    use Runner::{Pair, Path};
     use ServerKind::*;
     let c = |name, unit, server, run, scale| Case {
         name,
@@ -92,98 +136,186 @@ fn cases() -> Vec<Case> {
             "raw_blocking_fd",
             "ops/s",
             RawBlocking,
-            raw_cases::blocking_fd as fn(_, _) -> _,
+            Pair(raw_cases::blocking_fd),
             1.0,
         ),
-        c("raw_tokio_fd", "ops/s", RawTokio, raw_cases::tokio_fd, 1.0),
+        c(
+            "raw_tokio_fd",
+            "ops/s",
+            RawTokio,
+            Pair(raw_cases::tokio_fd),
+            1.0,
+        ),
         c(
             "raw_tokio_fd_pipelined",
             "ops/s",
             RawTokio,
-            raw_cases::tokio_fd_pipelined,
+            Pair(raw_cases::tokio_fd_pipelined),
             2.0,
         ),
         c(
             "raw_tokio_fd_batched",
             "ops/s",
             RawTokioBatched,
-            raw_cases::tokio_fd_batched,
+            Pair(raw_cases::tokio_fd_batched),
             4.0,
         ),
-        c("fdrpc_async_fd", "ops/s", Fdrpc, fdrpc_cases::async_fd, 1.0),
+        c(
+            "raw_oneway_fd_batched",
+            "items/s",
+            RawOneway,
+            Pair(raw_cases::oneway_fd_batched),
+            8.0,
+        ),
+        c(
+            "fdrpc_async_fd",
+            "ops/s",
+            Fdrpc,
+            Pair(fdrpc_cases::async_fd),
+            1.0,
+        ),
+        c(
+            "fdrpc_async_fd_loaded",
+            "ops/s",
+            FdrpcListener,
+            Path(fdrpc_cases::async_fd_loaded),
+            0.5,
+        ),
         c(
             "fdrpc_async_fd_64",
             "ops/s",
             Fdrpc,
-            fdrpc_cases::async_fd_64,
+            Pair(fdrpc_cases::async_fd_64),
+            4.0,
+        ),
+        c(
+            "raw_tokio_fd_batched_16x64",
+            "ops/s",
+            RawBatchedListenerMt,
+            Path(raw_cases::tokio_fd_batched_16x64),
+            8.0,
+        ),
+        c(
+            "fdrpc_async_fd_16x64",
+            "ops/s",
+            FdrpcListenerMt,
+            Path(fdrpc_cases::async_fd_16x64),
             4.0,
         ),
         c(
             "fdrpc_blocking_fd",
             "ops/s",
             Fdrpc,
-            fdrpc_cases::blocking_fd,
+            Pair(fdrpc_cases::blocking_fd),
             1.0,
         ),
         c(
             "fdrpc_blocking_fd_8threads",
             "ops/s",
             Fdrpc,
-            |s, n| fdrpc_cases::blocking_fd_threads(s, n, 8),
+            Pair(|s, n| fdrpc_cases::blocking_fd_threads(s, n, 8)),
             2.0,
         ),
         c(
             "fdrpc_blocking_hold5ms",
             "ops/s",
             Fdrpc,
-            |s, n| fdrpc_cases::blocking_hold_threads(s, n, 1),
+            Pair(|s, n| fdrpc_cases::blocking_hold_threads(s, n, 1)),
             0.005,
         ),
         c(
             "fdrpc_blocking_hold5ms_8threads",
             "ops/s",
             Fdrpc,
-            |s, n| fdrpc_cases::blocking_hold_threads(s, n, 8),
+            Pair(|s, n| fdrpc_cases::blocking_hold_threads(s, n, 8)),
             0.04,
         ),
         c(
             "fdrpc_async_nofd_64",
             "ops/s",
             Fdrpc,
-            fdrpc_cases::async_nofd_64,
+            Pair(fdrpc_cases::async_nofd_64),
             4.0,
         ),
-        c("tarpc_nofd_64", "ops/s", Tarpc, tarpc_cases::nofd_64, 2.0),
-        c("zbus_p2p_fd", "ops/s", Zbus, zbus_cases::p2p_fd, 0.5),
-        c("zbus_p2p_fd_64", "ops/s", Zbus, zbus_cases::p2p_fd_64, 0.5),
+        c(
+            "tarpc_nofd_64",
+            "ops/s",
+            Tarpc,
+            Pair(tarpc_cases::nofd_64),
+            2.0,
+        ),
+        c("zbus_p2p_fd", "ops/s", Zbus, Pair(zbus_cases::p2p_fd), 0.5),
+        c(
+            "zbus_p2p_fd_64",
+            "ops/s",
+            Zbus,
+            Pair(zbus_cases::p2p_fd_64),
+            0.5,
+        ),
         c(
             "fdrpc_stream_fd",
             "items/s",
             Fdrpc,
-            fdrpc_cases::stream_fd,
+            Pair(fdrpc_cases::stream_fd),
             2.0,
         ),
-        c("fdrpc_sink_fd", "items/s", Fdrpc, fdrpc_cases::sink_fd, 2.0),
+        c(
+            "fdrpc_sink_fd",
+            "items/s",
+            Fdrpc,
+            Pair(fdrpc_cases::sink_fd),
+            2.0,
+        ),
+        c(
+            "fdrpc_oneway_fd",
+            "items/s",
+            Fdrpc,
+            Pair(fdrpc_cases::oneway_fd),
+            2.0,
+        ),
         c(
             "raw_bulk_253",
             "fds/s",
             RawBulk,
-            |s, n| raw_cases::bulk_253(s, n * 10),
+            Pair(|s, n| raw_cases::bulk_253(s, n * 10)),
             1.0,
         ),
         c(
             "fdrpc_bulk_253",
             "fds/s",
             Fdrpc,
-            |s, n| fdrpc_cases::bulk(s, n * 10, 253),
+            Pair(|s, n| fdrpc_cases::bulk(s, n * 10, 253)),
             1.0,
         ),
         c(
             "fdrpc_bulk_1000",
             "fds/s",
             Fdrpc,
-            |s, n| fdrpc_cases::bulk(s, n * 10, 1000),
+            Pair(|s, n| fdrpc_cases::bulk(s, n * 10, 1000)),
             1.0,
+        ),
+        // 1 MiB each way per call: the throughput is in MiB/s of payload each way.
+        c("raw_1mib", "MiB/s", Raw1Mib, Pair(large_cases::raw), 0.02),
+        c(
+            "fdrpc_binary_1mib",
+            "MiB/s",
+            Fdrpc,
+            Pair(large_cases::fdrpc_binary),
+            0.02,
+        ),
+        c(
+            "tarpc_binary_1mib",
+            "MiB/s",
+            Tarpc,
+            Pair(tarpc_cases::binary_1mib),
+            0.02,
+        ),
+        c(
+            "fdrpc_memfd_1mib",
+            "MiB/s",
+            Fdrpc,
+            Pair(large_cases::fdrpc_memfd),
+            0.02,
         ),
     ]
 }
@@ -237,23 +369,54 @@ fn reap(mut child: Child) {
 }
 
 fn run_case(case: &Case, pin: Pin, iters: usize) -> Sample {
-    let (client, server) = UnixStream::pair().unwrap();
-    let server = OwnedFd::from(server);
-    let (_, server_cpu) = cpus(pin);
-    let args = vec![
-        "--serve".to_string(),
-        case.server.name().to_string(),
-        server.as_raw_fd().to_string(),
-        server_cpu
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "-".into()),
-    ];
-    let child = spawn_server(&args, Some(&server));
-    drop(server);
     let n = ((iters as f64) * case.scale) as usize;
-    let sample = (case.run)(client, n);
-    reap(child);
-    sample
+    let (_, server_cpu) = cpus(pin);
+    let cpu = server_cpu
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "-".into());
+    match case.run {
+        Runner::Pair(run) => {
+            let (client, server) = UnixStream::pair().unwrap();
+            let server = OwnedFd::from(server);
+            let args = vec![
+                "--serve".to_string(),
+                case.server.name().to_string(),
+                server.as_raw_fd().to_string(),
+                cpu,
+            ];
+            let child = spawn_server(&args, Some(&server));
+            drop(server);
+            let sample = run(client, n);
+            reap(child);
+            sample
+        }
+        Runner::Path(run) => {
+            assert!(case.server.listens(), "{} needs a listener", case.name);
+            let dir = std::env::temp_dir().join(format!(
+                "fdrpc-bench-{}-{}",
+                std::process::id(),
+                case.name
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("s.sock");
+            let args = vec![
+                "--serve-listener".to_string(),
+                case.server.name().to_string(),
+                path.to_string_lossy().into_owned(),
+                cpu,
+            ];
+            let mut child = spawn_server(&args, None);
+            while !path.exists() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let sample = run(path.to_str().unwrap(), n);
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+            sample
+        }
+    }
 }
 
 /// Peak RSS (VmHWM) of a process, in MiB.
@@ -272,6 +435,7 @@ fn memory_case(name: &'static str, pin: Pin, scenario: impl FnOnce(&str)) -> Sam
     let (_, server_cpu) = cpus(pin);
     let args = vec![
         "--serve-listener".to_string(),
+        ServerKind::FdrpcListener.name().to_string(),
         path.to_string_lossy().into_owned(),
         server_cpu
             .map(|c| c.to_string())
@@ -322,6 +486,7 @@ fn find<'a>(all: &'a [Summary], name: &str) -> Option<&'a Summary> {
 fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
     let p50 = |n: &str| find(all, n).and_then(|s| s.p50).map(|s| s.median);
     let ops = |n: &str| find(all, n).map(|s| s.ops.median);
+    let rss = |n: &str| find(all, n).and_then(|s| s.rss).map(|s| s.median);
     let mut out = Vec::new();
     let mut lower = |label: &str, a: Option<f64>, b: Option<f64>, limit: f64| {
         if let (Some(a), Some(b)) = (a, b) {
@@ -332,13 +497,13 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
         "fdrpc_async_fd p50 / raw_tokio_fd p50",
         p50("fdrpc_async_fd"),
         p50("raw_tokio_fd"),
-        1.3,
+        1.15,
     );
     lower(
         "fdrpc_blocking_fd p50 / raw_blocking_fd p50",
         p50("fdrpc_blocking_fd"),
         p50("raw_blocking_fd"),
-        1.25,
+        1.1,
     );
     lower(
         "fdrpc_async_fd p50 / zbus_p2p_fd p50",
@@ -346,22 +511,60 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
         p50("zbus_p2p_fd"),
         0.5,
     );
+    lower(
+        "memory_1000_idle_connections (MiB)",
+        rss("memory_1000_idle_connections"),
+        Some(1.0),
+        8.0,
+    );
+    lower(
+        "memory_100x64_calls_in_flight (MiB)",
+        rss("memory_100x64_calls_in_flight"),
+        Some(1.0),
+        12.0,
+    );
     let mut higher = |label: &str, a: Option<f64>, b: Option<f64>, limit: f64| {
         if let (Some(a), Some(b)) = (a, b) {
             out.push((label.to_string(), a / b, limit, a / b >= limit));
         }
     };
     higher(
+        "fdrpc_async_fd_64 / raw_tokio_fd_batched",
+        ops("fdrpc_async_fd_64"),
+        ops("raw_tokio_fd_batched"),
+        0.75,
+    );
+    higher(
+        "fdrpc_async_fd_16x64 / raw_tokio_fd_batched_16x64",
+        ops("fdrpc_async_fd_16x64"),
+        ops("raw_tokio_fd_batched_16x64"),
+        0.75,
+    );
+    for case in ["fdrpc_stream_fd", "fdrpc_sink_fd", "fdrpc_oneway_fd"] {
+        higher(
+            &format!("{case} / raw_oneway_fd_batched"),
+            ops(case),
+            ops("raw_oneway_fd_batched"),
+            0.6,
+        );
+    }
+    higher(
+        "fdrpc_binary_1mib / raw_1mib",
+        ops("fdrpc_binary_1mib"),
+        ops("raw_1mib"),
+        0.8,
+    );
+    higher(
+        "fdrpc_memfd_1mib / tarpc_binary_1mib",
+        ops("fdrpc_memfd_1mib"),
+        ops("tarpc_binary_1mib"),
+        3.0,
+    );
+    higher(
         "fdrpc_async_fd_64 / raw_tokio_fd_pipelined",
         ops("fdrpc_async_fd_64"),
         ops("raw_tokio_fd_pipelined"),
         2.0,
-    );
-    higher(
-        "fdrpc_async_fd_64 / raw_tokio_fd_batched",
-        ops("fdrpc_async_fd_64"),
-        ops("raw_tokio_fd_batched"),
-        0.5,
     );
     higher(
         "fdrpc_async_fd_64 / zbus_p2p_fd_64",
@@ -409,10 +612,23 @@ fn main() {
         return;
     }
     if args.first().map(String::as_str) == Some("--serve-listener") {
-        if let Some(cpu) = args.get(2).and_then(|c| c.parse().ok()) {
+        if let Some(cpu) = args.get(3).and_then(|c| c.parse().ok()) {
             pin_self(Some(cpu));
         }
-        fdrpc_cases::serve_listener(&args[1]);
+        ServerKind::serve_listener(&args[1], &args[2]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--drive-memory") {
+        // The client half of a memory case, against a server started by hand (under
+        // `heaptrack`, say): see "Profiling" in BENCHMARKS.md.
+        match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("idle"), Some(path)) => {
+                let _conns = fdrpc_cases::idle_connections(path, 1000);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (Some("busy"), Some(path)) => fdrpc_cases::calls_in_flight(path, 100),
+            _ => panic!("--drive-memory idle|busy PATH"),
+        }
         return;
     }
     let mut pin = Pin::Same;
@@ -527,7 +743,11 @@ fn main() {
     println!("\n| target | ratio | goal | met |");
     println!("|---|---:|---:|---|");
     for (label, ratio, goal, met) in targets(&summaries) {
-        let op = if label.contains("p50") { "≤" } else { "≥" };
+        let op = if label.contains("p50") || label.starts_with("memory") {
+            "≤"
+        } else {
+            "≥"
+        };
         println!(
             "| {label} | {ratio:.2} | {op} {goal} | {} |",
             if met { "yes" } else { "**no**" }

@@ -342,3 +342,155 @@ pub fn bulk_253(sock: UnixStream, total_fds: usize) -> Sample {
     recv(sock.as_fd(), &mut b, &mut fifo, RecvFlags::empty()).unwrap();
     Sample::throughput(msgs * MAX_FDS, start.elapsed())
 }
+
+/// The first byte of the message that ends a one-way run.
+const END: u8 = 0xee;
+
+/// The child for the one-way case: reads messages (64 bytes, most with an fd), closes their
+/// fds, and answers the end message with one byte.
+pub fn serve_oneway(sock: UnixStream) {
+    rt().block_on(async move {
+        let s = tokio_stream(sock);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut have = 0;
+        let mut fifo = VecDeque::new();
+        loop {
+            let n = trecv(&s, &mut buf[have..], &mut fifo).await;
+            if n == 0 {
+                return;
+            }
+            have += n;
+            let whole = have / PAYLOAD;
+            let ended = (0..whole).any(|i| buf[i * PAYLOAD] == END);
+            fifo.clear();
+            buf.copy_within(whole * PAYLOAD..have, 0);
+            have -= whole * PAYLOAD;
+            if ended && !tsend(&s, b"k", &[]).await {
+                return;
+            }
+        }
+    })
+}
+
+/// One-way messages of 64 bytes and 1 fd, 64 to a `sendmsg` with all their fds, read into a
+/// large buffer with an fd FIFO: the limit for oneway calls and stream and sink items.
+pub fn oneway_fd_batched(sock: UnixStream, iters: usize) -> Sample {
+    rt().block_on(async move {
+        let s = tokio_stream(sock);
+        let data = payload();
+        let run = |n: usize| {
+            let (s, data) = (&s, &data);
+            async move {
+                let start = Instant::now();
+                let mut out = Vec::with_capacity(64 * PAYLOAD);
+                let mut fds = Vec::with_capacity(64);
+                let mut sent = 0;
+                while sent < n {
+                    while sent < n && fds.len() < 64 {
+                        out.extend_from_slice(data);
+                        fds.push(fd());
+                        sent += 1;
+                    }
+                    assert!(tsend_batch(s, &out, &fds).await);
+                    out.clear();
+                    fds.clear();
+                }
+                let mut end = vec![0u8; PAYLOAD];
+                end[0] = END;
+                assert!(tsend(s, &end, &[]).await);
+                let mut k = [0u8; 1];
+                let mut fifo = VecDeque::new();
+                assert_eq!(trecv(s, &mut k, &mut fifo).await, 1);
+                start.elapsed()
+            }
+        };
+        run(iters / 10).await;
+        Sample::throughput(iters, run(iters).await)
+    })
+}
+
+/// The child for the 16-connection batched case: a listener on a multi-thread runtime, each
+/// connection answered as in [`serve_tokio_batched`].
+pub fn serve_batched_listener(path: &str, threads: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let data = payload();
+                let mut inbox = Inbox::new();
+                let mut out = Vec::with_capacity(64 * PAYLOAD);
+                let mut fds = Vec::with_capacity(64);
+                while let Some(whole) = inbox.read(&s).await {
+                    for _ in 0..whole {
+                        out.extend_from_slice(&data);
+                        fds.push(fd());
+                    }
+                    if !out.is_empty() {
+                        if !tsend_batch(&s, &out, &fds).await {
+                            return;
+                        }
+                        out.clear();
+                        fds.clear();
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// [`tokio_fd_batched`] on 16 connections at once.
+pub fn tokio_fd_batched_16x64(path: &str, iters: usize) -> Sample {
+    let path = path.to_owned();
+    rt().block_on(async move {
+        let mut socks = Vec::new();
+        for _ in 0..16 {
+            socks.push(std::sync::Arc::new(
+                tokio::net::UnixStream::connect(&path).await.unwrap(),
+            ));
+        }
+        let run = |total: usize| {
+            let socks = socks.clone();
+            async move {
+                let start = Instant::now();
+                let mut tasks = Vec::new();
+                for s in socks {
+                    tasks.push(tokio::spawn(async move {
+                        let data = payload();
+                        let mut inbox = Inbox::new();
+                        let mut out = Vec::with_capacity(64 * PAYLOAD);
+                        let mut fds = Vec::with_capacity(64);
+                        let (mut sent, mut done) = (0, 0);
+                        let mine = total / 16;
+                        while done < mine {
+                            while sent < mine && sent - done < 64 {
+                                out.extend_from_slice(&data);
+                                fds.push(fd());
+                                sent += 1;
+                            }
+                            if !out.is_empty() {
+                                assert!(tsend_batch(&s, &out, &fds).await);
+                                out.clear();
+                                fds.clear();
+                            }
+                            done += inbox.read(&s).await.expect("server closed");
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        };
+        run(iters / 10).await;
+        Sample::throughput(iters / 16 * 16, run(iters).await)
+    })
+}
