@@ -155,27 +155,30 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         timeout: timeout.zip(deadline),
         observed,
         permit: Some(permit),
-        scope: scope.clone(),
     };
     match service.dispatch(incoming) {
-        Dispatch::Reply(fut) => return Some(Box::pin(scope.wrap(call.reply(fut)))),
+        Dispatch::Reply(fut) => return Some(Box::pin(call.reply(fut, scope))),
         Dispatch::Stream(slot, fut) => {
             let conn = conn.clone();
             spawn_handler(&conn, seqid, scope.wrap(call.stream(slot, fut)));
         }
         Dispatch::Oneway(fut) => return Some(Box::pin(scope.wrap(call.oneway(fut)))),
         Dispatch::BadArgs(e) => {
-            scope.in_scope(|| tracing::debug!(error = %e, "fdrpc: bad arguments"));
-            call.refuse(
-                ApplicationErrorKind::ProtocolError,
-                format!("bad arguments: {e}"),
-            );
+            scope.in_scope(|| {
+                tracing::debug!(error = %e, "fdrpc: bad arguments");
+                call.refuse(
+                    ApplicationErrorKind::ProtocolError,
+                    format!("bad arguments: {e}"),
+                );
+            });
         }
         Dispatch::UnknownMethod => {
             // Listed in `methods()` but not dispatched: a service that disagrees with itself.
-            scope.in_scope(|| tracing::debug!("fdrpc: unknown method"));
-            let why = format!("unknown method `{method}`");
-            call.refuse(ApplicationErrorKind::UnknownMethod, why);
+            scope.in_scope(|| {
+                tracing::debug!("fdrpc: unknown method");
+                let why = format!("unknown method `{method}`");
+                call.refuse(ApplicationErrorKind::UnknownMethod, why);
+            });
         }
     }
     None
@@ -192,21 +195,26 @@ struct Call {
     observed: Option<Box<Observed>>,
     /// Given back when the call ends (a stream method's: when its stream ends).
     permit: Option<CallPermit>,
-    scope: CallScope,
 }
 
 impl Call {
     /// Runs a handler whose reply is a result struct: its first poll now, the rest (if it
     /// waits) in a task of its own, until its deadline.
-    async fn reply(self, fut: BoxFuture<Result<HandlerReply, ReplyError>>) {
+    async fn reply(self, fut: BoxFuture<Result<HandlerReply, ReplyError>>, scope: CallScope) {
         let mut task = Box::pin(AssertUnwindSafe(fut).catch_unwind());
         // Most handlers finish on their first poll: run that poll here and queue the reply at
         // once; only a handler that waits gets a task of its own.
-        let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+        let first = std::future::poll_fn(|cx| {
+            Poll::Ready(scope.in_scope(|| match task.as_mut().poll(cx) {
+                Poll::Ready(outcome) => Some(outcome),
+                Poll::Pending => None,
+            }))
+        })
+        .await;
         match first {
-            Poll::Ready(outcome) => self.answer(outcome),
-            Poll::Pending => {
-                let (conn, seqid, scope) = (self.conn.clone(), self.seqid, self.scope.clone());
+            Some(outcome) => scope.in_scope(|| self.answer(outcome)),
+            None => {
+                let (conn, seqid) = (self.conn.clone(), self.seqid);
                 spawn_handler(
                     &conn,
                     seqid,
@@ -320,11 +328,10 @@ impl Call {
         self.end(CallOutcome::Failed(kind), 0);
     }
 
-    /// Tells the span and the hooks how the call ended, and gives its permit back.
+    /// Tells the span and the hooks how the call ended, and gives its permit back. Runs in
+    /// the call's scope (see [`CallScope::wrap`]): the current span is the call's, if any.
     fn end(self, outcome: CallOutcome, fds_out: usize) {
-        if let Some(span) = &self.scope.span {
-            span.record("fds_out", fds_out);
-        }
+        tracing::Span::current().record("fds_out", fds_out);
         if let Some(observed) = self.observed {
             observed.end(outcome, fds_out);
         }
