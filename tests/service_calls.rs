@@ -325,6 +325,8 @@ mod misbehaving {
     #[fdrpc::service]
     pub trait Slow {
         async fn sleep_then_fd(&self, millis: u64) -> OwnedFd;
+        /// Blocks the server's thread: the caller's `cancel` is read only after the reply left.
+        async fn block_then_fd(&self, millis: u64) -> OwnedFd;
         async fn panic(&self) -> i32;
     }
 
@@ -333,6 +335,10 @@ mod misbehaving {
     impl Slow for SlowImpl {
         async fn sleep_then_fd(&self, millis: u64) -> OwnedFd {
             tokio::time::sleep(Duration::from_millis(millis)).await;
+            memfd(b"late").into()
+        }
+        async fn block_then_fd(&self, millis: u64) -> OwnedFd {
+            std::thread::sleep(Duration::from_millis(millis));
             memfd(b"late").into()
         }
         async fn panic(&self) -> i32 {
@@ -367,25 +373,53 @@ mod misbehaving {
         });
     }
 
+    /// Replies that come after their call timed out, or after its future was dropped, are
+    /// discarded at once with their fds, while the connection lives on.
     #[test]
     fn timeouts_and_dropped_calls_close_late_fds() {
-        run_async(async {
-            let (client, server) = serve();
+        // The server runs on a thread of its own and its handler blocks that thread, so the
+        // replies really come late (a `cancel` cannot stop a handler that is not polled).
+        let _check = fd_leak_check();
+        let server = ThreadServer::start_current_thread(fdrpc::Server::new, || {
+            SlowServer::new(SlowImpl)
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = SlowClient::connect(&server.path).await.unwrap();
+            // Warm up: the connection's tasks and buffers exist before the baseline.
+            drop(client.block_then_fd(0).await.unwrap());
+            let baseline = fd_count();
             let quick = client.with_timeout(Duration::from_millis(20));
-            match quick.sleep_then_fd(300).await {
+            match quick.block_then_fd(200).await {
                 Err(fdrpc::RpcError::Timeout(_)) => {}
                 r => panic!("{r:?}"),
             }
             // A call whose future is dropped.
             let dropped =
-                tokio::time::timeout(Duration::from_millis(20), client.sleep_then_fd(300)).await;
+                tokio::time::timeout(Duration::from_millis(20), client.block_then_fd(200)).await;
             assert!(dropped.is_err());
-            // Both late replies arrive and are discarded; the connection still works.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let fd = client.sleep_then_fd(0).await.unwrap();
-            drop((client, quick, fd));
-            server.await.unwrap();
+            // The server answers in order: once this reply is here, both late replies were
+            // received before it, and their fds must be closed already.
+            let fd = client.block_then_fd(0).await.unwrap();
+            assert_eq!(contents(&fd), b"late");
+            drop(fd);
+            // The baseline may include an fd the server's thread was about to close; with
+            // the late replies' fds kept, the count stays above it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while fd_count() > baseline {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "late replies' fds kept: {} open, {baseline} before",
+                    fd_count()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            drop((client, quick));
         });
+        drop((rt, server));
     }
 
     #[test]
