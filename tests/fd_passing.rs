@@ -229,6 +229,35 @@ fn eof_inside_a_frame_or_with_unclaimed_fds() {
         Err(fdrpc::TransportError::ClosedMidFrame(3))
     ));
     drop((rq, b, fd));
+
+    // A whole frame that claims no fd, sent with one: the frame is delivered, and at the
+    // end of the stream the fd nobody claimed is reported (and closed with the queue).
+    let (x, y) = UnixStream::pair().unwrap();
+    let mut q = SendQueue::new();
+    q.push(1, b"payload", Vec::new(), &[]).unwrap();
+    q.flush_blocking(x.as_fd()).unwrap();
+    drop(x);
+    let mut frame = Vec::new();
+    std::io::Read::read_to_end(&mut &y, &mut frame).unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let fd = memfd(b"unclaimed");
+    sendmsg_with(&a, &frame, &[fd.as_fd()]);
+    drop((a, fd));
+    let mut rq = RecvQueue::new(&Settings::default());
+    rq.fill_blocking(b.as_fd()).unwrap();
+    let got = rq.next_frame().unwrap().expect("the whole frame");
+    assert_eq!(got.fds.len(), 0);
+    drop(got);
+    assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Eof);
+    let err = rq.check_clean_eof().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fdrpc::TransportError::FdStream(fdrpc::FdStreamError::UnclaimedAtEof(1))
+        ),
+        "{err}"
+    );
+    drop((rq, b, y));
 }
 
 /// One `sendmsg` of `bytes` with `fds` attached.
