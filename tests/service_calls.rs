@@ -564,10 +564,18 @@ fn peer_credentials_include_a_pidfd_where_the_kernel_has_one() {
         );
         assert!(is_cloexec(&pidfd));
     } else {
+        // Required where the kernel has it: Linux 6.5 and later.
         let release = rustix::system::uname()
             .release()
             .to_string_lossy()
             .into_owned();
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        assert!(
+            (major, minor) < (6, 5),
+            "kernel {release} has SO_PEERPIDFD, but no pidfd came back"
+        );
         eprintln!("no SO_PEERPIDFD on kernel {release}");
     }
 }
