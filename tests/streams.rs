@@ -452,6 +452,42 @@ fn the_blocking_client_iterates_streams_and_feeds_sinks() {
     });
 }
 
+/// Dropping a blocking client's stream iterator cancels the stream: the server's producer is
+/// dropped (not left waiting for credit with its call slot), and the connection goes on.
+#[test]
+fn the_blocking_client_cancels_a_stream_it_drops() {
+    run_async(async {
+        let probe = ProbeImpl::default();
+        let (produced, cancelled) = (probe.produced.clone(), probe.cancelled.clone());
+        let (a, server) = serve_for_blocking(ProbeServer::new(probe));
+        tokio::task::spawn_blocking(move || {
+            let client = ProbeBlockingClient::from_std(a).with_timeout(Duration::from_secs(10));
+            let mut endless = client.endless().unwrap();
+            for i in 0..10u64 {
+                let fd = endless.next().unwrap().unwrap();
+                assert_eq!(contents(&fd), i.to_string().as_bytes());
+            }
+            drop(endless);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !cancelled.load(Ordering::SeqCst) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the server's producer still runs: no cancel came"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Never more than the window (64) beyond what was taken, plus the one item the
+            // producer holds to learn whether the stream ended.
+            let made = produced.load(Ordering::SeqCst);
+            assert!((10..=10 + 64 + 1).contains(&made), "{made} produced");
+            assert_eq!(client.maybe(true).unwrap().map(|x| x.unwrap()).sum::<i32>(), 6);
+        })
+        .await
+        .unwrap();
+        server.await.unwrap();
+    });
+}
+
 #[test]
 fn the_blocking_client_streams_both_ways() {
     run_async(async {
