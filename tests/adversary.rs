@@ -388,28 +388,32 @@ fn a_flood_of_frames_at_half_three_quarters_and_the_full_fd_limit() {
         send.flush_blocking(sock.as_fd()).unwrap();
         sock
     });
-    let mut got = std::collections::HashMap::new();
+    // Every call answered once, by seqid, with exactly the fds it sent, in order.
+    let mut got = std::collections::BTreeMap::new();
     while got.len() < expected.len() {
         match raw.next(Duration::from_secs(10)) {
-            Got::Reply { ty, body, fds, .. } => {
+            Got::Reply {
+                ty,
+                seqid,
+                body,
+                fds,
+                ..
+            } => {
                 assert_eq!(ty, MessageType::Reply);
                 let bundle: Bundle = fdrpc::decode(&body[1 + 1..body.len() - 1], fds)
                     .unwrap_or_else(|e| panic!("{e}"));
-                got.insert(bundle.fds.len(), ());
-                let seqid_of = |fd: &OwnedFd| String::from_utf8(contents(fd)).unwrap();
-                let first = seqid_of(&bundle.fds[0]);
-                let seq: i32 = first.split(':').next().unwrap().parse().unwrap();
                 for (k, fd) in bundle.fds.iter().enumerate() {
-                    assert_eq!(seqid_of(fd), format!("{seq}:{k}"));
+                    assert_eq!(contents(fd), format!("{seqid}:{k}").as_bytes());
                 }
-                got.insert(seq as usize + 1000, ());
+                assert!(
+                    got.insert(seqid, bundle.fds.len()).is_none(),
+                    "two replies to {seqid}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        if got.keys().filter(|k| **k >= 1000).count() == expected.len() {
-            break;
-        }
     }
+    assert_eq!(got.into_iter().collect::<Vec<_>>(), expected);
     drop(writer.join().unwrap());
     drop(raw);
     h.others_still_work();
