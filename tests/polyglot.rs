@@ -36,7 +36,7 @@ fn tools_present() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     let python = Command::new("python3")
-        .args(["-c", "import thrift.protocol.THeaderProtocol"])
+        .args(["-E", "-c", "import thrift.protocol.THeaderProtocol"])
         .output()
         .is_ok_and(|o| o.status.success());
     if thrift && python {
@@ -234,7 +234,7 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
             let out = tokio::task::spawn_blocking(move || {
                 // `timeout`: a peer that hangs fails the test instead of the CI run.
                 Command::new("timeout")
-                    .args(["120", "python3"])
+                    .args(["120", "python3", "-E"])
                     .arg(&args.0)
                     .arg(&args.1)
                     .arg(&args.2)
@@ -346,7 +346,7 @@ fn the_rust_client_calls_a_stock_python_server_with_fds() {
     let path = dir.join("python.sock");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/server.py");
     let mut child = Command::new("timeout")
-        .args(["120", "python3"])
+        .args(["120", "python3", "-E"])
         .arg(&script)
         .arg(&path)
         .arg(&gen_dir)

@@ -16,6 +16,12 @@ from thrift.transport.THeaderTransport import THeaderClientType  # noqa: E402
 from fdrpc_shim import FdHeaderTransport, FdSocket  # noqa: E402
 
 
+def check(ok, what):
+    """Fails the peer (exit status 1) unless `ok`: unlike `assert`, never compiled out by -O."""
+    if not ok:
+        raise RuntimeError(f"check failed: {what!r}")
+
+
 def memfd(text):
     fd = os.memfd_create("py", os.MFD_CLOEXEC)
     os.write(fd, text.encode())
@@ -41,13 +47,13 @@ mine = [memfd("one"), memfd("two"), memfd("three")]
 spare = memfd("spare")
 bundle = Bundle(label="from python", fds=[trans.attach(f) for f in mine], spare=trans.attach(spare))
 back = client.echo(bundle)
-assert back.label == "from python", back.label
+check(back.label == "from python", back.label)
 got = [trans.take(i) for i in back.fds]
-assert [identity(f) for f in got] == [identity(f) for f in mine], "echo returned other files"
-assert [read_all(f) for f in got] == ["one", "two", "three"]
+check([identity(f) for f in got] == [identity(f) for f in mine], "echo returned other files")
+check([read_all(f) for f in got] == ["one", "two", "three"], '[read_all(f) for f in got] == ["one", "two", "three"]')
 got_spare = trans.take(back.spare)
-assert identity(got_spare) == identity(spare)
-assert os.get_inheritable(got_spare) is False
+check(identity(got_spare) == identity(spare), 'identity(got_spare) == identity(spare)')
+check(os.get_inheritable(got_spare) is False, 'os.get_inheritable(got_spare) is False')
 for f in mine + got + [spare, got_spare]:
     os.close(f)
 
@@ -56,41 +62,41 @@ path = os.path.join(os.path.dirname(sys.argv[1]), "hello.txt")
 with open(path, "w") as f:
     f.write("hello from the rust side of the socket")
 fd = trans.take(client.open(path))
-assert read_all(fd) == "hello from the rust side of the socket"
+check(read_all(fd) == "hello from the rust side of the socket", 'read_all(fd) == "hello from the rust side of the socket"')
 os.close(fd)
 try:
     client.open("/no/such/file")
     raise AssertionError("open of a missing file succeeded")
 except Failure as e:
-    assert "No such file" in e.message, e.message
-    assert e.log is None
+    check("No such file" in e.message, e.message)
+    check(e.log is None, 'e.log is None')
 
 # fail: the exception carries a memfd with the reason.
 try:
     client.fail("python asked for it")
     raise AssertionError("fail succeeded")
 except Failure as e:
-    assert e.message == "python asked for it"
+    check(e.message == "python asked for it", 'e.message == "python asked for it"')
     log = trans.take(e.log)
-    assert read_all(log) == "python asked for it"
+    check(read_all(log) == "python asked for it", 'read_all(log) == "python asked for it"')
     os.close(log)
 
 # deposit (oneway) then withdraw.
 kept = memfd("kept by the server")
 client.deposit("py-key", trans.attach(kept))
 back = trans.take(client.withdraw("py-key"))
-assert identity(back) == identity(kept)
+check(identity(back) == identity(kept), 'identity(back) == identity(kept)')
 os.close(back)
 os.close(kept)
 
 # whoami: the server saw this process.
 peer = client.whoami()
-assert peer.pid == os.getpid(), (peer.pid, os.getpid())
-assert peer.uid == os.getuid()
+check(peer.pid == os.getpid(), (peer.pid, os.getpid()))
+check(peer.uid == os.getuid(), 'peer.uid == os.getuid()')
 
 # introspection through the reserved method.
 idl = client._fdrpc_idl()
-assert "service Conformance" in idl
+check("service Conformance" in idl, '"service Conformance" in idl')
 
 trans.close_received()
 sock.close()
