@@ -380,9 +380,8 @@ mod misbehaving {
         // The server runs on a thread of its own and its handler blocks that thread, so the
         // replies really come late (a `cancel` cannot stop a handler that is not polled).
         let _check = fd_leak_check();
-        let server = ThreadServer::start_current_thread(fdrpc::Server::new, || {
-            SlowServer::new(SlowImpl)
-        });
+        let server =
+            ThreadServer::start_current_thread(fdrpc::Server::new, || SlowServer::new(SlowImpl));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -480,7 +480,10 @@ fn the_blocking_client_cancels_a_stream_it_drops() {
             // producer holds to learn whether the stream ended.
             let made = produced.load(Ordering::SeqCst);
             assert!((10..=10 + 64 + 1).contains(&made), "{made} produced");
-            assert_eq!(client.maybe(true).unwrap().map(|x| x.unwrap()).sum::<i32>(), 6);
+            assert_eq!(
+                client.maybe(true).unwrap().map(|x| x.unwrap()).sum::<i32>(),
+                6
+            );
         })
         .await
         .unwrap();
