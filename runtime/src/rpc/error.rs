@@ -18,9 +18,15 @@ pub enum RpcError {
     /// The reply could not be decoded (its fds are closed).
     #[error("could not decode the reply: {0}")]
     Decode(#[from] DecodeError),
-    /// The server answered with a `TApplicationException`.
+    /// The server answered with a `TApplicationException` (or a stream's producer aborted
+    /// it with one).
     #[error("the server could not run the call: {0}")]
     Application(#[from] ApplicationError),
+    /// This side found that the peer broke the protocol: a reply naming another method or of
+    /// the wrong message type, stream items beyond the credit granted. Nothing the peer sent
+    /// as an error: `kind` and `message` say what this side saw (its fds are closed).
+    #[error("the peer broke the protocol: {0}")]
+    Protocol(ApplicationError),
     /// No reply within the call's timeout; a late reply is discarded and its fds closed.
     #[error("no reply within {0:?}")]
     Timeout(Duration),

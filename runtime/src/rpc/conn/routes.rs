@@ -168,7 +168,7 @@ impl Routes {
         wake.extend(inbox.waker.take());
         if !inbox.window.received() {
             inbox.open = false;
-            inbox.items.push_back(Inbound::Failed(RpcError::Application(
+            inbox.items.push_back(Inbound::Failed(RpcError::Protocol(
                 crate::rpc::ApplicationError::new(
                     crate::rpc::ApplicationErrorKind::ProtocolError,
                     "the producer sent more items than it was granted",

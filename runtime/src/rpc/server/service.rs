@@ -239,7 +239,8 @@ impl SinkStatus {
             return Ok(());
         };
         let cause = match cause {
-            crate::rpc::error::RpcError::Application(e) => e.message.clone(),
+            crate::rpc::error::RpcError::Application(e)
+            | crate::rpc::error::RpcError::Protocol(e) => e.message.clone(),
             other => other.to_string(),
         };
         Err(ReplyError::Application(ApplicationError::new(
