@@ -332,3 +332,70 @@ fn large_and_small_frames_interleaved_keep_their_fds() {
     drop(writer.join().unwrap());
     drop((rq, b));
 }
+
+/// The last frames of the queue, removed before any of them was written, take their fds with
+/// them (closed); what is queued after still carries the fd sequence the receiver checks.
+#[test]
+fn an_unsent_frame_is_removed_with_its_fds() {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut q = SendQueue::new();
+    let mut bounds = Vec::new();
+    for (seqid, n) in [(1, 2), (2, 3), (3, 0), (4, 1), (5, 2)] {
+        let start = q.queued();
+        let fds: Vec<OwnedFd> = (0..n)
+            .map(|k| OwnedFd::from(memfd(format!("{seqid}:{k}").as_bytes())))
+            .collect();
+        q.push(
+            seqid,
+            format!("payload {seqid}").as_bytes(),
+            fds,
+            &[("x-extra", "kept")],
+        )
+        .unwrap();
+        bounds.push((start, q.queued()));
+    }
+    // Only the last frame, nothing of which was written, can go; a bogus range is refused.
+    assert!(
+        !q.remove_unsent(bounds[1].0, bounds[1].1),
+        "not the last frame"
+    );
+    assert!(!q.remove_unsent(bounds[4].0 + 1, bounds[4].1));
+    assert!(q.remove_unsent(bounds[4].0, bounds[4].1));
+    assert!(q.remove_unsent(bounds[3].0, bounds[3].1));
+    assert_eq!(q.pending_fds(), 5);
+    // A frame queued after the removals carries the fd sequence the receiver expects.
+    q.push(
+        6,
+        b"payload 6",
+        vec![OwnedFd::from(memfd(b"6:0"))],
+        &[("x-extra", "kept")],
+    )
+    .unwrap();
+    q.flush_blocking(a.as_fd()).unwrap();
+    drop(a);
+    let mut rq = RecvQueue::new(&Settings::default());
+    let mut got = Vec::new();
+    loop {
+        while let Some(f) = rq.next_frame().unwrap() {
+            let seqid = f.frame.seqid;
+            assert_eq!(f.frame.payload, format!("payload {seqid}").as_bytes());
+            assert_eq!(f.frame.header("x-extra"), Some(&b"kept"[..]));
+            for (k, fd) in f.fds.iter().enumerate() {
+                assert_eq!(contents(fd), format!("{seqid}:{k}").as_bytes());
+            }
+            got.push((seqid, f.fds.len()));
+        }
+        if rq.fill_blocking(b.as_fd()).unwrap() == Fill::Eof {
+            break;
+        }
+    }
+    rq.check_clean_eof().unwrap();
+    assert_eq!(got, [(1, 2), (2, 3), (3, 0), (6, 1)]);
+    // Once the writing began, nothing can be removed.
+    let mut q = SendQueue::new();
+    q.push(9, b"x", numbered(1), &[]).unwrap();
+    let (c, _d) = UnixStream::pair().unwrap();
+    q.write_to(c.as_fd()).unwrap();
+    assert!(!q.remove_unsent(0, q.queued()));
+}

@@ -93,6 +93,38 @@ impl SendQueue {
         Ok(())
     }
 
+    /// Removes the frame queued last, at stream offsets `start..end` (as
+    /// [`SendQueue::queued`] was before and after its [`SendQueue::push`]), if none of it has
+    /// been written yet; its fds are closed and the fd sequence goes back by their number.
+    /// Only the last frame can go: the offsets of every other frame, which callers hold, stay
+    /// what they were. Returns whether the frame was removed.
+    pub fn remove_unsent(&mut self, start: u64, end: u64) -> bool {
+        if start < self.written() || end <= start || end != self.queued() {
+            return false;
+        }
+        let s = (start - self.base) as usize;
+        let Some(last) = self.buf.get(s..) else {
+            return false;
+        };
+        // `start` must be where that frame begins, and none of its fds may have gone ahead
+        // of its bytes (they ride on the first `sendmsg` after they are queued).
+        let own = self
+            .fds
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at == end)
+            .count();
+        let whole = matches!(frame::frame_len(last, usize::MAX), Ok(Some(n)) if n == last.len());
+        if !whole || frame::parse_frame(last).map_or(true, |f| f.fds != own) {
+            return false;
+        }
+        let removed = own as i64;
+        self.fds.truncate(self.fds.len() - own);
+        self.buf.truncate(s);
+        self.fd_seq = self.fd_seq.wrapping_sub(removed);
+        true
+    }
+
     /// Writes as much as the socket takes without blocking. Returns `Ok(true)` when the queue
     /// is empty, `Ok(false)` when the socket would block.
     ///

@@ -81,6 +81,9 @@ pub(crate) struct Conn {
     send: SendQueue,
     /// Where messages are encoded before they are framed; reused.
     scratch: Vec<u8>,
+    /// Send-queue ranges of calls given up before any of their frame was written, and not
+    /// yet taken back (something is queued behind them), sorted (see [`Conn::forget_call`]).
+    abandoned: Vec<(u64, u64)>,
     calls: Calls,
     routes: Routes,
     /// The server's handlers running in tasks of their own.
@@ -182,6 +185,11 @@ pub(crate) struct Started {
     /// The call's deadline is earlier than any the driver's timer was armed for: the driver
     /// must look at [`Conn::next_deadline`] again.
     pub(crate) rearm: bool,
+    /// Where the call's frame sits in the send queue's stream (start and end offsets): while
+    /// none of it is written, a call given up is taken out of the queue.
+    pub(crate) frame: (u64, u64),
+    /// The call sent a deadline (`client_timeout`): the server drops it by itself.
+    pub(crate) timed: bool,
 }
 
 /// What a call sends besides its arguments; see [`Conn::start_call`].
@@ -265,6 +273,7 @@ impl Conn {
             role,
             send: SendQueue::new(),
             scratch: Vec::new(),
+            abandoned: Vec::new(),
             calls: Calls::default(),
             routes: Routes::default(),
             handlers: Handlers::default(),
@@ -620,12 +629,12 @@ impl Conn {
                 fds,
             }),
             MessageType::Reply | MessageType::Exception => {
-                Err(RpcError::Application(ApplicationError::new(
+                Err(RpcError::Protocol(ApplicationError::new(
                     ApplicationErrorKind::WrongMethodName,
                     format!("reply names `{}`, the call was `{method}`", header.name),
                 )))
             }
-            ty => Err(RpcError::Application(ApplicationError::new(
+            ty => Err(RpcError::Protocol(ApplicationError::new(
                 ApplicationErrorKind::InvalidMessageType,
                 format!("the server sent a {ty:?} message as a reply"),
             ))),
@@ -667,11 +676,14 @@ impl Conn {
             call.timeout.filter(|_| waits),
             call.trace.as_ref(),
         );
-        let started = Started {
+        let start = self.send.queued();
+        let mut started = Started {
             seqid,
             inbox,
             outbox,
             rearm,
+            frame: (start, start),
+            timed: deadline.is_some(),
         };
         if let Err(e) = self.push_message(
             method,
@@ -683,6 +695,7 @@ impl Conn {
             self.forget_call(&started, method, false);
             return Err(e);
         }
+        started.frame.1 = self.send.queued();
         Ok(started)
     }
 
@@ -724,8 +737,40 @@ impl Conn {
     /// a stream it opened is cancelled and a sink it was sending is aborted. If `sent` and
     /// no reply came yet, the server is told with `cancel` (once, also when a stream is
     /// cancelled), so that it drops the handler.
+    ///
+    /// A call none of whose frame was written yet (a peer that stopped reading, a full
+    /// socket) is taken out of the send queue with its fds, and the server never sees it.
+    /// (Not a call with a sink: its items may be queued behind it.)
     pub(crate) fn forget_call(&mut self, call: &Started, method: &'static str, sent: bool) {
         let waiting = self.calls.forget(call.seqid);
+        if waiting && sent && call.outbox.is_none() && call.frame.0 >= self.send.written() {
+            // Never written: taken back with the unsent calls given up before it, as long as
+            // they are last in the queue (only the tail can go: see `remove_unsent`).
+            self.abandoned
+                .retain(|(start, _)| *start >= self.send.written());
+            self.abandoned.push(call.frame);
+            self.abandoned.sort_unstable();
+            while let Some(&(start, end)) = self.abandoned.last() {
+                if !self.send.remove_unsent(start, end) {
+                    break;
+                }
+                self.abandoned.pop();
+            }
+            if self.send.queued() <= call.frame.0 {
+                tracing::debug!(seqid = call.seqid, method, "fdrpc: unsent call taken back");
+                if let Some(id) = call.inbox {
+                    self.routes.close_inbox(call.seqid, id);
+                }
+                return;
+            }
+            // Something is queued behind it: it stays abandoned, taken back if what follows
+            // goes first. A call with a deadline is not cancelled (the server learnt the
+            // deadline with it and drops the handler itself; a `cancel` would pin it in the
+            // queue); one without is.
+            if call.inbox.is_none() && call.timed {
+                return;
+            }
+        }
         let mut cancelled = false;
         if let Some(id) = call.inbox {
             cancelled = self.cancel_inbox(call.seqid, id);
