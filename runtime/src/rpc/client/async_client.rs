@@ -254,6 +254,9 @@ impl Client {
         // Counted from before the call is sent: this side gives up no later than the server,
         // which counts from its arrival. The connection's reader enforces it.
         options.deadline = self.timeout.map(|d| std::time::Instant::now() + d);
+        // The send queue is bounded like the server's backlog (`Settings::max_backlog`): a
+        // call waits for room within its timeout.
+        conn.room_for_call(options.deadline, self.timeout).await?;
         let started = conn.with(|c| c.start_call(method, &options, |enc| args.encode(enc)))?;
         if started.rearm {
             conn.rearm_timer();
@@ -363,6 +366,8 @@ impl Drop for CallGuard<'_> {
         if self.armed {
             self.conn
                 .with(|c| c.forget_call(&self.started, self.method, true));
+            // Its frame may have left the queue: calls waiting for room look again.
+            self.conn.backlog_shrank();
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::alarm::Alarm;
 use super::socket::Socket;
 use crate::rpc::conn::{Conn, Received, Role};
-use crate::rpc::error::ConnectionError;
+use crate::rpc::error::{ConnectionError, RpcError};
 use crate::settings::Settings;
 use crate::transport::RecvQueue;
 use crate::transport::error::{FdStreamError, TransportError};
@@ -248,6 +248,12 @@ impl TokioConn {
         err
     }
 
+    /// Something left the send queue without being written (a call taken back): whoever
+    /// waits for room looks again.
+    pub(crate) fn backlog_shrank(&self) {
+        self.drained.notify_waiters();
+    }
+
     /// Bytes and fds queued and not yet written.
     pub(crate) fn backlog(&self) -> (usize, usize) {
         self.lock().backlog()
@@ -294,6 +300,40 @@ impl TokioConn {
         }
         match self.dead() {
             Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the send queue is within the backlog bound (bytes and fds), so that a
+    /// client whose server stopped reading holds a bounded queue: a call waits for room until
+    /// `deadline`, then fails with [`RpcError::Timeout`] having queued nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Timeout`] (with `timeout`) once `deadline` passes; [`RpcError::Connection`]
+    /// if the connection ended.
+    pub(crate) async fn room_for_call(
+        &self,
+        deadline: Option<std::time::Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<(), RpcError> {
+        let (bytes, fds) = self.max_backlog;
+        let full = {
+            let conn = self.lock();
+            let (b, f) = conn.backlog();
+            b > bytes || f > fds
+        };
+        if full {
+            let wait = self.wait_backlog_below(bytes, fds);
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), wait)
+                    .await
+                    .map_err(|_| RpcError::Timeout(timeout.unwrap_or_default()))?,
+                None => wait.await,
+            }
+        }
+        match self.dead() {
+            Some(e) => Err(RpcError::Connection(e)),
             None => Ok(()),
         }
     }
