@@ -1,0 +1,532 @@
+//! The clients against a server that lies: replies to calls nobody made, with fds nobody
+//! asked for, naming another method, of the wrong message type; broken fd counts, truncated
+//! and oversized frames; stream frames for streams that do not exist or have ended; a server
+//! that stops reading. Each case: a typed error or the documented reaction (docs/PROTOCOL.md),
+//! no panic, no leaked fd, and the client's other connections unaffected.
+
+mod common;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::raw::*;
+use common::*;
+use fdrpc::codec::{Encoder, MessageType};
+use fdrpc::{ApplicationErrorKind, RpcError};
+
+#[fdrpc::service]
+pub trait Target {
+    async fn get(&self, n: i32) -> i32;
+    async fn upload(&self, data: Vec<u8>, fd: OwnedFd) -> i32;
+    async fn items(&self) -> fdrpc::Stream<i32>;
+}
+
+/// A message of type `ty` naming `name`, whose result struct's field 0 is `value`.
+fn answer(name: &str, ty: MessageType, seqid: i32, value: i32) -> Vec<u8> {
+    let mut enc = Encoder::new();
+    enc.write_message_header(name, ty, seqid).unwrap();
+    let mut last = 0;
+    enc.write_field_header(5, 0, &mut last);
+    enc.write_i32(value);
+    enc.write_stop();
+    enc.into_parts().0
+}
+
+/// The call the client sent: its seqid and method name.
+fn take_call(server: &mut Raw) -> (i32, String) {
+    match server.next(Duration::from_secs(5)) {
+        Got::Reply {
+            ty, seqid, name, ..
+        } => {
+            assert_eq!(ty, MessageType::Call);
+            (seqid, name)
+        }
+        other => panic!("no call came: {other:?}"),
+    }
+}
+
+fn sockets() -> (UnixStream, Raw) {
+    let (client, server) = UnixStream::pair().unwrap();
+    (client, Raw::new(server))
+}
+
+/// A client on a second, honest connection still works while the first one is attacked.
+fn bystander() -> (TargetBlockingClient, std::thread::JoinHandle<()>) {
+    let (client, server) = UnixStream::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut raw = Raw::new(server);
+        while let Got::Reply { seqid, name, .. } = raw.next(Duration::from_secs(10)) {
+            raw.send(
+                &frame(seqid, &[], &answer(&name, MessageType::Reply, seqid, 7)),
+                &[],
+            );
+        }
+    });
+    (TargetBlockingClient::from_std(client), t)
+}
+
+/// Runs `attack` with the blocking client (on this thread) against a raw server (on
+/// another), with a bystander connection that must keep working.
+fn blocking(
+    attack: impl FnOnce(&TargetBlockingClient) + Send,
+    server: impl FnOnce(&mut Raw) + Send + 'static,
+) {
+    let _check = fd_leak_check();
+    let (a, mut raw) = sockets();
+    let (other, other_server) = bystander();
+    let serving = std::thread::spawn(move || {
+        server(&mut raw);
+        raw
+    });
+    let client = TargetBlockingClient::from_std(a).with_timeout(Duration::from_secs(2));
+    attack(&client);
+    assert_eq!(
+        other.get(1).unwrap(),
+        7,
+        "a bystander connection was affected"
+    );
+    drop((client, other));
+    drop(serving.join().unwrap());
+    other_server.join().unwrap();
+}
+
+/// The same with the async client.
+fn asynchronous<F: std::future::Future<Output = ()>>(
+    attack: impl FnOnce(TargetClient) -> F,
+    server: impl FnOnce(&mut Raw) + Send + 'static,
+) {
+    let _check = fd_leak_check();
+    let (a, mut raw) = sockets();
+    let (other, other_server) = bystander();
+    let serving = std::thread::spawn(move || {
+        server(&mut raw);
+        raw
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = TargetClient::from_std(a)
+            .unwrap()
+            .with_timeout(Duration::from_secs(2));
+        attack(client).await;
+    });
+    drop(rt);
+    assert_eq!(
+        other.get(1).unwrap(),
+        7,
+        "a bystander connection was affected"
+    );
+    drop(other);
+    drop(serving.join().unwrap());
+    other_server.join().unwrap();
+}
+
+fn is_protocol(r: &Result<i32, RpcError>, kind: ApplicationErrorKind) -> bool {
+    matches!(r, Err(RpcError::Protocol(e)) if e.kind == kind)
+}
+
+/// Replies for seqids nobody waits for (with fds) are dropped with their fds; the real
+/// reply then answers the call.
+fn unknown_seqids(raw: &mut Raw) {
+    let (seqid, name) = take_call(raw);
+    let fds = numbered(3);
+    let stray = fd_frame(
+        seqid + 1000,
+        3,
+        0,
+        &answer(&name, MessageType::Reply, seqid + 1000, 1),
+    );
+    raw.send(&stray, &borrowed(&fds));
+    drop(fds);
+    raw.send(
+        &fd_frame(seqid, 0, 3, &answer(&name, MessageType::Reply, seqid, 42)),
+        &[],
+    );
+}
+
+#[test]
+fn replies_to_calls_nobody_made_are_dropped_with_their_fds() {
+    blocking(|c| assert_eq!(c.get(1).unwrap(), 42), unknown_seqids);
+    asynchronous(
+        |c| async move { assert_eq!(c.get(1).await.unwrap(), 42) },
+        unknown_seqids,
+    );
+}
+
+/// A reply naming another method, then one of type CALL, then ONEWAY.
+fn lies_about_the_reply(raw: &mut Raw) {
+    let (seqid, _) = take_call(raw);
+    raw.send(
+        &frame(seqid, &[], &answer("other", MessageType::Reply, seqid, 1)),
+        &[],
+    );
+    for ty in [MessageType::Call, MessageType::Oneway] {
+        let (seqid, name) = take_call(raw);
+        raw.send(&frame(seqid, &[], &answer(&name, ty, seqid, 1)), &[]);
+    }
+}
+
+#[test]
+fn a_reply_with_the_wrong_name_or_type_is_a_protocol_error() {
+    blocking(
+        |c| {
+            let r = c.get(1);
+            assert!(
+                is_protocol(&r, ApplicationErrorKind::WrongMethodName),
+                "{r:?}"
+            );
+            for _ in 0..2 {
+                let r = c.get(1);
+                assert!(
+                    is_protocol(&r, ApplicationErrorKind::InvalidMessageType),
+                    "{r:?}"
+                );
+            }
+        },
+        lies_about_the_reply,
+    );
+    asynchronous(
+        |c| async move {
+            let r = c.get(1).await;
+            assert!(
+                is_protocol(&r, ApplicationErrorKind::WrongMethodName),
+                "{r:?}"
+            );
+            for _ in 0..2 {
+                let r = c.get(1).await;
+                assert!(
+                    is_protocol(&r, ApplicationErrorKind::InvalidMessageType),
+                    "{r:?}"
+                );
+            }
+        },
+        lies_about_the_reply,
+    );
+}
+
+/// A reply to a method returning an `i32`, carrying two fds.
+fn fds_nobody_asked_for(raw: &mut Raw) {
+    let (seqid, name) = take_call(raw);
+    let fds = numbered(2);
+    raw.send(
+        &fd_frame(seqid, 2, 0, &answer(&name, MessageType::Reply, seqid, 5)),
+        &borrowed(&fds),
+    );
+}
+
+#[test]
+fn fds_nobody_asked_for_are_closed() {
+    // The value decodes; the fds the result does not claim are closed with it (the decoder's
+    // rule for unclaimed fds, docs/PROTOCOL.md).
+    let check = |r: Result<i32, RpcError>| match r {
+        Ok(5) | Err(RpcError::Decode(_)) => {}
+        other => panic!("{other:?}"),
+    };
+    blocking(|c| check(c.get(1)), fds_nobody_asked_for);
+    asynchronous(
+        |c| async move { check(c.get(1).await) },
+        fds_nobody_asked_for,
+    );
+}
+
+/// Frames that break the transport: the connection fails, every call on it with it.
+/// A server's misdeed, by name.
+type Attack = (&'static str, Box<dyn Fn(&mut Raw) + Send>);
+
+fn broken_frames() -> Vec<Attack> {
+    vec![
+        (
+            "fds declared but not sent",
+            Box::new(|raw: &mut Raw| {
+                let (seqid, name) = take_call(raw);
+                raw.send(
+                    &fd_frame(seqid, 2, 0, &answer(&name, MessageType::Reply, seqid, 5)),
+                    &[],
+                );
+            }),
+        ),
+        (
+            "a wrong fd sequence",
+            Box::new(|raw: &mut Raw| {
+                let (seqid, name) = take_call(raw);
+                let fds = numbered(1);
+                raw.send(
+                    &fd_frame(seqid, 1, 9, &answer(&name, MessageType::Reply, seqid, 5)),
+                    &borrowed(&fds),
+                );
+            }),
+        ),
+        (
+            "a truncated frame, then the end",
+            Box::new(|raw: &mut Raw| {
+                let (seqid, name) = take_call(raw);
+                let f = frame(seqid, &[], &answer(&name, MessageType::Reply, seqid, 5));
+                raw.send(&f[..f.len() - 3], &[]);
+                let _ = raw.sock.shutdown(std::net::Shutdown::Both);
+            }),
+        ),
+        (
+            "an oversized frame",
+            Box::new(|raw: &mut Raw| {
+                let _ = take_call(raw);
+                let mut f = (64u32 << 20).to_be_bytes().to_vec();
+                f.extend_from_slice(&[0x0f, 0xff, 0, 0]);
+                raw.send(&f, &[]);
+            }),
+        ),
+        (
+            "not THeader at all",
+            Box::new(|raw: &mut Raw| {
+                let _ = take_call(raw);
+                raw.send(b"HTTP/1.1 200 OK\r\n\r\n", &[]);
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn broken_frames_fail_the_connection_with_a_typed_error() {
+    for (what, attack) in broken_frames() {
+        let started = Instant::now();
+        blocking(
+            |c| match c.get(1) {
+                Err(RpcError::Connection(_)) => {}
+                other => panic!("{what}: {other:?}"),
+            },
+            attack,
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: too slow"
+        );
+    }
+    for (what, attack) in broken_frames() {
+        asynchronous(
+            |c| async move {
+                match c.get(1).await {
+                    Err(RpcError::Connection(_)) => {}
+                    other => panic!("{what}: {other:?}"),
+                }
+                assert!(c.client().is_closed());
+            },
+            attack,
+        );
+    }
+}
+
+/// Stream frames for a stream that does not exist, and items after a stream's end: dropped
+/// with their fds; the calls go on.
+fn stray_stream_frames(raw: &mut Raw) {
+    let (seqid, name) = take_call(raw);
+    assert_eq!(name, "items");
+    let item = |v: i32| {
+        let mut enc = Encoder::new();
+        enc.write_message_header("items", MessageType::Reply, seqid)
+            .unwrap();
+        let mut last = 0;
+        enc.write_field_header(5, 0, &mut last);
+        enc.write_i32(v);
+        enc.write_stop();
+        enc.into_parts().0
+    };
+    // The reply opens the stream (an empty result struct), one item, the end.
+    let mut opened = Encoder::new();
+    opened
+        .write_message_header("items", MessageType::Reply, seqid)
+        .unwrap();
+    opened.write_stop();
+    raw.send(&frame(seqid, &[], &opened.into_parts().0), &[]);
+    raw.send(&frame(seqid, &[("fdrpc-stream", "item")], &item(1)), &[]);
+    let mut end = Encoder::new();
+    end.write_message_header("items", MessageType::Reply, seqid)
+        .unwrap();
+    end.write_stop();
+    let end = end.into_parts().0;
+    raw.send(&frame(seqid, &[("fdrpc-stream", "end")], &end), &[]);
+    // After the end: an item with an fd, credit for the ended stream and for one that never
+    // was.
+    let fds = numbered(1);
+    raw.send(
+        &{
+            let mut f = Vec::new();
+            fdrpc::transport::frame::write_frame(
+                &mut f,
+                seqid,
+                1,
+                0,
+                &[("fdrpc-stream", "item")],
+                &item(2),
+            )
+            .unwrap();
+            f
+        },
+        &borrowed(&fds),
+    );
+    drop(fds);
+    raw.send(
+        &frame(
+            seqid,
+            &[("fdrpc-stream", "credit"), ("fdrpc-credit", "5")],
+            &end,
+        ),
+        &[],
+    );
+    raw.send(
+        &frame(
+            seqid + 77,
+            &[("fdrpc-stream", "credit"), ("fdrpc-credit", "5")],
+            &end,
+        ),
+        &[],
+    );
+    // The client goes on: its next call is answered.
+    let (seqid, name) = loop {
+        match raw.next(Duration::from_secs(5)) {
+            Got::Reply {
+                ty: MessageType::Call,
+                seqid,
+                name,
+                ..
+            } => break (seqid, name),
+            // A `cancel` or credit for the stream.
+            Got::Reply { .. } => continue,
+            other => panic!("no call came: {other:?}"),
+        }
+    };
+    raw.send(
+        &fd_frame(seqid, 0, 1, &answer(&name, MessageType::Reply, seqid, 9)),
+        &[],
+    );
+}
+
+#[test]
+fn stray_stream_frames_are_dropped_with_their_fds() {
+    blocking(
+        |c| {
+            let got: Vec<i32> = c.items().unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, [1]);
+            assert_eq!(c.get(1).unwrap(), 9);
+        },
+        stray_stream_frames,
+    );
+    asynchronous(
+        |c| async move {
+            use futures::StreamExt;
+            let got: Vec<i32> = c.items().await.unwrap().map(Result::unwrap).collect().await;
+            assert_eq!(got, [1]);
+            assert_eq!(c.get(1).await.unwrap(), 9);
+        },
+        stray_stream_frames,
+    );
+}
+
+/// A server that reads the first call, then nothing more, and never answers.
+fn stops_reading(raw: &mut Raw) {
+    let _ = take_call(raw);
+    // Keeps the socket open, unread, until the client is gone (or 20 s).
+    let mut fds = [rustix::event::PollFd::new(
+        &raw.sock,
+        rustix::event::PollFlags::RDHUP,
+    )];
+    let limit = rustix::event::Timespec {
+        tv_sec: 20,
+        tv_nsec: 0,
+    };
+    let _ = rustix::event::poll(&mut fds, Some(&limit));
+}
+
+#[test]
+fn a_server_that_stops_reading_cannot_hold_a_blocking_call_past_its_timeout() {
+    blocking(
+        |c| {
+            let c = c.with_timeout(Duration::from_millis(500));
+            assert!(matches!(c.get(1), Err(RpcError::Timeout(_))));
+            // Calls large enough to fill the socket buffer: each returns by its timeout, and
+            // a clone is not held behind it.
+            for size in [300 << 10, 1 << 20] {
+                let started = Instant::now();
+                let r = c.upload(vec![1; size], numbered(1).pop().unwrap());
+                assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "{size}: {:?}",
+                    started.elapsed()
+                );
+            }
+            let started = Instant::now();
+            assert!(c.clone().get(2).is_err());
+            assert!(started.elapsed() < Duration::from_secs(2));
+        },
+        stops_reading,
+    );
+}
+
+/// The memfds this process holds (the calls' fds are memfds; nothing else here makes any).
+fn memfds_held() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:fdrpc-test"))
+        })
+        .count()
+}
+
+#[test]
+fn the_async_client_bounds_its_queue_and_takes_back_calls_that_timed_out_unsent() {
+    asynchronous(
+        |c| async move {
+            let c = c.with_timeout(Duration::from_millis(300));
+            assert!(matches!(c.get(1).await, Err(RpcError::Timeout(_))));
+            // Far more than the socket buffer and the backlog bound (4 MiB, 1024 fds) hold,
+            // each with an fd: without the bound, all 300 would be queued and the fds beyond
+            // the 253 that one `sendmsg` carries would stay here.
+            let mut calls = Vec::new();
+            for _ in 0..300 {
+                let c = c.clone();
+                calls.push(tokio::spawn(async move {
+                    c.upload(vec![1; 256 << 10], numbered(1).pop().unwrap())
+                        .await
+                }));
+            }
+            for call in calls {
+                let r = call.await.unwrap();
+                assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+            }
+            // What is still queued is within the bound, and the calls whose frames had not
+            // started are gone with their fds where they were last in the queue.
+            let held = memfds_held();
+            assert!(held <= 1, "{held} fds of timed-out calls still held");
+        },
+        stops_reading,
+    );
+    // A call queued whole behind one that fills the socket, which gives up first: it is
+    // taken out of the queue, and its fd closed, at once.
+    asynchronous(
+        |c| async move {
+            // The server reads this call, then nothing.
+            let short = c.with_timeout(Duration::from_millis(100));
+            assert!(matches!(short.get(1).await, Err(RpcError::Timeout(_))));
+            let long = c.with_timeout(Duration::from_secs(5));
+            let first = tokio::spawn(async move {
+                long.upload(vec![1; 3 << 20], numbered(1).pop().unwrap())
+                    .await
+            });
+            // The first call's frame fills the socket buffer.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let held = memfds_held();
+            let quick = c.with_timeout(Duration::from_millis(200));
+            let r = quick
+                .upload(vec![1; 1024], numbered(1).pop().unwrap())
+                .await;
+            assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+            assert_eq!(memfds_held(), held, "the unsent call's fd is still held");
+            first.abort();
+        },
+        stops_reading,
+    );
+}
