@@ -288,19 +288,58 @@ impl TokioConn {
     /// The connection's failure.
     pub(crate) async fn room_for_item(&self) -> Result<(), ConnectionError> {
         let (bytes, fds) = self.max_backlog;
-        if tokio::time::timeout(self.stall, self.wait_backlog_below(bytes, fds))
-            .await
-            .is_err()
-        {
-            let err = ConnectionError::new(TransportError::FdStream(FdStreamError::NotReading(
-                self.stall,
-            )));
+        if let Err(err) = self.wait_room_while_peer_reads(bytes, fds).await {
             self.fail(err.clone());
             return Err(err);
         }
         match self.dead() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Waits until the backlog is within `max_bytes` and `max_fds` (or the connection ended),
+    /// as long as the peer makes progress: it counts as not reading only once neither the
+    /// backlog nor the bytes it has not read from the socket (`SIOCOUTQ`) went down for the
+    /// stall timeout. (A full socket becomes writable again only when most of it is read, so
+    /// the writer's own progress says nothing about a peer that reads slowly but steadily.)
+    ///
+    /// # Errors
+    ///
+    /// [`FdStreamError::NotReading`] once the peer made no progress for the stall timeout.
+    pub(crate) async fn wait_room_while_peer_reads(
+        &self,
+        max_bytes: usize,
+        max_fds: usize,
+    ) -> Result<(), ConnectionError> {
+        let look = |conn: &Self| {
+            let (b, f) = conn.backlog();
+            (b, f, conn.socket.unread_by_peer().unwrap_or(0))
+        };
+        // How often the peer's progress is looked at while nothing else happens.
+        let every = (self.stall / 8).clamp(Duration::from_millis(5), Duration::from_millis(500));
+        let mut last = look(self);
+        let mut deadline = tokio::time::Instant::now() + self.stall;
+        loop {
+            let notified = self.drained.notified();
+            {
+                let conn = self.lock();
+                let (b, f) = conn.backlog();
+                if conn.dead().is_some() || (b <= max_bytes && f <= max_fds) {
+                    return Ok(());
+                }
+            }
+            let now = tokio::time::Instant::now();
+            let _ = tokio::time::timeout_at(deadline.min(now + every), notified).await;
+            let seen = look(self);
+            if seen.0 < last.0 || seen.1 < last.1 || seen.2 < last.2 {
+                deadline = tokio::time::Instant::now() + self.stall;
+            } else if tokio::time::Instant::now() >= deadline {
+                return Err(ConnectionError::new(TransportError::FdStream(
+                    FdStreamError::NotReading(self.stall),
+                )));
+            }
+            last = seen;
         }
     }
 

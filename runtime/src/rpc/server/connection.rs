@@ -105,9 +105,10 @@ pub(crate) async fn run_connection<S: ServiceSet>(
         if bytes > max_bytes || fds > max_fds {
             conn.end_deferred();
             tokio::select! {
-                () = conn.wait_backlog_below(max_bytes, max_fds) => {}
-                () = tokio::time::sleep(timeout) => {
-                    break Err(ConnectionError::new(FdStreamError::NotReading(timeout).into()));
+                waited = conn.wait_room_while_peer_reads(max_bytes, max_fds) => {
+                    if let Err(e) = waited {
+                        break Err(e);
+                    }
                 }
                 _ = stop.changed() => break Ok(()),
             }
@@ -200,12 +201,19 @@ pub(crate) async fn run_connection<S: ServiceSet>(
     }
     conn.with_wakers(&mut wakers, |c, wake| c.fail_streams(&why, wake));
     // Let calls in flight finish and their replies go out (a failed connection too: the
-    // peer may still read), but not for longer than the stall timeout.
-    let finish = async {
-        let _ = in_flight.acquire_many(settings.max_in_flight as u32).await;
-        conn.drained().await;
-    };
-    let _ = tokio::time::timeout(timeout, finish).await;
+    // peer may still read), but not for longer than the stall timeout; a peer already found
+    // not reading is not given a second one.
+    let not_reading = matches!(
+        ended.as_ref().map_err(ConnectionError::transport),
+        Err(TransportError::FdStream(FdStreamError::NotReading(_)))
+    );
+    if !not_reading {
+        let finish = async {
+            let _ = in_flight.acquire_many(settings.max_in_flight as u32).await;
+            conn.drained().await;
+        };
+        let _ = tokio::time::timeout(timeout, finish).await;
+    }
     ended
 }
 
