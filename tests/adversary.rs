@@ -596,3 +596,70 @@ fn endless_credit_to_a_stream_the_peer_never_reads() {
     // The server closed the connection: what the socket still holds, then the end.
     h.closed_and_recovered(raw, ());
 }
+
+/// Connections beyond `max_connections` are closed at once; those within it are served.
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let h = Harness::start_with(|s| s.max_connections(2));
+    let mut first = h.raw();
+    let mut second = h.raw();
+    first.still_answers(1);
+    second.still_answers(1);
+    let mut third = h.raw();
+    let started = Instant::now();
+    third.expect_closed_within(Duration::from_secs(5));
+    assert!(started.elapsed() < STALL, "{:?}", started.elapsed());
+    // The two within the limit go on; once one goes, a new connection is served.
+    first.still_answers(2);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = h.raw();
+        again.send(&frame(3, &[], &call("whoami", 3, &[0])), &[]);
+        match again.next(Duration::from_secs(5)) {
+            Got::Reply { name, .. } if name == "whoami" => break,
+            // The server had not seen the first one go yet.
+            Got::Closed => assert!(Instant::now() < deadline, "no room after a close"),
+            other => panic!("{other:?}"),
+        }
+    }
+    drop((second, third));
+    h.settles();
+}
+
+/// A `sleep(ms)` call on `seqid`.
+fn sleep_call(seqid: i32, ms: i64) -> Vec<u8> {
+    let mut enc = fdrpc::codec::Encoder::new();
+    let mut last = 0;
+    enc.write_field_header(6, 1, &mut last);
+    enc.write_i64(ms);
+    enc.write_stop();
+    frame(seqid, &[], &call("sleep", seqid, &enc.into_parts().0))
+}
+
+/// With `max_in_flight` calls running, the server reads no further call until one ends.
+#[test]
+fn calls_beyond_max_in_flight_wait_unread() {
+    let h = Harness::start_with(|s| s.max_in_flight(2));
+    let mut raw = h.raw();
+    let started = Instant::now();
+    let calls: Vec<u8> = (1..=3).flat_map(|seqid| sleep_call(seqid, 300)).collect();
+    raw.send(&calls, &[]);
+    let mut answered = Vec::new();
+    while answered.len() < 3 {
+        match raw.next(Duration::from_secs(5)) {
+            Got::Reply { seqid, ty, .. } => {
+                assert_eq!(ty, MessageType::Reply);
+                answered.push((seqid, started.elapsed()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    answered.sort();
+    // The first two ran together; the third started only when one of them ended.
+    assert!(answered[0].1 < Duration::from_millis(550), "{answered:?}");
+    assert!(answered[1].1 < Duration::from_millis(550), "{answered:?}");
+    assert!(answered[2].1 >= Duration::from_millis(590), "{answered:?}");
+    drop(raw);
+    h.settles();
+}
