@@ -20,6 +20,8 @@ pub trait Target {
     async fn get(&self, n: i32) -> i32;
     async fn upload(&self, data: Vec<u8>, fd: OwnedFd) -> i32;
     async fn items(&self) -> fdrpc::Stream<i32>;
+    #[oneway]
+    async fn note(&self, data: Vec<u8>, fd: OwnedFd);
 }
 
 /// A message of type `ty` naming `name`, whose result struct's field 0 is `value`.
@@ -526,6 +528,32 @@ fn the_async_client_bounds_its_queue_and_takes_back_calls_that_timed_out_unsent(
             assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
             assert_eq!(memfds_held(), held, "the unsent call's fd is still held");
             first.abort();
+        },
+        stops_reading,
+    );
+}
+
+#[test]
+fn oneways_wait_for_room_in_a_bounded_queue() {
+    asynchronous(
+        |c| async move {
+            let c = c.with_timeout(Duration::from_millis(100));
+            assert!(matches!(c.get(1).await, Err(RpcError::Timeout(_))));
+            // 40 oneways of 256 KiB with an fd each (10 MiB) to a server that reads nothing:
+            // the queue stops at its bound, and the oneways beyond it fail with `Timeout`.
+            let (mut queued, mut refused) = (0, 0);
+            for _ in 0..40 {
+                match c.note(vec![1; 256 << 10], numbered(1).pop().unwrap()).await {
+                    Ok(()) => queued += 1,
+                    Err(RpcError::Timeout(_)) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(queued + refused, 40);
+            assert!(queued <= 20, "{queued} oneways queued past a 4 MiB bound");
+            assert!(refused >= 20, "{refused}");
+            let held = memfds_held();
+            assert!(held <= 1, "{held} fds held");
         },
         stops_reading,
     );

@@ -295,11 +295,18 @@ impl ServiceGenerator<'_> {
         let sections = call_sections(m, blocking);
         if m.is_oneway() {
             let krate = self.krate;
+            // The async client waits (within the handle's timeout) while its send queue is
+            // over its bound; the blocking one writes before it returns.
+            let send = if blocking {
+                quote!(self.inner.oneway(#wire, #build))
+            } else {
+                quote!(self.inner.oneway_when_room(#wire, #build).await)
+            };
             return quote! {
                 #(#docs)*
                 #(#sections)*
                 pub #asyncness fn #ident(&self, #(#params),*) -> #p::Result<(), #krate::RpcError> {
-                    self.inner.oneway(#wire, #build)
+                    #send
                 }
             };
         }
@@ -417,7 +424,7 @@ fn call_sections(m: &Method<'_>, blocking: bool) -> Vec<TokenStream> {
         text.push(if blocking {
             "Oneway: returns once the call is written to the socket; no reply comes back, and the handler's failures are not reported.".into()
         } else {
-            "Oneway: returns once the call is queued, before it is written; no reply comes back, and the handler's failures are not reported. `client().flush().await` waits until everything queued is written.".into()
+            "Oneway: returns once the call is queued, before it is written (waiting first, within the handle's timeout, while the send queue is over its bound); no reply comes back, and the handler's failures are not reported. `client().flush().await` waits until everything queued is written.".into()
         });
         text.extend(
             [
@@ -428,14 +435,11 @@ fn call_sections(m: &Method<'_>, blocking: bool) -> Vec<TokenStream> {
             ]
             .map(String::from),
         );
-        if blocking {
-            text.push(
-                "(or `RpcError::Timeout` if the socket stays full for the handle's timeout)."
-                    .into(),
-            );
+        text.push(if blocking {
+            "(or `RpcError::Timeout` if the socket stays full for the handle's timeout).".into()
         } else {
-            text.push(".".into());
-        }
+            "(or `RpcError::Timeout` if the send queue stays full for the handle's timeout).".into()
+        });
         return text.into_iter().map(|l| quote!(#[doc = #l])).collect();
     }
     text.extend(["", "# Errors", ""].map(String::from));

@@ -314,6 +314,25 @@ impl Client {
         Ok((r, consumer))
     }
 
+    /// Sends a oneway call (used by generated clients) once the send queue is within its bound
+    /// (`Settings::max_backlog`), waiting for room within this handle's timeout; returns once
+    /// the frame is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Encode`], [`RpcError::Timeout`] if the queue stayed full, or
+    /// [`RpcError::Connection`] if the connection is gone.
+    #[doc(hidden)]
+    pub async fn oneway_when_room<A: Wire>(
+        &self,
+        method: &'static str,
+        args: A,
+    ) -> Result<(), RpcError> {
+        let deadline = self.timeout.map(|d| std::time::Instant::now() + d);
+        self.conn().room_for_call(deadline, self.timeout).await?;
+        self.oneway(method, args)
+    }
+
     /// Sends a oneway call (used by generated clients). Returns once the frame is queued.
     ///
     /// # Errors
