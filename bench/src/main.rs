@@ -12,6 +12,7 @@ mod drive;
 mod fdrpc_cases;
 mod large_cases;
 mod raw_cases;
+mod soak;
 mod stats;
 mod tarpc_cases;
 mod workload;
@@ -629,6 +630,38 @@ fn main() {
             (Some("busy"), Some(path)) => fdrpc_cases::calls_in_flight(path, 100),
             _ => panic!("--drive-memory idle|busy PATH"),
         }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--soak") {
+        let seconds: u64 = args
+            .get(1)
+            .and_then(|s| s.parse().ok())
+            .expect("--soak SECONDS");
+        let dir = std::env::temp_dir().join(format!("fdrpc-soak-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let args = vec![
+            "--serve-listener".to_string(),
+            ServerKind::FdrpcListenerMt.name().to_string(),
+            path.to_string_lossy().into_owned(),
+            "-".to_string(),
+        ];
+        let mut child = spawn_server(&args, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "the soak server did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let ok = soak::run(path.to_str().unwrap(), child.id(), seconds);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        if !ok {
+            eprintln!("soak: FAILED");
+            std::process::exit(1);
+        }
+        println!("soak: passed");
         return;
     }
     let mut pin = Pin::Same;
