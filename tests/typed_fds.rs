@@ -62,23 +62,40 @@ fn mismatch(e: fdrpc::DecodeError) -> (String, String) {
     }
 }
 
+/// Each typed field accepts its kind, and holds the very file that was sent.
 #[test]
 fn right_kinds_are_accepted() {
     let _check = fd_leak_check();
     let exe = File::open("/proc/self/exe").unwrap();
-    assert!(send_as::<WantsFile>(exe).is_ok());
-    assert!(send_as::<WantsDir>(File::open("/").unwrap()).is_ok());
+    let id = ino(&exe);
+    assert_eq!(ino(&send_as::<WantsFile>(exe).unwrap().fd), id);
+    let root = File::open("/").unwrap();
+    let id = ino(&root);
+    assert_eq!(ino(&send_as::<WantsDir>(root).unwrap().fd), id);
     let (r, w) = std::io::pipe().unwrap();
-    assert!(send_as::<WantsFifo>(w).is_ok());
-    assert!(send_as::<WantsReader>(r).is_ok());
+    let (rid, wid) = (ino(&r), ino(&w));
+    let w = send_as::<WantsFifo>(w).unwrap().fd;
+    assert_eq!(ino(&w), wid);
+    let r = send_as::<WantsReader>(r).unwrap().fd;
+    assert_eq!(ino(&r), rid);
     let (a, b) = UnixStream::pair().unwrap();
-    assert!(send_as::<WantsStream>(a).is_ok());
-    assert!(send_as::<WantsUnixStream>(b).is_ok());
+    let (aid, bid) = (ino(&a), ino(&b));
+    let a = send_as::<WantsStream>(a).unwrap().fd;
+    assert_eq!(ino(&a), aid);
+    let b = send_as::<WantsUnixStream>(b).unwrap().fd;
+    assert_eq!(ino(&b), bid);
+    // The pair still works end to end after the trip.
+    std::io::Write::write_all(&mut &b, b"ping").unwrap();
+    let mut got = [0u8; 4];
+    std::io::Read::read_exact(&mut &File::from(OwnedFd::from(a)), &mut got).unwrap();
+    assert_eq!(&got, b"ping");
     let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"data").unwrap();
     let got = send_as::<WantsSealed>(sealed).unwrap();
     assert_eq!(got.fd.read_all().unwrap(), b"data");
-    let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"data").unwrap();
-    assert!(send_as::<WantsShrinkSealed>(sealed).is_ok());
+    let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"shrink").unwrap();
+    let got = send_as::<WantsShrinkSealed>(sealed).unwrap();
+    assert_eq!(got.fd.read_all().unwrap(), b"shrink");
+    drop((w, r));
 }
 
 #[test]
