@@ -230,14 +230,47 @@ impl TokioConn {
                 self.drained.notify_waiters();
                 match written {
                     Ok(true) => break,
-                    Ok(false) => {
-                        if let Err(e) = self.socket.writable().await {
-                            return self.write_failed(e);
+                    Ok(false) => match self.writable_while_peer_reads().await {
+                        Ok(()) => {}
+                        Err(Ok(stalled)) => {
+                            self.fail(stalled.clone());
+                            return stalled;
                         }
-                    }
+                        Err(Err(e)) => return self.write_failed(e),
+                    },
                     Err(e) => return self.write_failed(e),
                 }
             }
+        }
+    }
+
+    /// Waits until the socket takes more, as long as the peer makes progress (its unread
+    /// byte count, `SIOCOUTQ`, goes down): a peer that takes nothing for the stall timeout
+    /// while frames wait for it is not reading, and the connection ends (`Err(Ok(_))`), with
+    /// every fd its frames held. `Err(Err(_))`: waiting failed.
+    async fn writable_while_peer_reads(
+        &self,
+    ) -> Result<(), Result<ConnectionError, std::io::Error>> {
+        let every = (self.stall / 8).clamp(Duration::from_millis(5), Duration::from_millis(500));
+        let writable = self.socket.writable();
+        tokio::pin!(writable);
+        let mut unread = self.socket.unread_by_peer();
+        let mut deadline = tokio::time::Instant::now() + self.stall;
+        loop {
+            let now = tokio::time::Instant::now();
+            tokio::select! {
+                w = &mut writable => return w.map_err(Err),
+                () = tokio::time::sleep_until(deadline.min(now + every)) => {}
+            }
+            let seen = self.socket.unread_by_peer();
+            if seen < unread {
+                deadline = tokio::time::Instant::now() + self.stall;
+            } else if tokio::time::Instant::now() >= deadline {
+                return Err(Ok(ConnectionError::new(TransportError::FdStream(
+                    FdStreamError::NotReading(self.stall),
+                ))));
+            }
+            unread = seen;
         }
     }
 
