@@ -485,17 +485,26 @@ fn a_client_that_never_reads_its_replies() {
         enc.into_parts().0
     };
     let mut peak = 0;
-    loop {
+    // A short send, or a socket that stays full for a while: the server has stopped reading
+    // (its backlog of unread replies is full). The calls' replies are what it holds.
+    let stopped = loop {
         let f = frame(sent + 1, &[], &call("open", sent + 1, &path_args));
+        let mut fds = [rustix::event::PollFd::new(
+            &raw.sock,
+            rustix::event::PollFlags::OUT,
+        )];
+        let wait = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        if rustix::event::poll(&mut fds, Some(&wait)).unwrap() == 0 {
+            break Instant::now();
+        }
         match rustix::net::send(&raw.sock, &f, rustix::net::SendFlags::NOSIGNAL) {
             Ok(n) if n == f.len() => sent += 1,
-            Ok(_) | Err(_) => {
-                // The socket is full: the server has stopped reading. Wait a little and look
-                // at what it holds.
-                std::thread::sleep(Duration::from_millis(100));
-                peak = peak.max(fd_count() - h.baseline);
-                break;
-            }
+            Ok(_) => break Instant::now(),
+            Err(rustix::io::Errno::AGAIN) => continue,
+            Err(e) => panic!("{e}"),
         }
         if sent % 100 == 0 {
             peak = peak.max(fd_count() - h.baseline);
@@ -504,15 +513,39 @@ fn a_client_that_never_reads_its_replies() {
             started.elapsed() < Duration::from_secs(20),
             "the server never stopped reading"
         );
-    }
+    };
     assert!(sent > 0);
-    // What the server holds is bounded by its backlog and in-flight limits, not by `sent`.
+    // Until the server hangs up (its replies stay unread, the peer makes no progress): what
+    // it holds meanwhile is bounded by its backlog and in-flight limits, not by `sent`, and it
+    // hangs up one stall timeout after it stopped reading (a half-sent last call may make
+    // that the stall of a half-received frame: the same timeout).
+    let hung_up = loop {
+        peak = peak.max(fd_count() - h.baseline);
+        let mut fds = [rustix::event::PollFd::new(
+            &raw.sock,
+            rustix::event::PollFlags::RDHUP,
+        )];
+        let tick = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        rustix::event::poll(&mut fds, Some(&tick)).unwrap();
+        if fds[0].revents().contains(rustix::event::PollFlags::RDHUP) {
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < STALL * 10,
+            "the server kept a connection whose replies stay unread"
+        );
+    };
     assert!(
         peak < 64 + 32 + 64 + 16,
         "{peak} fds held for {sent} unread calls"
     );
-    // It gives up on the connection once replies stay unread past the stall timeout.
-    std::thread::sleep(STALL * 3);
+    assert!(
+        hung_up < STALL * 2,
+        "hung up {hung_up:?} after it stopped reading; the stall timeout is {STALL:?}"
+    );
     drop(raw);
     h.others_still_work();
     h.settles();

@@ -494,10 +494,17 @@ mod server_killed {
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
             let client = loop {
                 match misbehaving::SlowClient::connect(&path).await {
                     Ok(c) => break c,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the child server never listened: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
             };
             assert_eq!(contents(&client.sleep_then_fd(0).await.unwrap()), b"late");
