@@ -558,3 +558,93 @@ fn oneways_wait_for_room_in_a_bounded_queue() {
         stops_reading,
     );
 }
+
+/// A stream's producer that sends more items than the client granted (64 by default).
+fn beyond_the_credit(raw: &mut Raw) {
+    let (seqid, name) = take_call(raw);
+    assert_eq!(name, "items");
+    let mut opened = Encoder::new();
+    opened
+        .write_message_header("items", MessageType::Reply, seqid)
+        .unwrap();
+    opened.write_stop();
+    let mut all = frame(seqid, &[], &opened.into_parts().0);
+    for v in 0..70 {
+        let mut enc = Encoder::new();
+        enc.write_message_header("items", MessageType::Reply, seqid)
+            .unwrap();
+        let mut last = 0;
+        enc.write_field_header(5, 0, &mut last);
+        enc.write_i32(v);
+        enc.write_stop();
+        all.extend(frame(
+            seqid,
+            &[("fdrpc-stream", "item")],
+            &enc.into_parts().0,
+        ));
+    }
+    raw.send(&all, &[]);
+    // The client cancels the stream.
+    loop {
+        match raw.next(Duration::from_secs(5)) {
+            Got::Reply {
+                stream: Some(k), ..
+            } if k == "cancel" => break,
+            Got::Reply { .. } => continue,
+            other => panic!("no cancel: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn items_beyond_the_credit_fail_the_stream_with_a_protocol_error() {
+    let check = |got: Vec<Result<i32, String>>| {
+        let ok: Vec<i32> = got
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(ok, (0..64).collect::<Vec<_>>());
+        assert_eq!(got.len(), 65, "{got:?}");
+        assert!(
+            got[64]
+                .as_ref()
+                .unwrap_err()
+                .contains("more items than it was granted")
+        );
+    };
+    blocking(
+        |c| {
+            let got = c
+                .items()
+                .unwrap()
+                .map(|r| {
+                    r.map_err(|e| match e {
+                        fdrpc::CallError::Rpc(RpcError::Protocol(e)) => e.message,
+                        other => panic!("{other:?}"),
+                    })
+                })
+                .collect();
+            check(got);
+        },
+        beyond_the_credit,
+    );
+    asynchronous(
+        |c| async move {
+            use futures::StreamExt;
+            let got = c
+                .items()
+                .await
+                .unwrap()
+                .map(|r| {
+                    r.map_err(|e| match e {
+                        fdrpc::CallError::Rpc(RpcError::Protocol(e)) => e.message,
+                        other => panic!("{other:?}"),
+                    })
+                })
+                .collect()
+                .await;
+            check(got);
+        },
+        beyond_the_credit,
+    );
+}
