@@ -696,3 +696,36 @@ fn calls_beyond_max_in_flight_wait_unread() {
     drop(raw);
     h.settles();
 }
+
+/// A peer that takes every call slot with calls that wait, then closes: the server is not
+/// reading it (no slot is free), yet notices, and drops the handlers at once.
+#[test]
+fn a_peer_that_closes_with_every_call_slot_taken_has_its_handlers_dropped() {
+    let h = Harness::start();
+    let raw = h.raw();
+    // 32 calls fill the slots (`max_in_flight`); the 33rd stays unread.
+    let calls: Vec<u8> = (1..=33)
+        .flat_map(|seqid| sleep_call(seqid, 60_000))
+        .collect();
+    raw.send(&calls, &[]);
+    let client = ConformanceBlockingClient::connect(&h.server.path)
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+    // Wait until the 32 run, then close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    drop(raw);
+    loop {
+        let dropped = client.dropped().unwrap();
+        if dropped >= 32 {
+            assert_eq!(dropped, 32);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dropped} of 32 handlers dropped after the peer closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(client);
+    h.settles();
+}
