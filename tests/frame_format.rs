@@ -80,3 +80,39 @@ fn the_fd_table_counts_its_fds() {
     assert_eq!(three.len(), 3);
     drop((first, three));
 }
+
+/// `LENGTH` below the fixed part, or above the limit, is refused before anything is read.
+#[test]
+fn frame_lengths_out_of_range_are_refused() {
+    use fdrpc::transport::frame::frame_len;
+    assert_eq!(frame_len(&[0, 0, 0], 100).unwrap(), None);
+    assert_eq!(frame_len(&[0, 0, 0, 10], 100).unwrap(), Some(14));
+    assert_eq!(frame_len(&[0, 0, 0, 100], 100).unwrap(), Some(104));
+    for (len, max) in [(9u32, 100usize), (0, 100), (101, 100)] {
+        match frame_len(&len.to_be_bytes(), max) {
+            Err(fdrpc::FrameError::BadLength { len: l, max: m }) => {
+                assert_eq!((l, m), (u64::from(len), max));
+            }
+            other => panic!("{len}: {other:?}"),
+        }
+    }
+}
+
+/// A header size that runs past the frame is refused with both sizes.
+#[test]
+fn a_header_larger_than_its_frame_is_refused() {
+    let mut f = Vec::new();
+    write_frame(&mut f, 1, 0, 0, &[], b"xyz").unwrap();
+    // Say the header is 2 words (8 bytes) where 4 header bytes and 3 of payload follow.
+    f[12..14].copy_from_slice(&2u16.to_be_bytes());
+    match parse_frame(&f) {
+        Err(fdrpc::FrameError::BadHeaderSize { header, frame }) => {
+            assert_eq!((header, frame), (8, f.len() - 4));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Exactly up to the end: an empty payload, which parses.
+    let mut g = Vec::new();
+    write_frame(&mut g, 1, 0, 0, &[], b"").unwrap();
+    assert_eq!(parse_frame(&g).unwrap().payload, b"");
+}
