@@ -67,6 +67,12 @@ impl Drop for Consumer {
 /// `futures::Stream<Item = Result<T, CallError<E>>>`; it ends after the producer's last item,
 /// or after one error (the producer's `E`, which may carry fds, or a transport failure).
 ///
+/// Each item is waited for as long as it takes: the call's timeout covers the call up to its
+/// reply, not the stream that follows (a stream may be quiet between events). The blocking
+/// client's iterator follows the same rule (its `set_item_timeout` sets a limit per item);
+/// here, wrap the wait in `tokio::time::timeout` for one. A producer that stops sending while
+/// the connection lives is not an error; a peer that stops reading is (see `stall_timeout`).
+///
 /// Dropping it cancels the stream: the server's producer is told at once, and items already
 /// in flight are dropped and their fds closed.
 pub struct Streaming<T, E = std::convert::Infallible> {
