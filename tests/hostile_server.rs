@@ -68,12 +68,10 @@ fn bystander() -> (TargetBlockingClient, std::thread::JoinHandle<()>) {
     (TargetBlockingClient::from_std(client), t)
 }
 
-/// Runs `attack` with the blocking client (on this thread) against a raw server (on
-/// another), with a bystander connection that must keep working.
-fn blocking(
-    attack: impl FnOnce(&TargetBlockingClient) + Send,
-    server: impl FnOnce(&mut Raw) + Send + 'static,
-) {
+/// Runs `client_side` with the client end of a connection whose other end a raw `server`
+/// plays (on another thread), with a bystander connection that must keep working; checks
+/// that no fd is left behind.
+fn against(client_side: impl FnOnce(UnixStream), server: impl FnOnce(&mut Raw) + Send + 'static) {
     let _check = fd_leak_check();
     let (a, mut raw) = sockets();
     let (other, other_server) = bystander();
@@ -81,41 +79,7 @@ fn blocking(
         server(&mut raw);
         raw
     });
-    let client = TargetBlockingClient::from_std(a).with_timeout(Duration::from_secs(2));
-    attack(&client);
-    assert_eq!(
-        other.get(1).unwrap(),
-        7,
-        "a bystander connection was affected"
-    );
-    drop((client, other));
-    drop(serving.join().unwrap());
-    other_server.join().unwrap();
-}
-
-/// The same with the async client.
-fn asynchronous<F: std::future::Future<Output = ()>>(
-    attack: impl FnOnce(TargetClient) -> F,
-    server: impl FnOnce(&mut Raw) + Send + 'static,
-) {
-    let _check = fd_leak_check();
-    let (a, mut raw) = sockets();
-    let (other, other_server) = bystander();
-    let serving = std::thread::spawn(move || {
-        server(&mut raw);
-        raw
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = TargetClient::from_std(a)
-            .unwrap()
-            .with_timeout(Duration::from_secs(2));
-        attack(client).await;
-    });
-    drop(rt);
+    client_side(a);
     assert_eq!(
         other.get(1).unwrap(),
         7,
@@ -124,6 +88,39 @@ fn asynchronous<F: std::future::Future<Output = ()>>(
     drop(other);
     drop(serving.join().unwrap());
     other_server.join().unwrap();
+}
+
+/// Runs `attack` with the blocking client against a raw `server`.
+fn blocking(
+    attack: impl FnOnce(&TargetBlockingClient) + Send,
+    server: impl FnOnce(&mut Raw) + Send + 'static,
+) {
+    against(
+        |a| attack(&TargetBlockingClient::from_std(a).with_timeout(Duration::from_secs(2))),
+        server,
+    );
+}
+
+/// The same with the async client.
+fn asynchronous<F: std::future::Future<Output = ()>>(
+    attack: impl FnOnce(TargetClient) -> F,
+    server: impl FnOnce(&mut Raw) + Send + 'static,
+) {
+    against(
+        |a| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = TargetClient::from_std(a)
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(2));
+                attack(client).await;
+            });
+        },
+        server,
+    );
 }
 
 fn is_protocol(r: &Result<i32, RpcError>, kind: ApplicationErrorKind) -> bool {
@@ -429,15 +426,7 @@ fn stray_stream_frames_are_dropped_with_their_fds() {
 fn stops_reading(raw: &mut Raw) {
     let _ = take_call(raw);
     // Keeps the socket open, unread, until the client is gone (or 20 s).
-    let mut fds = [rustix::event::PollFd::new(
-        &raw.sock,
-        rustix::event::PollFlags::RDHUP,
-    )];
-    let limit = rustix::event::Timespec {
-        tv_sec: 20,
-        tv_nsec: 0,
-    };
-    let _ = rustix::event::poll(&mut fds, Some(&limit));
+    let _ = hung_up_within(&raw.sock, Duration::from_secs(20));
 }
 
 #[test]

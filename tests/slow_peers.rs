@@ -147,20 +147,9 @@ fn a_reader_that_stops_is_dropped_after_one_stall_timeout() {
     Raw::new(sock.try_clone().unwrap()).send(&endless_credit_call(1 << 20), &[]);
     // Nothing is read; the server must hang up (RDHUP) within one stall timeout of filling
     // the socket and its backlog, which takes it a few milliseconds.
-    let mut fds = [rustix::event::PollFd::new(
-        &sock,
-        rustix::event::PollFlags::RDHUP,
-    )];
-    let limit = rustix::event::Timespec {
-        tv_sec: 10,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut fds, Some(&limit)).unwrap();
+    let hung_up = hung_up_within(&sock, Duration::from_secs(10));
     let took = sent.elapsed();
-    assert!(
-        fds[0].revents().contains(rustix::event::PollFlags::RDHUP),
-        "still open after {took:?}"
-    );
+    assert!(hung_up, "still open after {took:?}");
     assert!(took >= STALL, "dropped before the stall timeout: {took:?}");
     assert!(
         took < STALL * 2,
@@ -219,20 +208,9 @@ fn a_client_that_stops_reading_its_replies_is_dropped_after_one_stall_timeout() 
             panic!("the server read every call");
         }
     });
-    let mut fds = [rustix::event::PollFd::new(
-        &sock,
-        rustix::event::PollFlags::RDHUP,
-    )];
-    let limit = rustix::event::Timespec {
-        tv_sec: 10,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut fds, Some(&limit)).unwrap();
+    let hung_up = hung_up_within(&sock, Duration::from_secs(10));
     let took = last_sent.lock().unwrap().elapsed();
-    assert!(
-        fds[0].revents().contains(rustix::event::PollFlags::RDHUP),
-        "still open after {took:?}"
-    );
+    assert!(hung_up, "still open after {took:?}");
     assert!(
         took < STALL * 3 / 2,
         "dropped {took:?} after the server stopped reading: more than one stall timeout \

@@ -168,6 +168,21 @@ pub fn serve_for_blocking<S: fdrpc::Service>(
     (a, server)
 }
 
+/// Waits up to `limit` for the peer of `sock` to hang up (`POLLRDHUP`: it shut down or closed
+/// its end); whether it did. Data left unread in `sock` does not hide the hang-up.
+pub fn hung_up_within(sock: &impl AsFd, limit: std::time::Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        sock,
+        rustix::event::PollFlags::RDHUP,
+    )];
+    let limit = rustix::event::Timespec {
+        tv_sec: limit.as_secs() as i64,
+        tv_nsec: i64::from(limit.subsec_nanos()),
+    };
+    rustix::event::poll(&mut fds, Some(&limit)).unwrap();
+    fds[0].revents().contains(rustix::event::PollFlags::RDHUP)
+}
+
 /// Waits up to five seconds for the process's fd count to come back to `baseline`; fails the
 /// test with both counts if it does not.
 pub fn settle_fd_count(baseline: usize) {
