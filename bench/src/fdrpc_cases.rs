@@ -76,10 +76,10 @@ impl Bench for BenchImpl {
         drop((data, fd_in));
     }
     async fn echo_bytes(&self, data: Vec<u8>) -> Vec<u8> {
-        crate::large_cases::bytes_reply(data, 7)
+        crate::workload::bytes_reply(data, 7)
     }
     async fn echo_memfd(&self, frame: fdrpc::SealedMemfd) -> fdrpc::SealedMemfd {
-        crate::large_cases::memfd_reply(frame, 7)
+        crate::workload::memfd_reply(frame, 7)
     }
 }
 

@@ -9,21 +9,7 @@ use std::os::unix::net::UnixStream;
 
 use crate::drive::{latencies, latencies_async};
 use crate::stats::Sample;
-
-/// The payload size.
-pub const SIZE: usize = 1 << 20;
-
-/// Writes the payload of call `n` into `buf`.
-pub fn fill(buf: &mut [u8], n: u8) {
-    buf.fill(n);
-}
-
-/// Reads every byte of `buf`.
-pub fn sum(buf: &[u8]) -> u64 {
-    buf.chunks(8)
-        .map(|c| c.iter().fold(0u64, |a, &b| a + u64::from(b)))
-        .fold(0u64, u64::wrapping_add)
-}
+use crate::workload::{SIZE, fill, sum};
 
 /// The child for `raw_1mib`: reads 1 MiB, reads it all, answers with 1 MiB (blocking).
 pub fn serve_raw(mut sock: UnixStream) {
@@ -94,21 +80,4 @@ pub fn fdrpc_memfd(stream: UnixStream, iters: usize) -> Sample {
         })
         .await
     })
-}
-
-/// The handler side of `fdrpc_memfd_1mib`: reads the frame in place, answers with a new one
-/// written in place.
-pub fn memfd_reply(frame: fdrpc::SealedMemfd, n: u8) -> fdrpc::SealedMemfd {
-    std::hint::black_box(sum(&frame.map().unwrap()));
-    let mut out = fdrpc::MemfdWriter::new("bench", SIZE).unwrap();
-    fill(&mut out, n);
-    out.seal().unwrap()
-}
-
-/// The handler side of `fdrpc_binary_1mib`.
-pub fn bytes_reply(data: Vec<u8>, n: u8) -> Vec<u8> {
-    std::hint::black_box(sum(&data));
-    let mut out = vec![0u8; SIZE];
-    fill(&mut out, n);
-    out
 }

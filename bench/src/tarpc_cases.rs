@@ -26,7 +26,7 @@ impl TBench for Server {
         data
     }
     async fn bytes(self, _: tarpc::context::Context, data: Vec<u8>) -> Vec<u8> {
-        crate::large_cases::bytes_reply(data, 7)
+        crate::workload::bytes_reply(data, 7)
     }
 }
 
@@ -67,7 +67,7 @@ fn client(sock: UnixStream) -> TBenchClient {
 
 /// 1 MiB each way, one call at a time (see `large_cases`).
 pub fn binary_1mib(sock: UnixStream, iters: usize) -> Sample {
-    use crate::large_cases::{SIZE, fill, sum};
+    use crate::workload::{SIZE, fill, sum};
     rt().block_on(async move {
         let client = client(sock);
         let mut n = 0u8;
