@@ -346,6 +346,16 @@ mod misbehaving {
         }
     }
 
+    /// A hook that says when each call starts.
+    struct Started(tokio::sync::mpsc::UnboundedSender<()>);
+
+    impl fdrpc::CallHook for Started {
+        fn before(&self, _: &fdrpc::Context) -> Result<(), fdrpc::ApplicationError> {
+            let _ = self.0.send(());
+            Ok(())
+        }
+    }
+
     fn serve() -> (SlowClient, tokio::task::JoinHandle<()>) {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let server = tokio::spawn(async move {
@@ -428,19 +438,23 @@ mod misbehaving {
             let path = dir.join("slow.sock");
             let listener = tokio::net::UnixListener::bind(&path).unwrap();
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(fdrpc::Server::new().serve_with_shutdown(
-                listener,
-                SlowServer::new(SlowImpl),
-                async move {
-                    let _ = stop_rx.await;
-                },
-            ));
+            // Tells the test when the call has started on the server.
+            let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+            let server = tokio::spawn(
+                fdrpc::Server::new()
+                    .hook(Started(started_tx))
+                    .serve_with_shutdown(listener, SlowServer::new(SlowImpl), async move {
+                        let _ = stop_rx.await;
+                    }),
+            );
             let client = SlowClient::connect(&path).await.unwrap();
             let call = tokio::spawn({
                 let client = client.clone();
                 async move { client.sleep_then_fd(200).await }
             });
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::timeout(Duration::from_secs(5), started_rx.recv())
+                .await
+                .expect("the call never started");
             stop_tx.send(()).unwrap();
             let fd = call.await.unwrap().expect("the call in flight finishes");
             assert_eq!(contents(&fd), b"late");
