@@ -39,6 +39,8 @@ fn assert_about(elapsed: Duration, expected: Duration) {
 
 #[test]
 fn an_async_call_with_a_100ms_timeout_fails_then_and_its_handler_is_dropped() {
+    // Counted from before the server starts (`run_async` shares this check's lock).
+    let _check = fd_leak_check();
     let server = conformance_server();
     run_async(async {
         let client = ConformanceClient::connect(&server.path).await.unwrap();
@@ -70,6 +72,8 @@ fn a_blocking_call_with_a_100ms_timeout_fails_then_and_its_handler_is_dropped() 
 
 #[test]
 fn a_dropped_call_future_cancels_its_handler() {
+    // Counted from before the server starts (`run_async` shares this check's lock).
+    let _check = fd_leak_check();
     let server = conformance_server();
     run_async(async {
         let client = ConformanceClient::connect(&server.path).await.unwrap();
@@ -83,6 +87,8 @@ fn a_dropped_call_future_cancels_its_handler() {
 
 #[test]
 fn the_handler_sees_the_deadline_its_call_carried() {
+    // Counted from before the server starts (`run_async` shares this check's lock).
+    let _check = fd_leak_check();
     let server = conformance_server();
     run_async(async {
         let client = ConformanceClient::connect(&server.path).await.unwrap();
@@ -311,7 +317,8 @@ fn a_malformed_client_timeout_refuses_the_call_and_the_connection_goes_on() {
             ),
             &[],
         );
-        raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+        let why = raw.expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+        assert!(why.contains("`client_timeout`"), "{bad}: {why}");
     }
     raw.still_answers(5);
 }

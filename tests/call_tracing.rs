@@ -318,6 +318,7 @@ fn a_blocking_call_carries_its_trace_too() {
 #[test]
 fn a_connection_failure_is_a_warning_in_the_connection_span() {
     use common::raw::*;
+    let _check = fd_leak_check();
     capture();
     let server = ThreadServer::start(fdrpc::Server::new, || NotesServer::new(NotesImpl));
     let mut raw = Raw::new(std::os::unix::net::UnixStream::connect(&server.path).unwrap());

@@ -409,8 +409,10 @@ fn a_call_with_a_bad_credit_is_refused_and_the_connection_goes_on() {
     let mut p = Peer::start();
     for (seqid, credit) in [(1, "-1"), (2, "65537"), (3, "sixteen"), (4, "")] {
         p.send(&memfds(seqid, 3, Some(credit)));
-        p.raw
+        let why = p
+            .raw
             .expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+        assert!(why.contains("`fdrpc-credit`"), "{credit}: {why}");
     }
     p.send(&memfds(5, 1, Some("65536")));
     expect_opened(p.next(), 5);

@@ -19,14 +19,25 @@ pub fn fd_count() -> usize {
 }
 
 /// Serializes the tests of one binary that count fds, and checks on drop that the count is
-/// back where it started: nothing leaked, nothing closed twice.
+/// back where it started: nothing leaked, nothing closed twice. A check made inside another on
+/// the same thread (a test that takes one, then calls `run_async`, which takes its own) shares
+/// the outer one's lock.
 pub struct FdLeakCheck {
     before: usize,
-    _lock: MutexGuard<'static, ()>,
+    _lock: Option<MutexGuard<'static, ()>>,
+}
+
+thread_local! {
+    /// This thread holds `FD_LOCK`.
+    static HOLDS_FD_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 pub fn fd_leak_check() -> FdLeakCheck {
-    let lock = FD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let lock = (!HOLDS_FD_LOCK.get()).then(|| {
+        let guard = FD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        HOLDS_FD_LOCK.set(true);
+        guard
+    });
     // tokio's signal driver (part of every runtime's IO stack when the `signal` feature is
     // built) opens a process-wide socketpair on first use and keeps it: open it before any
     // count is taken.
@@ -55,8 +66,20 @@ pub fn fd_leak_check() -> FdLeakCheck {
     }
 }
 
+/// Clears `HOLDS_FD_LOCK` when the outermost check ends, however it ends.
+struct ReleasesFdLock(bool);
+
+impl Drop for ReleasesFdLock {
+    fn drop(&mut self) {
+        if self.0 {
+            HOLDS_FD_LOCK.set(false);
+        }
+    }
+}
+
 impl Drop for FdLeakCheck {
     fn drop(&mut self) {
+        let _release = ReleasesFdLock(self._lock.is_some());
         if std::thread::panicking() {
             return;
         }

@@ -124,13 +124,15 @@ impl Raw {
         }
     }
 
-    pub fn expect_application_error(&mut self, kind: fdrpc::ApplicationErrorKind) {
+    /// The next frame is a `TApplicationException` of `kind`; returns its message.
+    pub fn expect_application_error(&mut self, kind: fdrpc::ApplicationErrorKind) -> String {
         match self.next(Duration::from_secs(5)) {
             Got::Reply { ty, body, fds, .. } => {
                 assert_eq!(ty, MessageType::Exception);
                 assert!(fds.is_empty());
                 let code = exception_code(&body);
                 assert_eq!(fdrpc::ApplicationErrorKind::from_code(code), kind);
+                exception_message(&body)
             }
             other => panic!("expected a TApplicationException, got {other:?}"),
         }
@@ -146,6 +148,21 @@ impl Raw {
             other => panic!("no answer: {other:?}"),
         }
     }
+}
+
+/// The `message` field of a TApplicationException body.
+pub fn exception_message(body: &[u8]) -> String {
+    let mut dec = fdrpc::codec::Decoder::new(body, fdrpc::FdTable::empty());
+    let mut last = 0;
+    let mut message = String::new();
+    while let Some((ty, id)) = dec.read_field_header(&mut last).unwrap() {
+        if id == 1 {
+            message = String::from_utf8(dec.read_binary().unwrap().to_vec()).unwrap();
+        } else {
+            dec.skip(ty).unwrap();
+        }
+    }
+    message
 }
 
 /// The `type` field of a TApplicationException body.
