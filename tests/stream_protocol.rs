@@ -407,7 +407,14 @@ fn a_sink_item_beyond_the_credit_is_cancelled_and_refused_and_the_connection_goe
 #[test]
 fn a_call_with_a_bad_credit_is_refused_and_the_connection_goes_on() {
     let mut p = Peer::start();
-    for (seqid, credit) in [(1, "-1"), (2, "65537"), (3, "sixteen"), (4, "")] {
+    for (seqid, credit) in [
+        (1, "-1"),
+        (2, "65537"),
+        (3, "sixteen"),
+        (4, ""),
+        // Leading zeros beyond six digits: refused, not read as 16 (nor overflowed).
+        (6, "00000000000000000000016"),
+    ] {
         p.send(&memfds(seqid, 3, Some(credit)));
         let why = p
             .raw
