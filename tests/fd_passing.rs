@@ -363,6 +363,9 @@ fn an_unsent_frame_is_removed_with_its_fds() {
     assert!(!q.remove_unsent(bounds[4].0 + 1, bounds[4].1));
     assert!(q.remove_unsent(bounds[4].0, bounds[4].1));
     assert!(q.remove_unsent(bounds[3].0, bounds[3].1));
+    // Frame 3 (no fds) is last now: only its own bounds take it.
+    assert!(!q.remove_unsent(bounds[2].0, bounds[2].1 + 1));
+    assert!(!q.remove_unsent(bounds[2].0, bounds[2].1 - 1));
     assert_eq!(q.pending_fds(), 5);
     // A frame queued after the removals carries the fd sequence the receiver expects.
     q.push(
@@ -398,4 +401,63 @@ fn an_unsent_frame_is_removed_with_its_fds() {
     let (c, _d) = UnixStream::pair().unwrap();
     q.write_to(c.as_fd()).unwrap();
     assert!(!q.remove_unsent(0, q.queued()));
+}
+
+/// The queue's accounting, and the two cases where a last frame cannot be taken back: the
+/// only frame, nothing written, can go; a frame whose fd already rode ahead of its bytes (on
+/// the `sendmsg` that carried the frame before it) cannot.
+#[test]
+fn the_send_queue_counts_and_keeps_frames_whose_fds_left() {
+    let _check = fd_leak_check();
+    let mut q = SendQueue::new();
+    assert!(q.is_empty());
+    q.push(1, b"only", numbered(1), &[]).unwrap();
+    assert!(!q.is_empty());
+    assert_eq!(q.pending_bytes() as u64, q.queued());
+    assert_eq!(q.pending_fds(), 1);
+    assert!(q.remove_unsent(0, q.queued()), "nothing of it was written");
+    assert!(q.is_empty());
+    assert_eq!((q.pending_bytes(), q.pending_fds()), (0, 0));
+
+    // A large frame, then a small one with an fd; a socket too small for the first: the
+    // first `sendmsg` writes part of the large frame and carries the small frame's fd.
+    let (a, b) = UnixStream::pair().unwrap();
+    rustix::net::sockopt::set_socket_send_buffer_size(&a, 4096).unwrap();
+    a.set_nonblocking(true).unwrap();
+    let mut q = SendQueue::new();
+    q.push(2, &vec![7u8; 1 << 20], Vec::new(), &[]).unwrap();
+    let start = q.queued();
+    q.push(3, b"small", vec![OwnedFd::from(memfd(b"rode ahead"))], &[])
+        .unwrap();
+    let end = q.queued();
+    assert!(!q.write_to(a.as_fd()).unwrap(), "the socket took it all");
+    let written = q.written();
+    assert!(written > 0 && written < start, "{written}");
+    assert_eq!(q.pending_bytes() as u64, end - written);
+    assert_eq!(q.pending_fds(), 0, "the fd went with the first sendmsg");
+    assert!(
+        !q.remove_unsent(start, end),
+        "a frame whose fd was sent cannot be taken back"
+    );
+    // Everything arrives whole, the fd with its frame.
+    a.set_nonblocking(false).unwrap();
+    let writer = std::thread::spawn(move || {
+        q.flush_blocking(a.as_fd()).unwrap();
+        a
+    });
+    let mut rq = RecvQueue::new(&Settings::default());
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        while let Some(f) = rq.next_frame().unwrap() {
+            got.push((
+                f.frame.seqid,
+                f.fds.iter().map(contents).collect::<Vec<_>>(),
+            ));
+        }
+        if got.len() < 2 {
+            rq.fill_blocking(b.as_fd()).unwrap();
+        }
+    }
+    assert_eq!(got, [(2, vec![]), (3, vec![b"rode ahead".to_vec()])]);
+    drop(writer.join().unwrap());
 }
