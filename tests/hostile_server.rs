@@ -316,21 +316,24 @@ fn broken_frames_fail_the_connection_with_a_typed_error() {
     }
 }
 
+/// A stream item of `items` on `seqid` carrying `v` (an `i32` in field 0).
+fn stream_item(seqid: i32, v: i32) -> Vec<u8> {
+    let mut enc = Encoder::new();
+    enc.write_message_header("items", MessageType::Reply, seqid)
+        .unwrap();
+    let mut last = 0;
+    enc.write_field_header(5, 0, &mut last);
+    enc.write_i32(v);
+    enc.write_stop();
+    enc.into_parts().0
+}
+
 /// Stream frames for a stream that does not exist, and items after a stream's end: dropped
 /// with their fds; the calls go on.
 fn stray_stream_frames(raw: &mut Raw) {
     let (seqid, name) = take_call(raw);
     assert_eq!(name, "items");
-    let item = |v: i32| {
-        let mut enc = Encoder::new();
-        enc.write_message_header("items", MessageType::Reply, seqid)
-            .unwrap();
-        let mut last = 0;
-        enc.write_field_header(5, 0, &mut last);
-        enc.write_i32(v);
-        enc.write_stop();
-        enc.into_parts().0
-    };
+    let item = |v: i32| stream_item(seqid, v);
     // The reply opens the stream (an empty result struct), one item, the end.
     let mut opened = Encoder::new();
     opened
@@ -559,17 +562,10 @@ fn beyond_the_credit(raw: &mut Raw) {
     opened.write_stop();
     let mut all = frame(seqid, &[], &opened.into_parts().0);
     for v in 0..70 {
-        let mut enc = Encoder::new();
-        enc.write_message_header("items", MessageType::Reply, seqid)
-            .unwrap();
-        let mut last = 0;
-        enc.write_field_header(5, 0, &mut last);
-        enc.write_i32(v);
-        enc.write_stop();
         all.extend(frame(
             seqid,
             &[("fdrpc-stream", "item")],
-            &enc.into_parts().0,
+            &stream_item(seqid, v),
         ));
     }
     raw.send(&all, &[]);
