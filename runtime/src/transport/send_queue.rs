@@ -199,3 +199,57 @@ impl SendQueue {
         limit.max(self.head + 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io;
+    use std::os::fd::BorrowedFd;
+
+    use super::SendQueue;
+
+    /// A queue with one 10-byte payload frame, written through `results` (one per `send`
+    /// call, each the bytes taken or an error); returns what `write_with` said, the calls
+    /// made, and what is still pending.
+    fn write_through(results: Vec<io::Result<usize>>) -> (io::Result<bool>, usize, usize) {
+        let mut q = SendQueue::new();
+        q.push(1, b"0123456789", Vec::new(), &[]).unwrap();
+        let results = RefCell::new(results.into_iter());
+        let calls = RefCell::new(0);
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sock: BorrowedFd<'_> = std::os::fd::AsFd::as_fd(&a);
+        let r = q.write_with(sock, |_, data: &[u8], _| {
+            *calls.borrow_mut() += 1;
+            match results.borrow_mut().next() {
+                Some(Ok(n)) => Ok(n.min(data.len())),
+                Some(Err(e)) => Err(e),
+                None => Ok(data.len()),
+            }
+        });
+        let pending = q.pending_bytes();
+        (r, calls.into_inner(), pending)
+    }
+
+    #[test]
+    fn an_interrupted_send_is_retried() {
+        let (r, calls, pending) = write_through(vec![Err(io::ErrorKind::Interrupted.into())]);
+        assert!(matches!(r, Ok(true)), "{r:?}");
+        assert_eq!((calls, pending), (2, 0));
+    }
+
+    #[test]
+    fn a_send_that_would_block_leaves_the_rest_queued() {
+        let (r, calls, pending) = write_through(vec![Ok(5), Err(io::ErrorKind::WouldBlock.into())]);
+        assert!(matches!(r, Ok(false)), "{r:?}");
+        assert_eq!(calls, 2);
+        assert!(pending > 0 && pending < 60, "{pending}");
+    }
+
+    #[test]
+    fn a_failed_send_is_reported_and_nothing_is_lost() {
+        let (r, calls, pending) = write_through(vec![Err(io::ErrorKind::BrokenPipe.into())]);
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(calls, 1);
+        assert!(pending > 10, "the frame is still queued: {pending}");
+    }
+}
