@@ -201,6 +201,7 @@ impl SendQueue {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::cell::RefCell;
     use std::io;
