@@ -12,7 +12,7 @@ mod common;
 mod conformance;
 
 use std::io::BufRead;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -22,30 +22,19 @@ use conformance::{
     Bundle, ConformanceBlockingClient, ConformanceClient, ConformanceImpl, ConformanceServer,
 };
 
-/// Whether the C++ toolchain and Thrift's C++ library are here; without them the tests fail
-/// under `FDRPC_REQUIRE_INTEROP=1` (CI) and are skipped with a message otherwise.
+/// Whether the C++ toolchain and Thrift's C++ library are here.
 fn tools_present() -> bool {
-    let thrift = Command::new("thrift")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let gxx = Command::new("g++")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
     let lib = Path::new("/usr/include/thrift/transport/THeaderTransport.h").exists()
         && Path::new("/usr/include/boost/numeric/conversion/cast.hpp").exists();
-    if thrift && gxx && lib {
-        return true;
-    }
-    let msg = format!(
-        "C++ interop tools missing (thrift compiler: {thrift}, g++: {gxx}, libthrift-dev and libboost-dev: {lib})"
-    );
-    if std::env::var_os("FDRPC_REQUIRE_INTEROP").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    interop_tools(
+        "C++ interop",
+        &[
+            ("thrift compiler", runs("thrift", &["--version"])),
+            ("g++", runs("g++", &["--version"])),
+            ("libthrift-dev and libboost-dev", lib),
+        ],
+        "install thrift-compiler, g++, libthrift-dev and libboost-dev",
+    )
 }
 
 /// The C++ client and server, generated and built once per test run.
@@ -143,12 +132,6 @@ fn a_stock_cpp_client_calls_the_rust_server_with_fds() {
     );
 }
 
-/// (device, inode): which file an fd is open on.
-fn identity(fd: &impl AsFd) -> (u64, u64) {
-    let st = rustix::fs::fstat(fd).unwrap();
-    (st.st_dev, st.st_ino)
-}
-
 #[test]
 fn the_rust_client_calls_a_stock_cpp_server_with_fds() {
     if !tools_present() {
@@ -178,8 +161,8 @@ fn the_rust_client_calls_a_stock_cpp_server_with_fds() {
         .map(|i| memfd(format!("{i}").as_bytes()).into())
         .collect();
     let spare: OwnedFd = memfd(b"spare").into();
-    let ids: Vec<_> = mine.iter().map(identity).collect();
-    let spare_id = identity(&spare);
+    let ids: Vec<_> = mine.iter().map(ino).collect();
+    let spare_id = ino(&spare);
     let back = client
         .echo(Bundle {
             label: "from rust".into(),
@@ -188,9 +171,9 @@ fn the_rust_client_calls_a_stock_cpp_server_with_fds() {
         })
         .unwrap();
     assert_eq!(back.label, "from rust");
-    assert_eq!(back.fds.iter().map(identity).collect::<Vec<_>>(), ids);
+    assert_eq!(back.fds.iter().map(ino).collect::<Vec<_>>(), ids);
     assert!(back.fds.iter().all(is_cloexec));
-    assert_eq!(identity(back.spare.as_ref().unwrap()), spare_id);
+    assert_eq!(ino(back.spare.as_ref().unwrap()), spare_id);
 
     let file = built.dir.join("hello-rust.txt");
     std::fs::write(&file, "hello from the c++ side").unwrap();
@@ -210,7 +193,7 @@ fn the_rust_client_calls_a_stock_cpp_server_with_fds() {
         .deposit("k".into(), kept.try_clone().unwrap())
         .unwrap();
     let withdrawn = client.withdraw("k".into()).unwrap().unwrap();
-    assert_eq!(identity(&withdrawn), identity(&kept));
+    assert_eq!(ino(&withdrawn), ino(&kept));
 
     let me = client.whoami().unwrap();
     assert_eq!(me.pid, std::process::id() as i32);

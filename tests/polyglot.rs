@@ -28,26 +28,22 @@ use conformance::{
     Bundle, ConformanceBlockingClient, ConformanceClient, ConformanceImpl, ConformanceServer,
 };
 
-/// Whether the interop tools are here; without them the test fails under
-/// `FDRPC_REQUIRE_INTEROP=1` (CI) and is skipped with a message otherwise.
+/// Whether the Thrift compiler and Python's `thrift` package are here.
 fn tools_present() -> bool {
-    let thrift = Command::new("thrift")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let python = Command::new("python3")
-        .args(["-E", "-c", "import thrift.protocol.THeaderProtocol"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if thrift && python {
-        return true;
-    }
-    let msg = format!("interop tools missing (thrift compiler: {thrift}, python thrift: {python})");
-    if std::env::var_os("FDRPC_REQUIRE_INTEROP").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}; install thrift-compiler and `pip install thrift`");
-    false
+    interop_tools(
+        "interop",
+        &[
+            ("thrift compiler", runs("thrift", &["--version"])),
+            (
+                "python thrift",
+                runs(
+                    "python3",
+                    &["-E", "-c", "import thrift.protocol.THeaderProtocol"],
+                ),
+            ),
+        ],
+        "install thrift-compiler and `pip install thrift`",
+    )
 }
 
 fn tempdir(tag: &str) -> PathBuf {

@@ -191,6 +191,33 @@ pub fn serve_for_blocking<S: fdrpc::Service>(
     (a, server)
 }
 
+/// Whether `program args…` runs and succeeds (a tool is installed).
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether every interop tool in `found` (a name and whether it is here) is present. Without
+/// them an interop test fails under `FDRPC_REQUIRE_INTEROP=1` (CI) and is skipped with a
+/// message naming what is missing otherwise (`hint`: how to install it).
+pub fn interop_tools(what: &str, found: &[(&str, bool)], hint: &str) -> bool {
+    if found.iter().all(|(_, here)| *here) {
+        return true;
+    }
+    let list: Vec<String> = found
+        .iter()
+        .map(|(name, here)| format!("{name}: {here}"))
+        .collect();
+    let msg = format!("{what} tools missing ({})", list.join(", "));
+    if std::env::var_os("FDRPC_REQUIRE_INTEROP").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}; {hint}");
+    false
+}
+
 /// Waits up to `limit` for the peer of `sock` to hang up (`POLLRDHUP`: it shut down or closed
 /// its end); whether it did. Data left unread in `sock` does not hide the hang-up.
 pub fn hung_up_within(sock: &impl AsFd, limit: std::time::Duration) -> bool {
