@@ -251,27 +251,22 @@ impl TokioConn {
     async fn writable_while_peer_reads(
         &self,
     ) -> Result<(), Result<ConnectionError, std::io::Error>> {
-        let every = (self.stall / 8).clamp(Duration::from_millis(5), Duration::from_millis(500));
         let writable = self.socket.writable();
         tokio::pin!(writable);
-        let mut unread = self.socket.unread_by_peer();
-        let mut deadline = tokio::time::Instant::now() + self.stall;
+        let mut progress = PeerProgress::start(self);
         loop {
-            let now = tokio::time::Instant::now();
             tokio::select! {
                 w = &mut writable => return w.map_err(Err),
-                () = tokio::time::sleep_until(deadline.min(now + every)) => {}
+                () = tokio::time::sleep_until(progress.next_look()) => {}
             }
-            let seen = self.socket.unread_by_peer();
-            if seen < unread {
-                deadline = tokio::time::Instant::now() + self.stall;
-            } else if tokio::time::Instant::now() >= deadline {
-                return Err(Ok(ConnectionError::new(TransportError::FdStream(
-                    FdStreamError::NotReading(self.stall),
-                ))));
-            }
-            unread = seen;
+            progress.look(self).map_err(Ok)?;
         }
+    }
+
+    /// How often a waiting side looks at the peer's progress: an eighth of the stall timeout,
+    /// from 5 ms to 500 ms.
+    pub(crate) fn look_every(&self) -> Duration {
+        (self.stall / 8).clamp(Duration::from_millis(5), Duration::from_millis(500))
     }
 
     fn write_failed(&self, e: std::io::Error) -> ConnectionError {
@@ -353,14 +348,7 @@ impl TokioConn {
                 return Ok(());
             }
         }
-        let look = |conn: &Self| {
-            let (b, f) = conn.backlog();
-            (b, f, conn.socket.unread_by_peer().unwrap_or(0))
-        };
-        // How often the peer's progress is looked at while nothing else happens.
-        let every = (self.stall / 8).clamp(Duration::from_millis(5), Duration::from_millis(500));
-        let mut last = look(self);
-        let mut deadline = tokio::time::Instant::now() + self.stall;
+        let mut progress = PeerProgress::start(self);
         loop {
             let notified = self.drained.notified();
             {
@@ -370,17 +358,8 @@ impl TokioConn {
                     return Ok(());
                 }
             }
-            let now = tokio::time::Instant::now();
-            let _ = tokio::time::timeout_at(deadline.min(now + every), notified).await;
-            let seen = look(self);
-            if seen.0 < last.0 || seen.1 < last.1 || seen.2 < last.2 {
-                deadline = tokio::time::Instant::now() + self.stall;
-            } else if tokio::time::Instant::now() >= deadline {
-                return Err(ConnectionError::new(TransportError::FdStream(
-                    FdStreamError::NotReading(self.stall),
-                )));
-            }
-            last = seen;
+            let _ = tokio::time::timeout_at(progress.next_look(), notified).await;
+            progress.look(self)?;
         }
     }
 
@@ -491,6 +470,56 @@ impl TokioConn {
                 () = std::future::poll_fn(|cx| self.rearm.poll(cx)) => {}
             }
         }
+    }
+}
+
+/// Whether the peer takes what this side sends: its unread byte count in the socket
+/// (`SIOCOUTQ`) or this side's backlog going down is progress; none for the stall timeout means
+/// the peer is not reading. (A full socket turns writable only when most of it is read, so the
+/// writer's own progress says nothing about a peer that reads slowly but steadily.)
+struct PeerProgress {
+    /// Backlog bytes, backlog fds, bytes the peer has not read: when last looked at.
+    last: (usize, usize, usize),
+    deadline: tokio::time::Instant,
+    every: Duration,
+}
+
+impl PeerProgress {
+    fn start(conn: &TokioConn) -> Self {
+        PeerProgress {
+            last: Self::seen(conn),
+            deadline: tokio::time::Instant::now() + conn.stall,
+            every: conn.look_every(),
+        }
+    }
+
+    fn seen(conn: &TokioConn) -> (usize, usize, usize) {
+        let (b, f) = conn.backlog();
+        (b, f, conn.socket.unread_by_peer().unwrap_or(0))
+    }
+
+    /// When to look next, if nothing else happens first.
+    fn next_look(&self) -> tokio::time::Instant {
+        self.deadline.min(tokio::time::Instant::now() + self.every)
+    }
+
+    /// Looks again.
+    ///
+    /// # Errors
+    ///
+    /// [`FdStreamError::NotReading`] once the peer made no progress for the stall timeout.
+    fn look(&mut self, conn: &TokioConn) -> Result<(), ConnectionError> {
+        let seen = Self::seen(conn);
+        let last = std::mem::replace(&mut self.last, seen);
+        let now = tokio::time::Instant::now();
+        if seen.0 < last.0 || seen.1 < last.1 || seen.2 < last.2 {
+            self.deadline = now + conn.stall;
+        } else if now >= self.deadline {
+            return Err(ConnectionError::new(TransportError::FdStream(
+                FdStreamError::NotReading(conn.stall),
+            )));
+        }
+        Ok(())
     }
 }
 

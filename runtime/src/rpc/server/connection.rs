@@ -99,7 +99,7 @@ pub(crate) async fn run_connection<S: ServiceSet>(
                     // Not reading, this side would not see the peer go: a peer that closed
                     // with every call slot taken (sinks it never feeds, say) would leave its
                     // handlers waiting for ever. Found by the `server_connection` fuzzer.
-                    () = peer_gone(&conn, timeout) => break Ok(()),
+                    () = peer_gone(&conn) => break Ok(()),
                 }
             }
         };
@@ -233,16 +233,12 @@ impl Drop for Teardown {
     }
 }
 
-/// Returns once the peer has closed its end entirely, looking every eighth of the stall
-/// timeout (a closed peer cannot be waited for without reading, which a full connection must
-/// not do).
-async fn peer_gone(conn: &TokioConn, stall: std::time::Duration) {
-    let every = (stall / 8).clamp(
-        std::time::Duration::from_millis(5),
-        std::time::Duration::from_millis(500),
-    );
+/// Returns once the peer has closed its end entirely, looking every
+/// [`TokioConn::look_every`] (a closed peer cannot be waited for without reading, which a full
+/// connection must not do).
+async fn peer_gone(conn: &TokioConn) {
     while !conn.socket().peer_closed() {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(conn.look_every()).await;
     }
 }
 
