@@ -396,3 +396,40 @@ fn a_peer_that_closes_its_connection_cancels_its_calls_but_one_that_only_stops_s
         seqid += 1;
     }
 }
+
+/// A call's deadline counts from when it arrived, not from when the server got round to it:
+/// a call that waits behind another for the connection's only call slot has that wait taken
+/// off its time.
+#[test]
+fn a_call_waiting_for_a_call_slot_has_its_wait_counted_against_its_deadline() {
+    let _check = fd_leak_check();
+    let server = ThreadServer::start(
+        || fdrpc::Server::with_settings(fdrpc::Settings::default().max_in_flight(1)),
+        || ConformanceServer::new(ConformanceImpl::default()),
+    );
+    let mut raw = Raw::new(UnixStream::connect(&server.path).unwrap());
+    // Both calls in one write, so that both arrive with one read.
+    let mut both = frame(1, &[], &call("sleep", 1, &sleep_args(400)));
+    both.extend(frame(
+        2,
+        &[("client_timeout", "2000")],
+        &call("sleep", 2, &sleep_args(0)),
+    ));
+    raw.send(&both, &[]);
+    let mut left = None;
+    for _ in 0..2 {
+        match raw.next(WAIT) {
+            Got::Reply {
+                ty, seqid: 2, body, ..
+            } => {
+                assert_eq!(ty, MessageType::Reply);
+                left = Some(i64_result(&body));
+            }
+            Got::Reply { ty, seqid: 1, .. } => assert_eq!(ty, MessageType::Reply),
+            other => panic!("{other:?}"),
+        }
+    }
+    // 2000 ms from arrival, of which about 400 passed waiting for the first call's slot.
+    let left = left.expect("the second call's reply");
+    assert!((1000..=1650).contains(&left), "{left} ms left");
+}

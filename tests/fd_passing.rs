@@ -471,3 +471,104 @@ fn the_send_queue_counts_and_keeps_frames_whose_fds_left() {
     assert_eq!(got, [(2, vec![]), (3, vec![b"rode ahead".to_vec()])]);
     drop(writer.join().unwrap());
 }
+
+/// What a receive queue reports while a frame comes in pieces: the bytes and fds it holds,
+/// when the last read returned, when it stalls if nothing more comes, and the end of stream.
+#[test]
+fn the_receive_queue_reports_what_it_holds_while_a_frame_comes_in_pieces() {
+    use std::time::{Duration, Instant};
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    let fds = [memfd(b"first"), memfd(b"second"), memfd(b"next")];
+    let mut frame = Vec::new();
+    fdrpc::transport::frame::write_frame(&mut frame, 9, 2, 0, &[], b"two fds").unwrap();
+    let mut rq = RecvQueue::new(&Settings::default());
+    let stall = Duration::from_secs(30);
+    assert_eq!(
+        (rq.buffered_bytes(), rq.queued_fds(), rq.is_eof()),
+        (0, 0, false)
+    );
+    assert_eq!(rq.last_read_at(), None);
+    assert_eq!(rq.stall_deadline(stall), None);
+
+    // Bytes alone: an incomplete frame stalls counting from its first byte, not its latest.
+    let (c, d) = UnixStream::pair().unwrap();
+    let mut alone = RecvQueue::new(&Settings::default());
+    sendmsg_with(&c, &frame[..3], &[]);
+    assert_eq!(alone.fill_blocking(d.as_fd()).unwrap(), Fill::Read(3));
+    let first = alone.last_read_at().unwrap();
+    assert_eq!(alone.stall_deadline(stall), Some(first + stall));
+    sendmsg_with(&c, &frame[3..4], &[]);
+    assert_eq!(alone.fill_blocking(d.as_fd()).unwrap(), Fill::Read(1));
+    assert!(alone.last_read_at().unwrap() > first);
+    assert_eq!(alone.stall_deadline(stall), Some(first + stall));
+    drop((alone, c, d));
+
+    // The first 5 bytes, with its two fds and one for the next frame.
+    let before = Instant::now();
+    sendmsg_with(
+        &a,
+        &frame[..5],
+        &[fds[0].as_fd(), fds[1].as_fd(), fds[2].as_fd()],
+    );
+    assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Read(5));
+    let after = Instant::now();
+    assert_eq!((rq.buffered_bytes(), rq.queued_fds()), (5, 3));
+    let read_at = rq.last_read_at().expect("a read brought bytes");
+    assert!(before <= read_at && read_at <= after);
+    let stalls_at = rq.stall_deadline(stall).expect("a frame is incomplete");
+    assert!(before + stall <= stalls_at && stalls_at <= after + stall);
+    assert!(rq.next_frame().unwrap().is_none());
+
+    // The rest, and the first byte of the next frame (which claims the third fd).
+    let mut next = Vec::new();
+    fdrpc::transport::frame::write_frame(&mut next, 10, 1, 2, &[], b"one fd").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut fill_exactly = |rq: &mut RecvQueue, want: usize| {
+        let mut read = 0;
+        while read < want {
+            match rq.fill_until(b.as_fd(), Some(deadline)).unwrap() {
+                Fill::Read(n) => read += n,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(read, want);
+    };
+    sendmsg_with(&a, &[&frame[5..], &next[..1]].concat(), &[]);
+    fill_exactly(&mut rq, frame.len() - 5 + 1);
+    assert_eq!(rq.buffered_bytes(), frame.len() + 1);
+    let got = rq.next_frame().unwrap().expect("the whole frame");
+    assert_eq!(got.frame.payload, b"two fds");
+    assert_eq!(
+        got.fds.iter().map(ino).collect::<Vec<_>>(),
+        fds[..2].iter().map(ino).collect::<Vec<_>>()
+    );
+    drop(got);
+    assert_eq!((rq.buffered_bytes(), rq.queued_fds()), (1, 1));
+    // The next frame's first byte came with the last read, its fd with the first: the
+    // connection stalls counting from the older of the two.
+    let second_read = rq.last_read_at().unwrap();
+    assert!(second_read > read_at);
+    assert_eq!(rq.stall_deadline(stall), Some(read_at + stall));
+
+    // The rest of that frame and one byte of a third: the fd is claimed, and the byte left
+    // over stalls from the read it came with.
+    sendmsg_with(&a, &[&next[1..], &next[..1]].concat(), &[]);
+    fill_exactly(&mut rq, next.len());
+    let got = rq.next_frame().unwrap().expect("the second frame");
+    assert_eq!(got.frame.payload, b"one fd");
+    assert_eq!(ino(&got.fds[0]), ino(&fds[2]));
+    drop(got);
+    assert_eq!((rq.buffered_bytes(), rq.queued_fds()), (1, 0));
+    let third_read = rq.last_read_at().unwrap();
+    assert!(third_read > second_read);
+    assert_eq!(rq.stall_deadline(stall), Some(third_read + stall));
+
+    drop(a);
+    assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Eof);
+    assert!(rq.is_eof());
+    assert!(matches!(
+        rq.check_clean_eof(),
+        Err(fdrpc::TransportError::ClosedMidFrame(1))
+    ));
+}
