@@ -188,22 +188,23 @@ fn unclaimed_fd_budget() {
     let (a, b) = UnixStream::pair().unwrap();
     let fds = numbered(200);
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    // One byte with 200 fds, twice. The budget of 8 is raised to 8 + 253 = 261: one sendmsg
-    // may legally carry 253 fds ahead of a frame of 8.
-    for _ in 0..2 {
-        sendmsg_with(&a, &[0], &borrowed);
+    // One byte with 200 fds, then 61, then 1. The budget of 8 is raised to 8 + 253 = 261:
+    // one sendmsg may legally carry 253 fds ahead of a frame of 8. 261 fds queued are within
+    // it, the 262nd is not.
+    for n in [200, 61, 1] {
+        sendmsg_with(&a, &[0], &borrowed[..n]);
     }
     let mut rq = RecvQueue::new(&Settings::default().max_fds_per_frame(8).max_queued_fds(8));
-    assert!(matches!(
-        rq.fill_blocking(b.as_fd()).unwrap(),
-        Fill::Read(1)
-    ));
+    for queued in [200, 261] {
+        assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Read(1));
+        assert_eq!(rq.queued_fds(), queued);
+    }
     let err = rq.fill_blocking(b.as_fd()).unwrap_err();
     assert!(
         matches!(
             err,
             fdrpc::TransportError::FdStream(fdrpc::FdStreamError::BudgetExceeded {
-                queued: 400,
+                queued: 262,
                 budget: 261
             })
         ),
@@ -502,6 +503,19 @@ fn the_receive_queue_reports_what_it_holds_while_a_frame_comes_in_pieces() {
     assert_eq!(alone.fill_blocking(d.as_fd()).unwrap(), Fill::Read(1));
     assert!(alone.last_read_at().unwrap() > first);
     assert_eq!(alone.stall_deadline(stall), Some(first + stall));
+    // The frame's two fds in two reads, the second while the first is still queued: once the
+    // frame claims both, nothing is pending and nothing can stall.
+    sendmsg_with(&c, &frame[4..5], &[fds[0].as_fd()]);
+    assert_eq!(alone.fill_blocking(d.as_fd()).unwrap(), Fill::Read(1));
+    sendmsg_with(&c, &frame[5..], &[fds[1].as_fd()]);
+    assert_eq!(
+        alone.fill_blocking(d.as_fd()).unwrap(),
+        Fill::Read(frame.len() - 5)
+    );
+    assert_eq!(alone.queued_fds(), 2);
+    assert_eq!(alone.next_frame().unwrap().unwrap().fds.len(), 2);
+    assert_eq!((alone.buffered_bytes(), alone.queued_fds()), (0, 0));
+    assert_eq!(alone.stall_deadline(stall), None);
     drop((alone, c, d));
 
     // The first 5 bytes, with its two fds and one for the next frame.
@@ -571,4 +585,23 @@ fn the_receive_queue_reports_what_it_holds_while_a_frame_comes_in_pieces() {
         rq.check_clean_eof(),
         Err(fdrpc::TransportError::ClosedMidFrame(1))
     ));
+}
+
+/// A read that fails reports the error; only "would block" means "nothing yet".
+#[test]
+fn a_failed_read_is_an_error_not_a_wait() {
+    let _check = fd_leak_check();
+    // Not a socket: `recvmsg` fails with ENOTSOCK.
+    let not_a_socket = memfd(b"not a socket");
+    let mut rq = RecvQueue::new(&Settings::default());
+    let err = rq.fill(not_a_socket.as_fd()).unwrap_err();
+    assert!(
+        matches!(&err, fdrpc::TransportError::Io(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSOCK.raw_os_error())),
+        "{err}"
+    );
+    // A socket with nothing to read: would block.
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    assert_eq!(rq.fill(b.as_fd()).unwrap(), Fill::WouldBlock);
+    drop((rq, a, b, not_a_socket));
 }
