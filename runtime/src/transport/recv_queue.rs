@@ -324,3 +324,55 @@ impl RecvQueue {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    /// Reads `n` bytes (as many as fit) through a fake `recvmsg`, and consumes all but `keep`
+    /// of the bytes buffered, as returned frames would; returns the bytes read.
+    fn read(rq: &mut RecvQueue, n: usize, keep: usize) -> usize {
+        let unused = std::io::stdin();
+        let got = rq.fill_with(unused.as_fd(), |_, spare, _| {
+            let bytes = n.min(spare.len());
+            // 0xFF...: never a valid frame length, so no frame's size guides the buffer.
+            spare[..bytes].fill(0xFF);
+            Ok(Received {
+                bytes,
+                truncated: false,
+                unexpected_control: false,
+            })
+        });
+        let Ok(Fill::Read(bytes)) = got else {
+            panic!("{got:?}");
+        };
+        rq.start = rq.end - keep;
+        bytes
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_a_small_buffer_and_busy_reads_grow_it_to_the_chunk_limit() {
+        let mut rq = RecvQueue::new(&Settings::default());
+        // Reads that do not fill the buffer leave it at its first size.
+        for _ in 0..100 {
+            assert_eq!(read(&mut rq, 100, 0), 100);
+        }
+        assert_eq!((rq.chunk, rq.buf.len()), (FIRST_CHUNK, FIRST_CHUNK));
+        // Each read that fills the buffer doubles the next read, up to READ_CHUNK and no more
+        // (a byte stays buffered each time, as the start of the next frame would).
+        let mut sizes = Vec::new();
+        for _ in 0..8 {
+            sizes.push(read(&mut rq, usize::MAX, 1));
+        }
+        assert_eq!(
+            sizes,
+            [4, 8, 16, 32, 64, 64, 64, 64].map(|k| k * 1024),
+            "read sizes"
+        );
+        assert_eq!(rq.chunk, READ_CHUNK);
+        assert_eq!(rq.buf.len(), 1 + READ_CHUNK);
+    }
+}
