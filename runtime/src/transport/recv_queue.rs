@@ -230,12 +230,21 @@ impl RecvQueue {
             Ok(Some(total)) if total > pending => total.max(self.chunk),
             _ => self.chunk,
         };
-        if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < want / 2) {
+        let short = |len: usize, end: usize| len - end < self.chunk.min(want) || len < want;
+        // Move the pending bytes to the front when nothing else is buffered (free), when the
+        // space after them is small, and always before growing: a buffer grown while consumed
+        // bytes sit in front of the pending ones would grow with every read that ends inside a
+        // frame, without bound.
+        if self.start > 0
+            && (self.start == self.end
+                || self.buf.len() - self.end < want / 2
+                || short(self.buf.len(), self.end))
+        {
             self.buf.copy_within(self.start..self.end, 0);
             self.end = pending;
             self.start = 0;
         }
-        if self.buf.len() - self.end < self.chunk.min(want) || self.buf.len() < want {
+        if short(self.buf.len(), self.end) {
             let new_len = (self.end + self.chunk).max(want);
             self.buf.resize(new_len, 0);
         }
@@ -374,5 +383,21 @@ mod tests {
         );
         assert_eq!(rq.chunk, READ_CHUNK);
         assert_eq!(rq.buf.len(), 1 + READ_CHUNK);
+    }
+
+    #[test]
+    fn reads_that_always_end_inside_a_frame_reuse_the_buffer_instead_of_growing_it() {
+        // Every read leaves the start of a frame behind (as a peer that writes a frame and
+        // the first byte of the next one does): the bytes before it are consumed, so the
+        // buffer must be reused, not grown by every read.
+        let mut rq = RecvQueue::new(&Settings::default());
+        for _ in 0..10_000 {
+            assert_eq!(read(&mut rq, 1000, 1), 1000);
+        }
+        assert!(rq.buf.len() <= 2 * FIRST_CHUNK, "{} bytes", rq.buf.len());
+        for _ in 0..1_000 {
+            read(&mut rq, usize::MAX, 1);
+        }
+        assert!(rq.buf.len() <= 2 * READ_CHUNK, "{} bytes", rq.buf.len());
     }
 }
