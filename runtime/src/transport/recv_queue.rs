@@ -230,16 +230,12 @@ impl RecvQueue {
             Ok(Some(total)) if total > pending => total.max(self.chunk),
             _ => self.chunk,
         };
+        // Too little room after `end`: less than a read, or less than the whole frame.
         let short = |len: usize, end: usize| len - end < self.chunk.min(want) || len < want;
-        // Move the pending bytes to the front when nothing else is buffered (free), when the
-        // space after them is small, and always before growing: a buffer grown while consumed
+        // Move the pending bytes to the front before growing: a buffer grown while consumed
         // bytes sit in front of the pending ones would grow with every read that ends inside a
         // frame, without bound.
-        if self.start > 0
-            && (self.start == self.end
-                || self.buf.len() - self.end < want / 2
-                || short(self.buf.len(), self.end))
-        {
+        if self.start > 0 && short(self.buf.len(), self.end) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end = pending;
             self.start = 0;
@@ -335,7 +331,7 @@ impl RecvQueue {
 }
 
 #[cfg(test)]
-#[allow(clippy::panic, clippy::indexing_slicing)]
+#[allow(clippy::panic, clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use std::os::fd::AsFd;
 
@@ -383,6 +379,62 @@ mod tests {
         );
         assert_eq!(rq.chunk, READ_CHUNK);
         assert_eq!(rq.buf.len(), 1 + READ_CHUNK);
+    }
+
+    /// Feeds `bytes` in reads of at most `most`; returns the room each read was offered.
+    fn feed(rq: &mut RecvQueue, bytes: &[u8], most: usize) -> Vec<usize> {
+        let unused = std::io::stdin();
+        let mut offered = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let room = std::cell::Cell::new(0);
+            let got = rq.fill_with(unused.as_fd(), |_, spare, _| {
+                room.set(spare.len());
+                let n = spare.len().min(most).min(bytes.len() - at);
+                spare[..n].copy_from_slice(&bytes[at..at + n]);
+                Ok(Received {
+                    bytes: n,
+                    truncated: false,
+                    unexpected_control: false,
+                })
+            });
+            let Ok(Fill::Read(n)) = got else {
+                panic!("{got:?}");
+            };
+            offered.push(room.get());
+            at += n;
+        }
+        offered
+    }
+
+    #[test]
+    fn once_a_frames_length_is_known_the_buffer_makes_room_for_all_of_it() {
+        let mut rq = RecvQueue::new(&Settings::default());
+        let mut frame = Vec::new();
+        frame::write_frame(&mut frame, 1, 0, 0, &[], &vec![7; 1 << 20]).unwrap();
+        // A small first read learns the length; the next read is offered room for the rest
+        // of the frame at once, and the frame then comes in reads of up to that size.
+        let offered = feed(&mut rq, &frame, 100_000);
+        assert_eq!(offered[0], FIRST_CHUNK);
+        assert!(offered[1] >= frame.len() - FIRST_CHUNK, "{offered:?}");
+        assert_eq!(
+            offered.len(),
+            2 + (frame.len() - FIRST_CHUNK) / 100_000,
+            "{offered:?}"
+        );
+        let got = rq.next_frame().unwrap().unwrap();
+        assert_eq!(got.frame.payload.len(), 1 << 20);
+        assert_eq!(rq.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn every_read_is_offered_at_least_a_chunk() {
+        let mut rq = RecvQueue::new(&Settings::default());
+        // 3000 bytes of a frame whose length is not known yet, then more: the buffer grows
+        // for a whole chunk rather than offering the 1096 bytes left.
+        assert_eq!(feed(&mut rq, &[0xFF; 3000], 3000), [FIRST_CHUNK]);
+        assert_eq!(feed(&mut rq, &[0xFF; 10], 10), [FIRST_CHUNK]);
+        assert_eq!(rq.buf.len(), 3000 + FIRST_CHUNK);
     }
 
     #[test]
