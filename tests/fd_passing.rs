@@ -538,7 +538,7 @@ fn the_receive_queue_reports_what_it_holds_while_a_frame_comes_in_pieces() {
     let mut next = Vec::new();
     fdrpc::transport::frame::write_frame(&mut next, 10, 1, 2, &[], b"one fd").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut fill_exactly = |rq: &mut RecvQueue, want: usize| {
+    let fill_exactly = |rq: &mut RecvQueue, want: usize| {
         let mut read = 0;
         while read < want {
             match rq.fill_until(b.as_fd(), Some(deadline)).unwrap() {
