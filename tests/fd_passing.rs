@@ -5,6 +5,7 @@ mod common;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use common::*;
 use fdrpc::Settings;
@@ -477,7 +478,6 @@ fn the_send_queue_counts_and_keeps_frames_whose_fds_left() {
 /// when the last read returned, when it stalls if nothing more comes, and the end of stream.
 #[test]
 fn the_receive_queue_reports_what_it_holds_while_a_frame_comes_in_pieces() {
-    use std::time::{Duration, Instant};
     let _check = fd_leak_check();
     let (a, b) = UnixStream::pair().unwrap();
     let fds = [memfd(b"first"), memfd(b"second"), memfd(b"next")];
@@ -578,6 +578,12 @@ fn the_receive_queue_reports_what_it_holds_while_a_frame_comes_in_pieces() {
     assert!(third_read > second_read);
     assert_eq!(rq.stall_deadline(stall), Some(third_read + stall));
 
+    // A byte of a frame left: at the end of the stream (its bytes counted from the frame's
+    // start, not the buffer's).
+    assert!(matches!(
+        rq.check_clean_eof(),
+        Err(fdrpc::TransportError::ClosedMidFrame(1))
+    ));
     drop(a);
     assert_eq!(rq.fill_blocking(b.as_fd()).unwrap(), Fill::Eof);
     assert!(rq.is_eof());
@@ -591,17 +597,127 @@ fn the_receive_queue_reports_what_it_holds_while_a_frame_comes_in_pieces() {
 #[test]
 fn a_failed_read_is_an_error_not_a_wait() {
     let _check = fd_leak_check();
+    let enotsock = |err: &fdrpc::TransportError| match err {
+        fdrpc::TransportError::Io(e) => {
+            e.raw_os_error() == Some(rustix::io::Errno::NOTSOCK.raw_os_error())
+        }
+        _ => false,
+    };
     // Not a socket: `recvmsg` fails with ENOTSOCK.
     let not_a_socket = memfd(b"not a socket");
     let mut rq = RecvQueue::new(&Settings::default());
     let err = rq.fill(not_a_socket.as_fd()).unwrap_err();
-    assert!(
-        matches!(&err, fdrpc::TransportError::Io(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSOCK.raw_os_error())),
-        "{err}"
-    );
+    assert!(enotsock(&err), "{err}");
+    // The waiting reads report it too, rather than wait for the fd to become readable.
+    let (mut rq, not_a_socket, errors) = finishes_within(Duration::from_secs(10), move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let errors = [
+            rq.fill_until(not_a_socket.as_fd(), Some(deadline))
+                .unwrap_err(),
+            rq.fill_blocking(not_a_socket.as_fd()).unwrap_err(),
+        ];
+        (rq, not_a_socket, errors)
+    });
+    for err in errors {
+        assert!(enotsock(&err), "{err}");
+    }
     // A socket with nothing to read: would block.
     let (a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
     assert_eq!(rq.fill(b.as_fd()).unwrap(), Fill::WouldBlock);
     drop((rq, a, b, not_a_socket));
+}
+
+/// Runs `f` on a thread and returns what it returns; fails if it takes longer than `limit`
+/// (the thread is left behind: a hang fails the test instead of stalling it).
+fn finishes_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("did not finish within {limit:?}")
+        }
+        // It panicked: pass its panic on.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sent nothing and did not panic"),
+        },
+    }
+}
+
+/// A frame that declares fds must say where they start in the fd stream (`fdrpc-fd-seq`).
+#[test]
+fn a_frame_with_fds_but_no_sequence_number_breaks_the_stream() {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    let fd = memfd(b"one");
+    let mut frame = Vec::new();
+    fdrpc::transport::frame::write_frame(&mut frame, 1, 0, 0, &[("fdrpc-fds", "1")], b"x").unwrap();
+    sendmsg_with(&a, &frame, &[fd.as_fd()]);
+    let mut rq = RecvQueue::new(&Settings::default());
+    rq.fill_blocking(b.as_fd()).unwrap();
+    let err = rq.next_frame().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fdrpc::TransportError::Frame(fdrpc::FrameError::BadFdHeader {
+                key: "fdrpc-fd-seq"
+            })
+        ),
+        "{err}"
+    );
+    drop((rq, a, b, fd));
+}
+
+/// A blocking flush to a peer that is gone fails with the socket's error instead of waiting
+/// for room that will never come; one to a peer that reads late waits for it without
+/// spinning.
+#[test]
+fn a_blocking_flush_fails_on_a_closed_peer_and_waits_quietly_on_a_slow_one() {
+    let _check = fd_leak_check();
+    let (a, b) = UnixStream::pair().unwrap();
+    drop(b);
+    // On a thread, so that a flush that never ends fails the test.
+    finishes_within(Duration::from_secs(10), move || {
+        let mut q = SendQueue::new();
+        q.push(1, b"to nobody", Vec::new(), &[]).unwrap();
+        let err = q.flush_blocking(a.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    });
+
+    // A full socket buffer, and a reader that starts 300 ms later: the flush waits (in
+    // `poll`), taking little CPU time for its 300 ms.
+    let (a, b) = UnixStream::pair().unwrap();
+    let big = vec![5u8; 4 << 20];
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut &b, &mut sink).unwrap();
+        sink.len()
+    });
+    finishes_within(Duration::from_secs(10), move || {
+        let mut q = SendQueue::new();
+        q.push(1, &big, Vec::new(), &[]).unwrap();
+        let (wall, cpu) = (Instant::now(), thread_cpu_time());
+        q.flush_blocking(a.as_fd()).unwrap();
+        let (wall, cpu) = (wall.elapsed(), thread_cpu_time() - cpu);
+        assert!(wall >= Duration::from_millis(250), "{wall:?}");
+        assert!(
+            cpu < wall / 3,
+            "{cpu:?} of CPU in {wall:?}: the flush spins"
+        );
+    });
+    assert!(reader.join().unwrap() > 4 << 20);
+}
+
+/// The CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }

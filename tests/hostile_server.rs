@@ -72,6 +72,9 @@ fn bystander() -> (TargetBlockingClient, std::thread::JoinHandle<()>) {
 /// plays (on another thread), with a bystander connection that must keep working; checks
 /// that no fd is left behind.
 fn against(client_side: impl FnOnce(UnixStream), server: impl FnOnce(&mut Raw) + Send + 'static) {
+    // Every client here must give up by its timeouts (2 s at most): one that waits for ever
+    // fails the run instead of stalling it.
+    let _watchdog = Watchdog::new(Duration::from_secs(30), "a client against a hostile server");
     let _check = fd_leak_check();
     let (a, mut raw) = sockets();
     let (other, other_server) = bystander();

@@ -218,6 +218,26 @@ pub fn interop_tools(what: &str, found: &[(&str, bool)], hint: &str) -> bool {
     false
 }
 
+/// Ends the test process if it is still alive `limit` after being made: a test that would
+/// hang (a wait that a bug made endless) fails instead, with `what` on stderr. Dropping it
+/// disarms it.
+pub struct Watchdog {
+    _disarm: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    pub fn new(limit: std::time::Duration, what: &'static str) -> Watchdog {
+        let (disarm, armed) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
+                eprintln!("{what}: still running after {limit:?}; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog { _disarm: disarm }
+    }
+}
+
 /// Waits up to `limit` for the peer of `sock` to hang up (`POLLRDHUP`: it shut down or closed
 /// its end); whether it did. Data left unread in `sock` does not hide the hang-up.
 pub fn hung_up_within(sock: &impl AsFd, limit: std::time::Duration) -> bool {
