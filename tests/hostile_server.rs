@@ -280,6 +280,13 @@ fn broken_frames() -> Vec<Attack> {
             }),
         ),
         (
+            "a frame whose payload is not a Thrift message",
+            Box::new(|raw: &mut Raw| {
+                let (seqid, _) = take_call(raw);
+                raw.send(&frame(seqid, &[], &[0xff, 0xff, 0xff]), &[]);
+            }),
+        ),
+        (
             "not THeader at all",
             Box::new(|raw: &mut Raw| {
                 let _ = take_call(raw);
@@ -635,4 +642,84 @@ fn items_beyond_the_credit_fail_the_stream_with_a_protocol_error() {
         },
         beyond_the_credit,
     );
+}
+
+/// A stream's producer that sends one item, then `abort` with `cause` (an encoded
+/// `TApplicationException` struct).
+fn aborts_with(cause: Vec<u8>) -> impl FnOnce(&mut Raw) + Send + 'static {
+    move |raw: &mut Raw| {
+        let (seqid, name) = take_call(raw);
+        assert_eq!(name, "items");
+        let mut opened = Encoder::new();
+        opened
+            .write_message_header("items", MessageType::Reply, seqid)
+            .unwrap();
+        opened.write_stop();
+        let mut all = frame(seqid, &[], &opened.into_parts().0);
+        all.extend(frame(
+            seqid,
+            &[("fdrpc-stream", "item")],
+            &stream_item(seqid, 1),
+        ));
+        let mut abort = Encoder::new();
+        abort
+            .write_message_header("items", MessageType::Reply, seqid)
+            .unwrap();
+        let (mut payload, _) = abort.into_parts();
+        payload.extend(cause);
+        all.extend(frame(seqid, &[("fdrpc-stream", "abort")], &payload));
+        raw.send(&all, &[]);
+    }
+}
+
+/// A `TApplicationException` struct: `1: string message` (if any), `2: i32 type`.
+fn application_exception(message: &str, kind: i32) -> Vec<u8> {
+    let mut enc = Encoder::new();
+    let mut last = 0;
+    if !message.is_empty() {
+        enc.write_field_header(8, 1, &mut last);
+        enc.write_binary(message.as_bytes()).unwrap();
+    }
+    enc.write_field_header(5, 2, &mut last);
+    enc.write_i32(kind);
+    enc.write_stop();
+    enc.into_parts().0
+}
+
+/// An `abort` ends the stream after what came before it with the producer's cause; one
+/// that gives none (an empty struct, or an empty message) reads as UNKNOWN, "the producer
+/// aborted the stream" (docs/PROTOCOL.md).
+#[test]
+fn an_aborted_stream_fails_with_the_producers_cause_or_a_generic_one() {
+    let generic = (
+        ApplicationErrorKind::Unknown,
+        "the producer aborted the stream".to_owned(),
+    );
+    for (cause, expected) in [
+        (vec![0], generic.clone()),
+        (application_exception("", 7), generic.clone()),
+        (
+            application_exception("disk on fire", 6),
+            (
+                ApplicationErrorKind::InternalError,
+                "disk on fire".to_owned(),
+            ),
+        ),
+    ] {
+        let expected = expected.clone();
+        blocking(
+            |c| {
+                let got: Vec<_> = c.items().unwrap().collect();
+                assert_eq!(got.len(), 2, "{got:?}");
+                assert_eq!(*got[0].as_ref().unwrap(), 1);
+                match &got[1] {
+                    Err(fdrpc::CallError::Rpc(RpcError::Application(e))) => {
+                        assert_eq!((e.kind, e.message.clone()), expected);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            },
+            aborts_with(cause),
+        );
+    }
 }
