@@ -508,31 +508,8 @@ fn the_async_client_bounds_its_queue_and_takes_back_calls_that_timed_out_unsent(
         },
         stops_reading,
     );
-    // A call queued whole behind one that fills the socket, which gives up first: it is
-    // taken out of the queue, and its fd closed, at once.
-    asynchronous(
-        |c| async move {
-            // The server reads this call, then nothing.
-            let short = c.with_timeout(Duration::from_millis(100));
-            assert!(matches!(short.get(1).await, Err(RpcError::Timeout(_))));
-            let long = c.with_timeout(Duration::from_secs(5));
-            let first = tokio::spawn(async move {
-                long.upload(vec![1; 3 << 20], numbered(1).pop().unwrap())
-                    .await
-            });
-            // The first call's frame fills the socket buffer.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let held = memfds_held();
-            let quick = c.with_timeout(Duration::from_millis(200));
-            let r = quick
-                .upload(vec![1; 1024], numbered(1).pop().unwrap())
-                .await;
-            assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
-            assert_eq!(memfds_held(), held, "the unsent call's fd is still held");
-            first.abort();
-        },
-        stops_reading,
-    );
+    // Calls queued whole behind one that fills the socket: see
+    // `calls_given_up_unsent_are_taken_back_or_cancelled`.
 }
 
 #[test]
@@ -722,4 +699,153 @@ fn an_aborted_stream_fails_with_the_producers_cause_or_a_generic_one() {
             aborts_with(cause),
         );
     }
+}
+
+/// What a server that reads late saw: each frame's method, and its `fdrpc-stream` kind.
+type Seen = Vec<(String, Option<String>)>;
+
+/// A server that takes the first call, then reads nothing until told to (`go`), having said
+/// when the next call's bytes fill its socket (`filling`); then it reads every frame, answers
+/// the `get` that marks the end, and reports what it saw.
+fn reads_late(
+    filling: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+    seen: std::sync::mpsc::Sender<Seen>,
+) -> impl FnOnce(&mut Raw) + Send + 'static {
+    move |raw: &mut Raw| {
+        let _ = take_call(raw);
+        let mut readable = [rustix::event::PollFd::new(
+            &raw.sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let five_s = rustix::event::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        assert_eq!(
+            rustix::event::poll(&mut readable, Some(&five_s)).unwrap(),
+            1
+        );
+        filling.send(()).unwrap();
+        go.recv_timeout(Duration::from_secs(20))
+            .expect("told to read");
+        let mut frames = Vec::new();
+        loop {
+            match raw.next(Duration::from_secs(10)) {
+                Got::Reply {
+                    name,
+                    seqid,
+                    stream,
+                    ..
+                } => {
+                    if name == "get" && stream.is_none() {
+                        raw.send(
+                            &frame(seqid, &[], &answer(&name, MessageType::Reply, seqid, 9)),
+                            &[],
+                        );
+                        break;
+                    }
+                    frames.push((name, stream));
+                }
+                other => panic!("no end marker: {other:?}"),
+            }
+        }
+        seen.send(frames).unwrap();
+    }
+}
+
+/// Calls queued behind one whose frame fills the socket give up (time out) while none of
+/// their frames is written, in the order `calls` lists them (each `(stream, timeout)`: an
+/// `items` stream call or a small `upload` with an fd). Returns what the server saw once it
+/// read everything, and whether every fd of the calls given up was released.
+fn give_up_behind_a_full_socket(calls: &'static [(bool, u64)]) -> (Seen, bool) {
+    use std::sync::mpsc;
+    let (filling_tx, filling) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    let (seen_tx, seen) = mpsc::channel();
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let released_in = released.clone();
+    asynchronous(
+        move |c| async move {
+            let short = c.with_timeout(Duration::from_millis(100));
+            assert!(matches!(short.get(1).await, Err(RpcError::Timeout(_))));
+            let long = c.with_timeout(Duration::from_secs(10));
+            let first = tokio::spawn(async move {
+                long.upload(vec![1; 3 << 20], numbered(1).pop().unwrap())
+                    .await
+            });
+            tokio::task::spawn_blocking(move || filling.recv_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .expect("the upload fills the socket");
+            let held = memfds_held();
+            let mut tasks = Vec::new();
+            for &(stream, ms) in calls {
+                let c = c.with_timeout(Duration::from_millis(ms));
+                tasks.push(tokio::spawn(async move {
+                    if stream {
+                        c.items().await.map(|_| ()).unwrap_err()
+                    } else {
+                        c.upload(vec![2; 1024], numbered(1).pop().unwrap())
+                            .await
+                            .unwrap_err()
+                    }
+                }));
+                // Queued in this order.
+                tokio::task::yield_now().await;
+            }
+            for task in tasks {
+                let e = task.await.unwrap();
+                assert!(matches!(e, RpcError::Timeout(_)), "{e:?}");
+            }
+            released_in.store(memfds_held() == held, std::sync::atomic::Ordering::SeqCst);
+            // The upload that filled the socket is given up too (it was partly written: it
+            // stays, and is cancelled).
+            first.abort();
+            assert!(first.await.unwrap_err().is_cancelled());
+            go.send(()).unwrap();
+            // The end marker: once it is answered, everything queued before it was read.
+            let c = c.with_timeout(Duration::from_secs(10));
+            assert_eq!(c.get(2).await.unwrap(), 9);
+        },
+        reads_late(filling_tx, go_rx, seen_tx),
+    );
+    let seen = seen
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the server's report");
+    (seen, released.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// Calls given up before any of their frames was written leave the send queue with their
+/// fds, so that the server never hears of them, in whichever order they give up, once they
+/// are last in the queue; a stream call that cannot leave is cancelled behind its frame.
+#[test]
+fn calls_given_up_unsent_are_taken_back_or_cancelled() {
+    let named = |name: &str, kind: Option<&str>| (name.to_owned(), kind.map(str::to_owned));
+    let (upload, items) = (named("upload", None), named("items", None));
+    let cancel = |name| named(name, Some("cancel"));
+    // A plain call gives up first, with a stream call behind it; then the stream call: both
+    // leave, the first once the second has.
+    let (seen, released) = give_up_behind_a_full_socket(&[(false, 200), (true, 400)]);
+    assert_eq!(
+        seen,
+        [cancel("get"), upload.clone(), cancel("upload")],
+        "only the first call and the upload that filled the socket"
+    );
+    assert!(released, "the fd of a call taken back is still held");
+    // A stream call gives up first, with a plain call behind it: the stream call is cancelled
+    // (its cancel queued behind the plain call), so neither can leave.
+    let (seen, _) = give_up_behind_a_full_socket(&[(true, 200), (false, 400)]);
+    assert_eq!(
+        seen,
+        [
+            cancel("get"),
+            upload.clone(),
+            items,
+            upload,
+            cancel("items"),
+            cancel("upload")
+        ],
+        "the stream call and its cancel, once"
+    );
 }

@@ -263,6 +263,13 @@ impl Client {
         }
         let seqid = started.seqid;
         record_seqid(span.as_ref(), seqid);
+        // Made before the guard, so that it is dropped after it: a call given up takes its
+        // frame back from the send queue if none of it was written, which the consumer's
+        // cancel, queued behind the frame, would prevent. (The guard closes the stream's
+        // inbox: the consumer then has nothing left to cancel.)
+        let consumer = started
+            .inbox
+            .map(|id| Consumer::new(conn.clone(), seqid, id));
         // From here, dropping this future (or failing) forgets the call, tells the server to
         // drop its handler, and aborts its sink; dropping the consumer cancels its stream.
         let mut guard = CallGuard {
@@ -271,9 +278,6 @@ impl Client {
             method,
             armed: true,
         };
-        let consumer = started
-            .inbox
-            .map(|id| Consumer::new(conn.clone(), seqid, id));
         // Settled by the reply, by the deadline passing, or by the connection's end.
         let reply = std::future::poll_fn(|cx| conn.with(|c| c.poll_reply(seqid, Some(cx.waker()))));
         let reply = match (sink, started.outbox) {
