@@ -42,6 +42,8 @@ pub struct Numbered {
 pub trait Probe {
     /// Items that never end; counts what it produces.
     async fn endless(&self) -> fdrpc::Stream<OwnedFd>;
+    /// One item, then nothing for ever.
+    async fn quiet(&self) -> fdrpc::Stream<i32>;
     /// `n` items, then a Failure carrying a memfd.
     async fn failing(&self, n: i32) -> fdrpc::Stream<OwnedFd, Failure>;
     /// Refuses before the stream opens unless `open`.
@@ -51,6 +53,9 @@ pub trait Probe {
     async fn ordered(&self, items: fdrpc::Stream<Numbered>, slow: bool) -> i64;
     /// Doubles each number, keeping its fd: a stream both ways.
     async fn doubled(&self, items: fdrpc::Stream<Numbered>) -> fdrpc::Stream<Numbered>;
+    /// Takes the first item of `items`, drops the rest (cancelling the client's sink), and
+    /// streams that item back.
+    async fn first_only(&self, items: fdrpc::Stream<i32>) -> fdrpc::Stream<i32>;
     /// A first response carrying an fd, then `n` numbers; refused for a negative `n`.
     async fn with_header(&self, n: i32) -> Result<(Numbered, fdrpc::Stream<i32>), Failure>;
 }
@@ -80,6 +85,18 @@ impl Probe for ProbeImpl {
             produced.fetch_add(1, Ordering::SeqCst);
             OwnedFd::from(memfd(i.to_string().as_bytes()))
         }))
+    }
+
+    async fn quiet(&self) -> fdrpc::Stream<i32> {
+        let flag = DropFlag(self.cancelled.clone());
+        fdrpc::Stream::from_stream(
+            futures::stream::once(async { 1 })
+                .chain(futures::stream::pending())
+                .map(move |i| {
+                    let _ = &flag;
+                    i
+                }),
+        )
     }
 
     async fn failing(&self, n: i32) -> fdrpc::Stream<OwnedFd, Failure> {
@@ -129,6 +146,12 @@ impl Probe for ProbeImpl {
             });
         }
         Ok((numbered(42), fdrpc::Stream::iter(0..n)))
+    }
+
+    async fn first_only(&self, mut items: fdrpc::Stream<i32>) -> fdrpc::Stream<i32> {
+        let first = items.next().await.and_then(Result::ok);
+        drop(items);
+        fdrpc::Stream::iter(first)
     }
 
     async fn doubled(&self, items: fdrpc::Stream<Numbered>) -> fdrpc::Stream<Numbered> {
@@ -258,6 +281,64 @@ fn dropping_the_client_stream_cancels_the_producer() {
         let mut again = client.maybe(true).await.unwrap();
         assert_eq!(again.next().await.unwrap().unwrap(), 1);
         drop((again, client));
+        server.await.unwrap();
+    });
+}
+
+/// A producer waiting for its next item (not for credit) still learns of a cancel: its
+/// stream is dropped.
+#[test]
+fn a_cancel_reaches_a_producer_that_waits_for_its_next_item() {
+    run_async(async {
+        let probe = ProbeImpl::default();
+        let cancelled = probe.cancelled.clone();
+        let (client, server) = serve_probe(probe);
+        let mut stream = client.quiet().await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        assert!(!cancelled.load(Ordering::SeqCst));
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cancelled.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiting producer was never told"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(client);
+        server.await.unwrap();
+    });
+    // The same for a client's sink that goes on beside the stream its call opened: the
+    // server drops it after one item, while the client's stream waits for its next.
+    run_async(async {
+        let (client, server) = serve_probe(ProbeImpl::default());
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(cancelled.clone());
+        let sink = fdrpc::Stream::from_stream(
+            futures::stream::once(async { 7 })
+                .chain(futures::stream::pending())
+                .map(move |i| {
+                    let _ = &flag;
+                    i
+                }),
+        );
+        let back: Vec<i32> = client
+            .first_only(sink)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(back, [7]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cancelled.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client's waiting sink was never told"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(client);
         server.await.unwrap();
     });
 }
