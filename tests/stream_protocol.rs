@@ -300,6 +300,25 @@ fn a_cancel_stops_the_stream_and_later_credit_is_dropped() {
     p.settles();
 }
 
+/// A client that stops sending (shuts down its write side) in the middle of a sink: the sink
+/// breaks off, and the call is still answered, with PROTOCOL_ERROR (docs/PROTOCOL.md).
+#[test]
+fn a_sink_whose_client_stops_sending_breaks_off_and_the_call_is_still_answered() {
+    let mut p = Peer::start();
+    p.send(&frame(1, &[], &call("total_size", 1, &[0])));
+    expect_kind(p.next(), 1, "credit");
+    let f = memfd(b"1234567");
+    p.raw.send(&sink_item(1, 0), &[f.as_fd()]);
+    p.raw.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let why = p
+        .raw
+        .expect_application_error(fdrpc::ApplicationErrorKind::ProtocolError);
+    assert!(
+        why.starts_with("the sink broke off before its end"),
+        "{why}"
+    );
+}
+
 #[test]
 fn a_sink_gets_its_window_and_may_end_before_using_it() {
     let mut p = Peer::start();
