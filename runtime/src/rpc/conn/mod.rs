@@ -367,13 +367,11 @@ impl Conn {
         std::mem::take(&mut self.writer_wanted)
     }
 
-    /// Asks for the writer if the queue holds anything and it is not already asked.
-    pub(crate) fn schedule_writer(&mut self) -> bool {
-        if !self.send.is_empty() && !self.writer_scheduled && self.dead.is_none() {
-            self.writer_scheduled = true;
-            return true;
-        }
-        false
+    /// Whether the writer has been asked for and has not emptied the queue since: always, while
+    /// frames are queued (every push asks for it unless it is asked already, and it is idle
+    /// only once the queue is empty).
+    pub(crate) fn writer_scheduled(&self) -> bool {
+        self.writer_scheduled
     }
 
     /// The writer emptied the queue: the next frame must ask for it again.

@@ -189,9 +189,12 @@ impl TokioConn {
                 self.owed.store(false, Ordering::Release);
                 self.drained.notify_waiters();
             }
-            // Would block, or failed: the writer task handles it.
+            // Would block, or failed: the writer task handles it. Frames are queued, so it was
+            // asked for when they were pushed: woken then, or owed a wake from the deferred
+            // section this ends.
             Ok(false) | Err(_) => {
-                let wake = conn.schedule_writer() | self.owed.swap(false, Ordering::AcqRel);
+                debug_assert!(conn.writer_scheduled());
+                let wake = self.owed.swap(false, Ordering::AcqRel);
                 drop(conn);
                 if wake {
                     self.wake_writer();
