@@ -353,6 +353,31 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_that_came_before_the_deadline_is_kept_when_the_deadline_passes() {
+        let mut c = Calls::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        c.wait(1, "a", Some((t0 + ms(10), ms(10))));
+        c.settle(
+            1,
+            Ok(Reply {
+                ty: MessageType::Reply,
+                body: vec![42],
+                fds: vec![],
+            }),
+        );
+        // The deadline passes before the caller takes the reply.
+        let mut wake = Vec::new();
+        c.expire(t0 + ms(20), &mut wake);
+        assert!(wake.is_empty());
+        match c.poll(1, None, closed) {
+            Poll::Ready(Ok(r)) => assert_eq!(r.body, [42]),
+            other => panic!("{other:?}"),
+        }
+        assert!(!c.forget(1), "answered: the server needs no cancel");
+    }
+
+    #[test]
     fn the_deadline_queue_stays_within_a_few_times_the_calls_in_flight() {
         let mut c = Calls::default();
         let t0 = Instant::now();

@@ -425,7 +425,9 @@ mod tests {
     #[test]
     fn registrations_under_a_reused_seqid_are_told_apart() {
         let mut r = Routes::default();
+        assert!(!r.contains(1));
         let old = r.open_outbox(1, 3);
+        assert!(r.contains(1));
         let new = r.open_outbox(1, 0);
         assert_eq!(r.take_credit(1, old, None), Poll::Ready(false));
         assert_eq!(r.take_credit(1, new, None), Poll::Pending);
