@@ -897,3 +897,25 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scratch_buffer_is_kept_for_the_next_message_unless_a_huge_one_grew_it() {
+        let mut c = Conn::new(Role::Client, &Settings::default());
+        let oneway = |c: &mut Conn, bytes: usize| {
+            c.push_message("m", MessageType::Oneway, 1, &[], |enc| {
+                enc.write_binary(&vec![0; bytes])
+            })
+            .unwrap();
+        };
+        oneway(&mut c, 100);
+        let kept = c.scratch.capacity();
+        assert!(kept >= 100, "{kept}");
+        oneway(&mut c, MAX_KEPT_SCRATCH * 2);
+        assert!(c.scratch.capacity() <= MAX_KEPT_SCRATCH);
+    }
+}
