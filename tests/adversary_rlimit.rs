@@ -40,7 +40,8 @@ fn fds_beyond_rlimit_nofile_fail_only_that_connection() {
     std::thread::sleep(Duration::from_millis(50));
     let baseline = fd_count();
     let attacker = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The attacker's socket, and the server's end once it accepts.
+    await_fd_count("the server accepting", |n| n >= baseline + 2);
     let fds = numbered(100);
 
     // Room for a handful of new fds only.

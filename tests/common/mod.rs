@@ -253,6 +253,23 @@ pub fn hung_up_within(sock: &impl AsFd, limit: std::time::Duration) -> bool {
     fds[0].revents().contains(rustix::event::PollFlags::RDHUP)
 }
 
+/// Waits up to five seconds for the process's fd count to satisfy `reached`, and returns it;
+/// fails the test, naming `what` was awaited, if it does not.
+pub fn await_fd_count(what: &str, reached: impl Fn(usize) -> bool) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = fd_count();
+        if reached(now) {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fd count stuck at {now}: {what} did not happen within 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Waits up to five seconds for the process's fd count to come back to `baseline`; fails the
 /// test with both counts if it does not.
 pub fn settle_fd_count(baseline: usize) {
