@@ -558,7 +558,9 @@ fn the_server_wide_fd_budget_pauses_reading_instead_of_running_out() {
         parkers.push(raw);
     }
     // Once the server has read the parked fds: those 500, and both ends of two connections.
-    await_fd_count("the server reading the parked fds", |n| n >= h.baseline + 504);
+    await_fd_count("the server reading the parked fds", |n| {
+        n >= h.baseline + 504
+    });
     // A third peer's call needs a share of the budget to be read: it waits until the stall
     // timeout releases the parked fds, instead of the server taking more.
     let started = Instant::now();

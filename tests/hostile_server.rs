@@ -849,3 +849,49 @@ fn calls_given_up_unsent_are_taken_back_or_cancelled() {
         "the stream call and its cancel, once"
     );
 }
+
+/// A server that opens a stream, sends three items and closes the connection.
+fn three_items_then_gone(raw: &mut Raw) {
+    let (seqid, name) = take_call(raw);
+    assert_eq!(name, "items");
+    let mut opened = Encoder::new();
+    opened
+        .write_message_header("items", MessageType::Reply, seqid)
+        .unwrap();
+    opened.write_stop();
+    let mut all = frame(seqid, &[], &opened.into_parts().0);
+    for v in 0..3 {
+        all.extend(frame(
+            seqid,
+            &[("fdrpc-stream", "item")],
+            &stream_item(seqid, v),
+        ));
+    }
+    raw.send(&all, &[]);
+    let _ = raw.sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// Items that arrived before the connection ended stay readable; the stream's failure comes
+/// after them.
+#[test]
+fn items_received_before_the_connection_ends_are_read_before_its_failure() {
+    let check = |got: Vec<Result<i32, String>>| {
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[..3], [Ok(0), Ok(1), Ok(2)]);
+        assert!(got[3].is_err(), "{got:?}");
+    };
+    asynchronous(
+        |c| async move {
+            let stream = c.items().await.unwrap();
+            // Taken only once the client has seen the connection end.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !c.client().is_closed() {
+                assert!(Instant::now() < deadline, "the end was not seen");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            use futures::StreamExt;
+            check(stream.map(|r| r.map_err(|e| e.to_string())).collect().await);
+        },
+        three_items_then_gone,
+    );
+}
