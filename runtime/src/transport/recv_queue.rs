@@ -223,11 +223,13 @@ impl RecvQueue {
     /// its length is known, and at least a read chunk otherwise.
     fn make_room(&mut self) {
         let pending = self.end - self.start;
+        // (For a frame already complete this asks no more room than a read: it is all
+        // buffered. The drivers take complete frames before reading again anyway.)
         let want = match frame::frame_len(
             self.buf.get(self.start..self.end).unwrap_or_default(),
             self.limits.max_frame_size,
         ) {
-            Ok(Some(total)) if total > pending => total.max(self.chunk),
+            Ok(Some(total)) => total.max(self.chunk),
             _ => self.chunk,
         };
         // Too little room after `end`: less than a read, or less than the whole frame.
