@@ -721,3 +721,45 @@ fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
+
+/// A signal whose handler was installed without `SA_RESTART` interrupts a blocking
+/// `recvmsg` or `poll` (EINTR): the read goes on waiting and returns what comes.
+#[test]
+fn a_signal_does_not_break_a_blocking_read() {
+    use std::os::unix::thread::JoinHandleExt;
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing for SIGUSR1, which nothing else in this
+    // test binary uses; `sa_flags` 0 leaves out SA_RESTART, so interrupted calls fail with
+    // EINTR instead of restarting.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = 0;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let _check = fd_leak_check();
+    for until in [None, Some(Duration::from_secs(10))] {
+        let (a, b) = UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut rq = RecvQueue::new(&Settings::default());
+            match until {
+                None => rq.fill_blocking(b.as_fd()).map_err(|e| e.to_string()),
+                Some(limit) => rq
+                    .fill_until(b.as_fd(), Some(Instant::now() + limit))
+                    .map_err(|e| e.to_string()),
+            }
+        });
+        // Signals for 100 ms while the reader waits, then a byte.
+        for _ in 0..20 {
+            // SAFETY: the thread is alive (joined below).
+            unsafe { libc::pthread_kill(reader.as_pthread_t(), libc::SIGUSR1) };
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::io::Write::write_all(&mut &a, b"x").unwrap();
+        let got = finishes_within(Duration::from_secs(10), move || reader.join().unwrap());
+        assert_eq!(got, Ok(Fill::Read(1)), "waiting {until:?}");
+    }
+}
