@@ -538,8 +538,9 @@ fn oneways_wait_for_room_in_a_bounded_queue() {
     );
 }
 
-/// A stream's producer that sends more items than the client granted (64 by default).
-fn beyond_the_credit(raw: &mut Raw) {
+/// Takes the `items` call and returns its seqid and the frames that answer it: the reply that
+/// opens the stream, then an item for each of `values`.
+fn open_items(raw: &mut Raw, values: std::ops::Range<i32>) -> (i32, Vec<u8>) {
     let (seqid, name) = take_call(raw);
     assert_eq!(name, "items");
     let mut opened = Encoder::new();
@@ -548,13 +549,19 @@ fn beyond_the_credit(raw: &mut Raw) {
         .unwrap();
     opened.write_stop();
     let mut all = frame(seqid, &[], &opened.into_parts().0);
-    for v in 0..70 {
+    for v in values {
         all.extend(frame(
             seqid,
             &[("fdrpc-stream", "item")],
             &stream_item(seqid, v),
         ));
     }
+    (seqid, all)
+}
+
+/// A stream's producer that sends more items than the client granted (64 by default).
+fn beyond_the_credit(raw: &mut Raw) {
+    let (_, all) = open_items(raw, 0..70);
     raw.send(&all, &[]);
     // The client cancels the stream.
     loop {
@@ -625,19 +632,7 @@ fn items_beyond_the_credit_fail_the_stream_with_a_protocol_error() {
 /// `TApplicationException` struct).
 fn aborts_with(cause: Vec<u8>) -> impl FnOnce(&mut Raw) + Send + 'static {
     move |raw: &mut Raw| {
-        let (seqid, name) = take_call(raw);
-        assert_eq!(name, "items");
-        let mut opened = Encoder::new();
-        opened
-            .write_message_header("items", MessageType::Reply, seqid)
-            .unwrap();
-        opened.write_stop();
-        let mut all = frame(seqid, &[], &opened.into_parts().0);
-        all.extend(frame(
-            seqid,
-            &[("fdrpc-stream", "item")],
-            &stream_item(seqid, 1),
-        ));
+        let (seqid, mut all) = open_items(raw, 1..2);
         let mut abort = Encoder::new();
         abort
             .write_message_header("items", MessageType::Reply, seqid)
@@ -852,21 +847,7 @@ fn calls_given_up_unsent_are_taken_back_or_cancelled() {
 
 /// A server that opens a stream, sends three items and closes the connection.
 fn three_items_then_gone(raw: &mut Raw) {
-    let (seqid, name) = take_call(raw);
-    assert_eq!(name, "items");
-    let mut opened = Encoder::new();
-    opened
-        .write_message_header("items", MessageType::Reply, seqid)
-        .unwrap();
-    opened.write_stop();
-    let mut all = frame(seqid, &[], &opened.into_parts().0);
-    for v in 0..3 {
-        all.extend(frame(
-            seqid,
-            &[("fdrpc-stream", "item")],
-            &stream_item(seqid, v),
-        ));
-    }
+    let (_, all) = open_items(raw, 0..3);
     raw.send(&all, &[]);
     let _ = raw.sock.shutdown(std::net::Shutdown::Both);
 }

@@ -164,6 +164,24 @@ impl Probe for ProbeImpl {
     }
 }
 
+/// Waits up to five seconds for `flag` to be set; fails with `what` if it is not.
+async fn set_within_5s(flag: &AtomicBool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !flag.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`set_within_5s`] for a thread outside any runtime.
+fn block_on_set_within_5s(flag: &AtomicBool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !flag.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn serve_probe(probe: ProbeImpl) -> (ProbeClient, tokio::task::JoinHandle<()>) {
     let (a, b) = tokio::net::UnixStream::pair().unwrap();
     let server = tokio::spawn(async move {
@@ -264,14 +282,7 @@ fn dropping_the_client_stream_cancels_the_producer() {
             stream.next().await.unwrap().unwrap();
         }
         drop(stream);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !cancelled.load(Ordering::SeqCst) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the producer was never told"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        set_within_5s(&cancelled, "the producer was never told").await;
         let made = produced.load(Ordering::SeqCst);
         assert!(
             made <= 5 + (fdrpc::DEFAULT_WINDOW as usize),
@@ -297,14 +308,7 @@ fn a_cancel_reaches_a_producer_that_waits_for_its_next_item() {
         assert_eq!(stream.next().await.unwrap().unwrap(), 1);
         assert!(!cancelled.load(Ordering::SeqCst));
         drop(stream);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !cancelled.load(Ordering::SeqCst) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the waiting producer was never told"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        set_within_5s(&cancelled, "the waiting producer was never told").await;
         drop(client);
         server.await.unwrap();
     });
@@ -330,14 +334,7 @@ fn a_cancel_reaches_a_producer_that_waits_for_its_next_item() {
             .collect()
             .await;
         assert_eq!(back, [7]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !cancelled.load(Ordering::SeqCst) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the client's waiting sink was never told"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        set_within_5s(&cancelled, "the client's waiting sink was never told").await;
         drop(client);
         server.await.unwrap();
     });
@@ -549,14 +546,10 @@ fn the_blocking_client_cancels_a_stream_it_drops() {
                 assert_eq!(contents(&fd), i.to_string().as_bytes());
             }
             drop(endless);
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while !cancelled.load(Ordering::SeqCst) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the server's producer still runs: no cancel came"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            block_on_set_within_5s(
+                &cancelled,
+                "the server's producer still runs: no cancel came",
+            );
             // Never more than the window (64) beyond what was taken, plus the one item the
             // producer holds to learn whether the stream ended.
             let made = produced.load(Ordering::SeqCst);
