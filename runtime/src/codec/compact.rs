@@ -653,6 +653,19 @@ mod tests {
     }
 
     #[test]
+    fn an_encoder_appends_to_the_buffer_it_is_given() {
+        let mut e = Encoder::with_buffer(vec![7, 8]);
+        e.write_byte(0xab);
+        e.write_i8(-1);
+        assert_eq!(e.bytes(), [7, 8, 0xab, 0xff]);
+        let (fd, _) = rustix::pipe::pipe().unwrap();
+        e.write_fd(fd).unwrap();
+        assert_eq!(e.fd_count(), 1);
+        let (bytes, fds) = e.into_parts();
+        assert_eq!((bytes, fds.len()), (vec![7, 8, 0xab, 0xff, 0], 1));
+    }
+
+    #[test]
     fn zigzag_varints_round_trip_at_the_edges() {
         for v in [
             0i64,
