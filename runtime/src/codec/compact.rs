@@ -666,6 +666,85 @@ mod tests {
     }
 
     #[test]
+    fn lengths_are_bounded_by_i32_and_by_the_bytes_that_remain() {
+        // Encoding: counts beyond i32::MAX are refused (no allocation needed to ask).
+        let max = i32::MAX as usize;
+        let mut e = Encoder::new();
+        assert!(e.write_list_header(TType::I32, max).is_ok());
+        assert!(e.write_map_header(TType::I32, TType::I32, max).is_ok());
+        for err in [
+            e.write_list_header(TType::I32, max + 1).unwrap_err(),
+            e.write_map_header(TType::I32, TType::I32, max + 1)
+                .unwrap_err(),
+        ] {
+            assert!(matches!(err, EncodeError::TooLong { len, .. } if len == max + 1));
+        }
+        // Decoding: a length may take exactly the bytes that remain, not one more.
+        assert_eq!(dec(&[3, b'a', b'b', b'c']).read_binary().unwrap(), b"abc");
+        let mut d = dec(&[4, b'a', b'b', b'c']);
+        assert!(matches!(
+            d.read_binary().unwrap_err().kind(),
+            DecodeErrorKind::LengthTooLarge(4)
+        ));
+        // A list of three bytes, at the end.
+        let (ty, n) = dec(&[0x33, 1, 2, 3]).read_list_header().unwrap();
+        assert_eq!((ty, n), (TType::Byte, 3));
+        assert!(matches!(
+            dec(&[0x43, 1, 2, 3]).read_list_header().unwrap_err().kind(),
+            DecodeErrorKind::LengthTooLarge(4)
+        ));
+        // A map takes at least two bytes per entry: one entry of two bytes after the types.
+        let (k, v, n) = dec(&[1, 0x33, 1, 2]).read_map_header().unwrap();
+        assert_eq!((k, v, n), (TType::Byte, TType::Byte, 1));
+        assert!(matches!(
+            dec(&[2, 0x33, 1, 2]).read_map_header().unwrap_err().kind(),
+            DecodeErrorKind::LengthTooLarge(2)
+        ));
+    }
+
+    #[test]
+    fn depth_counts_nesting_not_siblings() {
+        // A list of 100 empty structs: 100 siblings, two levels deep.
+        let mut e = Encoder::new();
+        e.write_list_header(TType::Struct, 100).unwrap();
+        for _ in 0..100 {
+            e.write_stop();
+        }
+        assert!(dec(e.bytes()).skip(TType::List).is_ok());
+        let mut shallow = dec(e.bytes());
+        shallow.set_max_depth(1);
+        assert!(matches!(
+            shallow.skip(TType::List).unwrap_err().kind(),
+            DecodeErrorKind::TooDeep(1)
+        ));
+    }
+
+    #[test]
+    fn fds_can_be_checked_or_taken_apart_from_the_bytes() {
+        let table = || {
+            let (a, b) = rustix::pipe::pipe().unwrap();
+            FdTable::new(vec![a, b])
+        };
+        // Trailing bytes are allowed by `finish_fds`, unclaimed fds are not.
+        let bytes = [0, 9, 9];
+        let mut d = Decoder::new(&bytes, table());
+        d.read_fd().unwrap();
+        assert!(matches!(
+            d.finish_fds().unwrap_err().kind(),
+            DecodeErrorKind::UnclaimedFds(1)
+        ));
+        let mut d = Decoder::new(&[0, 2, 9], table());
+        d.read_fd().unwrap();
+        d.read_fd().unwrap();
+        d.finish_fds().unwrap();
+        // Taken: the table leaves with its fds, the decoder has none.
+        let mut d = Decoder::new(&[0], table());
+        let taken = d.take_fds();
+        assert_eq!(taken.len(), 2);
+        assert!(d.read_fd().is_err());
+    }
+
+    #[test]
     fn zigzag_varints_round_trip_at_the_edges() {
         for v in [
             0i64,

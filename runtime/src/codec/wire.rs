@@ -759,3 +759,114 @@ pub mod display {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+    use crate::codec::fd_table::FdTable;
+
+    fn idl<T: Wire>() -> String {
+        T::idl_type(&mut Idl::new())
+    }
+
+    fn round_trip<T: Wire>(v: T) -> (T, Vec<u8>) {
+        let mut enc = Encoder::new();
+        v.encode(&mut enc).unwrap();
+        let (bytes, _) = enc.into_parts();
+        let mut dec = Decoder::new(&bytes, FdTable::empty());
+        let back = T::decode(&mut dec).unwrap();
+        dec.finish().unwrap();
+        (back, bytes)
+    }
+
+    #[test]
+    fn every_container_describes_itself_in_the_idl() {
+        assert_eq!(idl::<Vec<u8>>(), "binary");
+        assert_eq!(idl::<Vec<i32>>(), "list<i32>");
+        assert_eq!(idl::<VecDeque<i64>>(), "list<i64>");
+        assert_eq!(idl::<BTreeSet<i16>>(), "set<i16>");
+        assert_eq!(idl::<HashSet<String>>(), "set<string>");
+        assert_eq!(idl::<BTreeMap<i16, Binary>>(), "map<i16, binary>");
+        assert_eq!(idl::<HashMap<String, bool>>(), "map<string, bool>");
+        assert_eq!(idl::<Box<f64>>(), "double");
+    }
+
+    #[test]
+    // Asserted at run time, so that a wrong constant fails this test rather than the build.
+    #[allow(clippy::assertions_on_constants)]
+    fn a_map_carries_fds_if_its_keys_or_its_values_do() {
+        assert!(<HashMap<i32, OwnedFd> as Wire>::HAS_FDS);
+        assert!(<BTreeMap<i32, OwnedFd> as Wire>::HAS_FDS);
+        assert!(!<HashMap<i32, String> as Wire>::HAS_FDS);
+        assert!(!<BTreeMap<i32, String> as Wire>::HAS_FDS);
+    }
+
+    #[test]
+    fn a_box_travels_as_what_it_holds() {
+        let (back, bytes) = round_trip(vec![Box::new(300i32), Box::new(-1)]);
+        assert_eq!(back, [Box::new(300), Box::new(-1)]);
+        assert_eq!(bytes, round_trip(vec![300i32, -1]).1);
+    }
+
+    #[test]
+    fn binary_and_u64_bits_convert_both_ways() {
+        let b = Binary::from(vec![1, 2, 3]);
+        assert_eq!(b.len(), 3);
+        assert_eq!(*b, [1, 2, 3]);
+        assert_eq!(Vec::<u8>::from(b), [1, 2, 3]);
+        assert_eq!(u64::from(U64Bits(u64::MAX - 1)), u64::MAX - 1);
+        assert_eq!(
+            <Option<Vec<u8>> as BinaryField<Option<Binary>>>::into_repr(None),
+            None
+        );
+        assert_eq!(
+            <Option<Vec<u8>> as BinaryField<Option<Binary>>>::into_repr(Some(vec![9])),
+            Some(Binary(vec![9]))
+        );
+    }
+
+    /// A hostile element count costs at most what the bytes behind it hold, and a small list
+    /// gets exactly its size.
+    #[test]
+    fn decoding_reserves_the_count_given_up_to_64_kib() {
+        let (small, _) = round_trip(vec![7i32; 10]);
+        assert_eq!(small.capacity(), 10);
+        // 20,000 i32s: the first 16,384 (64 KiB) are reserved up front, the rest by growth.
+        let (large, _) = round_trip(vec![1i32; 20_000]);
+        assert_eq!(large.capacity(), 2 * (64 * 1024 / 4));
+    }
+
+    /// A value shown with its `Display` when it has one (an optional one too), with `Debug`
+    /// otherwise: how `CallError` shows a service's error.
+    #[test]
+    fn a_service_error_shows_its_display_or_else_its_debug() {
+        #[derive(Debug)]
+        struct Shown;
+        impl Wire for Shown {
+            const TTYPE: TType = TType::I32;
+            fn idl_type(_: &mut Idl) -> String {
+                "i32".into()
+            }
+            fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+                enc.write_i32(0);
+                Ok(())
+            }
+            fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+                dec.read_i32().map(|_| Shown)
+            }
+            fn fmt_display(&self, f: &mut std::fmt::Formatter<'_>) -> Option<std::fmt::Result> {
+                Some(f.write_str("shown"))
+            }
+        }
+        fn show<E: std::fmt::Debug + Field>(e: E) -> String {
+            crate::CallError::Service(e).to_string()
+        }
+        assert_eq!(show(Shown), "shown");
+        assert_eq!(show(Some(Shown)), "shown");
+        assert_eq!(show(5i32), "the service returned an error: 5");
+        assert_eq!(show(None::<Shown>), "the service returned an error: None");
+    }
+}
