@@ -658,11 +658,13 @@ mod tests {
         e.write_byte(0xab);
         e.write_i8(-1);
         assert_eq!(e.bytes(), [7, 8, 0xab, 0xff]);
-        let (fd, _) = rustix::pipe::pipe().unwrap();
-        e.write_fd(fd).unwrap();
-        assert_eq!(e.fd_count(), 1);
+        assert_eq!(e.fd_count(), 0);
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        e.write_fd(read).unwrap();
+        e.write_fd(write).unwrap();
+        assert_eq!(e.fd_count(), 2);
         let (bytes, fds) = e.into_parts();
-        assert_eq!((bytes, fds.len()), (vec![7, 8, 0xab, 0xff, 0], 1));
+        assert_eq!((bytes, fds.len()), (vec![7, 8, 0xab, 0xff, 0, 2], 2));
     }
 
     #[test]
@@ -679,6 +681,14 @@ mod tests {
         ] {
             assert!(matches!(err, EncodeError::TooLong { len, .. } if len == max + 1));
         }
+        // Bytes one past the limit are refused before any is copied. The zeroed vector is
+        // calloc'd address space: its 2 GiB are never touched unless the check fails.
+        let huge = vec![0u8; max + 1];
+        assert!(matches!(
+            e.write_binary(&huge).unwrap_err(),
+            EncodeError::TooLong { len, .. } if len == max + 1
+        ));
+        drop(huge);
         // Decoding: a length may take exactly the bytes that remain, not one more.
         assert_eq!(dec(&[3, b'a', b'b', b'c']).read_binary().unwrap(), b"abc");
         let mut d = dec(&[4, b'a', b'b', b'c']);

@@ -761,7 +761,7 @@ pub mod display {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use std::os::fd::OwnedFd;
 
@@ -802,6 +802,50 @@ mod tests {
         assert!(<BTreeMap<i32, OwnedFd> as Wire>::HAS_FDS);
         assert!(!<HashMap<i32, String> as Wire>::HAS_FDS);
         assert!(!<BTreeMap<i32, String> as Wire>::HAS_FDS);
+    }
+
+    fn decode_as<T: Wire>(bytes: &[u8]) -> Result<T, DecodeError> {
+        T::decode(&mut Decoder::new(bytes, FdTable::empty()))
+    }
+
+    fn wrong_type_of<T: std::fmt::Debug>(
+        r: Result<T, DecodeError>,
+    ) -> (&'static str, &'static str) {
+        match r.unwrap_err().kind() {
+            DecodeErrorKind::WrongType { expected, found } => (*expected, *found),
+            other => panic!("expected WrongType, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn collection_elements_of_another_type_are_refused_unless_there_are_none() {
+        // A list<i64> of small numbers: its varints would read as i32 too, so only the
+        // element type code can tell.
+        let longs = round_trip(vec![1i64, 2]).1;
+        assert_eq!(wrong_type_of(decode_as::<Vec<i32>>(&longs)), ("i32", "i64"));
+        assert_eq!(
+            wrong_type_of(decode_as::<BTreeSet<i32>>(&longs)),
+            ("i32", "i64")
+        );
+        // map<i16, i64> read with the wrong key type, then the wrong value type.
+        let map = round_trip(BTreeMap::from([(1i16, 2i64)])).1;
+        assert_eq!(
+            wrong_type_of(decode_as::<BTreeMap<i32, i64>>(&map)),
+            ("i32", "i16")
+        );
+        assert_eq!(
+            wrong_type_of(decode_as::<BTreeMap<i16, i32>>(&map)),
+            ("i32", "i64")
+        );
+        // Empty collections may carry any type code (some writers do).
+        let empty = round_trip(Vec::<i64>::new()).1;
+        assert_eq!(decode_as::<Vec<i32>>(&empty).unwrap(), Vec::<i32>::new());
+        let empty = round_trip(BTreeMap::<i16, i64>::new()).1;
+        assert!(
+            decode_as::<BTreeMap<String, bool>>(&empty)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
