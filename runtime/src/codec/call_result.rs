@@ -109,3 +109,39 @@ impl Wire for std::convert::Infallible {
         Err(DecodeErrorKind::InvalidUnion("no exception or stream error is declared").into())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+    use crate::codec::fd_table::FdTable;
+
+    /// The result struct of a `void` method that failed with the exception `7`.
+    fn failed_with_7() -> Vec<u8> {
+        let mut enc = Encoder::new();
+        encode_void_result::<i32>(&mut enc, Err(7)).unwrap();
+        enc.into_parts().0
+    }
+
+    #[test]
+    fn a_declared_exception_is_read_and_an_undeclared_one_skipped() {
+        let bytes = failed_with_7();
+        let mut dec = Decoder::new(&bytes, FdTable::empty());
+        assert_eq!(decode_void_result::<i32>(&mut dec, true).unwrap(), Err(7));
+        // A method that declares no exception (a peer's newer version may): the field is
+        // skipped like any unknown one, not read as the exception type that has no values.
+        let mut dec = Decoder::new(&bytes, FdTable::empty());
+        assert_eq!(
+            decode_void_result::<Infallible>(&mut dec, false).unwrap(),
+            Ok(())
+        );
+        dec.finish().unwrap();
+        // With a return value, what is left is a missing success field.
+        let mut dec = Decoder::new(&bytes, FdTable::empty());
+        let e = decode_result::<i64, Infallible>(&mut dec, false).unwrap_err();
+        assert!(matches!(e.kind(), DecodeErrorKind::MissingField), "{e}");
+        assert_eq!(e.path(), "success");
+    }
+}

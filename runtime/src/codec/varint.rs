@@ -81,6 +81,11 @@ mod tests {
         max[9] = 0x02;
         assert_eq!(read(&max, 64), Err(VarintError::TooLong));
         assert_eq!(read(&[0x80], 64), Err(VarintError::Truncated));
+        // Widths below a byte: the one-byte fast path must check them too.
+        assert_eq!(read(&[0x0f], 4), Ok((0x0f, 1)));
+        assert_eq!(read(&[0x10], 4), Err(VarintError::TooLong));
+        assert_eq!(read(&[0x01], 1), Ok((1, 1)));
+        assert_eq!(read(&[0x02], 1), Err(VarintError::TooLong));
         assert_eq!(read(&[], 64), Err(VarintError::Truncated));
     }
 }
