@@ -106,6 +106,22 @@ mod tests {
         let e = check_unix_stream(&file, true).unwrap_err();
         assert!(e.to_string().contains("not a socket"), "{e}");
         let udp = OwnedFd::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        assert!(check_unix_stream(&udp, false).is_err());
+        let e = check_unix_stream(&udp, false).unwrap_err();
+        assert!(e.to_string().contains("address family"), "{e}");
+        let (dgram, _d) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let e = check_unix_stream(&OwnedFd::from(dgram), false).unwrap_err();
+        assert!(e.to_string().contains("a Unix socket of type"), "{e}");
+        // A listening socket where a connection is expected, and where a listener is.
+        let name = format!("@fdrpc-address-test-{}", std::process::id());
+        let addr = socket_addr(Path::new(&name)).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        let listener = OwnedFd::from(listener);
+        let e = check_unix_stream(&listener, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            e.to_string(),
+            "expected a connected AF_UNIX stream socket, got a listening Unix stream socket"
+        );
+        check_unix_stream(&listener, true).unwrap();
     }
 }

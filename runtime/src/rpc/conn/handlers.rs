@@ -167,14 +167,19 @@ mod tests {
             0,
             "nothing stops under the lock"
         );
+        let (d, _task_d) = RunningHandler::new(pending_with_guard(&drops));
+        h.track(3, d);
+        assert_eq!(h.cancel(3), 1, "this call's, not those set aside before");
         let cancelled = h.take_cancelled();
-        assert_eq!(cancelled.len(), 1);
+        assert_eq!(cancelled.len(), 2);
         cancelled[0].stop();
         assert_eq!(
             drops.load(Ordering::SeqCst),
             1,
             "stopped on this thread, at once"
         );
+        cancelled[1].stop();
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
         assert!(h.take_cancelled().is_empty());
         assert_eq!(h.cancel(2), 1);
         h.abort_all();
