@@ -468,6 +468,155 @@ fn a_server_that_stops_reading_cannot_hold_a_blocking_call_past_its_timeout() {
     );
 }
 
+#[test]
+fn a_blocking_call_larger_than_the_socket_buffer_is_written_whole() {
+    blocking(
+        |c| {
+            // 4 MiB cannot be written at once: the call must keep writing until it is all on
+            // its way, not only until the socket is full, before it waits for its reply.
+            let r = c.upload(vec![7; 4 << 20], numbered(1).pop().unwrap());
+            assert_eq!(r.unwrap(), 4 << 20);
+        },
+        |raw| match raw.next(Duration::from_secs(5)) {
+            Got::Reply {
+                ty: MessageType::Call,
+                seqid,
+                name,
+                body,
+                fds,
+                ..
+            } => {
+                assert_eq!((name.as_str(), fds.len()), ("upload", 1));
+                assert!(body.len() > 4 << 20);
+                let reply = answer(&name, MessageType::Reply, seqid, 4 << 20);
+                raw.send(&frame(seqid, &[], &reply), &[]);
+            }
+            other => panic!("no whole call came: {other:?}"),
+        },
+    );
+}
+
+/// Sends all of the reply to the first call but its last three bytes; with `then_finish`,
+/// sends them with the reply to a second call once that comes. Keeps the socket open until
+/// the client is gone.
+fn half_a_reply(then_finish: bool) -> impl FnOnce(&mut Raw) + Send + 'static {
+    move |raw| {
+        let (seqid, name) = take_call(raw);
+        let first = frame(seqid, &[], &answer(&name, MessageType::Reply, seqid, 1));
+        let (sent, rest) = first.split_at(first.len() - 3);
+        raw.send(sent, &[]);
+        if then_finish {
+            // The first call's cancel (a oneway) comes before the second call.
+            let (seqid, name) = loop {
+                match raw.next(Duration::from_secs(5)) {
+                    Got::Reply {
+                        ty: MessageType::Call,
+                        seqid,
+                        name,
+                        ..
+                    } => break (seqid, name),
+                    Got::Reply {
+                        ty: MessageType::Oneway,
+                        ..
+                    } => {}
+                    other => panic!("no second call came: {other:?}"),
+                }
+            };
+            let mut more = rest.to_vec();
+            more.extend(frame(
+                seqid,
+                &[],
+                &answer(&name, MessageType::Reply, seqid, 2),
+            ));
+            raw.send(&more, &[]);
+        }
+        let _ = hung_up_within(&raw.sock, Duration::from_secs(20));
+    }
+}
+
+fn blocking_with_stall_timeout(stream: UnixStream, stall: Duration) -> TargetBlockingClient {
+    let settings = fdrpc::Settings::default().stall_timeout(stall);
+    TargetBlockingClient::new(fdrpc::BlockingClient::with_settings(stream, &settings))
+}
+
+#[test]
+fn a_half_sent_reply_ends_a_blocking_call_without_a_timeout_after_the_stall_timeout() {
+    against(
+        |a| {
+            let stall = Duration::from_millis(300);
+            let c = blocking_with_stall_timeout(a, stall);
+            assert!(!c.client().is_closed());
+            let started = Instant::now();
+            match c.get(1) {
+                Err(RpcError::Connection(e)) => assert!(
+                    matches!(
+                        e.transport(),
+                        fdrpc::TransportError::FdStream(fdrpc::FdStreamError::Stalled(d))
+                            if *d == stall
+                    ),
+                    "{e}"
+                ),
+                other => panic!("{other:?}"),
+            }
+            assert!(started.elapsed() >= stall);
+            assert!(c.client().is_closed());
+        },
+        half_a_reply(false),
+    );
+}
+
+#[test]
+fn a_blocking_call_that_times_out_before_a_half_sent_reply_stalls_leaves_the_connection_working() {
+    against(
+        |a| {
+            let c = blocking_with_stall_timeout(a, Duration::from_secs(10));
+            let r = c.with_timeout(Duration::from_millis(200)).get(1);
+            assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+            assert!(!c.client().is_closed());
+            // The rest of the first reply comes (and is dropped: its call gave up), then the
+            // second call's.
+            assert_eq!(c.with_timeout(Duration::from_secs(5)).get(2).unwrap(), 2);
+        },
+        half_a_reply(true),
+    );
+}
+
+#[test]
+fn a_blocking_call_waiting_while_another_thread_reads_keeps_its_own_timeout() {
+    let (first_came, first_call) = std::sync::mpsc::channel();
+    against(
+        |a| {
+            let c = TargetBlockingClient::from_std(a);
+            std::thread::scope(|s| {
+                // This call reads the socket for everyone until its 3 s are up.
+                let reader = s.spawn(|| c.with_timeout(Duration::from_secs(3)).get(1));
+                first_call.recv_timeout(Duration::from_secs(5)).unwrap();
+                // Calls with a shorter timeout sleep while it reads (the first may still find
+                // the socket free and read itself; the second cannot): each must wake at its
+                // own deadline, not at the reader's.
+                for _ in 0..2 {
+                    let started = Instant::now();
+                    let r = c.with_timeout(Duration::from_millis(200)).get(2);
+                    assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+                    assert!(
+                        started.elapsed() < Duration::from_millis(1500),
+                        "woke after {:?}",
+                        started.elapsed()
+                    );
+                }
+                let r = reader.join().unwrap();
+                assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+            });
+        },
+        move |raw| {
+            // Takes the calls and answers none.
+            let _ = take_call(raw);
+            first_came.send(()).unwrap();
+            while let Got::Reply { .. } = raw.next(Duration::from_secs(20)) {}
+        },
+    );
+}
+
 /// The memfds this process holds (the calls' fds are memfds; nothing else here makes any).
 fn memfds_held() -> usize {
     std::fs::read_dir("/proc/self/fd")
