@@ -562,3 +562,123 @@ impl Rearm {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Two frames of 300 payload bytes with one fd each.
+    const FRAMES: usize = 2;
+
+    /// A client connection whose peer reads nothing, with `FRAMES` frames queued and none
+    /// written (the writer is never woken), and the peer's end. Returns the backlog too.
+    fn with_backlog(settings: &Settings) -> (Arc<TokioConn>, UnixStream, (usize, usize)) {
+        let (a, peer) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let conn = TokioConn::new(
+            Socket::new(OwnedFd::from(a)).unwrap(),
+            Role::Client,
+            settings,
+        );
+        let backlog = {
+            let mut c = conn.lock();
+            for seqid in 0..FRAMES {
+                let fd = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+                c.send_queue()
+                    .push(seqid as i32, &[0; 300], vec![fd], &[])
+                    .unwrap();
+            }
+            c.backlog()
+        };
+        (conn, peer, backlog)
+    }
+
+    /// The backlog of `with_backlog`, measured on a connection of its own.
+    fn backlog_of_two_frames() -> (usize, usize) {
+        with_backlog(&Settings::default()).2
+    }
+
+    fn soon() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_millis(50))
+    }
+
+    #[tokio::test]
+    async fn a_call_waits_while_the_backlog_is_over_its_byte_or_its_fd_bound() {
+        let (bytes, fds) = backlog_of_two_frames();
+        assert_eq!(fds, FRAMES);
+        let timeout = Some(Duration::from_millis(50));
+        // At both bounds: room.
+        let (conn, _peer, _) = with_backlog(&Settings::default().max_backlog(bytes, fds));
+        conn.room_for_call(soon(), timeout).await.unwrap();
+        // One byte, or one fd, over: the call waits, and gives up at its deadline.
+        for (b, f) in [(bytes - 1, fds), (bytes, fds - 1)] {
+            let (conn, _peer, _) = with_backlog(&Settings::default().max_backlog(b, f));
+            let r = conn.room_for_call(soon(), timeout).await;
+            assert!(matches!(r, Err(RpcError::Timeout(_))), "{b} {f}: {r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_item_waits_while_the_backlog_is_over_its_byte_or_its_fd_bound() {
+        let (bytes, fds) = backlog_of_two_frames();
+        let stall = Duration::from_millis(100);
+        let settings = |b, f| Settings::default().max_backlog(b, f).stall_timeout(stall);
+        let (conn, _peer, _) = with_backlog(&settings(bytes, fds));
+        conn.room_for_item().await.unwrap();
+        // Over a bound, with a peer that reads nothing: the stall timeout ends the wait and
+        // the connection.
+        for (b, f) in [(bytes - 1, fds), (bytes, fds - 1)] {
+            let (conn, _peer, _) = with_backlog(&settings(b, f));
+            let started = Instant::now();
+            match conn.room_for_item().await {
+                Err(e) => assert!(
+                    matches!(
+                        e.transport(),
+                        TransportError::FdStream(FdStreamError::NotReading(d)) if *d == stall
+                    ),
+                    "{e}"
+                ),
+                Ok(()) => panic!("{b} {f}: room while over the bound"),
+            }
+            assert!(started.elapsed() >= stall);
+            assert!(conn.dead().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_for_room_goes_on_when_a_frame_is_taken_back() {
+        let (bytes, fds) = backlog_of_two_frames();
+        let (conn, _peer, _) = with_backlog(&Settings::default().max_backlog(bytes, fds - 1));
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let r = conn.room_for_call(Some(deadline), None).await;
+                (r, Instant::now())
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // The last frame leaves the queue unsent (as a call given up does).
+        let taken_back = Instant::now();
+        {
+            let mut c = conn.lock();
+            let end = c.send_queue().queued();
+            let start = end - (bytes / FRAMES) as u64;
+            assert!(c.send_queue().remove_unsent(start, end));
+        }
+        conn.backlog_shrank();
+        let (r, at) = waiting.await.unwrap();
+        r.unwrap();
+        assert!(
+            at - taken_back < Duration::from_secs(1),
+            "{:?}",
+            at - taken_back
+        );
+    }
+}
