@@ -681,4 +681,49 @@ mod tests {
             at - taken_back
         );
     }
+
+    #[tokio::test]
+    async fn a_backlog_that_goes_down_is_progress_though_nothing_is_written() {
+        // Six frames without fds; room once one is left. The peer's socket sees nothing (its
+        // unread count stays 0) and no fd leaves: only the backlog's bytes go down, a frame
+        // every 250 ms, for longer than the stall timeout in all.
+        let (a, _peer) = UnixStream::pair().unwrap();
+        let stall = Duration::from_secs(1);
+        let frame_len = {
+            let mut probe = Conn::new(Role::Client, &Settings::default());
+            probe
+                .send_queue()
+                .push(0, &[0; 300], Vec::new(), &[])
+                .unwrap();
+            probe.backlog().0
+        };
+        let settings = Settings::default()
+            .max_backlog(frame_len, 0)
+            .stall_timeout(stall);
+        let conn = TokioConn::new(
+            Socket::new(OwnedFd::from(a)).unwrap(),
+            Role::Client,
+            &settings,
+        );
+        for seqid in 0..6 {
+            conn.lock()
+                .send_queue()
+                .push(seqid, &[0; 300], Vec::new(), &[])
+                .unwrap();
+        }
+        let started = Instant::now();
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.room_for_item().await }
+        });
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let mut c = conn.lock();
+            let end = c.send_queue().queued();
+            assert!(c.send_queue().remove_unsent(end - frame_len as u64, end));
+        }
+        conn.backlog_shrank();
+        waiting.await.unwrap().unwrap();
+        assert!(started.elapsed() > stall);
+    }
 }
