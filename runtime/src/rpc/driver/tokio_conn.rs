@@ -635,6 +635,7 @@ mod tests {
         for (b, f) in [(bytes - 1, fds), (bytes, fds - 1)] {
             let (conn, _peer, _) = with_backlog(&settings(b, f));
             let started = Instant::now();
+            let cpu_before = thread_cpu_time();
             match conn.room_for_item().await {
                 Err(e) => assert!(
                     matches!(
@@ -645,9 +646,18 @@ mod tests {
                 ),
                 Ok(()) => panic!("{b} {f}: room while over the bound"),
             }
-            assert!(started.elapsed() >= stall);
+            let (elapsed, cpu) = (started.elapsed(), thread_cpu_time() - cpu_before);
+            assert!(elapsed >= stall);
+            // It waited, looking now and then; it did not spin (the runtime runs on this
+            // thread, so its CPU time is the wait's).
+            assert!(cpu < elapsed / 3, "{cpu:?} of CPU in {elapsed:?}");
             assert!(conn.dead().is_some());
         }
+    }
+
+    fn thread_cpu_time() -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
     }
 
     #[tokio::test]
