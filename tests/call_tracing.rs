@@ -249,6 +249,17 @@ fn a_user_event_inside_a_handler_carries_the_call_span() {
         .find(|(name, f)| name == "call" && f.get("trace_id") == call.get("trace_id"))
         .expect("the call span closed");
     assert_eq!(closed.1["fds_out"], "1");
+    // The client's span of the same call, as it closed: its method, sequence id and trace.
+    let (_, client_call) = capture()
+        .closed
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(name, f)| name == "client_call" && f.get("trace_id") == call.get("trace_id"))
+        .cloned()
+        .expect("the client's span of the call closed");
+    assert_eq!(client_call["method"], "note");
+    assert_eq!(client_call["seqid"], "1");
 }
 
 #[test]

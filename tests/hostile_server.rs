@@ -1025,3 +1025,120 @@ fn items_received_before_the_connection_ends_are_read_before_its_failure() {
         three_items_then_gone,
     );
 }
+
+/// Answers the first call with a `TApplicationException` of kind `TIMEOUT` (12), as a server
+/// whose deadline for the call (from its `client_timeout`) passed; keeps the socket open
+/// until the client is gone.
+fn times_out_first(raw: &mut Raw) {
+    let (seqid, name) = take_call(raw);
+    let mut exception = Encoder::new();
+    exception
+        .write_message_header(&name, MessageType::Exception, seqid)
+        .unwrap();
+    let (mut payload, _) = exception.into_parts();
+    payload.extend(application_exception("deadline passed", 12));
+    raw.send(&frame(seqid, &[], &payload), &[]);
+    let _ = hung_up_within(&raw.sock, Duration::from_secs(20));
+}
+
+/// A server's `TIMEOUT` for a call sent with a timeout is that timeout passing, as if the
+/// client had noticed first: `RpcError::Timeout` with the call's timeout, not an application
+/// error; the connection goes on. (A call without a timeout sees the exception as it is.)
+#[test]
+fn a_servers_timeout_for_a_call_with_a_timeout_is_the_calls_timeout() {
+    let timeout = Duration::from_secs(7);
+    blocking(
+        |c| {
+            let c = c.with_timeout(timeout);
+            assert_eq!(c.client().timeout(), Some(timeout));
+            let r = c.get(1);
+            assert!(
+                matches!(r, Err(RpcError::Timeout(t)) if t == timeout),
+                "{r:?}"
+            );
+            assert!(!c.client().is_closed());
+        },
+        times_out_first,
+    );
+    blocking(
+        |c| {
+            let c = c.without_timeout();
+            assert_eq!(c.client().timeout(), None);
+            match c.get(1) {
+                Err(RpcError::Application(e)) => {
+                    assert_eq!(e.kind, ApplicationErrorKind::Timeout);
+                    assert_eq!(e.message, "deadline passed");
+                }
+                other => panic!("{other:?}"),
+            }
+        },
+        times_out_first,
+    );
+    asynchronous(
+        |c| async move {
+            let c = c.with_timeout(timeout);
+            assert_eq!(c.client().timeout(), Some(timeout));
+            let r = c.get(1).await;
+            assert!(
+                matches!(r, Err(RpcError::Timeout(t)) if t == timeout),
+                "{r:?}"
+            );
+            assert!(!c.client().is_closed());
+        },
+        times_out_first,
+    );
+}
+
+/// `flush` returns once what is queued is written: a oneway far larger than the socket
+/// buffer arrives whole although the client's runtime ends right after (and with it the
+/// task that would have written the rest).
+#[test]
+fn an_async_flush_returns_once_a_large_oneway_is_written_whole() {
+    asynchronous(
+        |c| async move {
+            c.note(vec![9; 4 << 20], numbered(1).pop().unwrap())
+                .await
+                .unwrap();
+            c.client().flush().await;
+        },
+        |raw| match raw.next(Duration::from_secs(5)) {
+            Got::Reply {
+                ty: MessageType::Oneway,
+                name,
+                body,
+                fds,
+                ..
+            } => {
+                assert_eq!((name.as_str(), fds.len()), ("note", 1));
+                assert!(body.len() > 4 << 20);
+            }
+            other => panic!("no whole oneway came: {other:?}"),
+        },
+    );
+}
+
+/// A blocking stream's item timeout can be changed between items: the next item that does
+/// not come within it ends the stream with `Timeout` of that length.
+#[test]
+fn a_blocking_streams_item_timeout_applies_from_when_it_is_set() {
+    blocking(
+        |c| {
+            let c = c.with_timeout(Duration::from_secs(5));
+            let mut items = c.items().unwrap();
+            assert_eq!(items.next().unwrap().unwrap(), 1);
+            let short = Duration::from_millis(200);
+            items.set_item_timeout(Some(short));
+            let started = Instant::now();
+            match items.next() {
+                Some(Err(fdrpc::CallError::Rpc(RpcError::Timeout(t)))) => assert_eq!(t, short),
+                other => panic!("{other:?}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(2));
+        },
+        |raw| {
+            let (_, opened) = open_items(raw, 1..2);
+            raw.send(&opened, &[]);
+            let _ = hung_up_within(&raw.sock, Duration::from_secs(20));
+        },
+    );
+}

@@ -237,6 +237,10 @@ fn the_blocking_client_does_everything() {
             let kept = client.withdraw("b".into()).unwrap().unwrap();
             assert_eq!(contents(&kept), b"kept");
             assert_eq!(client.whoami().unwrap().pid, std::process::id() as i32);
+            assert_eq!(
+                client.client().introspect().unwrap(),
+                <ConformanceBlockingClient as fdrpc::Described>::idl()
+            );
             // Several threads share one blocking client.
             std::thread::scope(|s| {
                 for t in 0..4 {

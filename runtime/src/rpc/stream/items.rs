@@ -124,3 +124,23 @@ impl SinkStatus {
         let _ = self.cause.set(why);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_status_is_whole_until_it_is_broken_and_then_says_why() {
+        let status = SinkStatus::default();
+        let seen_by_the_handler = status.clone();
+        assert!(!seen_by_the_handler.is_broken());
+        assert!(seen_by_the_handler.cause().is_none());
+        status.set_broken(RpcError::Timeout(std::time::Duration::from_secs(1)));
+        assert!(seen_by_the_handler.is_broken());
+        assert!(matches!(
+            seen_by_the_handler.cause(),
+            Some(RpcError::Timeout(d)) if d.as_secs() == 1
+        ));
+    }
+}
