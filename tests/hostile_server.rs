@@ -1142,3 +1142,35 @@ fn a_blocking_streams_item_timeout_applies_from_when_it_is_set() {
         },
     );
 }
+
+/// `cancel` on an async stream tells the server at once, while the stream is still held (not
+/// only when it is dropped).
+#[test]
+fn an_async_streams_cancel_reaches_the_server_while_the_stream_is_held() {
+    let (cancelled, cancel_seen) = std::sync::mpsc::channel();
+    asynchronous(
+        |c| async move {
+            use futures::StreamExt;
+            let mut items = c.items().await.unwrap();
+            assert_eq!(items.next().await.unwrap().unwrap(), 1);
+            items.cancel();
+            let seen = tokio::task::spawn_blocking(move || {
+                cancel_seen.recv_timeout(Duration::from_secs(5))
+            });
+            assert_eq!(seen.await.unwrap(), Ok(()), "no cancel while the stream was held");
+            drop(items);
+        },
+        move |raw| {
+            let (seqid, opened) = open_items(raw, 1..2);
+            raw.send(&opened, &[]);
+            match raw.next(Duration::from_secs(5)) {
+                Got::Reply {
+                    seqid: s, stream, ..
+                } if s == seqid && stream.as_deref() == Some("cancel") => {}
+                other => panic!("no cancel came: {other:?}"),
+            }
+            cancelled.send(()).unwrap();
+            let _ = hung_up_within(&raw.sock, Duration::from_secs(20));
+        },
+    );
+}
