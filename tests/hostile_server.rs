@@ -1157,7 +1157,11 @@ fn an_async_streams_cancel_reaches_the_server_while_the_stream_is_held() {
             let seen = tokio::task::spawn_blocking(move || {
                 cancel_seen.recv_timeout(Duration::from_secs(5))
             });
-            assert_eq!(seen.await.unwrap(), Ok(()), "no cancel while the stream was held");
+            assert_eq!(
+                seen.await.unwrap(),
+                Ok(()),
+                "no cancel while the stream was held"
+            );
             drop(items);
         },
         move |raw| {
