@@ -48,6 +48,24 @@ fn take_call(server: &mut Raw) -> (i32, String) {
     }
 }
 
+/// The next call, after any stream frames the client sends first (a `cancel`, credit).
+fn take_call_after_stream_frames(server: &mut Raw) -> (i32, String) {
+    loop {
+        match server.next(Duration::from_secs(5)) {
+            Got::Reply {
+                ty: MessageType::Call,
+                seqid,
+                name,
+                ..
+            } => return (seqid, name),
+            Got::Reply {
+                stream: Some(_), ..
+            } => {}
+            other => panic!("no call came: {other:?}"),
+        }
+    }
+}
+
 fn sockets() -> (UnixStream, Raw) {
     let (client, server) = UnixStream::pair().unwrap();
     (client, Raw::new(server))
@@ -395,19 +413,7 @@ fn stray_stream_frames(raw: &mut Raw) {
         &[],
     );
     // The client goes on: its next call is answered.
-    let (seqid, name) = loop {
-        match raw.next(Duration::from_secs(5)) {
-            Got::Reply {
-                ty: MessageType::Call,
-                seqid,
-                name,
-                ..
-            } => break (seqid, name),
-            // A `cancel` or credit for the stream.
-            Got::Reply { .. } => continue,
-            other => panic!("no call came: {other:?}"),
-        }
-    };
+    let (seqid, name) = take_call_after_stream_frames(raw);
     raw.send(
         &fd_frame(seqid, 0, 1, &answer(&name, MessageType::Reply, seqid, 9)),
         &[],
@@ -506,22 +512,8 @@ fn half_a_reply(then_finish: bool) -> impl FnOnce(&mut Raw) + Send + 'static {
         let (sent, rest) = first.split_at(first.len() - 3);
         raw.send(sent, &[]);
         if then_finish {
-            // The first call's cancel (a oneway) comes before the second call.
-            let (seqid, name) = loop {
-                match raw.next(Duration::from_secs(5)) {
-                    Got::Reply {
-                        ty: MessageType::Call,
-                        seqid,
-                        name,
-                        ..
-                    } => break (seqid, name),
-                    Got::Reply {
-                        ty: MessageType::Oneway,
-                        ..
-                    } => {}
-                    other => panic!("no second call came: {other:?}"),
-                }
-            };
+            // The first call's cancel comes before the second call.
+            let (seqid, name) = take_call_after_stream_frames(raw);
             let mut more = rest.to_vec();
             more.extend(frame(
                 seqid,
