@@ -20,6 +20,7 @@
 mod app_exception;
 pub(crate) mod client;
 pub(crate) mod conn;
+pub(crate) mod deadline;
 pub(crate) mod driver;
 mod error;
 pub(crate) mod server;

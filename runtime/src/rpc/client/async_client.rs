@@ -15,6 +15,7 @@ use crate::codec::MessageType;
 use crate::codec::wire::{Field, Wire};
 use crate::idl::INTROSPECTION_METHOD;
 use crate::rpc::conn::{Ending, Role, Started};
+use crate::rpc::deadline::Deadline;
 use crate::rpc::driver::socket::Socket;
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::error::{ConnectionError, RpcError};
@@ -248,19 +249,17 @@ impl Client {
         streaming: bool,
     ) -> Result<(R, Option<Consumer>), RpcError> {
         let conn = self.conn();
-        let (span, mut options) = outgoing(method, MessageType::Call, self.timeout);
+        // Counted from before the call is sent: this side gives up no later than the server,
+        // which counts from its arrival. The connection enforces it (its reader's timer).
+        let deadline = Deadline::after_opt(self.timeout);
+        let (span, mut options) = outgoing(method, MessageType::Call, deadline);
         options.stream = streaming;
         options.sink = sink.is_some();
-        // Counted from before the call is sent: this side gives up no later than the server,
-        // which counts from its arrival. The connection's reader enforces it.
-        options.deadline = self.timeout.map(|d| std::time::Instant::now() + d);
+        options.expire_here = true;
         // The send queue is bounded like the server's backlog (`Settings::max_backlog`): a
         // call waits for room within its timeout.
-        conn.room_for_call(options.deadline, self.timeout).await?;
+        conn.room_for_call(deadline).await?;
         let started = conn.with(|c| c.start_call(method, &options, |enc| args.encode(enc)))?;
-        if started.rearm {
-            conn.rearm_timer();
-        }
         let seqid = started.seqid;
         record_seqid(span.as_ref(), seqid);
         // Made before the guard, so that it is dropped after it: a call given up takes its
@@ -332,8 +331,9 @@ impl Client {
         method: &'static str,
         args: A,
     ) -> Result<(), RpcError> {
-        let deadline = self.timeout.map(|d| std::time::Instant::now() + d);
-        self.conn().room_for_call(deadline, self.timeout).await?;
+        self.conn()
+            .room_for_call(Deadline::after_opt(self.timeout))
+            .await?;
         self.oneway(method, args)
     }
 

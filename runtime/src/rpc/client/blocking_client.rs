@@ -11,7 +11,8 @@ use crate::codec::MessageType;
 use crate::codec::wire::{Field, Wire};
 use crate::idl::INTROSPECTION_METHOD;
 use crate::rpc::conn::{CallOptions, Reply, Started};
-use crate::rpc::driver::blocking_conn::{BlockingConn, Deadline};
+use crate::rpc::deadline::Deadline;
+use crate::rpc::driver::blocking_conn::BlockingConn;
 use crate::rpc::error::RpcError;
 use crate::rpc::stream::{BlockingSink, BlockingStreaming, SinkFeeder};
 use crate::settings::Settings;
@@ -99,7 +100,7 @@ impl BlockingClient {
     /// Starts a call and writes it.
     fn start(
         &self,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
         method: &'static str,
         options: &CallOptions,
         args: impl Wire,
@@ -120,7 +121,7 @@ impl BlockingClient {
     /// Forgets a call its caller gave up on, telling the server (if the socket takes the
     /// `cancel` now; otherwise the next write sends it).
     fn forget(&self, started: &Started, method: &'static str) {
-        let _ = self.conn.send(Deadline::now(), |c| {
+        let _ = self.conn.send(Some(Deadline::now()), |c| {
             c.forget_call(started, method, true);
             Ok(())
         });
@@ -129,7 +130,7 @@ impl BlockingClient {
     /// Waits for the reply of `started`.
     fn reply(
         &self,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
         started: &Started,
         method: &'static str,
     ) -> Result<Reply, RpcError> {
@@ -159,8 +160,8 @@ impl BlockingClient {
         args: A,
         decode: DecodeFn<R>,
     ) -> Result<R, RpcError> {
-        let deadline = Deadline::after(self.timeout);
-        let (span, options) = outgoing(method, MessageType::Call, self.timeout);
+        let deadline = Deadline::after_opt(self.timeout);
+        let (span, options) = outgoing(method, MessageType::Call, deadline);
         let _span = span.as_ref().map(tracing::Span::enter);
         let started = self.start(deadline, method, &options, args)?;
         record_seqid(span.as_ref(), started.seqid);
@@ -191,7 +192,7 @@ impl BlockingClient {
         let (span, options) = outgoing(method, MessageType::Oneway, None);
         let _span = span.as_ref().map(tracing::Span::enter);
         self.conn
-            .send(Deadline::after(self.timeout), |c| {
+            .send(Deadline::after_opt(self.timeout), |c| {
                 c.start_call(method, &options, |enc| args.encode(enc))
             })
             .map(|_| ())
@@ -216,8 +217,8 @@ impl BlockingClient {
         T: Field + Send + 'static,
         E: Field + Send + 'static,
     {
-        let deadline = Deadline::after(self.timeout);
-        let (span, mut options) = outgoing(method, MessageType::Call, self.timeout);
+        let deadline = Deadline::after_opt(self.timeout);
+        let (span, mut options) = outgoing(method, MessageType::Call, deadline);
         options.sink = true;
         let _span = span.as_ref().map(tracing::Span::enter);
         let started = self.start(deadline, method, &options, args)?;
@@ -235,7 +236,7 @@ impl BlockingClient {
     /// Waits for the reply of `started`, feeding its sink meanwhile.
     fn reply_feeding(
         &self,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
         started: &Started,
         method: &'static str,
         mut feeder: Option<&mut SinkFeeder>,
@@ -292,8 +293,8 @@ impl BlockingClient {
         ST: Field + Send + 'static,
         SE: Field + Send + 'static,
     {
-        let deadline = Deadline::after(self.timeout);
-        let (span, mut options) = outgoing(method, MessageType::Call, self.timeout);
+        let deadline = Deadline::after_opt(self.timeout);
+        let (span, mut options) = outgoing(method, MessageType::Call, deadline);
         options.stream = true;
         options.sink = sink.is_some();
         let _span = span.as_ref().map(tracing::Span::enter);

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::conn::{CallOptions, Reply};
+use crate::rpc::deadline::Deadline;
 use crate::rpc::error::RpcError;
 use crate::rpc::trace::{TraceContext, TraceId};
 
@@ -69,7 +70,7 @@ fn decode_idl(dec: &mut Decoder<'_>) -> Result<String, DecodeError> {
 fn outgoing(
     method: &'static str,
     ty: MessageType,
-    timeout: Option<Duration>,
+    deadline: Option<Deadline>,
 ) -> (Option<tracing::Span>, CallOptions) {
     // Asked first: a disabled span still costs its fields on every call.
     let span = tracing::span_enabled!(tracing::Level::INFO)
@@ -91,7 +92,7 @@ fn outgoing(
         span.record("trace_id", tracing::field::display(TraceId(t.trace_id())));
     }
     let mut options = CallOptions::new(ty);
-    options.timeout = timeout;
+    options.deadline = deadline;
     options.trace = trace;
     (span, options)
 }

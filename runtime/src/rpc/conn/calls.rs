@@ -4,12 +4,13 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::remember;
 use crate::codec::MessageType;
+use crate::rpc::deadline::Deadline;
 use crate::rpc::error::RpcError;
 
 /// A reply as it arrived for a waiting call: still encoded, with its fds.
@@ -29,8 +30,8 @@ struct Pending {
     method: &'static str,
     outcome: Option<Result<Reply, RpcError>>,
     waker: Option<Waker>,
-    /// When the call times out, and its timeout, if the driver enforces one here.
-    deadline: Option<(Instant, Duration)>,
+    /// When the call times out, if the connection enforces it here.
+    deadline: Option<Deadline>,
     /// Its outcome is that deadline passing, not a reply: the server still runs it.
     expired: bool,
 }
@@ -51,8 +52,6 @@ pub(crate) struct Calls {
     /// Calls of one timeout come in deadline order, so an entry is nearly always appended;
     /// one with a shorter timeout than those before it is inserted in its place.
     due: VecDeque<Due>,
-    /// What the driver's timer is armed for ([`Calls::set_armed`]).
-    armed: Option<Instant>,
     /// Calls whose caller took their expiry ([`Calls::expire`]) and has not forgotten them
     /// yet: [`Calls::forget`] says the server must be told.
     expired: FxHashSet<i32>,
@@ -73,15 +72,8 @@ impl Calls {
     }
 
     /// Registers a call that waits for a reply named `method`, and that times out at
-    /// `deadline` (with its timeout) if given. Returns whether that deadline is earlier than
-    /// the driver's timer (or the timer is not armed): the driver must arm it for
-    /// [`Calls::next_deadline`].
-    pub(crate) fn wait(
-        &mut self,
-        seqid: i32,
-        method: &'static str,
-        deadline: Option<(Instant, Duration)>,
-    ) -> bool {
+    /// `deadline` if given (see [`Calls::next_deadline`]).
+    pub(crate) fn wait(&mut self, seqid: i32, method: &'static str, deadline: Option<Deadline>) {
         self.pending.insert(
             seqid,
             Pending {
@@ -92,15 +84,15 @@ impl Calls {
                 expired: false,
             },
         );
-        let Some((at, _)) = deadline else {
-            return false;
+        let Some(at) = deadline.map(|d| d.at()) else {
+            return;
         };
         if self.due.len() >= 4 * self.pending.len() + 64 {
             let mut live: Vec<Due> = self
                 .pending
                 .iter()
                 .filter(|(_, p)| p.outcome.is_none())
-                .filter_map(|(&id, p)| p.deadline.map(|(at, _)| (at, id)))
+                .filter_map(|(&id, p)| p.deadline.map(|d| (d.at(), id)))
                 .collect();
             live.sort_unstable();
             self.due = live.into();
@@ -110,18 +102,13 @@ impl Calls {
             let place = self.due.partition_point(|&(d, _)| d <= at);
             self.due.insert(place, (at, seqid));
         }
-        if self.armed.is_none_or(|armed| at < armed) {
-            self.armed = Some(at);
-            return true;
-        }
-        false
     }
 
     /// Whether `due` is the deadline of a call still waiting for its reply.
     fn is_live(&self, (at, seqid): &Due) -> bool {
         self.pending
             .get(seqid)
-            .is_some_and(|p| p.outcome.is_none() && p.deadline.is_some_and(|(d, _)| d == *at))
+            .is_some_and(|p| p.outcome.is_none() && p.deadline.is_some_and(|d| d.at() == *at))
     }
 
     /// The earliest deadline of a call still waiting.
@@ -133,13 +120,6 @@ impl Calls {
             self.due.pop_front();
         }
         self.due.front().map(|(at, _)| *at)
-    }
-
-    /// The driver's timer is armed for `at` (`None`: not armed): a call whose deadline is
-    /// not earlier needs no new arming ([`Calls::wait`]), since the timer fires first and
-    /// the driver looks again then.
-    pub(crate) fn set_armed(&mut self, at: Option<Instant>) {
-        self.armed = at;
     }
 
     /// Fails every call whose deadline is `now` or earlier with [`RpcError::Timeout`]; adds
@@ -154,8 +134,8 @@ impl Calls {
                 continue;
             };
             match p.deadline {
-                Some((d, timeout)) if d == at && p.outcome.is_none() => {
-                    p.outcome = Some(Err(RpcError::Timeout(timeout)));
+                Some(d) if d.at() == at && p.outcome.is_none() => {
+                    p.outcome = Some(Err(d.error()));
                     p.expired = true;
                     wake.extend(p.waker.take());
                 }
@@ -235,6 +215,8 @@ impl Calls {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::rpc::error::ConnectionError;
     use crate::transport::error::TransportError;
@@ -296,25 +278,16 @@ mod tests {
         let mut c = Calls::default();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        assert!(
-            c.wait(1, "a", Some((t0 + ms(30), ms(30)))),
-            "the first deadline"
-        );
-        assert!(
-            !c.wait(2, "b", Some((t0 + ms(50), ms(50)))),
-            "later: nothing to re-arm"
-        );
-        assert!(
-            c.wait(3, "c", Some((t0 + ms(10), ms(10)))),
-            "earlier: re-arm"
-        );
+        let at = |t| Some(Deadline::from(t0, ms(t)));
+        c.wait(1, "a", at(30));
+        assert_eq!(c.next_deadline(), Some(t0 + ms(30)), "the first deadline");
+        c.wait(2, "b", at(50));
+        assert_eq!(c.next_deadline(), Some(t0 + ms(30)), "a later one");
+        c.wait(3, "c", at(10));
+        assert_eq!(c.next_deadline(), Some(t0 + ms(10)), "an earlier one");
         c.wait(4, "d", None);
         assert_eq!(c.next_deadline(), Some(t0 + ms(10)));
-        c.set_armed(Some(t0 + ms(10)));
-        assert!(
-            !c.wait(5, "e", Some((t0 + ms(20), ms(20)))),
-            "the timer fires first"
-        );
+        c.wait(5, "e", at(20));
         c.forget(5);
         // Call 3 is answered: its deadline is skipped.
         c.settle(
@@ -357,7 +330,7 @@ mod tests {
         let mut c = Calls::default();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        c.wait(1, "a", Some((t0 + ms(10), ms(10))));
+        c.wait(1, "a", Some(Deadline::from(t0, ms(10))));
         c.settle(
             1,
             Ok(Reply {
@@ -384,11 +357,7 @@ mod tests {
         // 100 calls stay in flight while 10,000 come and go: the queue never holds more than
         // four entries per call in flight, plus 64.
         for i in 1..=10_100 {
-            c.wait(
-                i,
-                "m",
-                Some((t0 + Duration::from_secs(25), Duration::from_secs(25))),
-            );
+            c.wait(i, "m", Some(Deadline::from(t0, Duration::from_secs(25))));
             assert!(
                 c.due.len() <= 4 * c.pending.len() + 64,
                 "{} entries for {} calls",

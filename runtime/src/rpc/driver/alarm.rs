@@ -22,7 +22,14 @@ use super::socket::register;
 
 /// A one-shot timer; see the module docs.
 #[derive(Debug)]
-pub(crate) enum Alarm {
+pub(crate) struct Alarm {
+    clock: Clock,
+    /// Set, and not fired since: [`Alarm::poll_fired`] is pending otherwise.
+    set: bool,
+}
+
+#[derive(Debug)]
+enum Clock {
     Timerfd(AsyncFd<OwnedFd>),
     Tokio(Pin<Box<tokio::time::Sleep>>),
 }
@@ -36,19 +43,21 @@ impl Alarm {
         )
         .map_err(io::Error::from)
         .and_then(|fd| register(fd, Interest::READABLE));
-        match timerfd {
-            Ok(fd) => Alarm::Timerfd(fd),
+        let clock = match timerfd {
+            Ok(fd) => Clock::Timerfd(fd),
             Err(e) => {
                 tracing::debug!(error = %e, "fdrpc: no timerfd; call deadlines use a tokio timer");
-                Alarm::Tokio(Box::pin(tokio::time::sleep(Duration::ZERO)))
+                Clock::Tokio(Box::pin(tokio::time::sleep(Duration::ZERO)))
             }
-        }
+        };
+        Alarm { clock, set: false }
     }
 
     /// Sets the timer to fire at `at` (at once if it passed), replacing what it was set to.
     pub(crate) fn set(&mut self, at: Instant) {
-        match self {
-            Alarm::Timerfd(fd) => {
+        self.set = true;
+        match &mut self.clock {
+            Clock::Timerfd(fd) => {
                 // Relative to now: `Instant` is CLOCK_MONOTONIC, but opaque. Zero would disarm.
                 let after = at
                     .saturating_duration_since(Instant::now())
@@ -66,17 +75,29 @@ impl Alarm {
                 if let Err(e) = timerfd_settime(fd.get_ref(), TimerfdTimerFlags::empty(), &value) {
                     // Cannot happen with a valid timerfd and value; fall back all the same.
                     tracing::debug!(error = %e, "fdrpc: timerfd_settime failed; using a tokio timer");
-                    *self = Alarm::Tokio(Box::pin(tokio::time::sleep_until(at.into())));
+                    self.clock = Clock::Tokio(Box::pin(tokio::time::sleep_until(at.into())));
                 }
             }
-            Alarm::Tokio(sleep) => sleep.as_mut().reset(at.into()),
+            Clock::Tokio(sleep) => sleep.as_mut().reset(at.into()),
         }
     }
 
-    /// Ready once the timer fires (after the last [`Alarm::set`]).
+    /// Ready once the timer fires (after the last [`Alarm::set`]); pending while it is not
+    /// set.
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self {
-            Alarm::Timerfd(fd) => loop {
+        if !self.set {
+            return Poll::Pending;
+        }
+        let fired = self.poll_clock(cx);
+        if fired.is_ready() {
+            self.set = false;
+        }
+        fired
+    }
+
+    fn poll_clock(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.clock {
+            Clock::Timerfd(fd) => loop {
                 let mut ready = match fd.poll_read_ready(cx) {
                     Poll::Ready(Ok(ready)) => ready,
                     // A registered timerfd does not fail; if it did, firing now is safe:
@@ -93,7 +114,7 @@ impl Alarm {
                     Err(_would_block) => continue,
                 }
             },
-            Alarm::Tokio(sleep) => sleep.as_mut().poll(cx),
+            Clock::Tokio(sleep) => sleep.as_mut().poll(cx),
         }
     }
 }

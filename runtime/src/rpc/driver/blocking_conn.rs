@@ -16,43 +16,11 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::rpc::conn::{Conn, Received, Role};
+use crate::rpc::deadline::Deadline;
 use crate::rpc::error::{ConnectionError, RpcError};
 use crate::settings::Settings;
 use crate::transport::error::{FdStreamError, TransportError};
 use crate::transport::{Fill, RecvQueue, unix};
-
-/// When a blocking operation gives up, and the timeout it reports then.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline {
-    at: Option<Instant>,
-    timeout: Option<Duration>,
-}
-
-impl Deadline {
-    /// `timeout` from now; never, for `None`.
-    pub(crate) fn after(timeout: Option<Duration>) -> Self {
-        Deadline {
-            at: timeout.map(|t| Instant::now() + t),
-            timeout,
-        }
-    }
-
-    /// Now: what can be done without waiting is done, nothing more.
-    pub(crate) fn now() -> Self {
-        Deadline {
-            at: Some(Instant::now()),
-            timeout: Some(Duration::ZERO),
-        }
-    }
-
-    fn passed(&self, now: Instant) -> bool {
-        self.at.is_some_and(|d| now >= d)
-    }
-
-    fn error(&self) -> RpcError {
-        RpcError::Timeout(self.timeout.unwrap_or_default())
-    }
-}
 
 /// One connection driven by blocking threads.
 #[derive(Debug)]
@@ -93,8 +61,8 @@ impl BlockingConn {
 
     /// A deadline one stall timeout away: how long writes that clean up (a cancel on drop)
     /// may wait for a peer that does not read.
-    pub(crate) fn stall_deadline(&self) -> Deadline {
-        Deadline::after(Some(self.stall))
+    pub(crate) fn stall_deadline(&self) -> Option<Deadline> {
+        Some(Deadline::after(self.stall))
     }
 
     /// Whether the connection has failed or closed.
@@ -122,7 +90,7 @@ impl BlockingConn {
     /// [`RpcError::Connection`] if writing failed.
     pub(crate) fn send<R>(
         &self,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
         f: impl FnOnce(&mut Conn) -> Result<R, RpcError>,
     ) -> Result<R, RpcError> {
         let mut st = self.lock();
@@ -138,7 +106,7 @@ impl BlockingConn {
         &'a self,
         mut st: MutexGuard<'a, State>,
         target: u64,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
     ) -> Result<(), RpcError> {
         loop {
             if let Some(dead) = st.conn.dead() {
@@ -152,10 +120,10 @@ impl BlockingConn {
                 Ok(_) if st.conn.send_queue().written() >= target => return Ok(()),
                 Ok(_) => {
                     drop(st);
-                    match unix::wait_writable(self.socket.as_fd(), deadline.at) {
+                    match unix::wait_writable(self.socket.as_fd(), deadline.map(|d| d.at())) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                            return Err(deadline.error());
+                            return Err(timed_out(deadline));
                         }
                         Err(e) => return Err(RpcError::Connection(self.fail(e.into()))),
                     }
@@ -191,7 +159,7 @@ impl BlockingConn {
     /// connection ends.
     pub(crate) fn wait<T>(
         &self,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
         mut ready: impl FnMut(&mut Conn) -> Option<T>,
     ) -> Result<T, RpcError> {
         let mut st = self.lock();
@@ -205,18 +173,19 @@ impl BlockingConn {
                 return Err(RpcError::Connection(dead.clone()));
             }
             let now = Instant::now();
-            if deadline.passed(now) {
-                return Err(deadline.error());
+            if deadline.is_some_and(|d| d.passed(now)) {
+                return Err(timed_out(deadline));
             }
             let Some(mut rq) = st.recv.take() else {
                 // Another thread is reading: it wakes us when it has handed frames over, or
                 // when it stops waiting, whichever comes first.
-                let reader_first = match (deadline.at, st.reader_until) {
+                let at = deadline.map(|d| d.at());
+                let reader_first = match (at, st.reader_until) {
                     (None, _) => true,
                     (Some(_), None) => false,
                     (Some(d), Some(until)) => until <= d,
                 };
-                st = match deadline.at {
+                st = match at {
                     Some(d) if !reader_first => {
                         self.changed
                             .wait_timeout(st, d - now)
@@ -228,7 +197,7 @@ impl BlockingConn {
                 continue;
             };
             let stall = rq.stall_deadline(self.stall);
-            let until = match (deadline.at, stall) {
+            let until = match (deadline.map(|d| d.at()), stall) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -276,4 +245,10 @@ impl BlockingConn {
             Err(e) => Err(ConnectionError::new(e)),
         }
     }
+}
+
+/// What a wait that reached `deadline` fails with (a deadline that is never reached cannot
+/// time out: its timeout reads 0).
+fn timed_out(deadline: Option<Deadline>) -> RpcError {
+    deadline.map_or(RpcError::Timeout(Duration::ZERO), |d| d.error())
 }

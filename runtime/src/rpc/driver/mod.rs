@@ -2,8 +2,10 @@
 //!
 //! Organization:
 //! - `tokio_conn`: [`TokioConn`](tokio_conn::TokioConn), for the async client and the
-//!   server: a writer task that sends everything queued in one `sendmsg`, readers driven by
-//!   readiness.
+//!   server: a writer task that sends everything queued in one `sendmsg`, and the client's
+//!   reader (with the connection's one timer).
+//! - `server_reader`: the server's reader on tokio: calls read within the server's limits
+//!   and handed to its dispatch.
 //! - `socket`: the socket registered with tokio for reading only (writability is registered
 //!   on a dup only while a write would block).
 //! - `alarm`: the client reader's one timer for call deadlines (a timerfd).
@@ -13,6 +15,8 @@
 #[cfg(feature = "tokio")]
 pub(crate) mod alarm;
 pub(crate) mod blocking_conn;
+#[cfg(feature = "tokio")]
+pub(crate) mod server_reader;
 #[cfg(feature = "tokio")]
 pub(crate) mod socket;
 #[cfg(feature = "tokio")]

@@ -7,7 +7,7 @@
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use super::alarm::Alarm;
 use super::socket::Socket;
 use crate::rpc::conn::{Conn, Received, Role};
+use crate::rpc::deadline::Deadline;
 use crate::rpc::error::{ConnectionError, RpcError};
 use crate::settings::Settings;
 use crate::transport::RecvQueue;
@@ -30,23 +31,18 @@ pub(crate) struct TokioConn {
     write: Notify,
     /// The writer task, started when the first frame is queued for it: an idle connection
     /// (most of a busy daemon's) costs no task (measured with heaptrack: 384 bytes of task
-    /// per connection).
-    writer: Mutex<Writer>,
-    /// `writer` is no longer [`Writer::NotStarted`]: the common path takes no lock.
-    writer_started: AtomicBool,
+    /// per connection). Set once: to the task, or to `None` once the owner stopped it.
+    writer: OnceLock<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// This connection, for the writer task to hold.
     this: Weak<TokioConn>,
     /// Where the writer task runs: the runtime the connection was made in.
     runtime: tokio::runtime::Handle,
     /// The writer made progress: the backlog shrank, or the queue emptied, or writing failed.
     drained: Notify,
-    /// A call with an earlier deadline than the client's reader armed its timer for started.
+    /// Wakes the client's reader to look at the timer again ([`Conn::take_timer_moved`]).
     rearm: Rearm,
-    /// The reader writes the queue itself soon (see [`TokioConn::defer_flush`]): frames
-    /// queued meanwhile do not wake the writer.
-    deferred: AtomicBool,
-    /// The writer was not woken for a frame queued while deferred.
-    owed: AtomicBool,
+    /// Called once the connection ends (the server stops its handlers' tasks then).
+    on_end: OnceLock<OnEnd>,
     /// How long producers wait for the peer to take frames before it counts as not reading.
     stall: Duration,
     max_backlog: (usize, usize),
@@ -63,14 +59,12 @@ impl TokioConn {
             socket,
             conn: Mutex::new(Conn::new(role, settings)),
             write: Notify::new(),
-            writer: Mutex::new(Writer::NotStarted),
-            writer_started: AtomicBool::new(false),
+            writer: OnceLock::new(),
             this: this.clone(),
             runtime: tokio::runtime::Handle::current(),
             drained: Notify::new(),
             rearm: Rearm::default(),
-            deferred: AtomicBool::new(false),
-            owed: AtomicBool::new(false),
+            on_end: OnceLock::new(),
             stall: settings.stall_timeout,
             max_backlog: (settings.max_backlog_bytes, settings.max_backlog_fds),
         })
@@ -88,25 +82,26 @@ impl TokioConn {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the connection; wakes the writer if `f` queued a frame (unless deferred).
+    /// Runs `f` on the connection, then does what the connection asks
+    /// ([`Conn::poll_transmit`], [`Conn::take_timer_moved`]) once the lock is released.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
         let mut conn = self.lock();
         let r = f(&mut conn);
-        let wake_writer = conn.take_writer_wanted();
+        let wake_writer = conn.poll_transmit();
+        let timer_moved = conn.take_timer_moved();
         drop(conn);
         if wake_writer {
-            if self.deferred.load(Ordering::Acquire) {
-                self.owed.store(true, Ordering::Release);
-            } else {
-                self.wake_writer();
-            }
+            self.wake_writer();
+        }
+        if timer_moved {
+            self.rearm.set();
         }
         r
     }
 
     /// Wakes the writer task, starting it first if this is the first time it is needed.
     fn wake_writer(&self) {
-        if !self.writer_started.load(Ordering::Acquire) {
+        if self.writer.get().is_none() {
             self.start_writer();
         }
         // The permit waits for the task if it has not polled yet.
@@ -115,33 +110,30 @@ impl TokioConn {
 
     #[cold]
     fn start_writer(&self) {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Writer::NotStarted = *writer {
-            if let Some(conn) = self.this.upgrade() {
-                *writer = Writer::Running(self.runtime.spawn(async move {
+        self.writer.get_or_init(|| {
+            Mutex::new(self.this.upgrade().map(|conn| {
+                self.runtime.spawn(async move {
                     let err = conn.run_writer().await;
                     conn.fail(err);
-                }));
-            }
-        }
-        self.writer_started.store(true, Ordering::Release);
+                })
+            }))
+        });
     }
 
     /// Stops the writer task (if it started) and keeps it from starting: for the owner of
     /// the connection, when it ends. The task holds the connection; this lets it go.
     pub(crate) fn stop_writer(&self) {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Writer::Running(task) = std::mem::replace(&mut *writer, Writer::Stopped) {
+        let writer = self.writer.get_or_init(|| Mutex::new(None));
+        if let Some(task) = writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
-        self.writer_started.store(true, Ordering::Release);
     }
 
     /// From now until [`TokioConn::flush_inline`] or [`TokioConn::end_deferred`], frames
     /// queued do not wake the writer: the caller (the server's reader, dispatching a batch of
-    /// calls) writes them itself.
+    /// calls) writes them itself ([`Conn::defer_transmit`]).
     pub(crate) fn defer_flush(&self) {
-        self.deferred.store(true, Ordering::Release);
+        self.lock().defer_transmit();
     }
 
     /// Runs `f` with a list for the wakers of whatever `f` changes; wakes them (and the
@@ -158,10 +150,26 @@ impl TokioConn {
         r
     }
 
+    /// Has `f` called when the connection ends ([`TokioConn::fail`]), once; at once if it has
+    /// ended already. Set once: later calls are ignored.
+    pub(crate) fn on_end(&self, f: Box<dyn Fn() + Send + Sync>) {
+        if self.on_end.set(OnEnd(f)).is_ok() && self.dead().is_some() {
+            self.ended();
+        }
+    }
+
+    fn ended(&self) {
+        if let Some(OnEnd(f)) = self.on_end.get() {
+            f();
+        }
+    }
+
     /// Ends the connection with `why` (see [`Conn::fail`]) and shuts the socket down, so the
-    /// reader and the peer see the end at once.
+    /// reader and the peer see the end at once; then whoever asked ([`TokioConn::on_end`]) is
+    /// told.
     pub(crate) fn fail(&self, why: ConnectionError) {
         self.with_wakers(&mut Vec::new(), |conn, wake| conn.fail(why, wake));
+        self.ended();
         self.drained.notify_waiters();
         let _ = rustix::net::shutdown(self.socket.as_fd(), rustix::net::Shutdown::Both);
     }
@@ -177,24 +185,22 @@ impl TokioConn {
     /// frames a read brought, so the replies of a batch leave in one `sendmsg` without a task
     /// switch.
     pub(crate) fn flush_inline(&self) {
-        self.deferred.store(false, Ordering::Release);
         let mut conn = self.lock();
-        if conn.dead().is_some() || conn.send_queue().is_empty() {
+        conn.end_defer();
+        if conn.dead().is_some() {
             return;
         }
         match conn.send_queue().write_to(self.socket.as_fd()) {
             Ok(true) => {
                 conn.writer_idle();
                 drop(conn);
-                self.owed.store(false, Ordering::Release);
                 self.drained.notify_waiters();
             }
             // Would block, or failed: the writer task handles it. Frames are queued, so it was
-            // asked for when they were pushed: woken then, or owed a wake from the deferred
-            // section this ends.
+            // asked for when they were pushed, or is owed now that the deferral ended.
             Ok(false) | Err(_) => {
-                debug_assert!(conn.writer_scheduled());
-                let wake = self.owed.swap(false, Ordering::AcqRel);
+                let wake = conn.poll_transmit();
+                debug_assert!(conn.writer_asked());
                 drop(conn);
                 if wake {
                     self.wake_writer();
@@ -206,8 +212,12 @@ impl TokioConn {
     /// Hands frames queued during a [`TokioConn::defer_flush`] section to the writer task,
     /// for a reader about to wait: nothing queued may wait for the reader.
     pub(crate) fn end_deferred(&self) {
-        self.deferred.store(false, Ordering::Release);
-        if self.owed.swap(false, Ordering::AcqRel) {
+        let wake = {
+            let mut conn = self.lock();
+            conn.end_defer();
+            conn.poll_transmit()
+        };
+        if wake {
             self.wake_writer();
         }
     }
@@ -372,13 +382,9 @@ impl TokioConn {
     ///
     /// # Errors
     ///
-    /// [`RpcError::Timeout`] (with `timeout`) once `deadline` passes; [`RpcError::Connection`]
-    /// if the connection ended.
-    pub(crate) async fn room_for_call(
-        &self,
-        deadline: Option<std::time::Instant>,
-        timeout: Option<Duration>,
-    ) -> Result<(), RpcError> {
+    /// [`RpcError::Timeout`] once `deadline` passes; [`RpcError::Connection`] if the
+    /// connection ended.
+    pub(crate) async fn room_for_call(&self, deadline: Option<Deadline>) -> Result<(), RpcError> {
         let (bytes, fds) = self.max_backlog;
         let full = {
             let conn = self.lock();
@@ -388,9 +394,9 @@ impl TokioConn {
         if full {
             let wait = self.wait_backlog_below(bytes, fds);
             match deadline {
-                Some(d) => tokio::time::timeout_at(d.into(), wait)
+                Some(d) => tokio::time::timeout_at(d.at().into(), wait)
                     .await
-                    .map_err(|_| RpcError::Timeout(timeout.unwrap_or_default()))?,
+                    .map_err(|_| d.error())?,
                 None => wait.await,
             }
         }
@@ -400,25 +406,15 @@ impl TokioConn {
         }
     }
 
-    /// Tells the client's reader that a call with an earlier deadline than its timer's started
-    /// (see [`Started::rearm`](crate::rpc::conn::Started)).
-    pub(crate) fn rearm_timer(&self) {
-        self.rearm.set();
-    }
-
-    /// The client's reader: hands every frame the peer sends to the connection, and fails the
-    /// calls whose deadlines pass, until the connection ends. Returns why it ended.
-    ///
-    /// One timer serves the connection ([`Alarm`]): it is set for the earliest call deadline
-    /// (or the stall deadline of a half-received frame, if earlier), and set again only when
-    /// that moves earlier, so a call costs no timer of its own.
+    /// The client's reader: hands every frame the peer sends to the connection, and sets the
+    /// connection's one timer ([`Alarm`]) for what the connection asks
+    /// ([`Conn::poll_timeout`]: the earliest call deadline, or the stall of a half-received
+    /// frame), so a call costs no timer of its own; when it fires, the connection fails what
+    /// is due ([`Conn::handle_timeout`]). Until the connection ends; returns why.
     pub(crate) async fn read_replies(&self, mut rq: RecvQueue) -> ConnectionError {
         let mut wakers = Vec::new();
         // Made at the first deadline: a client that sets none needs no timer.
         let mut alarm: Option<Alarm> = None;
-        // What the timer is set for. It is set again only for an earlier instant: set too
-        // early, it fires, finds nothing due, and is set for what is.
-        let mut armed: Option<std::time::Instant> = None;
         loop {
             // A peer that parks fds in a half-sent frame cannot pin them here either.
             let received = self.with_wakers(&mut wakers, |conn, wake| {
@@ -427,28 +423,14 @@ impl TokioConn {
                     // problem (see `Conn::receive`).
                     conn.receive(Received::new(frame), wake)?;
                 }
-                let stall = rq.stall_deadline(self.stall);
-                let due = match (conn.next_deadline(), stall) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                if let Some(at) = due.filter(|at| armed.is_none_or(|a| *at < a)) {
-                    armed = Some(at);
-                    conn.set_timer(armed);
-                    Ok::<_, ConnectionError>((stall, Some(at)))
-                } else {
-                    Ok((stall, None))
-                }
+                conn.set_receive_stall(rq.stall_deadline(self.stall));
+                Ok::<_, ConnectionError>(conn.poll_timeout())
             });
-            let stall = match received {
-                Ok((stall, rearm)) => {
-                    if let Some(at) = rearm {
-                        alarm.get_or_insert_with(Alarm::new).set(at);
-                    }
-                    stall
-                }
+            match received {
+                Ok(Some(at)) => alarm.get_or_insert_with(Alarm::new).set(at),
+                Ok(None) => {}
                 Err(e) => return e,
-            };
+            }
             tokio::select! {
                 biased;
                 filled = self.socket.fill(&mut rq) => match filled {
@@ -459,16 +441,14 @@ impl TokioConn {
                 () = std::future::poll_fn(|cx| match &mut alarm {
                     Some(alarm) => alarm.poll_fired(cx),
                     None => std::task::Poll::Pending,
-                }), if armed.is_some() => {
-                    armed = None;
+                }) => {
                     let now = std::time::Instant::now();
-                    if stall.is_some_and(|s| now >= s) {
-                        return ConnectionError::new(FdStreamError::Stalled(self.stall).into());
-                    }
-                    self.with_wakers(&mut wakers, |conn, wake| {
-                        conn.set_timer(None);
-                        conn.expire_calls(now, wake);
+                    let handled = self.with_wakers(&mut wakers, |conn, wake| {
+                        conn.handle_timeout(now, wake)
                     });
+                    if let Err(e) = handled {
+                        return e;
+                    }
                 }
                 () = std::future::poll_fn(|cx| self.rearm.poll(cx)) => {}
             }
@@ -526,14 +506,13 @@ impl PeerProgress {
     }
 }
 
-/// The writer task's state.
-#[derive(Debug)]
-enum Writer {
-    /// Nothing was queued for it yet.
-    NotStarted,
-    Running(tokio::task::JoinHandle<()>),
-    /// The connection's owner ended it.
-    Stopped,
+/// What [`TokioConn::on_end`] calls.
+struct OnEnd(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for OnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnEnd")
+    }
 }
 
 /// Tells the client's reader to look at its timer again: a flag and the reader's waker, with
@@ -603,22 +582,21 @@ mod tests {
         with_backlog(&Settings::default()).2
     }
 
-    fn soon() -> Option<Instant> {
-        Some(Instant::now() + Duration::from_millis(50))
+    fn soon() -> Option<Deadline> {
+        Some(Deadline::after(Duration::from_millis(50)))
     }
 
     #[tokio::test]
     async fn a_call_waits_while_the_backlog_is_over_its_byte_or_its_fd_bound() {
         let (bytes, fds) = backlog_of_two_frames();
         assert_eq!(fds, FRAMES);
-        let timeout = Some(Duration::from_millis(50));
         // At both bounds: room.
         let (conn, _peer, _) = with_backlog(&Settings::default().max_backlog(bytes, fds));
-        conn.room_for_call(soon(), timeout).await.unwrap();
+        conn.room_for_call(soon()).await.unwrap();
         // One byte, or one fd, over: the call waits, and gives up at its deadline.
         for (b, f) in [(bytes - 1, fds), (bytes, fds - 1)] {
             let (conn, _peer, _) = with_backlog(&Settings::default().max_backlog(b, f));
-            let r = conn.room_for_call(soon(), timeout).await;
+            let r = conn.room_for_call(soon()).await;
             assert!(matches!(r, Err(RpcError::Timeout(_))), "{b} {f}: {r:?}");
         }
     }
@@ -667,8 +645,9 @@ mod tests {
         let waiting = tokio::spawn({
             let conn = conn.clone();
             async move {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                let r = conn.room_for_call(Some(deadline), None).await;
+                let r = conn
+                    .room_for_call(Some(Deadline::after(Duration::from_secs(5))))
+                    .await;
                 (r, Instant::now())
             }
         });

@@ -8,12 +8,12 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::FutureExt;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::context::Context;
+use super::handlers::{Handlers, RunningHandler};
 use super::hooks::{CallOutcome, Hooks, Observed};
 use super::peer::PeerCredentials;
 use super::service::{BoxFuture, CallInfo, Dispatch, HandlerReply, Incoming, ReplyError};
@@ -24,22 +24,38 @@ use crate::codec::{Decoder, Encoder, MessageType};
 use crate::idl::INTROSPECTION_METHOD;
 use crate::idl::Idl;
 use crate::rpc::app_exception::ApplicationErrorKind;
-use crate::rpc::conn::{Conn, Ending, IncomingCall, RunningHandler};
+use crate::rpc::conn::{Conn, Ending, IncomingCall};
+use crate::rpc::deadline::Deadline;
+use crate::rpc::driver::server_reader::{CallPermit, CallSink, Inline};
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::stream::{ErasedProducer, produce};
 use crate::rpc::trace::{self, TraceContext, TraceId};
-
-/// What a call holds while it runs: its slot among the calls in flight and, if its frame
-/// carried fds, their share of the server-wide fd budget.
-pub(crate) type CallPermit = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
 
 /// What the calls of one connection are dispatched with.
 pub(crate) struct Serving<'a, S: ?Sized> {
     pub(crate) services: &'a S,
     pub(crate) conn: &'a Arc<TokioConn>,
+    /// The connection's handlers that run in tasks of their own.
+    pub(crate) handlers: &'a Arc<Handlers>,
     pub(crate) peer: &'a Arc<PeerCredentials>,
     /// The server's hooks; `None` if it has none.
     pub(crate) hooks: Option<&'a Hooks>,
+}
+
+impl<S: ServiceSet + ?Sized> CallSink for Serving<'_, S> {
+    #[inline]
+    fn dispatch(
+        &self,
+        call: IncomingCall<'_>,
+        arrived: Option<Instant>,
+        permit: CallPermit,
+    ) -> Option<Inline> {
+        dispatch(self, call, arrived, permit)
+    }
+
+    fn stop(&self, seqid: i32) {
+        self.handlers.stop_call(seqid);
+    }
 }
 
 /// Dispatches one call, returning the work to await before the next frame: a oneway handler
@@ -110,7 +126,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         }
         return None;
     };
-    let deadline = timeout.map(|t| arrived.unwrap_or_else(Instant::now) + t);
+    let deadline = timeout.map(|t| Deadline::from(arrived.unwrap_or_else(Instant::now), t));
     let trace = trace.map(|t| t.child());
     let fds_in = fds.len();
     let scope = CallScope::new(service.name(), method, seqid, at.peer, fds_in, trace);
@@ -121,7 +137,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
                 service.name(),
                 method,
                 seqid,
-                deadline,
+                deadline.map(|d| d.at()),
                 trace,
             );
             let start = arrived.unwrap_or_else(Instant::now);
@@ -142,25 +158,26 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         peer: at.peer,
         service: service.name(),
         credit,
-        deadline,
+        deadline: deadline.map(|d| d.at()),
         trace,
     };
     let args = Decoder::new(body, FdTable::new(fds));
     let incoming = Incoming::new(header, args, info, conn);
     let call = Call {
         conn: conn.clone(),
+        handlers: at.handlers.clone(),
         name: method,
         seqid,
         wants_reply,
-        timeout: timeout.zip(deadline),
+        deadline,
         observed,
         permit: Some(permit),
     };
     match service.dispatch(incoming) {
         Dispatch::Reply(fut) => return Some(Box::pin(call.reply(fut, scope))),
         Dispatch::Stream(slot, fut) => {
-            let conn = conn.clone();
-            spawn_handler(&conn, seqid, scope.wrap(call.stream(slot, fut)));
+            let handlers = call.handlers.clone();
+            spawn_handler(&handlers, seqid, scope.wrap(call.stream(slot, fut)));
         }
         Dispatch::Oneway(fut) => return Some(Box::pin(scope.wrap(call.oneway(fut)))),
         Dispatch::BadArgs(e) => {
@@ -187,11 +204,13 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
 /// One dispatched call: where and how it is answered, and what it holds until then.
 struct Call {
     conn: Arc<TokioConn>,
+    /// Where a handler that waits is tracked.
+    handlers: Arc<Handlers>,
     name: &'static str,
     seqid: i32,
     wants_reply: bool,
-    /// The caller's timeout and the deadline it set.
-    timeout: Option<(Duration, Instant)>,
+    /// The deadline the caller's timeout set.
+    deadline: Option<Deadline>,
     observed: Option<Box<Observed>>,
     /// Given back when the call ends (a stream method's: when its stream ends).
     permit: Option<CallPermit>,
@@ -214,9 +233,9 @@ impl Call {
         match first {
             Some(outcome) => scope.in_scope(|| self.answer(outcome)),
             None => {
-                let (conn, seqid) = (self.conn.clone(), self.seqid);
+                let (handlers, seqid) = (self.handlers.clone(), self.seqid);
                 spawn_handler(
-                    &conn,
+                    &handlers,
                     seqid,
                     scope.wrap(async move {
                         match until(self.deadline(), task).await {
@@ -294,7 +313,7 @@ impl Call {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.timeout.map(|(_, d)| d)
+        self.deadline.map(|d| d.at())
     }
 
     /// Queues the handler's reply, or the exception that replaces it.
@@ -310,7 +329,7 @@ impl Call {
     fn time_out(self) {
         tracing::debug!("fdrpc: deadline passed; handler dropped");
         if self.wants_reply {
-            let ms = self.timeout.map_or(0, |(t, _)| t.as_millis());
+            let ms = self.deadline.map_or(0, |d| d.timeout().as_millis());
             let why = format!("the call's deadline passed: its caller waits {ms} ms");
             self.conn.with(|c| {
                 c.push_exception(self.name, self.seqid, ApplicationErrorKind::Timeout, why)
@@ -348,24 +367,24 @@ async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output
 }
 
 /// Runs the rest of call `seqid`'s handler in a task of its own, registered with the
-/// connection so that the connection's end, or the caller's `cancel`, stops it at once (its
-/// future is dropped: what it holds, fds included, is closed). Nothing runs if the connection
-/// has ended already.
+/// connection's handlers so that the connection's end, or the caller's `cancel`, stops it at
+/// once (its future is dropped: what it holds, fds included, is closed). Nothing runs if the
+/// connection has ended already.
 fn spawn_handler(
-    conn: &Arc<TokioConn>,
+    handlers: &Arc<Handlers>,
     seqid: i32,
     work: impl Future<Output = ()> + Send + 'static,
 ) {
     let (handler, task) = RunningHandler::new(work);
-    let Some(id) = conn.with(|c| c.track_handler(seqid, handler.clone())) else {
-        // Dropped here, without the connection's lock.
+    let Some(id) = handlers.track(seqid, handler.clone()) else {
+        // Dropped here, without any lock.
         handler.stop();
         return;
     };
-    let conn = conn.clone();
+    let handlers = handlers.clone();
     tokio::spawn(async move {
         task.await;
-        conn.with(|c| c.untrack_handler(seqid, id));
+        handlers.untrack(seqid, id);
     });
 }
 

@@ -4,8 +4,10 @@
 //! Organization:
 //! - `serve`: [`Server`]: accepting, authorization, graceful shutdown, clean stops.
 //! - `listener`: [`Listener`]: the sockets a server serves.
-//! - `connection`: the reader loop of one connection, within the server's limits (calls in
-//!   flight, fd budget, backlog, stall timeout).
+//! - `connection`: one connection: its driver, its handlers, and what a server's connections
+//!   share (settings, fd budget, hooks); its reader loop is `driver::server_reader`.
+//! - `handlers`: the handlers that wait, in tasks of their own: stopped by a `cancel` or the
+//!   connection's end.
 //! - `dispatch`: a call handed over by the connection core, run (in its span and trace, until
 //!   its deadline) and answered.
 //! - `hooks`: [`CallHook`]: what runs around every call.
@@ -18,6 +20,8 @@ mod connection;
 mod context;
 #[cfg(feature = "tokio")]
 mod dispatch;
+#[cfg(feature = "tokio")]
+mod handlers;
 #[cfg(feature = "tokio")]
 mod hooks;
 #[cfg(feature = "tokio")]

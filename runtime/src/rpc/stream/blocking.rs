@@ -11,7 +11,8 @@ use crate::codec::error::EncodeError;
 use crate::codec::wire::Field;
 use crate::codec::{Encoder, MessageType};
 use crate::rpc::conn::{Conn, Ending, RawItem, RouteId};
-use crate::rpc::driver::blocking_conn::{BlockingConn, Deadline};
+use crate::rpc::deadline::Deadline;
+use crate::rpc::driver::blocking_conn::BlockingConn;
 use crate::rpc::error::{CallError, RpcError};
 
 /// The items of a server stream on the blocking client: an iterator of
@@ -86,7 +87,7 @@ impl<T, E> BlockingStreaming<T, E> {
 
     /// Waits for the next item (or end, or failure), feeding the sink meanwhile.
     fn wait_item(&mut self) -> Result<Option<Result<RawItem, RpcError>>, RpcError> {
-        let deadline = Deadline::after(self.timeout);
+        let deadline = Deadline::after_opt(self.timeout);
         let (seqid, id) = (self.seqid, self.id);
         loop {
             if let Some(f) = &mut self.feeder {
@@ -244,7 +245,11 @@ impl SinkFeeder {
     /// # Errors
     ///
     /// The connection's, writing the end.
-    pub(crate) fn pull(&mut self, conn: &BlockingConn, deadline: Deadline) -> Result<(), RpcError> {
+    pub(crate) fn pull(
+        &mut self,
+        conn: &BlockingConn,
+        deadline: Option<Deadline>,
+    ) -> Result<(), RpcError> {
         if !self.feeding || self.held.is_some() {
             return Ok(());
         }
@@ -289,7 +294,7 @@ impl SinkFeeder {
         &mut self,
         feed: Feed,
         conn: &BlockingConn,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
     ) -> Result<(), RpcError> {
         match (feed, self.held.take()) {
             (Feed::Send, Some((item, is_error))) => {

@@ -1,10 +1,12 @@
 //! The handlers a server runs in tasks of their own (those that did not finish on their first
 //! poll), by sequence id: what the end of the connection stops, and what a `cancel` for their
-//! call stops at once.
+//! call stops at once. The connection core only reports cancelled calls
+//! ([`Conn::take_cancelled_calls`](crate::rpc::conn::Conn::take_cancelled_calls)); the
+//! futures and their abort handles live here, behind a lock of their own.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
 use futures_util::future::{AbortHandle, Abortable};
@@ -59,7 +61,7 @@ impl RunningHandler {
 
     /// Drops the handler's future now, on this thread (waiting for a poll in progress on
     /// another to end), and ends its task. Must not be called with the connection's lock
-    /// held: the future's `Drop` may use the connection.
+    /// held, or the handlers' lock: the future's `Drop` may use the connection.
     pub(crate) fn stop(&self) {
         let work = self.take();
         self.abort.abort();
@@ -74,61 +76,72 @@ impl RunningHandler {
 /// Running handlers of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct Handlers {
-    running: FxHashMap<(i32, u64), Arc<RunningHandler>>,
+    inner: Mutex<Running>,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    by_call: FxHashMap<(i32, u64), Arc<RunningHandler>>,
     next: u64,
-    /// Handlers cancelled by their caller, for the driver to stop once it has released the
-    /// connection's lock.
-    cancelled: Vec<Arc<RunningHandler>>,
+    /// The connection ended: nothing more is tracked ([`Handlers::abort_all`]).
+    closed: bool,
 }
 
 impl Handlers {
+    fn lock(&self) -> MutexGuard<'_, Running> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Registers the handler of call `seqid`; returns its id, for [`Handlers::untrack`].
-    pub(crate) fn track(&mut self, seqid: i32, handler: Arc<RunningHandler>) -> u64 {
-        self.next += 1;
-        self.running.insert((seqid, self.next), handler);
-        self.next
+    /// `None` once the connection has ended: the caller stops the handler itself.
+    pub(crate) fn track(&self, seqid: i32, handler: Arc<RunningHandler>) -> Option<u64> {
+        let mut r = self.lock();
+        if r.closed {
+            return None;
+        }
+        r.next += 1;
+        let id = r.next;
+        r.by_call.insert((seqid, id), handler);
+        Some(id)
     }
 
     /// The handler `id` of `seqid` finished.
-    pub(crate) fn untrack(&mut self, seqid: i32, id: u64) {
-        self.running.remove(&(seqid, id));
+    pub(crate) fn untrack(&self, seqid: i32, id: u64) {
+        self.lock().by_call.remove(&(seqid, id));
     }
 
-    /// The caller cancelled call `seqid`: its handlers are set aside for
-    /// [`Handlers::take_cancelled`]. Returns how many there were.
-    pub(crate) fn cancel(&mut self, seqid: i32) -> usize {
-        let before = self.cancelled.len();
-        let cancelled = &mut self.cancelled;
-        self.running.retain(|&(s, _), h| {
+    /// The caller cancelled call `seqid`: its handlers are dropped now, on this thread,
+    /// without any lock held (their futures' `Drop` may use the connection). Returns how many
+    /// there were.
+    pub(crate) fn stop_call(&self, seqid: i32) -> usize {
+        let mut stopped = Vec::new();
+        self.lock().by_call.retain(|&(s, _), h| {
             if s == seqid {
-                cancelled.push(h.clone());
+                stopped.push(h.clone());
                 false
             } else {
                 true
             }
         });
-        self.cancelled.len() - before
-    }
-
-    /// The handlers cancelled since the last call, to [`RunningHandler::stop`].
-    pub(crate) fn take_cancelled(&mut self) -> Vec<Arc<RunningHandler>> {
-        std::mem::take(&mut self.cancelled)
+        for h in &stopped {
+            h.stop();
+        }
+        stopped.len()
     }
 
     /// Ends every handler's task (each drops its future when it is next polled, which is
-    /// at once).
-    pub(crate) fn abort_all(&mut self) {
-        for (_, h) in self.running.drain() {
-            h.abort.abort();
-        }
-        for h in self.cancelled.drain(..) {
+    /// at once), and tracks no more: the connection has ended.
+    pub(crate) fn abort_all(&self) {
+        let mut r = self.lock();
+        r.closed = true;
+        for (_, h) in r.by_call.drain() {
             h.abort.abort();
         }
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -151,39 +164,28 @@ mod tests {
     }
 
     #[test]
-    fn handlers_are_cancelled_by_call_and_stopped_at_once() {
+    fn handlers_are_stopped_by_call_at_once_and_none_is_tracked_after_the_end() {
         let drops = Arc::new(AtomicUsize::new(0));
-        let mut h = Handlers::default();
+        let h = Handlers::default();
         let (a, _task_a) = RunningHandler::new(pending_with_guard(&drops));
         let (b, _task_b) = RunningHandler::new(pending_with_guard(&drops));
         let (c, _task_c) = RunningHandler::new(pending_with_guard(&drops));
-        let ida = h.track(1, a);
-        h.track(1, b);
-        h.track(2, c);
+        let ida = h.track(1, a).unwrap();
+        h.track(1, b).unwrap();
+        h.track(2, c).unwrap();
         h.untrack(1, ida);
-        assert_eq!(h.cancel(1), 1, "the finished one is gone");
-        assert_eq!(
-            drops.load(Ordering::SeqCst),
-            0,
-            "nothing stops under the lock"
-        );
-        let (d, _task_d) = RunningHandler::new(pending_with_guard(&drops));
-        h.track(3, d);
-        assert_eq!(h.cancel(3), 1, "this call's, not those set aside before");
-        let cancelled = h.take_cancelled();
-        assert_eq!(cancelled.len(), 2);
-        cancelled[0].stop();
+        assert_eq!(h.stop_call(1), 1, "the finished one is gone");
         assert_eq!(
             drops.load(Ordering::SeqCst),
             1,
             "stopped on this thread, at once"
         );
-        cancelled[1].stop();
-        assert_eq!(drops.load(Ordering::SeqCst), 2);
-        assert!(h.take_cancelled().is_empty());
-        assert_eq!(h.cancel(2), 1);
+        assert_eq!(h.stop_call(1), 0, "once");
+        assert_eq!(h.stop_call(3), 0, "no such call");
         h.abort_all();
-        assert_eq!(h.cancel(2), 0);
+        assert_eq!(h.stop_call(2), 0, "aborted with the connection");
+        let (d, _task_d) = RunningHandler::new(pending_with_guard(&drops));
+        assert!(h.track(4, d).is_none(), "the connection has ended");
     }
 
     #[test]
