@@ -721,3 +721,45 @@ fn a_peer_that_closes_with_every_call_slot_taken_has_its_handlers_dropped() {
     drop(client);
     h.settles();
 }
+
+/// Limits of zero are taken as one (the documented clamps of `Settings`): a server with
+/// `max_in_flight(0)` and `max_connections(0)` still reads calls, one at a time, on one
+/// connection, instead of never reading or refusing everyone.
+#[test]
+fn zero_limits_serve_one_call_on_one_connection() {
+    let h = Harness::start_with(|s| s.max_in_flight(0).max_connections(0));
+    let mut first = h.raw();
+    first.still_answers(1);
+    first.still_answers(2);
+    let mut second = h.raw();
+    second.expect_closed_within(Duration::from_secs(5));
+    drop((first, second));
+    h.settles();
+}
+
+/// A frame may carry at most half the server's fd budget (after its floor of 506): a frame
+/// declaring more could never be received whole, so it is refused as soon as its header is
+/// read, not left to stall until the stall timeout.
+#[test]
+fn a_frame_with_more_fds_than_half_a_small_budget_is_refused_at_once() {
+    let stall = Duration::from_secs(20);
+    let h = Harness::start_with(move |s| {
+        s.fd_budget(10)
+            .max_fds_per_frame(1024)
+            .max_queued_fds(2048)
+            .stall_timeout(stall)
+    });
+    let mut raw = h.raw();
+    // The budget is 506 (its floor), so a frame carries at most 253; this one declares 300.
+    let fds = numbered(300);
+    let indices: Vec<i32> = (0..300).collect();
+    let f = fd_frame(1, fds.len(), 0, &call("echo", 1, &echo_args(&indices)));
+    let started = Instant::now();
+    raw.send(&f[..1], &borrowed(&fds[..253]));
+    raw.send(&f[1..], &borrowed(&fds[253..]));
+    raw.expect_closed_within(stall / 2);
+    assert!(started.elapsed() < stall / 2, "{:?}", started.elapsed());
+    drop((raw, fds));
+    h.others_still_work();
+    h.settles();
+}

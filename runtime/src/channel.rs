@@ -1,6 +1,7 @@
 //! [`Channel`]: send and receive single messages with their fds over a blocking
 //! `UnixStream`, without a service.
 
+use std::borrow::Borrow;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -71,7 +72,7 @@ impl Channel {
     ///
     /// Never at present; reserved for socket setup.
     pub fn new(stream: UnixStream) -> io::Result<Self> {
-        Self::with_settings(stream, &Settings::default())
+        Self::with_settings(stream, Settings::default())
     }
 
     /// A channel over `stream` applying the receive limits of `settings` (frame size, fds per
@@ -80,7 +81,8 @@ impl Channel {
     /// # Errors
     ///
     /// Never at present; reserved for socket setup.
-    pub fn with_settings(stream: UnixStream, settings: &Settings) -> io::Result<Self> {
+    pub fn with_settings(stream: UnixStream, settings: impl Borrow<Settings>) -> io::Result<Self> {
+        let settings = settings.borrow();
         Ok(Channel {
             stream,
             send: SendQueue::new(),

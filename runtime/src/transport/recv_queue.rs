@@ -71,15 +71,25 @@ pub enum Fill {
 
 impl RecvQueue {
     /// An empty queue applying the receive limits of `settings` (frame size, fds per frame,
-    /// fds queued).
+    /// fds queued), for a client or a [`Channel`](crate::Channel).
     pub fn new(settings: &Settings) -> Self {
+        Self::with_limits(settings, false)
+    }
+
+    /// An empty queue applying a server's receive limits of `settings`: a frame carries at
+    /// most half the server's fd budget.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn for_server(settings: &Settings) -> Self {
+        Self::with_limits(settings, true)
+    }
+
+    fn with_limits(settings: &Settings, server: bool) -> Self {
+        let per_frame = settings.fds_per_frame_limit(server);
         let limits = RecvLimits {
             max_frame_size: settings.max_frame_size,
-            max_fds_per_frame: settings.max_fds_per_frame,
+            max_fds_per_frame: per_frame,
             // A sender may batch up to 253 fds ahead of a frame as large as the limit.
-            max_queued_fds: settings
-                .max_queued_fds
-                .max(settings.max_fds_per_frame.saturating_add(super::SCM_MAX_FD)),
+            max_queued_fds: settings.queued_fds_limit(per_frame),
         };
         RecvQueue {
             buf: Vec::new(),

@@ -1,6 +1,7 @@
 //! [`Client`]: the async, multiplexed client side of a connection. Generated
 //! `{Trait}Client`s wrap it.
 
+use std::borrow::Borrow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +104,7 @@ impl Client {
     ///
     /// Outside a tokio runtime.
     pub fn new(stream: UnixStream) -> std::io::Result<Self> {
-        Self::with_settings(stream, &Settings::default())
+        Self::with_settings(stream, Settings::default())
     }
 
     /// A client over an already-connected stream, applying `settings` (the limits on what
@@ -116,7 +117,11 @@ impl Client {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn with_settings(stream: UnixStream, settings: &Settings) -> std::io::Result<Self> {
+    pub fn with_settings(
+        stream: UnixStream,
+        settings: impl Borrow<Settings>,
+    ) -> std::io::Result<Self> {
+        let settings = settings.borrow();
         let conn = TokioConn::new(Socket::from_tokio(stream)?, Role::Client, settings);
         let reader = tokio::spawn({
             let conn = conn.clone();

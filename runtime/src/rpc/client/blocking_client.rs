@@ -1,5 +1,6 @@
 //! [`BlockingClient`]: the client side of a connection for plain threads, no async runtime.
 
+use std::borrow::Borrow;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,12 +55,13 @@ impl BlockingClient {
 
     /// A client over an already-connected stream, with the default [`Settings`].
     pub fn new(stream: UnixStream) -> Self {
-        Self::with_settings(stream, &Settings::default())
+        Self::with_settings(stream, Settings::default())
     }
 
     /// A client over an already-connected stream, applying `settings` (the limits on what
     /// it receives, the stall timeout, the window of its streams).
-    pub fn with_settings(stream: UnixStream, settings: &Settings) -> Self {
+    pub fn with_settings(stream: UnixStream, settings: impl Borrow<Settings>) -> Self {
+        let settings = settings.borrow();
         BlockingClient {
             conn: Arc::new(BlockingConn::new(stream, settings)),
             timeout: settings.call_timeout,

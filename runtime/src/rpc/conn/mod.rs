@@ -51,7 +51,7 @@ use routes::Routes;
 pub(crate) use routes::{Inbound, RawItem, RouteId};
 pub(crate) use send::{CallOptions, Started};
 
-use stream_frame::MAX_CREDIT;
+pub(crate) use stream_frame::MAX_CREDIT;
 
 use crate::codec::MessageType;
 use crate::codec::error::EncodeError;
@@ -154,7 +154,7 @@ impl Conn {
             calls: Calls::default(),
             routes: Routes::default(),
             dead: None,
-            window: settings.stream_window.clamp(1, MAX_CREDIT),
+            window: settings.stream_window,
             output: Output::new(settings.stall_timeout),
         }
     }

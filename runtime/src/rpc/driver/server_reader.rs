@@ -54,7 +54,7 @@ pub(crate) async fn read_calls(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
-    let mut rq = RecvQueue::new(settings);
+    let mut rq = RecvQueue::for_server(settings);
     // Budget units of the fds waiting in `rq`; a frame takes its share with it.
     let mut parked: Option<OwnedSemaphorePermit> = None;
     let timeout = settings.stall_timeout;

@@ -17,7 +17,6 @@ use crate::rpc::driver::socket::Socket;
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
-use crate::transport::SCM_MAX_FD;
 use crate::transport::error::TransportError;
 
 /// What the connections of one server share: its settings, its fd budget and its hooks.
@@ -31,11 +30,9 @@ pub(crate) struct ServerShared {
 
 impl ServerShared {
     pub(crate) fn new(settings: &Settings, hooks: &[Arc<dyn super::CallHook>]) -> Self {
-        let mut settings = settings.clone();
-        // Two `sendmsg`s' worth at least, and a frame larger than half the budget could never
-        // be received whole.
-        settings.fd_budget = settings.fd_budget.max(2 * SCM_MAX_FD);
-        settings.max_fds_per_frame = settings.max_fds_per_frame.min(settings.fd_budget / 2);
+        // Every setting is in range already (`Settings`' setters keep it there), and the
+        // receive queue takes the server's fds-per-frame bound (`RecvQueue::for_server`).
+        let settings = settings.clone();
         ServerShared {
             budget: Arc::new(Semaphore::new(settings.fd_budget)),
             settings,

@@ -1,5 +1,6 @@
 //! [`Server`]: serves a [`Service`] on a listener or on connected streams.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +60,11 @@ impl Server {
         Self::with_settings(Settings::default())
     }
 
-    /// A server applying `settings`.
-    pub fn with_settings(settings: Settings) -> Self {
+    /// A server applying `settings` (given as `Settings` or `&Settings`, as every entry point
+    /// takes them).
+    pub fn with_settings(settings: impl Borrow<Settings>) -> Self {
         Server {
-            settings,
+            settings: settings.borrow().clone(),
             authorize: None,
             hooks: Vec::new(),
         }
