@@ -48,19 +48,24 @@ impl Raw {
     }
 
     pub fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
+        let sent = self.try_send(bytes, fds).unwrap();
+        assert_eq!(sent, bytes.len());
+    }
+
+    /// Sends as [`Raw::send`] does, returning the error of a connection the server has
+    /// closed already (`EPIPE`, `ECONNRESET`) instead of failing the test.
+    pub fn try_send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> rustix::io::Result<usize> {
         let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];
         let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() {
             assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(fds)));
         }
-        let sent = rustix::net::sendmsg(
+        rustix::net::sendmsg(
             &self.sock,
             &[IoSlice::new(bytes)],
             &mut control,
             rustix::net::SendFlags::NOSIGNAL,
         )
-        .unwrap();
-        assert_eq!(sent, bytes.len());
     }
 
     /// Reads the next frame, or notices the connection closed, within `wait`.
