@@ -462,7 +462,7 @@ fn u64_bits_carry_the_full_range_as_the_i64_with_the_same_bits() {
     .unwrap();
     let back = fdrpc::decode::<Hashes>(&bytes, fds).unwrap();
     assert_eq!(*back.one, u64::MAX);
-    assert!(fdrpc::idl::message_idl::<Hashes>().contains("1: required i64 one,"));
+    assert!(fdrpc::message_idl::<Hashes>().contains("1: required i64 one,"));
 }
 
 #[test]
@@ -505,7 +505,7 @@ fn a_vec_of_u8_is_thrift_binary_everywhere() {
     .unwrap();
     assert_eq!(bytes, same, "the same bytes as fdrpc::Binary");
     assert_eq!(fdrpc::decode::<Blobs>(&bytes, Vec::new()).unwrap(), blobs());
-    let idl = fdrpc::idl::message_idl::<Blobs>();
+    let idl = fdrpc::message_idl::<Blobs>();
     for line in [
         "1: required binary one,",
         "2: required list<binary> many,",

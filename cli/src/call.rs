@@ -99,11 +99,11 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
     };
     let call_args = Args(build.args(&f.params, &json).map_err(Failure::Usage)?);
     // The name the server routes: `Service:method` when it serves several.
-    let wire: &'static str = Box::leak(schema.display_name(&f).into_boxed_str());
+    let wire = fdrpc::MethodName::from(schema.display_name(&f));
 
     if f.oneway {
         client
-            .oneway(wire, call_args)
+            .oneway(wire.clone(), call_args)
             .map_err(|e| Failure::Rpc(e.to_string()))?;
         client.flush().await;
         return Ok(Exit::Success);
@@ -119,16 +119,21 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
     let calling = async {
         if f.stream.is_some() {
             let (reply, items) = client
-                .call_streaming::<Args, RawReply, Item, Item>(wire, call_args, raw_reply, sink)
+                .call_streaming::<Args, RawReply, Item, Item>(
+                    wire.clone(),
+                    call_args,
+                    raw_reply,
+                    sink,
+                )
                 .await?;
             Ok((reply, Some(items)))
         } else if let Some(sink) = sink {
             let reply = client
-                .call_with_sink(wire, call_args, sink, raw_reply)
+                .call_with_sink(wire.clone(), call_args, raw_reply, sink)
                 .await?;
             Ok((reply, None))
         } else {
-            let reply = client.call(wire, call_args, raw_reply).await?;
+            let reply = client.call(wire.clone(), call_args, raw_reply).await?;
             Ok((reply, None))
         }
     };

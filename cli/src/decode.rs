@@ -11,6 +11,7 @@ use fdrpc::{DecodeError, FdTable, Field};
 use serde_json::{Map, Value};
 
 use crate::fds;
+use crate::field_path::join;
 use crate::schema::{Schema, StructKind, Type};
 
 /// A value as the wire has it.
@@ -283,15 +284,6 @@ impl<'s> Render<'s> {
                 _ => 0,
             },
         }
-    }
-}
-
-/// `path.key`, or `key` at the top.
-pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
     }
 }
 

@@ -9,8 +9,8 @@ use fdrpc::codec::{Decoder, Encoder, TType};
 use fdrpc::{DecodeError, DecodeErrorKind, EncodeError, Wire};
 use serde_json::Value;
 
-use crate::decode::join;
 use crate::fds::FdSource;
+use crate::field_path::join;
 use crate::schema::{Field, Schema, StructKind, Type};
 
 /// A value checked against its type, ready to write.

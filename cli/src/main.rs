@@ -19,6 +19,7 @@ mod call;
 mod decode;
 mod encode;
 mod fds;
+mod field_path;
 mod introspect;
 mod schema;
 mod type_expr;

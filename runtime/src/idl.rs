@@ -449,13 +449,6 @@ fn doc_comment(out: &mut String, indent: &str, doc: &[String], note: Option<&str
     let _ = writeln!(out, "{indent} */");
 }
 
-/// The IDL of one message type and everything it uses.
-pub fn message_idl<T: crate::codec::wire::Wire>() -> String {
-    let mut idl = Idl::new();
-    T::idl_type(&mut idl);
-    idl.render()
-}
-
 /// The wire name of the introspection method every fdrpc server answers: no arguments, its
 /// result the Thrift IDL of the services served. Method names starting with `_fdrpc` are
 /// reserved.

@@ -48,19 +48,21 @@ pub mod idl;
 mod rpc;
 mod settings;
 pub mod systemd;
+// Not public API: the sans-IO queues and frames, for the project's tests and fuzz targets.
+#[doc(hidden)]
 pub mod transport;
 
 pub use channel::Channel;
 pub use codec::error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use codec::fd_table::FdTable;
 pub use codec::message::{Message, decode, encode};
-pub use codec::wire::{Binary, Field, U64Bits, Wire};
+pub use codec::wire::{Binary, Field, U64Bits, Wire, message_idl};
 pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
 pub use fd::shared_memory::{MemfdMap, MemfdWriter};
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{
     ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError,
-    ConnectionError, Context, PeerCredentials, RpcError, Stream, TraceContext, Traced,
+    ConnectionError, Context, MethodName, PeerCredentials, RpcError, Stream, TraceContext, Traced,
 };
 #[cfg(feature = "tokio")]
 pub use rpc::{

@@ -97,6 +97,10 @@ impl Default for Settings {
     }
 }
 
+/// The largest [`Settings::stream_window`]: the most items one `fdrpc-credit` may grant
+/// (docs/PROTOCOL.md).
+pub(crate) const MAX_STREAM_WINDOW: u32 = 1 << 16;
+
 /// The smallest [`Settings::max_frame_size`]: a frame header, a call header and room for
 /// small arguments. Below it every frame of a real call would be refused.
 pub(crate) const MIN_FRAME_SIZE: usize = 4096;
@@ -158,7 +162,7 @@ impl Settings {
     /// at least 1 and at most 65536 items at a time; a window outside that range is taken as
     /// the nearest bound.
     pub fn stream_window(mut self, items: u32) -> Self {
-        self.stream_window = items.clamp(1, crate::rpc::conn::MAX_CREDIT);
+        self.stream_window = items.clamp(1, MAX_STREAM_WINDOW);
         self
     }
 

@@ -760,6 +760,13 @@ pub mod display {
     }
 }
 
+/// The Thrift IDL of one message type and everything it uses: what `_fdrpc_idl` shows of it.
+pub fn message_idl<T: Wire>() -> String {
+    let mut idl = Idl::new();
+    T::idl_type(&mut idl);
+    idl.render()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {

@@ -23,6 +23,7 @@ pub(crate) mod conn;
 pub(crate) mod deadline;
 pub(crate) mod driver;
 mod error;
+mod method_name;
 pub(crate) mod server;
 pub(crate) mod stream;
 pub(crate) mod trace;
@@ -32,6 +33,7 @@ pub use client::BlockingClient;
 #[cfg(feature = "tokio")]
 pub use client::Client;
 pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_undeclared};
+pub use method_name::MethodName;
 #[cfg(feature = "tokio")]
 pub use server::{
     BoxFuture, CallEnd, CallHook, CallOutcome, Dispatch, HandlerReply, Incoming, IntoConnection,

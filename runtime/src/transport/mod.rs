@@ -1,7 +1,8 @@
 //! Moving frames and their fds over a `SOCK_STREAM` Unix socket.
 //!
-//! This module is public for peers that speak raw frames (other event loops, test
-//! adversaries): the queues are sans-IO state machines that take the socket as an argument.
+//! Not public API (hidden from the docs, and free to change in any release): it is reachable
+//! for fdrpc's own tests and fuzz targets, which speak raw frames to the library as a hostile
+//! peer would. The queues are sans-IO state machines that take the socket as an argument.
 //!
 //! Organization:
 //! - [`address`]: where a socket is: a path, or an abstract `@name`.

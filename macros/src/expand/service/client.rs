@@ -320,7 +320,7 @@ impl ServiceGenerator<'_> {
             (None, Some((i, st))) => {
                 let sink = self.sink_arg(i, st.item, st.error, blocking);
                 let decode = self.decode_result(m, m.ret.value);
-                quote!(self.inner.call_with_sink(#wire, #build, #sink, #decode)#dot_await)
+                quote!(self.inner.call_with_sink(#wire, #build, #decode, #sink)#dot_await)
             }
             (Some(out), sink) => {
                 let (t, e) = (out.item, self.stream_error(out.error));
@@ -330,19 +330,15 @@ impl ServiceGenerator<'_> {
                     Some(_) => quote!(|__first| (__first, __s)),
                     None => quote!(|()| __s),
                 };
-                let (sink_types, sink) = match sink {
+                let sink = match sink {
                     Some((i, st)) => {
-                        let (st_t, st_e) = (st.item, self.stream_error(st.error));
                         let arg = self.sink_arg(i, st.item, st.error, blocking);
-                        (quote!(#st_t, #st_e), quote!(#p::Option::Some(#arg)))
+                        quote!(#p::Option::Some(#arg))
                     }
-                    None => (quote!((), #p::Infallible), quote!(#p::Option::None)),
+                    None => quote!(#p::Option::None),
                 };
-                let types = if blocking {
-                    quote!(_, _, #t, #e, #sink_types)
-                } else {
-                    quote!(_, _, #t, #e)
-                };
+                // The same type parameters for both clients: the sink's types are erased.
+                let types = quote!(_, _, #t, #e);
                 quote! {
                     self.inner
                         .call_streaming::<#types>(#wire, #build, #decode_open, #sink)
@@ -382,7 +378,7 @@ impl ServiceGenerator<'_> {
             Some(_) => quote!(#ident.into_iter()),
             None => quote!(#ident.into_iter().map(#p::Result::<#item, #p::Infallible>::Ok)),
         };
-        quote!(#p::BlockingSink::<#item, #e>::new(#results))
+        quote!(#p::BlockingSink::new::<#item, #e>(#results))
     }
 
     /// What a client method returns.

@@ -20,6 +20,7 @@ use crate::rpc::deadline::Deadline;
 use crate::rpc::driver::socket::Socket;
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::error::{ConnectionError, RpcError};
+use crate::rpc::method_name::MethodName;
 use crate::rpc::stream::{Consumer, ErasedProducer, Streaming, produce};
 use crate::settings::Settings;
 use crate::transport::RecvQueue;
@@ -187,11 +188,11 @@ impl Client {
     #[doc(hidden)]
     pub async fn call<A: Wire, R>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         args: A,
         decode: DecodeFn<R>,
     ) -> Result<R, RpcError> {
-        self.exchange(method, args, decode, None, false)
+        self.exchange(method.into(), args, decode, None, false)
             .await
             .map(|(r, _)| r)
     }
@@ -210,12 +211,14 @@ impl Client {
     #[doc(hidden)]
     pub async fn call_streaming<A: Wire, R, T: Field, E: Field>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         args: A,
         decode: DecodeFn<R>,
         sink: Option<Box<dyn ErasedProducer>>,
     ) -> Result<(R, Streaming<T, E>), RpcError> {
-        let (r, consumer) = self.exchange(method, args, decode, sink, true).await?;
+        let (r, consumer) = self
+            .exchange(method.into(), args, decode, sink, true)
+            .await?;
         let consumer = consumer
             .ok_or_else(|| RpcError::Connection(ConnectionError::new(TransportError::Closed)))?;
         Ok((r, Streaming::new(consumer)))
@@ -235,19 +238,19 @@ impl Client {
     #[doc(hidden)]
     pub async fn call_with_sink<A: Wire, R>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         args: A,
-        sink: Box<dyn ErasedProducer>,
         decode: DecodeFn<R>,
+        sink: Box<dyn ErasedProducer>,
     ) -> Result<R, RpcError> {
-        self.exchange(method, args, decode, Some(sink), false)
+        self.exchange(method.into(), args, decode, Some(sink), false)
             .await
             .map(|(r, _)| r)
     }
 
     async fn exchange<A: Wire, R>(
         &self,
-        method: &'static str,
+        method: MethodName,
         args: A,
         decode: DecodeFn<R>,
         sink: Option<Box<dyn ErasedProducer>>,
@@ -257,14 +260,14 @@ impl Client {
         // Counted from before the call is sent: this side gives up no later than the server,
         // which counts from its arrival. The connection enforces it (its reader's timer).
         let deadline = Deadline::after_opt(self.timeout);
-        let (span, mut options) = outgoing(method, MessageType::Call, deadline);
+        let (span, mut options) = outgoing(&method, MessageType::Call, deadline);
         options.stream = streaming;
         options.sink = sink.is_some();
         options.expire_here = true;
         // The send queue is bounded like the server's backlog (`Settings::max_backlog`): a
         // call waits for room within its timeout.
         conn.room_for_call(deadline).await?;
-        let started = conn.with(|c| c.start_call(method, &options, |enc| args.encode(enc)))?;
+        let started = conn.with(|c| c.start_call(&method, &options, |enc| args.encode(enc)))?;
         let seqid = started.seqid;
         record_seqid(span.as_ref(), seqid);
         // Made before the guard, so that it is dropped after it: a call given up takes its
@@ -279,14 +282,21 @@ impl Client {
         let mut guard = CallGuard {
             conn,
             started,
-            method,
+            method: method.clone(),
             armed: true,
         };
         // Settled by the reply, by the deadline passing, or by the connection's end.
         let reply = std::future::poll_fn(|cx| conn.with(|c| c.poll_reply(seqid, Some(cx.waker()))));
         let reply = match (sink, started.outbox) {
             (Some(p), Some(out)) => {
-                let produce = produce(conn.clone(), method, MessageType::Oneway, seqid, out, p);
+                let produce = produce(
+                    conn.clone(),
+                    method.clone(),
+                    MessageType::Oneway,
+                    seqid,
+                    out,
+                    p,
+                );
                 if streaming {
                     // Both ways: the sink goes on after the reply, for as long as the server
                     // grants credit; it stops when cancelled or when the connection ends.
@@ -316,7 +326,7 @@ impl Client {
         // The call is over: a sink still going (not one that goes on beside the stream the
         // reply opened) is no longer wanted.
         if let Some(out) = guard.started.outbox {
-            conn.with(|c| c.end_outbox(seqid, out, method, Ending::Silent));
+            conn.with(|c| c.end_outbox(seqid, out, &method, Ending::Silent));
         }
         let r = decode_reply(reply, decode, self.timeout)?;
         Ok((r, consumer))
@@ -333,7 +343,7 @@ impl Client {
     #[doc(hidden)]
     pub async fn oneway_when_room<A: Wire>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         args: A,
     ) -> Result<(), RpcError> {
         self.conn()
@@ -348,11 +358,12 @@ impl Client {
     ///
     /// [`RpcError::Encode`], or [`RpcError::Connection`] if the connection is gone.
     #[doc(hidden)]
-    pub fn oneway<A: Wire>(&self, method: &'static str, args: A) -> Result<(), RpcError> {
-        let (span, options) = outgoing(method, MessageType::Oneway, None);
+    pub fn oneway<A: Wire>(&self, method: impl Into<MethodName>, args: A) -> Result<(), RpcError> {
+        let method = method.into();
+        let (span, options) = outgoing(&method, MessageType::Oneway, None);
         let _span = span.as_ref().map(tracing::Span::enter);
         self.conn()
-            .with(|c| c.start_call(method, &options, |enc| args.encode(enc)))
+            .with(|c| c.start_call(&method, &options, |enc| args.encode(enc)))
             .map(|_| ())
     }
 
@@ -385,7 +396,7 @@ async fn in_span<F: std::future::Future>(span: Option<tracing::Span>, fut: F) ->
 struct CallGuard<'a> {
     conn: &'a TokioConn,
     started: Started,
-    method: &'static str,
+    method: MethodName,
     armed: bool,
 }
 
@@ -393,7 +404,7 @@ impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.conn
-                .with(|c| c.forget_call(&self.started, self.method, true));
+                .with(|c| c.forget_call(&self.started, &self.method, true));
             // Its frame may have left the queue: calls waiting for room look again.
             self.conn.backlog_shrank();
         }

@@ -15,6 +15,7 @@ use crate::rpc::conn::{CallOptions, Reply, Started};
 use crate::rpc::deadline::Deadline;
 use crate::rpc::driver::blocking_conn::BlockingConn;
 use crate::rpc::error::RpcError;
+use crate::rpc::method_name::MethodName;
 use crate::rpc::stream::{BlockingSink, BlockingStreaming, SinkFeeder};
 use crate::settings::Settings;
 
@@ -103,7 +104,7 @@ impl BlockingClient {
     fn start(
         &self,
         deadline: Option<Deadline>,
-        method: &'static str,
+        method: &MethodName,
         options: &CallOptions,
         args: impl Wire,
     ) -> Result<Started, RpcError> {
@@ -122,7 +123,7 @@ impl BlockingClient {
 
     /// Forgets a call its caller gave up on, telling the server (if the socket takes the
     /// `cancel` now; otherwise the next write sends it).
-    fn forget(&self, started: &Started, method: &'static str) {
+    fn forget(&self, started: &Started, method: &MethodName) {
         let _ = self.conn.send(Some(Deadline::now()), |c| {
             c.forget_call(started, method, true);
             Ok(())
@@ -134,7 +135,7 @@ impl BlockingClient {
         &self,
         deadline: Option<Deadline>,
         started: &Started,
-        method: &'static str,
+        method: &MethodName,
     ) -> Result<Reply, RpcError> {
         let seqid = started.seqid;
         let reply = self
@@ -158,17 +159,18 @@ impl BlockingClient {
     #[doc(hidden)]
     pub fn call<A: Wire, R>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         args: A,
         decode: DecodeFn<R>,
     ) -> Result<R, RpcError> {
+        let method: MethodName = method.into();
         let deadline = Deadline::after_opt(self.timeout);
-        let (span, options) = outgoing(method, MessageType::Call, deadline);
+        let (span, options) = outgoing(&method, MessageType::Call, deadline);
         let _span = span.as_ref().map(tracing::Span::enter);
-        let started = self.start(deadline, method, &options, args)?;
+        let started = self.start(deadline, &method, &options, args)?;
         record_seqid(span.as_ref(), started.seqid);
         decode_reply(
-            self.reply(deadline, &started, method)?,
+            self.reply(deadline, &started, &method)?,
             decode,
             self.timeout,
         )
@@ -190,12 +192,13 @@ impl BlockingClient {
     ///
     /// [`RpcError::Encode`], [`RpcError::Timeout`] or [`RpcError::Connection`].
     #[doc(hidden)]
-    pub fn oneway<A: Wire>(&self, method: &'static str, args: A) -> Result<(), RpcError> {
-        let (span, options) = outgoing(method, MessageType::Oneway, None);
+    pub fn oneway<A: Wire>(&self, method: impl Into<MethodName>, args: A) -> Result<(), RpcError> {
+        let method: MethodName = method.into();
+        let (span, options) = outgoing(&method, MessageType::Oneway, None);
         let _span = span.as_ref().map(tracing::Span::enter);
         self.conn
             .send(Deadline::after_opt(self.timeout), |c| {
-                c.start_call(method, &options, |enc| args.encode(enc))
+                c.start_call(&method, &options, |enc| args.encode(enc))
             })
             .map(|_| ())
     }
@@ -208,27 +211,24 @@ impl BlockingClient {
     ///
     /// See [`RpcError`].
     #[doc(hidden)]
-    pub fn call_with_sink<A: Wire, R, T, E>(
+    pub fn call_with_sink<A: Wire, R>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         args: A,
-        sink: BlockingSink<T, E>,
         decode: DecodeFn<R>,
-    ) -> Result<R, RpcError>
-    where
-        T: Field + Send + 'static,
-        E: Field + Send + 'static,
-    {
+        sink: BlockingSink,
+    ) -> Result<R, RpcError> {
+        let method: MethodName = method.into();
         let deadline = Deadline::after_opt(self.timeout);
-        let (span, mut options) = outgoing(method, MessageType::Call, deadline);
+        let (span, mut options) = outgoing(&method, MessageType::Call, deadline);
         options.sink = true;
         let _span = span.as_ref().map(tracing::Span::enter);
-        let started = self.start(deadline, method, &options, args)?;
+        let started = self.start(deadline, &method, &options, args)?;
         record_seqid(span.as_ref(), started.seqid);
         let mut feeder = started
             .outbox
-            .map(|out| SinkFeeder::new(Box::new(sink), method, started.seqid, out));
-        let reply = self.reply_feeding(deadline, &started, method, feeder.as_mut());
+            .map(|out| SinkFeeder::new(sink, method.clone(), started.seqid, out));
+        let reply = self.reply_feeding(deadline, &started, &method, feeder.as_mut());
         if let Some(f) = &mut feeder {
             self.conn.with(|c| f.finish(c, reply.is_err()));
         }
@@ -240,7 +240,7 @@ impl BlockingClient {
         &self,
         deadline: Option<Deadline>,
         started: &Started,
-        method: &'static str,
+        method: &MethodName,
         mut feeder: Option<&mut SinkFeeder>,
     ) -> Result<Reply, RpcError> {
         let seqid = started.seqid;
@@ -281,33 +281,27 @@ impl BlockingClient {
     ///
     /// See [`RpcError`].
     #[doc(hidden)]
-    pub fn call_streaming<A, R, T, E, ST, SE>(
+    pub fn call_streaming<A: Wire, R, T: Field, E: Field>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         args: A,
         decode: DecodeFn<R>,
-        sink: Option<BlockingSink<ST, SE>>,
-    ) -> Result<(R, BlockingStreaming<T, E>), RpcError>
-    where
-        A: Wire,
-        T: Field,
-        E: Field,
-        ST: Field + Send + 'static,
-        SE: Field + Send + 'static,
-    {
+        sink: Option<BlockingSink>,
+    ) -> Result<(R, BlockingStreaming<T, E>), RpcError> {
+        let method: MethodName = method.into();
         let deadline = Deadline::after_opt(self.timeout);
-        let (span, mut options) = outgoing(method, MessageType::Call, deadline);
+        let (span, mut options) = outgoing(&method, MessageType::Call, deadline);
         options.stream = true;
         options.sink = sink.is_some();
         let _span = span.as_ref().map(tracing::Span::enter);
-        let started = self.start(deadline, method, &options, args)?;
+        let started = self.start(deadline, &method, &options, args)?;
         let seqid = started.seqid;
         record_seqid(span.as_ref(), seqid);
         let mut feeder = match (sink, started.outbox) {
-            (Some(items), Some(out)) => Some(SinkFeeder::new(Box::new(items), method, seqid, out)),
+            (Some(sink), Some(out)) => Some(SinkFeeder::new(sink, method.clone(), seqid, out)),
             _ => None,
         };
-        let reply = self.reply_feeding(deadline, &started, method, feeder.as_mut());
+        let reply = self.reply_feeding(deadline, &started, &method, feeder.as_mut());
         let Some(inbox) = started.inbox else {
             return Err(RpcError::Connection(
                 crate::rpc::error::ConnectionError::new(

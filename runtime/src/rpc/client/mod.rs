@@ -68,7 +68,7 @@ fn decode_idl(dec: &mut Decoder<'_>) -> Result<String, DecodeError> {
 /// with. The call carries a trace if it is made while a traced call is handled (the trace goes
 /// on), or if a subscriber wants its span (a new trace); otherwise none, which costs nothing.
 fn outgoing(
-    method: &'static str,
+    method: &str,
     ty: MessageType,
     deadline: Option<Deadline>,
 ) -> (Option<tracing::Span>, CallOptions) {

@@ -12,6 +12,7 @@ use super::remember;
 use crate::codec::MessageType;
 use crate::rpc::deadline::Deadline;
 use crate::rpc::error::RpcError;
+use crate::rpc::method_name::MethodName;
 
 /// A reply as it arrived for a waiting call: still encoded, with its fds.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ pub(crate) struct Reply {
 #[derive(Debug)]
 struct Pending {
     /// The wire name the reply must echo.
-    method: &'static str,
+    method: MethodName,
     outcome: Option<Result<Reply, RpcError>>,
     waker: Option<Waker>,
     /// When the call times out, if the connection enforces it here.
@@ -73,7 +74,7 @@ impl Calls {
 
     /// Registers a call that waits for a reply named `method`, and that times out at
     /// `deadline` if given (see [`Calls::next_deadline`]).
-    pub(crate) fn wait(&mut self, seqid: i32, method: &'static str, deadline: Option<Deadline>) {
+    pub(crate) fn wait(&mut self, seqid: i32, method: MethodName, deadline: Option<Deadline>) {
         self.pending.insert(
             seqid,
             Pending {
@@ -145,11 +146,11 @@ impl Calls {
     }
 
     /// The method a pending call waits on, if it still does.
-    pub(crate) fn method(&self, seqid: i32) -> Option<&'static str> {
+    pub(crate) fn method(&self, seqid: i32) -> Option<&MethodName> {
         self.pending
             .get(&seqid)
             .filter(|p| p.outcome.is_none())
-            .map(|p| p.method)
+            .map(|p| &p.method)
     }
 
     /// Settles the call `seqid` with `outcome` (a reply, or why there is none) and returns its
@@ -231,7 +232,7 @@ mod tests {
             next: -2,
             ..Calls::default()
         };
-        c.wait(-1, "m", None);
+        c.wait(-1, "m".into(), None);
         assert_eq!(c.next_seqid(|_| false), 1, "-1 is pending, 0 is never used");
         assert_eq!(c.next_seqid(|id| id == 2), 3);
     }
@@ -239,9 +240,9 @@ mod tests {
     #[test]
     fn a_reply_reaches_its_call_once() {
         let mut c = Calls::default();
-        c.wait(7, "m", None);
+        c.wait(7, "m".into(), None);
         assert!(c.poll(7, None, closed).is_pending());
-        assert_eq!(c.method(7), Some("m"));
+        assert_eq!(c.method(7).map(MethodName::as_str), Some("m"));
         let reply = || Reply {
             ty: MessageType::Reply,
             body: vec![1],
@@ -249,7 +250,7 @@ mod tests {
         };
         c.settle(7, Ok(reply()));
         assert!(c.settle(7, Ok(reply())).is_none(), "settled twice");
-        assert_eq!(c.method(7), None, "no longer waiting");
+        assert!(c.method(7).is_none(), "no longer waiting");
         match c.poll(7, None, closed) {
             Poll::Ready(Ok(r)) => assert_eq!(r.body, [1]),
             other => panic!("{other:?}"),
@@ -261,8 +262,8 @@ mod tests {
     #[test]
     fn forgotten_and_failed_calls() {
         let mut c = Calls::default();
-        c.wait(1, "a", None);
-        c.wait(2, "b", None);
+        c.wait(1, "a".into(), None);
+        c.wait(2, "b".into(), None);
         assert!(c.forget(1));
         assert!(!c.forget(1));
         let mut wake = Vec::new();
@@ -279,15 +280,15 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let at = |t| Some(Deadline::from(t0, ms(t)));
-        c.wait(1, "a", at(30));
+        c.wait(1, "a".into(), at(30));
         assert_eq!(c.next_deadline(), Some(t0 + ms(30)), "the first deadline");
-        c.wait(2, "b", at(50));
+        c.wait(2, "b".into(), at(50));
         assert_eq!(c.next_deadline(), Some(t0 + ms(30)), "a later one");
-        c.wait(3, "c", at(10));
+        c.wait(3, "c".into(), at(10));
         assert_eq!(c.next_deadline(), Some(t0 + ms(10)), "an earlier one");
-        c.wait(4, "d", None);
+        c.wait(4, "d".into(), None);
         assert_eq!(c.next_deadline(), Some(t0 + ms(10)));
-        c.wait(5, "e", at(20));
+        c.wait(5, "e".into(), at(20));
         c.forget(5);
         // Call 3 is answered: its deadline is skipped.
         c.settle(
@@ -330,7 +331,7 @@ mod tests {
         let mut c = Calls::default();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        c.wait(1, "a", Some(Deadline::from(t0, ms(10))));
+        c.wait(1, "a".into(), Some(Deadline::from(t0, ms(10))));
         c.settle(
             1,
             Ok(Reply {
@@ -357,7 +358,11 @@ mod tests {
         // 100 calls stay in flight while 10,000 come and go: the queue never holds more than
         // four entries per call in flight, plus 64.
         for i in 1..=10_100 {
-            c.wait(i, "m", Some(Deadline::from(t0, Duration::from_secs(25))));
+            c.wait(
+                i,
+                "m".into(),
+                Some(Deadline::from(t0, Duration::from_secs(25))),
+            );
             assert!(
                 c.due.len() <= 4 * c.pending.len() + 64,
                 "{} entries for {} calls",

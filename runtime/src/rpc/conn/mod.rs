@@ -51,8 +51,6 @@ use routes::Routes;
 pub(crate) use routes::{Inbound, RawItem, RouteId};
 pub(crate) use send::{CallOptions, Started};
 
-pub(crate) use stream_frame::MAX_CREDIT;
-
 use crate::codec::MessageType;
 use crate::codec::error::EncodeError;
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
@@ -131,6 +129,7 @@ impl Ending {
         ))
     }
 }
+
 /// Why a producer aborted its stream: the `TApplicationException` its `abort` frame carries,
 /// or, from a peer that sends an empty struct, a generic one.
 pub(super) fn abort_cause(body: &[u8]) -> ApplicationError {
@@ -169,6 +168,7 @@ impl Conn {
             .clone()
             .unwrap_or_else(|| ConnectionError::new(TransportError::Closed))
     }
+
     /// The message type of the stream frames this side sends.
     fn stream_type(&self) -> MessageType {
         match self.role {
@@ -176,6 +176,7 @@ impl Conn {
             Role::Server => MessageType::Reply,
         }
     }
+
     /// Ends the connection with `why`: every pending call and every stream fails, queued
     /// frames are dropped (their fds closed), and later sends fail with `why`. The wakers of
     /// everything that waited are added to `wake`.
@@ -191,6 +192,7 @@ impl Conn {
         self.send = SendQueue::new();
         self.output.writer_idle();
     }
+
     /// Every stream fails with `why` (consumers see it after what they received; producers
     /// stop), while calls in flight may still reply: a server that stops reading a
     /// connection lets its calls finish.

@@ -200,8 +200,10 @@ mod tests {
     use crate::settings::Settings;
 
     fn oneway(c: &mut Conn) {
-        c.start_call("m", &CallOptions::new(MessageType::Oneway), |_| Ok(()))
-            .unwrap();
+        c.start_call(&"m".into(), &CallOptions::new(MessageType::Oneway), |_| {
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]
@@ -239,7 +241,7 @@ mod tests {
             let mut o = CallOptions::new(MessageType::Call);
             o.deadline = Some(Deadline::from(t0, ms(t)));
             o.expire_here = true;
-            c.start_call("m", &o, |_| Ok(())).unwrap()
+            c.start_call(&"m".into(), &o, |_| Ok(())).unwrap()
         };
         assert_eq!(c.poll_timeout(), None, "nothing due");
         call(&mut c, 30);
@@ -266,7 +268,7 @@ mod tests {
         let mut c = Conn::new(Role::Client, &Settings::default());
         let mut o = CallOptions::new(MessageType::Call);
         o.deadline = Some(Deadline::from(t0, ms(10)));
-        c.start_call("m", &o, |_| Ok(())).unwrap();
+        c.start_call(&"m".into(), &o, |_| Ok(())).unwrap();
         assert!(!c.take_timer_moved());
         assert_eq!(c.poll_timeout(), None);
     }

@@ -14,6 +14,7 @@ use super::{Conn, Inbound, RawItem, Role, RouteId, abort_cause};
 use crate::codec::{MessageHeader, MessageType};
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::error::{ConnectionError, RpcError};
+use crate::rpc::method_name::MethodName;
 use crate::rpc::trace::TraceContext;
 use crate::transport::ReceivedFrame;
 use crate::transport::error::TransportError;
@@ -156,6 +157,7 @@ impl Conn {
         }
         Ok(None)
     }
+
     /// Data frames go to the stream's consumer, control frames to its producer.
     fn receive_stream_frame(
         &mut self,
@@ -174,10 +176,10 @@ impl Conn {
                 {
                     tracing::debug!(
                         seqid,
-                        method,
+                        method = method.as_str(),
                         "fdrpc: stream item beyond the credit granted"
                     );
-                    self.push_control(seqid, method, StreamFrame::Cancel, None);
+                    self.push_control(seqid, &method, StreamFrame::Cancel, None);
                 }
             }
             StreamFrame::End => self.routes.finish(seqid, None, wake),
@@ -195,6 +197,7 @@ impl Conn {
             }
         }
     }
+
     /// A message on the server that is not a call to dispatch (see [`Received::into_call`]):
     /// a reply or exception sent to a server, or a call with a bad `fdrpc-credit` or
     /// `client_timeout`. Answered with a `TApplicationException` (a oneway gets none); its fds
@@ -223,6 +226,7 @@ impl Conn {
             }
         }
     }
+
     /// A message on the client: the reply to a pending call (or something that is not a
     /// reply, which fails that call). Anything for a call nobody waits for is dropped.
     fn receive_reply(
@@ -233,7 +237,7 @@ impl Conn {
         wake: &mut Vec<Waker>,
     ) {
         let seqid = header.seqid;
-        let Some(method) = self.calls.method(seqid) else {
+        let Some(method) = self.calls.method(seqid).map(MethodName::as_str) else {
             tracing::debug!(seqid, "fdrpc: discarding a reply to a forgotten call");
             return;
         };
@@ -279,13 +283,15 @@ impl Conn {
             )
         })
     }
+
     /// Registers the sink of call `seqid` on the server and grants the client its first
     /// window.
     pub(crate) fn open_sink(&mut self, seqid: i32, method: &'static str) -> RouteId {
-        let id = self.routes.open_inbox(seqid, method, self.window);
+        let id = self.routes.open_inbox(seqid, method.into(), self.window);
         self.push_control(seqid, method, StreamFrame::Credit, Some(self.window));
         id
     }
+
     /// The next item of consumer `id` of stream `seqid` (granting more credit as items are
     /// taken), its end (`None`), or why it broke. Until something comes, `waker` (if any) is
     /// remembered.
@@ -302,7 +308,7 @@ impl Conn {
             }
             Poll::Ready(Some((item, grant))) => {
                 if let Some(g) = grant {
-                    self.push_control(seqid, g.method, StreamFrame::Credit, Some(g.credit));
+                    self.push_control(seqid, &g.method, StreamFrame::Credit, Some(g.credit));
                 }
                 Poll::Ready(match item {
                     Inbound::Data { body, fds } => Some(Ok((body, fds))),
@@ -312,6 +318,7 @@ impl Conn {
             }
         }
     }
+
     /// The consumer `id` of `seqid` wants no more: what it had not taken is dropped (fds
     /// closed) and, if the stream was still open, the producer is told with `cancel`. Frames
     /// in flight for it are dropped when they come. Returns whether `cancel` was sent.
@@ -319,7 +326,7 @@ impl Conn {
         let Some(method) = self.routes.close_inbox(seqid, id) else {
             return false;
         };
-        self.push_control(seqid, method, StreamFrame::Cancel, None);
+        self.push_control(seqid, &method, StreamFrame::Cancel, None);
         true
     }
 }

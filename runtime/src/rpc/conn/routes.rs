@@ -7,6 +7,7 @@
 //! granted and treats an item beyond that as a protocol violation. `end`, `error` and `abort`
 //! need no credit.
 
+use crate::rpc::method_name::MethodName;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
@@ -39,7 +40,7 @@ pub(crate) enum Inbound {
 struct Inbox {
     id: RouteId,
     /// The stream's wire name, for the credit and cancel frames this side sends.
-    method: &'static str,
+    method: MethodName,
     items: VecDeque<Inbound>,
     window: Window,
     /// False once the stream is over (an `end`, an `error` item, an `abort`, a violation):
@@ -69,9 +70,9 @@ impl Route {
 }
 
 /// Credit a consumer grants after taking an item: `credit` more items of `method`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Grant {
-    pub(crate) method: &'static str,
+    pub(crate) method: MethodName,
     pub(crate) credit: u32,
 }
 
@@ -82,7 +83,7 @@ pub(crate) enum Delivered {
     Done,
     /// The producer sent more than it was granted: the stream failed; tell the producer
     /// with `cancel` for `method`.
-    Violation { method: &'static str },
+    Violation { method: MethodName },
 }
 
 /// The streams of one connection.
@@ -107,7 +108,7 @@ impl Routes {
     }
 
     /// Registers the consumer of `seqid`'s data frames, granting `window` items.
-    pub(crate) fn open_inbox(&mut self, seqid: i32, method: &'static str, window: u32) -> RouteId {
+    pub(crate) fn open_inbox(&mut self, seqid: i32, method: MethodName, window: u32) -> RouteId {
         let id = self.id();
         self.map.entry(seqid).or_default().inbox = Some(Inbox {
             id,
@@ -175,7 +176,7 @@ impl Routes {
                 ),
             )));
             return Delivered::Violation {
-                method: inbox.method,
+                method: inbox.method.clone(),
             };
         }
         inbox.items.push_back(Inbound::Data {
@@ -235,12 +236,11 @@ impl Routes {
             remember(&mut inbox.waker, waker);
             return Poll::Pending;
         };
-        let method = inbox.method;
         let grant = match &item {
-            Inbound::Data { .. } if inbox.open => inbox
-                .window
-                .consumed()
-                .map(|credit| Grant { method, credit }),
+            Inbound::Data { .. } if inbox.open => inbox.window.consumed().map(|credit| Grant {
+                method: inbox.method.clone(),
+                credit,
+            }),
             Inbound::Data { .. } => None,
             Inbound::End | Inbound::Failed(_) => {
                 self.close_inbox(seqid, id);
@@ -253,7 +253,7 @@ impl Routes {
     /// Forgets consumer `id` of `seqid`, dropping what it had not taken (their fds close).
     /// Returns the stream's method if the stream was still open: the producer should be told
     /// with `cancel`.
-    pub(crate) fn close_inbox(&mut self, seqid: i32, id: RouteId) -> Option<&'static str> {
+    pub(crate) fn close_inbox(&mut self, seqid: i32, id: RouteId) -> Option<MethodName> {
         let route = self.route(seqid)?;
         if route.inbox.as_ref().is_none_or(|i| i.id != id) {
             return None;
@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn an_item_beyond_the_credit_fails_the_stream_and_asks_for_a_cancel() {
         let mut r = Routes::default();
-        let id = r.open_inbox(5, "m", 1);
+        let id = r.open_inbox(5, "m".into(), 1);
         let mut wake = Vec::new();
         assert_eq!(
             r.deliver(5, b"a", vec![], false, &mut wake),
@@ -401,7 +401,7 @@ mod tests {
         );
         assert_eq!(
             r.deliver(5, b"b", vec![], false, &mut wake),
-            Delivered::Violation { method: "m" }
+            Delivered::Violation { method: "m".into() }
         );
         // Later frames are dropped; the consumer sees the item, then the failure.
         assert_eq!(
@@ -443,7 +443,7 @@ mod tests {
     #[test]
     fn the_end_needs_no_credit() {
         let mut r = Routes::default();
-        let id = r.open_inbox(2, "m", 0);
+        let id = r.open_inbox(2, "m".into(), 0);
         let mut wake = Vec::new();
         r.finish(2, None, &mut wake);
         assert!(matches!(

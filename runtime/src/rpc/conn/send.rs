@@ -12,6 +12,7 @@ use crate::codec::{Encoder, MessageType};
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::deadline::Deadline;
 use crate::rpc::error::{ConnectionError, RpcError};
+use crate::rpc::method_name::MethodName;
 use crate::rpc::trace::TraceContext;
 use crate::transport::SendQueue;
 
@@ -71,10 +72,12 @@ impl Conn {
     pub(crate) fn send_queue(&mut self) -> &mut SendQueue {
         &mut self.send
     }
+
     /// Bytes and fds queued and not yet written.
     pub(crate) fn backlog(&self) -> (usize, usize) {
         (self.send.pending_bytes(), self.send.pending_fds())
     }
+
     /// Queues one frame. Every frame this side sends goes through here.
     pub(super) fn push(
         &mut self,
@@ -92,6 +95,7 @@ impl Conn {
         self.output.frame_queued();
         Ok(())
     }
+
     /// Encodes a message (its header, then what `body` writes) into the scratch buffer and
     /// queues its frame.
     pub(super) fn push_message(
@@ -119,6 +123,7 @@ impl Conn {
         }
         pushed
     }
+
     /// Queues a stream control or end frame (an empty struct) for `seqid`.
     pub(super) fn push_control(
         &mut self,
@@ -142,6 +147,7 @@ impl Conn {
             Ok(())
         });
     }
+
     /// Queues a `TApplicationException` for call `seqid`.
     pub(crate) fn push_exception(
         &mut self,
@@ -155,6 +161,7 @@ impl Conn {
             e.encode(enc)
         });
     }
+
     /// Queues an encoded reply (its message header and result struct) and its fds.
     pub(crate) fn push_reply(&mut self, seqid: i32, reply: Encoder) -> Result<(), ConnectionError> {
         let (payload, fds) = reply.into_parts();
@@ -175,7 +182,7 @@ impl Conn {
     /// [`RpcError::Connection`].
     pub(crate) fn start_call(
         &mut self,
-        method: &'static str,
+        method: &MethodName,
         call: &CallOptions,
         args: impl FnOnce(&mut Encoder) -> Result<(), EncodeError>,
     ) -> Result<Started, RpcError> {
@@ -187,14 +194,14 @@ impl Conn {
         let waits = call.ty == MessageType::Call;
         let expires = call.deadline.filter(|_| waits && call.expire_here);
         if waits {
-            self.calls.wait(seqid, method, expires);
+            self.calls.wait(seqid, method.clone(), expires);
             if let Some(d) = expires {
                 self.output.deadline_added(d.at());
             }
         }
         let inbox = call
             .stream
-            .then(|| self.routes.open_inbox(seqid, method, self.window));
+            .then(|| self.routes.open_inbox(seqid, method.clone(), self.window));
         let outbox = call.sink.then(|| self.routes.open_outbox(seqid, 0));
         let mut buffers = CallHeaders::new();
         let (headers, n) = buffers.headers(
@@ -223,6 +230,7 @@ impl Conn {
         started.frame.1 = self.send.queued();
         Ok(started)
     }
+
     /// Forgets a call whose caller gave up: its reply, if it comes, is dropped with its fds;
     /// a stream it opened is cancelled and a sink it was sending is aborted. If `sent` and
     /// no reply came yet, the server is told with `cancel` (once, also when a stream is
@@ -231,7 +239,7 @@ impl Conn {
     /// A call none of whose frame was written yet (a peer that stopped reading, a full
     /// socket) is taken out of the send queue with its fds, and the server never sees it.
     /// (Not a call with a sink: its items may be queued behind it.)
-    pub(crate) fn forget_call(&mut self, call: &Started, method: &'static str, sent: bool) {
+    pub(crate) fn forget_call(&mut self, call: &Started, method: &str, sent: bool) {
         let waiting = self.calls.forget(call.seqid);
         if waiting && sent && call.outbox.is_none() && call.frame.0 >= self.send.written() {
             // Never written: taken back with the unsent calls given up before it, as long as
@@ -280,6 +288,7 @@ impl Conn {
     pub(crate) fn open_stream(&mut self, seqid: i32, credit: u32) -> RouteId {
         self.routes.open_outbox(seqid, credit)
     }
+
     /// Takes one item of credit for producer `id` of `seqid`: `Ready(true)` when taken,
     /// `Ready(false)` once the consumer cancelled or the connection ended.
     pub(crate) fn take_credit(
@@ -290,10 +299,12 @@ impl Conn {
     ) -> Poll<bool> {
         self.routes.take_credit(seqid, id, waker)
     }
+
     /// Whether producer `id` of `seqid` may go on; remembers `waker` for a cancel.
     pub(crate) fn outbox_open(&mut self, seqid: i32, id: RouteId, waker: Option<&Waker>) -> bool {
         self.routes.outbox_open(seqid, id, waker)
     }
+
     /// Queues an encoded stream item (message header and result struct) of producer `id`:
     /// an `item`, or the producer's `error`, which ends the stream. An item for a stream the
     /// consumer cancelled is dropped with its fds.
@@ -321,6 +332,7 @@ impl Conn {
         }
         Ok(())
     }
+
     /// Producer `id` of `seqid` is done: the consumer is told how (unless it cancelled), and
     /// the producer is forgotten.
     pub(crate) fn end_outbox(&mut self, seqid: i32, id: RouteId, method: &str, how: Ending) {

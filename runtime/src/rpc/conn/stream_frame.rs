@@ -6,8 +6,9 @@ pub(crate) const HEADER_STREAM: &str = "fdrpc-stream";
 /// `fdrpc-credit`: items granted, on `credit` frames and on the call that opens a stream.
 pub(crate) const HEADER_CREDIT: &str = "fdrpc-credit";
 
-/// The most items one `fdrpc-credit` may grant.
-pub(crate) const MAX_CREDIT: u32 = 1 << 16;
+/// The most items one `fdrpc-credit` may grant (the protocol's bound, which is also the
+/// largest [`Settings::stream_window`](crate::Settings::stream_window)).
+pub(crate) const MAX_CREDIT: u32 = crate::settings::MAX_STREAM_WINDOW;
 
 /// The window of a stream whose opening call carries no `fdrpc-credit` (docs/PROTOCOL.md).
 pub(crate) const ABSENT_CREDIT_WINDOW: u32 = 16;

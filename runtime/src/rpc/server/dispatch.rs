@@ -282,7 +282,15 @@ impl Call {
         let permit = self.permit.take();
         self.answer(outcome);
         if let Some(p) = producer {
-            produce(conn, slot.method, MessageType::Reply, seqid, slot.id, p).await;
+            produce(
+                conn,
+                slot.method.into(),
+                MessageType::Reply,
+                seqid,
+                slot.id,
+                p,
+            )
+            .await;
         }
         drop(permit);
     }

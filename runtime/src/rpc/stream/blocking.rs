@@ -14,6 +14,7 @@ use crate::rpc::conn::{Conn, Ending, RawItem, RouteId};
 use crate::rpc::deadline::Deadline;
 use crate::rpc::driver::blocking_conn::BlockingConn;
 use crate::rpc::error::{CallError, RpcError};
+use crate::rpc::method_name::MethodName;
 
 /// The items of a server stream on the blocking client: an iterator of
 /// `Result<T, CallError<E>>`, ending after the last item or after one error. Each item is
@@ -146,28 +147,37 @@ impl<T, E> Drop for BlockingStreaming<T, E> {
     }
 }
 
-/// The items a blocking call sends as its sink (used by generated clients).
-pub struct BlockingSink<T, E> {
-    items: Box<dyn Iterator<Item = Result<T, E>> + Send>,
+/// The items a blocking call sends as its sink, encoded as they are pulled (used by generated
+/// clients): the blocking counterpart of [`producer`](crate::rpc::stream::producer), so that
+/// the untyped call APIs of both clients take their sink the same way, with the item and
+/// error types erased.
+pub struct BlockingSink {
+    items: Box<dyn ErasedBlockingSink>,
 }
 
-impl<T, E> std::fmt::Debug for BlockingSink<T, E> {
+impl std::fmt::Debug for BlockingSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockingSink").finish_non_exhaustive()
     }
 }
 
-impl<T: Field + Send + 'static, E: Field + Send + 'static> BlockingSink<T, E> {
-    /// The sink of `items`.
-    pub fn new(items: impl Iterator<Item = Result<T, E>> + Send + 'static) -> Self {
+impl BlockingSink {
+    /// The sink of `items`; an `Err` ends it with the producer's error.
+    pub fn new<T, E>(items: impl Iterator<Item = Result<T, E>> + Send + 'static) -> Self
+    where
+        T: Field + Send + 'static,
+        E: Field + Send + 'static,
+    {
         BlockingSink {
-            items: Box::new(items),
+            items: Box::new(Typed {
+                items: Box::new(items),
+            }),
         }
     }
 }
 
-/// Type-erased [`BlockingSink`]: yields encoded frame payloads.
-pub(crate) trait ErasedBlockingSink: Send {
+/// A sink's items, encoded as they are pulled.
+trait ErasedBlockingSink: Send {
     /// The next frame: its payload, whether it is the final error; `None` at the end.
     fn next_frame(
         &mut self,
@@ -176,9 +186,11 @@ pub(crate) trait ErasedBlockingSink: Send {
     ) -> Option<Result<(Encoder, bool), EncodeError>>;
 }
 
-impl<T: Field + Send + 'static, E: Field + Send + 'static> ErasedBlockingSink
-    for BlockingSink<T, E>
-{
+struct Typed<T, E> {
+    items: Box<dyn Iterator<Item = Result<T, E>> + Send>,
+}
+
+impl<T: Field + Send + 'static, E: Field + Send + 'static> ErasedBlockingSink for Typed<T, E> {
     fn next_frame(
         &mut self,
         method: &str,
@@ -206,7 +218,7 @@ pub(crate) enum Feed {
 /// the end of the sink go out without credit.
 pub(crate) struct SinkFeeder {
     items: Box<dyn ErasedBlockingSink>,
-    method: &'static str,
+    method: MethodName,
     seqid: i32,
     id: RouteId,
     held: Option<(Encoder, bool)>,
@@ -223,14 +235,9 @@ impl std::fmt::Debug for SinkFeeder {
 }
 
 impl SinkFeeder {
-    pub(crate) fn new(
-        items: Box<dyn ErasedBlockingSink>,
-        method: &'static str,
-        seqid: i32,
-        id: RouteId,
-    ) -> Self {
+    pub(crate) fn new(sink: BlockingSink, method: MethodName, seqid: i32, id: RouteId) -> Self {
         SinkFeeder {
-            items,
+            items: sink.items,
             method,
             seqid,
             id,
@@ -253,19 +260,19 @@ impl SinkFeeder {
         if !self.feeding || self.held.is_some() {
             return Ok(());
         }
-        let ending = match self.items.next_frame(self.method, self.seqid) {
+        let ending = match self.items.next_frame(&self.method, self.seqid) {
             Some(Ok(item)) => {
                 self.held = Some(item);
                 return Ok(());
             }
             None => Ending::End,
             Some(Err(e)) => {
-                tracing::error!(method = self.method, error = %e, "fdrpc: could not encode a sink item; aborting the sink");
+                tracing::error!(method = self.method.as_str(), error = %e, "fdrpc: could not encode a sink item; aborting the sink");
                 Ending::unencodable(&e)
             }
         };
         self.feeding = false;
-        let (seqid, id, method) = (self.seqid, self.id, self.method);
+        let (seqid, id, method) = (self.seqid, self.id, &self.method);
         conn.send(deadline, |c| {
             c.end_outbox(seqid, id, method, ending);
             Ok(())
@@ -322,7 +329,7 @@ impl SinkFeeder {
             } else {
                 Ending::Silent
             };
-            c.end_outbox(self.seqid, self.id, self.method, how);
+            c.end_outbox(self.seqid, self.id, &self.method, how);
         }
     }
 }

@@ -88,6 +88,7 @@ mod run {
     use crate::codec::{Encoder, MessageType};
     use crate::rpc::conn::{Ending, RouteId};
     use crate::rpc::driver::tokio_conn::TokioConn;
+    use crate::rpc::method_name::MethodName;
 
     /// Sends the items of `p` on stream `seqid` (producer `id`) as credit allows, then its
     /// end (or error). Stops when the consumer cancels or the connection ends; `p` is dropped
@@ -98,7 +99,7 @@ mod run {
     /// n-item stream. So a producer holds at most one item beyond what it was granted.
     pub(crate) async fn produce(
         conn: Arc<TokioConn>,
-        method: &'static str,
+        method: MethodName,
         ty: MessageType,
         seqid: i32,
         id: RouteId,
@@ -107,7 +108,7 @@ mod run {
         let mut held: Option<(Encoder, bool)> = None;
         let ending = loop {
             if held.is_none() {
-                let next = std::future::poll_fn(|cx| match p.poll_frame(cx, method, ty, seqid) {
+                let next = std::future::poll_fn(|cx| match p.poll_frame(cx, &method, ty, seqid) {
                     Poll::Ready(next) => Poll::Ready(Some(next)),
                     // Waiting for the user's stream: a cancel must still wake us.
                     Poll::Pending if conn.with(|c| c.outbox_open(seqid, id, Some(cx.waker()))) => {
@@ -121,7 +122,7 @@ mod run {
                     Some(None) => break Ending::End,
                     Some(Some(Ok(item))) => held = Some(item),
                     Some(Some(Err(e))) => {
-                        tracing::error!(method, error = %e, "fdrpc: could not encode a stream item; aborting the stream");
+                        tracing::error!(method = method.as_str(), error = %e, "fdrpc: could not encode a stream item; aborting the stream");
                         break Ending::unencodable(&e);
                     }
                 }
@@ -146,6 +147,6 @@ mod run {
             }
         };
         drop(p);
-        conn.with(|c| c.end_outbox(seqid, id, method, ending));
+        conn.with(|c| c.end_outbox(seqid, id, &method, ending));
     }
 }
