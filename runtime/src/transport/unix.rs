@@ -117,10 +117,19 @@ pub(crate) fn recv_until(
 ) -> io::Result<Received> {
     // Without a deadline, let a blocking socket wait in the kernel: one syscall, not
     // recvmsg, poll, recvmsg. (A non-blocking socket still returns EAGAIN and is polled.)
-    let mut flags = if deadline.is_none() {
-        RecvFlags::empty()
-    } else {
-        RecvFlags::DONTWAIT
+    // With one, wait first: a reply is rarely there the moment its call is sent, so a read
+    // first would cost an `EAGAIN` on nearly every call (measured: poll, recvmsg is one
+    // syscall fewer per blocking call than recvmsg, poll, recvmsg).
+    let mut flags = match deadline {
+        None => RecvFlags::empty(),
+        Some(d) => {
+            // Past the deadline, what is there is still read, once (as before the wait).
+            match wait_until(sock, rustix::event::PollFlags::IN, Some(d)) {
+                Err(e) if e.kind() != io::ErrorKind::TimedOut => return Err(e),
+                _ => {}
+            }
+            RecvFlags::DONTWAIT
+        }
     };
     loop {
         let got = recv_flags(sock, buf, fifo, flags);

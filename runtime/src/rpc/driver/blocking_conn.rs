@@ -43,6 +43,9 @@ struct State {
     /// timeout of its own: the reader wakes everyone then anyway. (A timed sleep costs the
     /// kernel a timer on every wait.)
     reader_until: Option<Instant>,
+    /// Threads asleep on `changed`: with none, a reader that hands frames over wakes nobody
+    /// (`notify_all` is a `futex` syscall even when no thread waits).
+    sleepers: usize,
 }
 
 impl BlockingConn {
@@ -53,6 +56,7 @@ impl BlockingConn {
                 conn: Conn::new(Role::Client, settings),
                 recv: Some(RecvQueue::new(settings)),
                 reader_until: None,
+                sleepers: 0,
             }),
             changed: Condvar::new(),
             stall: settings.stall_timeout,
@@ -185,6 +189,7 @@ impl BlockingConn {
                     (Some(_), None) => false,
                     (Some(d), Some(until)) => until <= d,
                 };
+                st.sleepers += 1;
                 st = match at {
                     Some(d) if !reader_first => {
                         self.changed
@@ -194,6 +199,7 @@ impl BlockingConn {
                     }
                     _ => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
                 };
+                st.sleepers -= 1;
                 continue;
             };
             let stall = rq.stall_deadline(self.stall);
@@ -221,7 +227,9 @@ impl BlockingConn {
                     let _ = self.socket.shutdown(std::net::Shutdown::Both);
                 }
             }
-            self.changed.notify_all();
+            if st.sleepers > 0 {
+                self.changed.notify_all();
+            }
         }
     }
 
