@@ -144,7 +144,9 @@
 //!   is delivered; `client().flush().await` waits until it is written. Oneway calls of one
 //!   connection run in order on the server.
 //! - **Streams and sinks** carry fds in every item, with credit-based flow control: a slow
-//!   consumer bounds what the producer holds (16 items by default, [`Settings::stream_window`]).
+//!   consumer bounds what the producer holds (64 items by default,
+//!   [`Settings::stream_window`]; a stream opened by a peer that grants none gets the
+//!   protocol's 16).
 //! - **Handlers run concurrently** (many calls in flight per connection), on the runtime's
 //!   threads: the futures of the trait's methods are `Send`.
 //! - **Limits** on frame size, fds, calls in flight, backlog, connections and a server-wide fd
@@ -172,8 +174,9 @@
 //! # Features
 //!
 //! - `tokio` (default): the async [`Client`], the [`Server`] and async streams. Without it
-//!   (`default-features = false`), the blocking client, [`Channel`] and the codec build with
-//!   no async runtime.
+//!   (`default-features = false`), the blocking client, the [`BlockingServer`], [`Channel`]
+//!   and the codec build with no async runtime: a program can serve and call with fds,
+//!   streams and sinks on plain threads.
 #![deny(missing_docs)]
 
 // Generated code names `::fdrpc`; the documentation-only example below is generated here.

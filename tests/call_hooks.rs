@@ -51,7 +51,13 @@ mod gate {
             panic!("boom")
         }
         async fn wait(&self, ms: u64) {
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            // A thread's timer, not tokio's: the suite also runs against the blocking server.
+            let (done, wait) = futures::channel::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                let _ = done.send(());
+            });
+            let _ = wait.await;
         }
         async fn oops(&self) -> Result<(), Oops> {
             Err(Oops {

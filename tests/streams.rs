@@ -20,14 +20,10 @@ use conformance::{
 use futures::StreamExt;
 
 fn serve_conformance() -> (ConformanceClient, tokio::task::JoinHandle<()>) {
-    let (a, b) = tokio::net::UnixStream::pair().unwrap();
-    let server = tokio::spawn(async move {
-        let _ = fdrpc::Server::new()
-            .serve_connection(b, ConformanceServer::new(ConformanceImpl::default()))
-            .await;
-    });
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = serve_connection(b, ConformanceServer::new(ConformanceImpl::default()));
     (
-        ConformanceClient::new(fdrpc::Client::new(a).unwrap()),
+        ConformanceClient::new(fdrpc::Client::from_std(a).unwrap()),
         server,
     )
 }
@@ -183,13 +179,12 @@ fn block_on_set_within_5s(flag: &AtomicBool, what: &str) {
 }
 
 fn serve_probe(probe: ProbeImpl) -> (ProbeClient, tokio::task::JoinHandle<()>) {
-    let (a, b) = tokio::net::UnixStream::pair().unwrap();
-    let server = tokio::spawn(async move {
-        let _ = fdrpc::Server::new()
-            .serve_connection(b, ProbeServer::new(probe))
-            .await;
-    });
-    (ProbeClient::new(fdrpc::Client::new(a).unwrap()), server)
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = serve_connection(b, ProbeServer::new(probe));
+    (
+        ProbeClient::new(fdrpc::Client::from_std(a).unwrap()),
+        server,
+    )
 }
 
 fn numbered(n: i64) -> Numbered {

@@ -98,6 +98,12 @@ pub fn serve(stream: UnixStream) {
     });
 }
 
+/// The child's side with the blocking server: serves one connection on this thread, with no
+/// async runtime.
+pub fn serve_blocking(stream: UnixStream) {
+    let _ = fdrpc::BlockingServer::new().serve_connection(stream, BenchServer::new(BenchImpl));
+}
+
 /// Serves a listener until killed, on a single-threaded runtime (`threads == 1`: the memory
 /// cases, latency under load) or a multi-thread one with `threads` workers (the
 /// multi-connection case).

@@ -42,6 +42,8 @@ enum ServerKind {
     RawOneway,
     Raw1Mib,
     Fdrpc,
+    /// fdrpc's blocking server (no async runtime).
+    FdrpcBlocking,
     Zbus,
     Tarpc,
     /// A listener (the path is the case's to connect to): fdrpc on a current-thread runtime.
@@ -65,6 +67,7 @@ impl ServerKind {
             ServerKind::FdrpcListenerMt => "fdrpc-listener-mt",
             ServerKind::RawBatchedListenerMt => "raw-batched-listener-mt",
             ServerKind::Fdrpc => "fdrpc",
+            ServerKind::FdrpcBlocking => "fdrpc-blocking",
             ServerKind::Zbus => "zbus",
             ServerKind::Tarpc => "tarpc",
         }
@@ -79,6 +82,7 @@ impl ServerKind {
             "raw-oneway" => raw_cases::serve_oneway(sock),
             "raw-1mib" => large_cases::serve_raw(sock),
             "fdrpc" => fdrpc_cases::serve(sock),
+            "fdrpc-blocking" => fdrpc_cases::serve_blocking(sock),
             "zbus" => zbus_cases::serve(sock),
             "tarpc" => tarpc_cases::serve(sock),
             other => panic!("unknown server {other}"),
@@ -207,6 +211,13 @@ fn cases() -> Vec<Case> {
             "fdrpc_blocking_fd",
             "ops/s",
             Fdrpc,
+            Pair(fdrpc_cases::blocking_fd),
+            1.0,
+        ),
+        c(
+            "fdrpc_blocking_fd_blocking_server",
+            "ops/s",
+            FdrpcBlocking,
             Pair(fdrpc_cases::blocking_fd),
             1.0,
         ),
@@ -503,6 +514,12 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
     lower(
         "fdrpc_blocking_fd p50 / raw_blocking_fd p50",
         p50("fdrpc_blocking_fd"),
+        p50("raw_blocking_fd"),
+        1.15,
+    );
+    lower(
+        "fdrpc_blocking_fd_blocking_server p50 / raw_blocking_fd p50",
+        p50("fdrpc_blocking_fd_blocking_server"),
         p50("raw_blocking_fd"),
         1.1,
     );

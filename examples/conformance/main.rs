@@ -39,6 +39,17 @@ impl Drop for UnlessFinished<'_> {
     }
 }
 
+/// Waits `d` on any server, the blocking one included (no async runtime's timer): a thread
+/// sleeps and wakes the handler, which is dropped (and counted) if its call is cancelled first.
+async fn sleep(d: Duration) {
+    let (done, wait) = futures::channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        let _ = done.send(());
+    });
+    let _ = wait.await;
+}
+
 fn memfd_holding(text: &str) -> std::io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create("fdrpc-failure-log", rustix::fs::MemfdFlags::CLOEXEC)?;
     let mut file = std::fs::File::from(fd);
@@ -113,7 +124,7 @@ impl Conformance for ConformanceImpl {
             dropped: &self.dropped,
             finished: false,
         };
-        tokio::time::sleep(Duration::from_millis(ms.max(0).unsigned_abs())).await;
+        sleep(Duration::from_millis(ms.max(0).unsigned_abs())).await;
         guard.finished = true;
         left
     }

@@ -61,14 +61,13 @@ pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, s
 pub use fd::shared_memory::{MemfdMap, MemfdWriter};
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{
-    ApplicationError, ApplicationErrorKind, BlockingClient, BlockingStreaming, CallError,
-    ConnectionError, Context, MethodName, PeerCredentials, RpcError, Stream, TraceContext, Traced,
+    ApplicationError, ApplicationErrorKind, BlockingClient, BlockingServer, BlockingStreaming,
+    CallEnd, CallError, CallHook, CallOutcome, ConnectionError, Context, MethodName,
+    PeerCredentials, RpcError, Service, ServiceSet, Shutdown, Stream, Streaming, TraceContext,
+    Traced,
 };
 #[cfg(feature = "tokio")]
-pub use rpc::{
-    CallEnd, CallHook, CallOutcome, Client, IntoConnection, IntoListener, Listener, Server,
-    Service, ServiceSet, Streaming,
-};
+pub use rpc::{Client, IntoConnection, IntoListener, Listener, Server};
 pub use settings::{DEFAULT_WINDOW, Settings};
 pub use transport::error::{FdStreamError, FrameError, TransportError};
 
@@ -102,14 +101,13 @@ pub mod __private {
     pub use crate::codec::wire::{Binary, BinaryField, Field, Wire, display};
     pub use crate::codec::{Decoder, Encoder, TType};
     pub use crate::idl::{Idl, IdlField, IdlFunction, introspection_function, is_reserved};
-    pub use crate::rpc::{
-        BlockingClient, BlockingSink, BlockingStreaming, CallError, ErasedProducer, RpcError,
-        SinkStatus, Stream, flatten_declared, flatten_undeclared, producer,
-    };
     #[cfg(feature = "tokio")]
+    pub use crate::rpc::Client;
+    pub use crate::rpc::Streaming;
     pub use crate::rpc::{
-        BoxFuture, Client, Dispatch, HandlerReply, Incoming, ReplyError, Service, StreamReply,
-        StreamSlot, Streaming,
+        BlockingClient, BlockingSink, BlockingStreaming, BoxFuture, CallError, Dispatch,
+        ErasedProducer, HandlerReply, Incoming, ReplyError, RpcError, Service, SinkStatus, Stream,
+        StreamReply, StreamSlot, flatten_declared, flatten_undeclared, producer,
     };
     pub use core::convert::Infallible;
     pub use core::option::Option;

@@ -183,12 +183,26 @@ pub fn serve_for_blocking<S: fdrpc::Service>(
     service: S,
 ) -> (std::os::unix::net::UnixStream, tokio::task::JoinHandle<()>) {
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    b.set_nonblocking(true).unwrap();
-    let b = tokio::net::UnixStream::from_std(b).unwrap();
-    let server = tokio::spawn(async move {
-        let _ = fdrpc::Server::new().serve_connection(b, service).await;
-    });
-    (a, server)
+    (a, serve_connection(b, service))
+}
+
+/// Serves `service` on `stream` until the connection ends, with the tokio server on the
+/// current runtime, or with `FDRPC_TEST_SERVER=blocking` the blocking server on a thread of
+/// the runtime's blocking pool.
+pub fn serve_connection<S: fdrpc::Service>(
+    stream: std::os::unix::net::UnixStream,
+    service: S,
+) -> tokio::task::JoinHandle<()> {
+    if std::env::var_os("FDRPC_TEST_SERVER").is_some_and(|v| v == "blocking") {
+        return tokio::task::spawn_blocking(move || {
+            let _ = fdrpc::BlockingServer::new().serve_connection(stream, service);
+        });
+    }
+    stream.set_nonblocking(true).unwrap();
+    let stream = tokio::net::UnixStream::from_std(stream).unwrap();
+    tokio::spawn(async move {
+        let _ = fdrpc::Server::new().serve_connection(stream, service).await;
+    })
 }
 
 /// Whether `program args…` runs and succeeds (a tool is installed).
@@ -294,8 +308,14 @@ pub struct ThreadServer {
     /// The socket the server listens on.
     pub path: std::path::PathBuf,
     dir: std::path::PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<Stop>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How a [`ThreadServer`] is told to stop.
+enum Stop {
+    Tokio(tokio::sync::oneshot::Sender<()>),
+    Blocking(fdrpc::Shutdown),
 }
 
 impl ThreadServer {
@@ -317,11 +337,34 @@ impl ThreadServer {
         Self::start_on(true, server, service)
     }
 
-    fn start_on<S: fdrpc::Service>(
-        current_thread: bool,
-        server: impl FnOnce() -> fdrpc::Server + Send + 'static,
+    /// Serves `service()` with the [`fdrpc::BlockingServer`] `server()` builds, on a plain
+    /// thread; returns once it is listening.
+    pub fn start_blocking<S: fdrpc::Service>(
+        server: impl FnOnce() -> fdrpc::BlockingServer + Send + 'static,
         service: impl FnOnce() -> S + Send + 'static,
     ) -> ThreadServer {
+        let (dir, path) = Self::fresh_path();
+        let shutdown = fdrpc::Shutdown::new();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let stop = shutdown.clone();
+        let before = fd_count();
+        let thread = std::thread::spawn(move || {
+            server()
+                .serve_with_shutdown(listener, service(), &stop)
+                .unwrap();
+        });
+        // Listening, and its accept loop's one fd (the eventfd that wakes it) is open: counts
+        // taken from now on are stable.
+        await_fd_count("the blocking server's accept loop", |n| n > before);
+        ThreadServer {
+            path,
+            dir,
+            stop: Some(Stop::Blocking(shutdown)),
+            thread: Some(thread),
+        }
+    }
+
+    fn fresh_path() -> (std::path::PathBuf, std::path::PathBuf) {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "fdrpc-test-{}-{}",
@@ -330,6 +373,20 @@ impl ThreadServer {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("server.sock");
+        (dir, path)
+    }
+
+    fn start_on<S: fdrpc::Service>(
+        current_thread: bool,
+        server: impl FnOnce() -> fdrpc::Server + Send + 'static,
+        service: impl FnOnce() -> S + Send + 'static,
+    ) -> ThreadServer {
+        // `FDRPC_TEST_SERVER=blocking`: the same tests against the blocking server, with the
+        // same settings, authorization and hooks (how CI runs whole suites against it).
+        if std::env::var_os("FDRPC_TEST_SERVER").is_some_and(|v| v == "blocking") {
+            return Self::start_blocking(move || fdrpc::BlockingServer::from(server()), service);
+        }
+        let (dir, path) = Self::fresh_path();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let p = path.clone();
@@ -363,7 +420,7 @@ impl ThreadServer {
         ThreadServer {
             path,
             dir,
-            stop: Some(stop_tx),
+            stop: Some(Stop::Tokio(stop_tx)),
             thread: Some(thread),
         }
     }
@@ -371,8 +428,12 @@ impl ThreadServer {
 
 impl Drop for ThreadServer {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        match self.stop.take() {
+            Some(Stop::Tokio(stop)) => {
+                let _ = stop.send(());
+            }
+            Some(Stop::Blocking(shutdown)) => shutdown.shutdown(),
+            None => {}
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -34,13 +34,13 @@ pub use client::BlockingClient;
 pub use client::Client;
 pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_undeclared};
 pub use method_name::MethodName;
-#[cfg(feature = "tokio")]
 pub use server::{
-    BoxFuture, CallEnd, CallHook, CallOutcome, Dispatch, HandlerReply, Incoming, IntoConnection,
-    IntoListener, Listener, ReplyError, Server, Service, ServiceSet, StreamReply, StreamSlot,
+    BlockingServer, BoxFuture, CallEnd, CallHook, CallOutcome, Context, Dispatch, HandlerReply,
+    Incoming, PeerCredentials, ReplyError, Service, ServiceSet, Shutdown, StreamReply, StreamSlot,
 };
-pub use server::{Context, PeerCredentials};
 #[cfg(feature = "tokio")]
-pub use stream::Streaming;
-pub use stream::{BlockingSink, BlockingStreaming, ErasedProducer, SinkStatus, Stream, producer};
+pub use server::{IntoConnection, IntoListener, Listener, Server};
+pub use stream::{
+    BlockingSink, BlockingStreaming, ErasedProducer, SinkStatus, Stream, Streaming, producer,
+};
 pub use trace::{TraceContext, Traced};

@@ -78,7 +78,6 @@ impl RecvQueue {
 
     /// An empty queue applying a server's receive limits of `settings`: a frame carries at
     /// most half the server's fd budget.
-    #[cfg(feature = "tokio")]
     pub(crate) fn for_server(settings: &Settings) -> Self {
         Self::with_limits(settings, true)
     }

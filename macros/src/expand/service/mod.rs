@@ -106,14 +106,14 @@ impl ToTokens for ServiceGenerator<'_> {
                 #args
                 #idl
                 #blocking_impl
+                #server_impl
                 #p::if_tokio! {
                     #async_impl
-                    #server_impl
                 }
             };
+            #server_type
             #p::if_tokio! {
                 #async_type
-                #server_type
             }
         });
     }

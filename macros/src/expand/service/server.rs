@@ -13,8 +13,9 @@ impl ServiceGenerator<'_> {
             &self.service.item.ident,
             &self.server,
         );
-        let doc =
-            format!("Serves an implementation of [`{t}`]: hand it to `fdrpc::Server::serve`.");
+        let doc = format!(
+            "Serves an implementation of [`{t}`]: hand it to `fdrpc::Server::serve` (tokio) or `fdrpc::BlockingServer::serve` (no async runtime)."
+        );
         quote! {
             #[doc = #doc]
             #[derive(::core::fmt::Debug)]

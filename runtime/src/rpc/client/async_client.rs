@@ -17,6 +17,7 @@ use crate::codec::wire::{Field, Wire};
 use crate::idl::INTROSPECTION_METHOD;
 use crate::rpc::conn::{Ending, Role, Started};
 use crate::rpc::deadline::Deadline;
+use crate::rpc::driver::handle::Driven;
 use crate::rpc::driver::socket::Socket;
 use crate::rpc::driver::tokio_conn::TokioConn;
 use crate::rpc::error::{ConnectionError, RpcError};
@@ -276,7 +277,7 @@ impl Client {
         // inbox: the consumer then has nothing left to cancel.)
         let consumer = started
             .inbox
-            .map(|id| Consumer::new(conn.clone(), seqid, id));
+            .map(|id| Consumer::new(Driven::Tokio(conn.clone()), seqid, id));
         // From here, dropping this future (or failing) forgets the call, tells the server to
         // drop its handler, and aborts its sink; dropping the consumer cancels its stream.
         let mut guard = CallGuard {
@@ -290,7 +291,7 @@ impl Client {
         let reply = match (sink, started.outbox) {
             (Some(p), Some(out)) => {
                 let produce = produce(
-                    conn.clone(),
+                    Driven::Tokio(conn.clone()),
                     method.clone(),
                     MessageType::Oneway,
                     seqid,

@@ -44,9 +44,7 @@ use std::task::Waker;
 use calls::Calls;
 pub(crate) use calls::Reply;
 use output::Output;
-#[cfg(feature = "tokio")]
-pub(crate) use recv::IncomingCall;
-pub(crate) use recv::Received;
+pub(crate) use recv::{IncomingCall, Received};
 use routes::Routes;
 pub(crate) use routes::{Inbound, RawItem, RouteId};
 pub(crate) use send::{CallOptions, Started};

@@ -11,10 +11,22 @@
 //! - `alarm`: the client reader's one timer for call deadlines (a timerfd).
 //! - `blocking_conn`: [`BlockingConn`](blocking_conn::BlockingConn), for the blocking
 //!   client: plain threads that take turns reading for each other.
+//! - `polled_conn`, `polled_server`: [`PolledConn`](polled_conn::PolledConn), for the
+//!   blocking server: one thread per connection is its whole runtime (its tasks, its timers,
+//!   one `poll(2)`), and the loop that reads its calls.
+//! - `handle`: [`Driven`](handle::Driven), a connection as dispatch, producers and
+//!   consumers hold it, whichever driver runs it.
+//! - `call_sink`: what a server's reader hands calls to, and what a call holds.
+//! - `outq`: `SIOCOUTQ`, how much the peer has not read.
 
 #[cfg(feature = "tokio")]
 pub(crate) mod alarm;
 pub(crate) mod blocking_conn;
+pub(crate) mod call_sink;
+pub(crate) mod handle;
+pub(crate) mod outq;
+pub(crate) mod polled_conn;
+pub(crate) mod polled_server;
 #[cfg(feature = "tokio")]
 pub(crate) mod server_reader;
 #[cfg(feature = "tokio")]

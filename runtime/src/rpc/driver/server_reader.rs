@@ -5,40 +5,18 @@
 
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use super::call_sink::{CallPermit, CallSink};
+
 use super::socket::try_fill;
 use super::tokio_conn::TokioConn;
-use crate::rpc::conn::{IncomingCall, Received};
+use crate::rpc::conn::Received;
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 use crate::transport::error::{FdStreamError, TransportError};
 use crate::transport::{RecvQueue, SCM_MAX_FD};
-
-/// What a call holds while it runs: its slot among the calls in flight and, if its frame
-/// carried fds, their share of the server-wide fd budget.
-pub(crate) type CallPermit = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
-
-/// Work the reader finishes before it reads the next frame.
-pub(crate) type Inline = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// Where the reader hands the calls it reads: the server's dispatch and its handlers.
-pub(crate) trait CallSink {
-    /// Dispatches one call, returning the work to finish before the next frame: a oneway
-    /// handler (run to completion, in order), or a call's first poll (a call that waits
-    /// continues in a task of its own, holding `permit`).
-    fn dispatch(
-        &self,
-        call: IncomingCall<'_>,
-        arrived: Option<Instant>,
-        permit: CallPermit,
-    ) -> Option<Inline>;
-
-    /// The caller of call `seqid` cancelled it: its handler is dropped now.
-    fn stop(&self, seqid: i32);
-}
 
 /// Serves one connection until the peer closes it, it breaks the protocol, or `stop` says
 /// so; then lets calls in flight finish (for at most the stall timeout).
@@ -154,7 +132,9 @@ pub(crate) async fn read_calls(
             // Oneway handlers run here, in order, each finished before the next frame is
             // read, so later calls on this connection see their effects; calls get their
             // first poll here and a task only if they wait.
-            if let Some(mut inline) = calls.dispatch(call, arrived, (permit, lease)) {
+            if let Some(mut inline) =
+                calls.dispatch(call, arrived, CallPermit::Tokio(permit, lease))
+            {
                 let first = std::future::poll_fn(|cx| Poll::Ready(inline.as_mut().poll(cx))).await;
                 if first.is_pending() {
                     // A oneway handler that waits: nothing queued may wait for it.

@@ -85,16 +85,7 @@ impl Socket {
     /// says. What tells a peer that reads slowly from one that stopped: while it reads, this
     /// goes down, though the socket may stay unwritable until most of it is gone.
     pub(crate) fn unread_by_peer(&self) -> Option<usize> {
-        let mut n: libc::c_int = 0;
-        // SAFETY: `SIOCOUTQ` writes one `int` through the pointer, which is valid for it.
-        let rc = unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(self.read.get_ref()),
-                libc::TIOCOUTQ,
-                &raw mut n,
-            )
-        };
-        (rc == 0).then(|| usize::try_from(n).unwrap_or(0))
+        super::outq::unread_by_peer(self.read.get_ref().as_fd())
     }
 
     /// Waits until a write would not block.

@@ -12,6 +12,7 @@ use super::hooks::Hooks;
 use super::peer::PeerCredentials;
 use super::services::ServiceSet;
 use crate::rpc::conn::Role;
+use crate::rpc::driver::handle::Driven;
 use crate::rpc::driver::server_reader::read_calls;
 use crate::rpc::driver::socket::Socket;
 use crate::rpc::driver::tokio_conn::TokioConn;
@@ -71,9 +72,10 @@ pub(crate) async fn run_connection<S: ServiceSet>(
     // closes now: the socket is shut down, the writer and the handlers' tasks stop, and every
     // fd they held is closed.
     let _teardown = Teardown { conn: conn.clone() };
+    let driven = Driven::Tokio(conn.clone());
     let serving = Serving {
         services: &*service,
-        conn: &conn,
+        conn: &driven,
         handlers: &handlers,
         peer: &peer,
         hooks: shared.hooks.as_ref(),

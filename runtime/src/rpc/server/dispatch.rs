@@ -26,15 +26,15 @@ use crate::idl::Idl;
 use crate::rpc::app_exception::ApplicationErrorKind;
 use crate::rpc::conn::{Conn, Ending, IncomingCall};
 use crate::rpc::deadline::Deadline;
-use crate::rpc::driver::server_reader::{CallPermit, CallSink, Inline};
-use crate::rpc::driver::tokio_conn::TokioConn;
+use crate::rpc::driver::call_sink::{CallPermit, CallSink, Inline};
+use crate::rpc::driver::handle::Driven;
 use crate::rpc::stream::{ErasedProducer, produce};
 use crate::rpc::trace::{self, TraceContext, TraceId};
 
 /// What the calls of one connection are dispatched with.
 pub(crate) struct Serving<'a, S: ?Sized> {
     pub(crate) services: &'a S,
-    pub(crate) conn: &'a Arc<TokioConn>,
+    pub(crate) conn: &'a Driven,
     /// The connection's handlers that run in tasks of their own.
     pub(crate) handlers: &'a Arc<Handlers>,
     pub(crate) peer: &'a Arc<PeerCredentials>,
@@ -177,7 +177,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         Dispatch::Reply(fut) => return Some(Box::pin(call.reply(fut, scope))),
         Dispatch::Stream(slot, fut) => {
             let handlers = call.handlers.clone();
-            spawn_handler(&handlers, seqid, scope.wrap(call.stream(slot, fut)));
+            spawn_handler(conn, &handlers, seqid, scope.wrap(call.stream(slot, fut)));
         }
         Dispatch::Oneway(fut) => return Some(Box::pin(scope.wrap(call.oneway(fut)))),
         Dispatch::BadArgs(e) => {
@@ -203,7 +203,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
 
 /// One dispatched call: where and how it is answered, and what it holds until then.
 struct Call {
-    conn: Arc<TokioConn>,
+    conn: Driven,
     /// Where a handler that waits is tracked.
     handlers: Arc<Handlers>,
     name: &'static str,
@@ -233,12 +233,14 @@ impl Call {
         match first {
             Some(outcome) => scope.in_scope(|| self.answer(outcome)),
             None => {
-                let (handlers, seqid) = (self.handlers.clone(), self.seqid);
+                let (conn, handlers, seqid) =
+                    (self.conn.clone(), self.handlers.clone(), self.seqid);
                 spawn_handler(
+                    &conn.clone(),
                     &handlers,
                     seqid,
                     scope.wrap(async move {
-                        match until(self.deadline(), task).await {
+                        match conn.until(self.deadline(), task).await {
                             Some(outcome) => self.answer(outcome),
                             None => self.time_out(),
                         }
@@ -255,7 +257,9 @@ impl Call {
         slot: super::service::StreamSlot,
         fut: BoxFuture<super::service::StreamReply>,
     ) {
-        let opened = until(self.deadline(), AssertUnwindSafe(fut).catch_unwind()).await;
+        let opened = (self.conn.clone())
+            .until(self.deadline(), AssertUnwindSafe(fut).catch_unwind())
+            .await;
         let Some(outcome) = opened else {
             self.conn.with(|c| {
                 c.end_outbox(self.seqid, slot.id, slot.method, Ending::Silent);
@@ -297,7 +301,9 @@ impl Call {
 
     /// Runs a oneway handler to its end (or its deadline, if its caller set one).
     async fn oneway(self, fut: BoxFuture<()>) {
-        let outcome = until(self.deadline(), AssertUnwindSafe(fut).catch_unwind()).await;
+        let outcome = (self.conn.clone())
+            .until(self.deadline(), AssertUnwindSafe(fut).catch_unwind())
+            .await;
         let outcome = match outcome {
             Some(Ok(())) => CallOutcome::Ok,
             Some(Err(_)) => {
@@ -366,19 +372,12 @@ impl Call {
     }
 }
 
-/// `fut`'s output, or `None` once `deadline` passes (`fut` is dropped then).
-async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
-    match deadline {
-        None => Some(fut.await),
-        Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
-    }
-}
-
 /// Runs the rest of call `seqid`'s handler in a task of its own, registered with the
 /// connection's handlers so that the connection's end, or the caller's `cancel`, stops it at
 /// once (its future is dropped: what it holds, fds included, is closed). Nothing runs if the
 /// connection has ended already.
 fn spawn_handler(
+    conn: &Driven,
     handlers: &Arc<Handlers>,
     seqid: i32,
     work: impl Future<Output = ()> + Send + 'static,
@@ -390,7 +389,7 @@ fn spawn_handler(
         return;
     };
     let handlers = handlers.clone();
-    tokio::spawn(async move {
+    conn.spawn(async move {
         task.await;
         handlers.untrack(seqid, id);
     });

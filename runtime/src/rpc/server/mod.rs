@@ -1,8 +1,10 @@
-//! The serving side: the [`Server`] (accept loop, per-connection loop, dispatch) and what
-//! handlers see of a call.
+//! The serving side: the servers (accept loops, connections, dispatch) and what handlers see
+//! of a call.
 //!
 //! Organization:
-//! - `serve`: [`Server`]: accepting, authorization, graceful shutdown, clean stops.
+//! - `serve`: [`Server`] (tokio): accepting, authorization, graceful shutdown, clean stops.
+//! - `blocking_serve`: [`BlockingServer`] and [`Shutdown`]: the same with no async runtime,
+//!   a thread per connection (its driver is `driver::polled_conn`).
 //! - `listener`: [`Listener`]: the sockets a server serves.
 //! - `connection`: one connection: its driver, its handlers, and what a server's connections
 //!   share (settings, fd budget, hooks); its reader loop is `driver::server_reader`.
@@ -15,36 +17,30 @@
 //! - `services`: [`ServiceSet`]: one service or several on one socket (`Service:method`).
 //! - `context`, `peer`: [`Context`] and [`PeerCredentials`]: who is calling.
 
+mod blocking_serve;
 #[cfg(feature = "tokio")]
 mod connection;
 mod context;
-#[cfg(feature = "tokio")]
 mod dispatch;
-#[cfg(feature = "tokio")]
 mod handlers;
-#[cfg(feature = "tokio")]
 mod hooks;
 #[cfg(feature = "tokio")]
 mod listener;
 mod peer;
 #[cfg(feature = "tokio")]
 mod serve;
-#[cfg(feature = "tokio")]
 mod service;
-#[cfg(feature = "tokio")]
 mod services;
 
+pub use blocking_serve::{BlockingServer, Shutdown};
 pub use context::Context;
-#[cfg(feature = "tokio")]
 pub use hooks::{CallEnd, CallHook, CallOutcome};
 #[cfg(feature = "tokio")]
 pub use listener::{IntoConnection, IntoListener, Listener};
 pub use peer::PeerCredentials;
 #[cfg(feature = "tokio")]
 pub use serve::Server;
-#[cfg(feature = "tokio")]
 pub use service::{
     BoxFuture, Dispatch, HandlerReply, Incoming, ReplyError, Service, StreamReply, StreamSlot,
 };
-#[cfg(feature = "tokio")]
 pub use services::ServiceSet;

@@ -18,7 +18,7 @@ use super::services::ServiceSet;
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 
-type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
+pub(crate) type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 
 /// Serves a [`Service`](super::Service) (or several, see [`ServiceSet`]): accepts
 /// connections, reads calls, runs handlers concurrently, and
@@ -73,6 +73,11 @@ impl Server {
     /// The settings this server applies.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Its settings, authorization and hooks (for the blocking server built from it).
+    pub(crate) fn into_parts(self) -> (Settings, Option<Arc<Authorize>>, Vec<Arc<dyn CallHook>>) {
+        (self.settings, self.authorize, self.hooks)
     }
 
     /// Decides at accept time, from the peer's credentials, whether to serve a connection;

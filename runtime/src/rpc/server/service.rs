@@ -14,7 +14,7 @@ use crate::codec::{Decoder, Encoder, MessageHeader, MessageType};
 use crate::idl::Idl;
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::conn::RouteId;
-use crate::rpc::driver::tokio_conn::TokioConn;
+use crate::rpc::driver::handle::Driven;
 use crate::rpc::stream::{Consumer, ErasedProducer, SinkStatus, Stream, sink_stream};
 use crate::rpc::trace::TraceContext;
 
@@ -69,7 +69,7 @@ pub struct Incoming<'a> {
     header: MessageHeader<'a>,
     dec: Option<Decoder<'a>>,
     call: CallInfo<'a>,
-    conn: &'a Arc<TokioConn>,
+    conn: &'a Driven,
 }
 
 /// What the server knows of a call before its handler runs, besides its header and
@@ -114,7 +114,7 @@ impl<'a> Incoming<'a> {
         header: MessageHeader<'a>,
         dec: Decoder<'a>,
         call: CallInfo<'a>,
-        conn: &'a Arc<TokioConn>,
+        conn: &'a Driven,
     ) -> Self {
         Incoming {
             header,

@@ -4,14 +4,13 @@
 //! - [`Stream`]: what a handler returns for a server stream, and what a caller passes as a
 //!   sink; also what a sink handler consumes.
 //! - `producer`: the producing end: items pulled as credit allows, encoded, sent.
-//! - `streaming`: the consuming end on tokio: [`Streaming`] on the client, the sink's items
-//!   on the server.
+//! - `streaming`: the consuming end: [`Streaming`] on the async client, the sink's items on
+//!   either server.
 //! - `blocking`: [`BlockingStreaming`] and [`BlockingSink`], the blocking client's iterators.
 
 mod blocking;
 mod items;
 mod producer;
-#[cfg(feature = "tokio")]
 mod streaming;
 
 use std::os::fd::OwnedFd;
@@ -20,12 +19,9 @@ pub(crate) use blocking::SinkFeeder;
 pub use blocking::{BlockingSink, BlockingStreaming};
 pub use items::{SinkStatus, Stream};
 pub(crate) use producer::encode_item;
-#[cfg(feature = "tokio")]
 pub(crate) use producer::produce;
 pub use producer::{ErasedProducer, producer};
-#[cfg(feature = "tokio")]
 pub use streaming::Streaming;
-#[cfg(feature = "tokio")]
 pub(crate) use streaming::{Consumer, sink_stream};
 
 use crate::codec::Decoder;

@@ -76,18 +76,15 @@ where
     })
 }
 
-#[cfg(feature = "tokio")]
 pub(crate) use run::produce;
 
-#[cfg(feature = "tokio")]
 mod run {
-    use std::sync::Arc;
     use std::task::Poll;
 
     use super::ErasedProducer;
     use crate::codec::{Encoder, MessageType};
     use crate::rpc::conn::{Ending, RouteId};
-    use crate::rpc::driver::tokio_conn::TokioConn;
+    use crate::rpc::driver::handle::Driven;
     use crate::rpc::method_name::MethodName;
 
     /// Sends the items of `p` on stream `seqid` (producer `id`) as credit allows, then its
@@ -98,7 +95,7 @@ mod run {
     /// known without credit: a consumer that grants exactly n items sees the end of an
     /// n-item stream. So a producer holds at most one item beyond what it was granted.
     pub(crate) async fn produce(
-        conn: Arc<TokioConn>,
+        conn: Driven,
         method: MethodName,
         ty: MessageType,
         seqid: i32,

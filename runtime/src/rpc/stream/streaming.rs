@@ -1,9 +1,8 @@
-//! The consuming end of a stream on tokio: [`Streaming`] on the client for server streams,
-//! and the [`Stream`] a server handler receives for a sink.
+//! The consuming end of a stream: [`Streaming`] on the async client for server streams, and
+//! the [`Stream`] a server handler receives for a sink (on either server).
 
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::Stream as FuturesStream;
@@ -13,21 +12,21 @@ use super::items::SinkStatus;
 use super::items::Stream;
 use crate::codec::wire::Field;
 use crate::rpc::conn::{RawItem, RouteId};
-use crate::rpc::driver::tokio_conn::TokioConn;
+use crate::rpc::driver::handle::Driven;
 use crate::rpc::error::{CallError, RpcError};
 
 /// The untyped consumer of one stream: hands out encoded items (the connection grants credit
 /// as they are taken). Dropping it before the end cancels the stream.
 #[derive(Debug)]
 pub(crate) struct Consumer {
-    conn: Arc<TokioConn>,
+    conn: Driven,
     seqid: i32,
     id: RouteId,
     finished: bool,
 }
 
 impl Consumer {
-    pub(crate) fn new(conn: Arc<TokioConn>, seqid: i32, id: RouteId) -> Self {
+    pub(crate) fn new(conn: Driven, seqid: i32, id: RouteId) -> Self {
         Consumer {
             conn,
             seqid,
@@ -90,6 +89,7 @@ impl<T, E> std::fmt::Debug for Streaming<T, E> {
 }
 
 impl<T, E> Streaming<T, E> {
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn new(consumer: Consumer) -> Self {
         Streaming {
             consumer,

@@ -1,0 +1,43 @@
+//! What a server's reader hands its calls to: the server's dispatch ([`CallSink`]), with
+//! what each call holds while it runs ([`CallPermit`]). Shared by the tokio reader
+//! (`server_reader`) and the polled one (`polled_server`).
+
+use std::time::Instant;
+
+use super::polled_server::{BudgetShare, Slot};
+use crate::rpc::conn::IncomingCall;
+
+/// What a call holds while it runs: its slot among the calls in flight and, if its frame
+/// carried fds, their share of the server-wide fd budget.
+/// Held, never read: dropping it gives the slot and the fds' share back.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) enum CallPermit {
+    /// On tokio: semaphore permits.
+    #[cfg(feature = "tokio")]
+    Tokio(
+        tokio::sync::OwnedSemaphorePermit,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    /// On a polled connection: its slot, and the frame's share of the fd budget.
+    Polled(Slot, Option<BudgetShare>),
+}
+
+/// Work the reader finishes before it reads the next frame.
+pub(crate) type Inline = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Where the reader hands the calls it reads: the server's dispatch and its handlers.
+pub(crate) trait CallSink {
+    /// Dispatches one call, returning the work to finish before the next frame: a oneway
+    /// handler (run to completion, in order), or a call's first poll (a call that waits
+    /// continues in a task of its own, holding `permit`).
+    fn dispatch(
+        &self,
+        call: IncomingCall<'_>,
+        arrived: Option<Instant>,
+        permit: CallPermit,
+    ) -> Option<Inline>;
+
+    /// The caller of call `seqid` cancelled it: its handler is dropped now.
+    fn stop(&self, seqid: i32);
+}

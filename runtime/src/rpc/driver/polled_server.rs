@@ -1,0 +1,410 @@
+//! The blocking server's connection loop: one thread reads one connection's frames within
+//! the server's limits (calls in flight, the fd budget, the backlog, the stall timeout), hands
+//! calls to the server's dispatch and everything else to the connection core, runs the
+//! connection's tasks, writes, and sleeps in `poll(2)`; then lets calls in flight finish.
+//! The counterpart of `server_reader` for [`PolledConn`].
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::call_sink::{CallPermit, CallSink};
+use super::polled_conn::{LoopWake, PolledConn, Tasks};
+use crate::rpc::conn::Received;
+use crate::rpc::error::ConnectionError;
+use crate::settings::Settings;
+use crate::transport::error::{FdStreamError, TransportError};
+use crate::transport::{Fill, RecvQueue, SCM_MAX_FD};
+
+/// The fds a blocking server holds over all its connections (its
+/// [`fd_budget`](Settings::fd_budget)): received and waiting for their frame, or owned by
+/// calls whose handlers have not finished.
+#[derive(Debug)]
+pub(crate) struct FdBudget {
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    free: usize,
+    /// Loops that found too little and wait for some to come back.
+    waiting: Vec<Arc<LoopWake>>,
+}
+
+impl FdBudget {
+    pub(crate) fn new(settings: &Settings) -> Arc<Self> {
+        Arc::new(FdBudget {
+            state: Mutex::new(BudgetState {
+                free: settings.fd_budget,
+                waiting: Vec::new(),
+            }),
+        })
+    }
+
+    /// Takes `n` units, or registers `wake` to be woken when some come back.
+    fn take(self: &Arc<Self>, n: usize, wake: &Arc<LoopWake>) -> Option<BudgetShare> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.free >= n {
+            st.free -= n;
+            return Some(BudgetShare {
+                budget: self.clone(),
+                n,
+            });
+        }
+        st.waiting.push(wake.clone());
+        None
+    }
+
+    fn give(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let waiting = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.free += n;
+            std::mem::take(&mut st.waiting)
+        };
+        for w in waiting {
+            w.wake();
+        }
+    }
+}
+
+/// Units of the fd budget, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct BudgetShare {
+    budget: Arc<FdBudget>,
+    n: usize,
+}
+
+impl BudgetShare {
+    /// Splits `n` units off into a share of their own (`None` for 0, or if there are fewer).
+    fn split(&mut self, n: usize) -> Option<BudgetShare> {
+        if n == 0 || n > self.n {
+            return None;
+        }
+        self.n -= n;
+        Some(BudgetShare {
+            budget: self.budget.clone(),
+            n,
+        })
+    }
+
+    fn merge(&mut self, mut other: BudgetShare) {
+        self.n += std::mem::take(&mut other.n);
+    }
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.budget.give(self.n);
+    }
+}
+
+/// A call's slot among the calls in flight on a polled connection.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    in_flight: Arc<InFlight>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    count: AtomicUsize,
+    /// `max_in_flight`: the loop reads no call while `count` is there.
+    max: usize,
+    wake: Arc<LoopWake>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let before = self.in_flight.count.fetch_sub(1, Ordering::AcqRel);
+        // Every slot was taken: the loop may sleep until one is free. (Slots are nearly always
+        // given back on the loop's own thread, which looks before it sleeps; a wake is one
+        // syscall, so it is made only when it can matter.)
+        if before >= self.in_flight.max {
+            self.in_flight.wake.wake();
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it, it breaks the protocol, or `stop` is set;
+/// then lets calls in flight finish (for at most the stall timeout). Tasks the connection
+/// leaves are dropped on this thread before it returns.
+///
+/// # Errors
+///
+/// Why the connection ended, if not by a clean close or `stop`.
+pub(crate) fn serve_polled(
+    conn: &Arc<PolledConn>,
+    settings: &Settings,
+    budget: &Arc<FdBudget>,
+    calls: &impl CallSink,
+    stop: &AtomicBool,
+) -> Result<(), ConnectionError> {
+    conn.enter();
+    let mut tasks = Tasks::default();
+    let ended = read_loop(conn, settings, budget, calls, stop, &mut tasks);
+    finish(conn, settings, &ended, stop, &mut tasks);
+    ended
+}
+
+fn read_loop(
+    conn: &Arc<PolledConn>,
+    settings: &Settings,
+    budget: &Arc<FdBudget>,
+    calls: &impl CallSink,
+    stop: &AtomicBool,
+    tasks: &mut Tasks,
+) -> Result<(), ConnectionError> {
+    let in_flight = Arc::new(InFlight {
+        count: AtomicUsize::new(0),
+        max: settings.max_in_flight,
+        wake: conn.loop_wake().clone(),
+    });
+    let mut rq = RecvQueue::for_server(settings);
+    // Budget units of the fds waiting in `rq`; a frame takes its share with it.
+    let mut parked: Option<BudgetShare> = None;
+    let (max_bytes, max_fds) = conn.max_backlog;
+    let stall = settings.stall_timeout;
+    let mut writes = WriteProgress::default();
+    let mut wakers = Vec::new();
+    // A oneway handler that waits: no frame is read until it is done (oneways run in order).
+    let mut oneway: Option<(usize, u64)> = None;
+    // Whether a read may find something: after a read, the loop asks `poll` before reading
+    // again, so a call costs `poll`, `recvmsg` and `sendmsg`, not an `EAGAIN` read too.
+    let mut readable = true;
+    loop {
+        tasks.run(conn);
+        if let Some(e) = conn.dead() {
+            return Err(e);
+        }
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if oneway.is_some_and(|id| !tasks.is_running(id)) {
+            oneway = None;
+        }
+        let (bytes, fds) = conn.lock().backlog();
+        let room = bytes <= max_bytes && fds <= max_fds;
+        let slot_free = in_flight.count.load(Ordering::Acquire) < settings.max_in_flight;
+        let may_read = oneway.is_none() && room && slot_free;
+        // Every complete frame already buffered, while there is a slot and room for it.
+        let mut dispatched = false;
+        while may_read
+            && oneway.is_none()
+            && in_flight.count.load(Ordering::Acquire) < settings.max_in_flight
+        {
+            let arrived = rq.last_read_at();
+            let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? else {
+                break;
+            };
+            dispatched = true;
+            let lease = parked.as_mut().and_then(|p| p.split(frame.fds.len()));
+            let call = match Received::new(frame).into_call() {
+                Ok(call) => Some(call),
+                Err(other) => {
+                    let (handled, cancelled) = {
+                        let mut c = conn.lock();
+                        let handled = c.receive(other, &mut wakers);
+                        (handled, c.take_cancelled_calls())
+                    };
+                    for w in wakers.drain(..) {
+                        w.wake();
+                    }
+                    for seqid in cancelled {
+                        calls.stop(seqid);
+                    }
+                    handled?
+                }
+            };
+            if let Some(call) = call {
+                in_flight.count.fetch_add(1, Ordering::AcqRel);
+                let permit = CallPermit::Polled(
+                    Slot {
+                        in_flight: in_flight.clone(),
+                    },
+                    lease,
+                );
+                if let Some(inline) = calls.dispatch(call, arrived, permit) {
+                    oneway = tasks.run_inline(conn, inline);
+                }
+            }
+        }
+        // The replies of this batch leave together.
+        writes.flush(conn)?;
+        if dispatched {
+            continue;
+        }
+        let mut read = may_read && !rq.is_eof();
+        if read && readable {
+            // A share of the fd budget for the one read that follows: an idle connection
+            // holds none of it. With none to be had, the loop waits for the budget (which
+            // wakes it), not for the socket.
+            let reservation = budget.take(SCM_MAX_FD, conn.loop_wake());
+            read = reservation.is_some();
+            if let Some(mut reservation) = reservation {
+                readable = false;
+                let before = rq.queued_fds();
+                let filled = rq.fill(conn.socket_fd()).map_err(ConnectionError::new)?;
+                let arrived = rq.queued_fds().saturating_sub(before);
+                if let Some(share) = reservation.split(arrived.min(SCM_MAX_FD)) {
+                    match &mut parked {
+                        Some(p) => p.merge(share),
+                        None => parked = Some(share),
+                    }
+                }
+                drop(reservation);
+                match filled {
+                    Fill::Read(_) => continue,
+                    Fill::Eof => {
+                        rq.check_clean_eof().map_err(ConnectionError::new)?;
+                        return Ok(());
+                    }
+                    Fill::WouldBlock => {}
+                }
+            }
+        }
+        if tasks.has_work(conn) {
+            continue;
+        }
+        // Nothing to do until the socket, a wake-up or a timer.
+        let now = Instant::now();
+        let receive_stall = rq.stall_deadline(stall);
+        if receive_stall.is_some_and(|s| now >= s) {
+            return Err(ConnectionError::new(FdStreamError::Stalled(stall).into()));
+        }
+        writes.check(conn, stall, now)?;
+        let until = [conn.timer(), receive_stall, writes.deadline(stall)]
+            .into_iter()
+            .flatten()
+            .min();
+        let ready = conn
+            .sleep(read, until)
+            .map_err(|e| ConnectionError::new(e.into()))?;
+        readable |= ready.readable;
+        if ready.hung_up && !read {
+            // Not reading (every slot taken, a oneway running, a full backlog), this side
+            // would not see the peer go otherwise: its calls are dropped.
+            return Ok(());
+        }
+    }
+}
+
+/// Whether the peer takes what this side writes: the backlog or the bytes it has not read
+/// (`SIOCOUTQ`) going down is progress; none for the stall timeout while frames wait means
+/// the peer is not reading.
+#[derive(Debug, Default)]
+struct WriteProgress {
+    /// Backlog bytes, backlog fds, bytes the peer has not read: when progress was last seen,
+    /// and when.
+    last: Option<((usize, usize, usize), Instant)>,
+}
+
+impl WriteProgress {
+    fn flush(&mut self, conn: &PolledConn) -> Result<(), ConnectionError> {
+        conn.flush().map(|_| ())
+    }
+
+    fn check(
+        &mut self,
+        conn: &PolledConn,
+        stall: Duration,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        let (bytes, fds) = conn.lock().backlog();
+        if bytes == 0 && fds == 0 {
+            self.last = None;
+            return Ok(());
+        }
+        let unread = super::outq::unread_by_peer(conn.socket_fd()).unwrap_or(0);
+        let seen = (bytes, fds, unread);
+        match self.last {
+            Some((last, since)) if !(seen.0 < last.0 || seen.1 < last.1 || seen.2 < last.2) => {
+                if now >= since + stall {
+                    let e = ConnectionError::new(TransportError::FdStream(
+                        FdStreamError::NotReading(stall),
+                    ));
+                    conn.fail(e.clone());
+                    return Err(e);
+                }
+                self.last = Some((seen, since));
+            }
+            _ => self.last = Some((seen, now)),
+        }
+        Ok(())
+    }
+
+    /// When the peer counts as not reading, if frames wait.
+    fn deadline(&self, stall: Duration) -> Option<Instant> {
+        // Looked at again within an eighth of the stall timeout (5 to 500 ms), so that a
+        // peer that reads slowly keeps being seen as reading.
+        let every = (stall / 8).clamp(Duration::from_millis(5), Duration::from_millis(500));
+        self.last
+            .map(|(_, since)| (since + stall).min(Instant::now() + every))
+    }
+}
+
+/// After the reading ends: the peer gone (its calls are dropped), or a clean end (calls in
+/// flight finish and their replies are written, for at most the stall timeout, unless the
+/// peer was found not reading); then the connection is closed and every task dropped.
+fn finish(
+    conn: &Arc<PolledConn>,
+    settings: &Settings,
+    ended: &Result<(), ConnectionError>,
+    stop: &AtomicBool,
+    tasks: &mut Tasks,
+) {
+    if let Err(e) = ended {
+        tracing::warn!(error = %e, "fdrpc connection failed; closing it");
+    }
+    let why = ended
+        .clone()
+        .err()
+        .unwrap_or_else(|| ConnectionError::new(TransportError::Closed));
+    if ended.is_ok() && !stop.load(Ordering::Acquire) && peer_closed(conn) {
+        tracing::debug!("fdrpc: the peer closed the connection; dropping its calls in flight");
+        conn.fail(why.clone());
+    }
+    {
+        let mut wake = Vec::new();
+        conn.lock().fail_streams(&why, &mut wake);
+        for w in wake {
+            w.wake();
+        }
+    }
+    let not_reading = matches!(
+        ended.as_ref().map_err(ConnectionError::transport),
+        Err(TransportError::FdStream(FdStreamError::NotReading(_)))
+    );
+    if !not_reading {
+        let deadline = Instant::now() + settings.stall_timeout;
+        loop {
+            tasks.run(conn);
+            let _ = conn.flush();
+            let done = tasks.len() == 0 && !conn.wants_write();
+            if done || conn.dead().is_some() || Instant::now() >= deadline {
+                break;
+            }
+            if !tasks.has_work(conn) {
+                let until = conn.timer().map_or(deadline, |t| t.min(deadline));
+                if conn.sleep(false, Some(until)).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    conn.fail(ConnectionError::new(TransportError::Closed));
+    tasks.clear(conn);
+}
+
+/// Whether the peer has closed its end entirely.
+fn peer_closed(conn: &PolledConn) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(conn.socket(), PollFlags::empty())];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+        && fds.iter().any(|f| f.revents().contains(PollFlags::HUP))
+}
