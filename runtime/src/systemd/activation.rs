@@ -137,7 +137,8 @@ impl IntoIterator for ListenFds {
 /// `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` set to the child's own pid, so that
 /// [`ListenFds::take`] (or any `sd_listen_fds` reader) in the child takes them. Only these fds
 /// reach the child besides what `command` itself passes; the copies here close once it is
-/// spawned. A command can be spawned this way once.
+/// spawned. A command can be spawned this way once: spawning it again fails (`EBADF`: its fds
+/// went to the first child).
 ///
 /// `command`'s program, arguments, environment changes (`env`, `env_remove`), working
 /// directory, stdio and user are honoured; `env_clear` is not (the child starts from this
@@ -170,16 +171,19 @@ pub fn spawn_with_fds(command: &mut Command, fds: Vec<(String, OwnedFd)>) -> io:
     let spent = Arc::new(AtomicBool::new(false));
     let mut exec = Some(exec);
     let spent_in_child = spent.clone();
-    // SAFETY: the closure runs in the child between fork and exec. It calls only dup2, getpid
-    // and execve (async-signal-safe), formats on memory allocated before the fork, and never
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe code may run (another thread of the parent may have held the
+    // allocator's lock at the fork). It allocates nothing: it loads an atomic, calls dup2,
+    // getpid and execve, formats the pid with `itoa` on the stack into a buffer allocated
+    // before the fork, and returns only errors that are a raw errno (`io::Error`'s OS
+    // representation holds the number, no box; std sends the parent that errno). It never
     // returns on success: std would otherwise replace the environment with its own copy,
     // built before the fork, without `LISTEN_PID`.
     unsafe {
         command.pre_exec(move || {
             if spent_in_child.load(Ordering::Acquire) {
-                return Err(io::Error::other(
-                    "the fds of spawn_with_fds went to an earlier spawn of this command",
-                ));
+                // The fds went to an earlier spawn of this command.
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
             }
             for (i, fd) in raw.iter().enumerate() {
                 // dup2 clears close-on-exec on the new fd.
@@ -189,7 +193,7 @@ pub fn spawn_with_fds(command: &mut Command, fds: Vec<(String, OwnedFd)>) -> io:
             }
             match exec.as_mut() {
                 Some(exec) => Err(exec.run()),
-                None => Err(io::ErrorKind::InvalidInput.into()),
+                None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
             }
         });
     }
@@ -335,9 +339,24 @@ pub(super) fn check_name(name: &str) -> io::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_spawned_again_fails_with_ebadf_and_passes_nothing() {
+        let (mine, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut command = Command::new("true");
+        let mut child = spawn_with_fds(&mut command, vec![("x".into(), mine.into())]).unwrap();
+        assert!(child.wait().unwrap().success());
+        // The numbers the closure would dup2 may name other fds by now: it refuses, with a
+        // raw errno (what the child can report without allocating).
+        let again = command.spawn().map(|mut c| c.wait());
+        match again {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}"),
+            Ok(status) => panic!("spawned again: {status:?}"),
+        }
+    }
 
     #[test]
     fn fd_names_follow_systemds_rule() {
