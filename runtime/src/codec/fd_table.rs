@@ -64,6 +64,7 @@ impl FdTable {
     /// # Errors
     ///
     /// [`DecodeErrorKind::UnclaimedFds`].
+    #[inline]
     pub fn finish(self) -> Result<(), DecodeError> {
         let unclaimed = self.slots.len() - self.claimed;
         if unclaimed == 0 {

@@ -84,6 +84,7 @@ impl TokioConn {
 
     /// Runs `f` on the connection, then does what the connection asks
     /// ([`Conn::poll_transmit`], [`Conn::take_timer_moved`]) once the lock is released.
+    #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
         let mut conn = self.lock();
         let r = f(&mut conn);

@@ -8,8 +8,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::dispatch::Serving;
-use super::handlers::Handlers;
+use super::admission::{Authorize, admit, connection_span, is_transient_accept_error};
+use super::dispatch::{Served, Serving};
 use super::hooks::{CallHook, Hooks};
 use super::peer::PeerCredentials;
 use super::services::ServiceSet;
@@ -19,8 +19,6 @@ use crate::rpc::driver::polled_server::{FdBudget, serve_polled};
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 use crate::transport::address::check_unix_stream;
-
-type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 
 /// Serves a [`Service`](super::Service) (or several, see [`ServiceSet`]) on plain threads,
 /// with no async runtime in the build: for a privilege-separated helper, a child started
@@ -325,43 +323,16 @@ fn serve_one<S: ServiceSet + ?Sized>(
     shutdown: &Shutdown,
 ) -> Result<(), ConnectionError> {
     let io = |e: io::Error| ConnectionError::new(e.into());
-    let peer = match PeerCredentials::of(&stream) {
-        Ok(peer) => Arc::new(peer),
-        Err(e) => {
-            tracing::warn!(error = %e, "fdrpc connection dropped: its peer's credentials are unreadable");
-            return Err(io(e));
-        }
-    };
-    if let Some(authorize) = &shared.authorize {
-        if !authorize(&peer) {
-            tracing::info!(
-                pid = peer.pid(),
-                uid = peer.uid(),
-                "fdrpc connection refused by the authorization hook"
-            );
-            return Err(io(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "refused by the authorization hook",
-            )));
-        }
-    }
-    let span = tracing::span_enabled!(tracing::Level::INFO)
-        .then(|| tracing::info_span!("connection", peer_pid = peer.pid(), peer_uid = peer.uid()))
-        .filter(|span| !span.is_disabled());
+    let peer = admit(&stream, shared.authorize.as_deref())?;
+    let span = connection_span(&peer);
     let _entered = span.as_ref().map(tracing::Span::enter);
     let conn = PolledConn::new(stream, &shared.settings).map_err(io)?;
     shutdown.watch(conn.loop_wake());
-    let driven = Driven::Polled(conn.clone());
     // The handlers that wait run as the connection's tasks: its end stops them.
-    let handlers = Arc::new(Handlers::default());
-    driven.on_end({
-        let handlers = handlers.clone();
-        Box::new(move || handlers.abort_all())
-    });
+    let served = Served::new(Driven::Polled(conn.clone()));
     let serving = Serving {
         services: service,
-        conn: &driven,
-        handlers: &handlers,
+        served: &served,
         peer: &peer,
         hooks: shared.hooks.as_ref(),
     };
@@ -385,18 +356,4 @@ fn wait_readable(listener: &UnixListener, wake: &LoopWake) -> io::Result<()> {
         Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOBUFS
-                | libc::ENOMEM
-                | libc::ECONNABORTED
-                | libc::EINTR
-        )
-    )
 }

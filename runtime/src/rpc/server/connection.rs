@@ -6,8 +6,7 @@ use std::sync::Arc;
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, watch};
 
-use super::dispatch::Serving;
-use super::handlers::Handlers;
+use super::dispatch::{Served, Serving};
 use super::hooks::Hooks;
 use super::peer::PeerCredentials;
 use super::services::ServiceSet;
@@ -63,20 +62,14 @@ pub(crate) async fn run_connection<S: ServiceSet>(
         settings,
     );
     // The handlers that wait run in tasks of their own: the end of the connection stops them.
-    let handlers = Arc::new(Handlers::default());
-    conn.on_end({
-        let handlers = handlers.clone();
-        Box::new(move || handlers.abort_all())
-    });
+    let served = Served::new(Driven::Tokio(conn.clone()));
     // However this future ends (returned, or dropped because its server was), the connection
     // closes now: the socket is shut down, the writer and the handlers' tasks stop, and every
     // fd they held is closed.
     let _teardown = Teardown { conn: conn.clone() };
-    let driven = Driven::Tokio(conn.clone());
     let serving = Serving {
         services: &*service,
-        conn: &driven,
-        handlers: &handlers,
+        served: &served,
         peer: &peer,
         hooks: shared.hooks.as_ref(),
     };

@@ -31,12 +31,37 @@ use crate::rpc::driver::handle::Driven;
 use crate::rpc::stream::{ErasedProducer, produce};
 use crate::rpc::trace::{self, TraceContext, TraceId};
 
+/// One served connection: its driver, and its handlers that run in tasks of their own (the
+/// connection's end, or a caller's `cancel`, stops them).
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) conn: Driven,
+    pub(crate) handlers: Handlers,
+}
+
+impl Served {
+    /// The connection `conn`, whose end stops its handlers.
+    pub(crate) fn new(conn: Driven) -> Arc<Served> {
+        let served = Arc::new(Served {
+            conn,
+            handlers: Handlers::default(),
+        });
+        // Weak: the driver must not keep what holds the driver alive.
+        let weak = Arc::downgrade(&served);
+        served.conn.on_end(Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                s.handlers.abort_all();
+            }
+        }));
+        served
+    }
+}
+
 /// What the calls of one connection are dispatched with.
 pub(crate) struct Serving<'a, S: ?Sized> {
     pub(crate) services: &'a S,
-    pub(crate) conn: &'a Driven,
-    /// The connection's handlers that run in tasks of their own.
-    pub(crate) handlers: &'a Arc<Handlers>,
+    /// The connection: its driver and its handlers.
+    pub(crate) served: &'a Arc<Served>,
     pub(crate) peer: &'a Arc<PeerCredentials>,
     /// The server's hooks; `None` if it has none.
     pub(crate) hooks: Option<&'a Hooks>,
@@ -54,7 +79,7 @@ impl<S: ServiceSet + ?Sized> CallSink for Serving<'_, S> {
     }
 
     fn stop(&self, seqid: i32) {
-        self.handlers.stop_call(seqid);
+        self.served.handlers.stop_call(seqid);
     }
 }
 
@@ -67,7 +92,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     arrived: Option<Instant>,
     permit: CallPermit,
 ) -> Option<BoxFuture<()>> {
-    let conn = at.conn;
+    let conn = &at.served.conn;
     let IncomingCall {
         mut header,
         body,
@@ -164,8 +189,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     let args = Decoder::new(body, FdTable::new(fds));
     let incoming = Incoming::new(header, args, info, conn);
     let call = Call {
-        conn: conn.clone(),
-        handlers: at.handlers.clone(),
+        served: at.served.clone(),
         name: method,
         seqid,
         wants_reply,
@@ -176,8 +200,8 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     match service.dispatch(incoming) {
         Dispatch::Reply(fut) => return Some(Box::pin(call.reply(fut, scope))),
         Dispatch::Stream(slot, fut) => {
-            let handlers = call.handlers.clone();
-            spawn_handler(conn, &handlers, seqid, scope.wrap(call.stream(slot, fut)));
+            let served = call.served.clone();
+            spawn_handler(&served, seqid, scope.wrap(call.stream(slot, fut)));
         }
         Dispatch::Oneway(fut) => return Some(Box::pin(scope.wrap(call.oneway(fut)))),
         Dispatch::BadArgs(e) => {
@@ -203,9 +227,9 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
 
 /// One dispatched call: where and how it is answered, and what it holds until then.
 struct Call {
-    conn: Driven,
-    /// Where a handler that waits is tracked.
-    handlers: Arc<Handlers>,
+    /// The connection (its driver, and where a handler that waits is tracked): one `Arc`
+    /// per call.
+    served: Arc<Served>,
     name: &'static str,
     seqid: i32,
     wants_reply: bool,
@@ -233,14 +257,12 @@ impl Call {
         match first {
             Some(outcome) => scope.in_scope(|| self.answer(outcome)),
             None => {
-                let (conn, handlers, seqid) =
-                    (self.conn.clone(), self.handlers.clone(), self.seqid);
+                let (served, seqid) = (self.served.clone(), self.seqid);
                 spawn_handler(
-                    &conn.clone(),
-                    &handlers,
+                    &served.clone(),
                     seqid,
                     scope.wrap(async move {
-                        match conn.until(self.deadline(), task).await {
+                        match served.conn.until(self.deadline(), task).await {
                             Some(outcome) => self.answer(outcome),
                             None => self.time_out(),
                         }
@@ -257,11 +279,12 @@ impl Call {
         slot: super::service::StreamSlot,
         fut: BoxFuture<super::service::StreamReply>,
     ) {
-        let opened = (self.conn.clone())
+        let opened = (self.served.clone())
+            .conn
             .until(self.deadline(), AssertUnwindSafe(fut).catch_unwind())
             .await;
         let Some(outcome) = opened else {
-            self.conn.with(|c| {
+            self.served.conn.with(|c| {
                 c.end_outbox(self.seqid, slot.id, slot.method, Ending::Silent);
             });
             return self.time_out();
@@ -276,7 +299,7 @@ impl Call {
                 Ok(Err(e)) => (Ok(Err(e)), None),
                 Err(panic) => (Err(panic), None),
             };
-        let conn = self.conn.clone();
+        let conn = self.served.conn.clone();
         if producer.is_none() {
             // Refused, or failed: the stream never opens.
             conn.with(|c| c.end_outbox(self.seqid, slot.id, slot.method, Ending::Silent));
@@ -301,7 +324,8 @@ impl Call {
 
     /// Runs a oneway handler to its end (or its deadline, if its caller set one).
     async fn oneway(self, fut: BoxFuture<()>) {
-        let outcome = (self.conn.clone())
+        let outcome = (self.served.clone())
+            .conn
             .until(self.deadline(), AssertUnwindSafe(fut).catch_unwind())
             .await;
         let outcome = match outcome {
@@ -317,7 +341,7 @@ impl Call {
         };
         if self.wants_reply {
             // A client that sent a oneway method as a call gets an empty result.
-            self.conn.with(|c| {
+            self.served.conn.with(|c| {
                 let mut enc = reply_encoder(self.name, self.seqid);
                 enc.write_stop();
                 let _ = c.push_reply(self.seqid, enc);
@@ -334,6 +358,7 @@ impl Call {
     fn answer(self, outcome: Outcome<HandlerReply>) {
         let (name, seqid, wants_reply) = (self.name, self.seqid, self.wants_reply);
         let (outcome, fds_out) = self
+            .served
             .conn
             .with(|c| push_outcome(c, name, seqid, wants_reply, outcome));
         self.end(outcome, fds_out);
@@ -345,7 +370,7 @@ impl Call {
         if self.wants_reply {
             let ms = self.deadline.map_or(0, |d| d.timeout().as_millis());
             let why = format!("the call's deadline passed: its caller waits {ms} ms");
-            self.conn.with(|c| {
+            self.served.conn.with(|c| {
                 c.push_exception(self.name, self.seqid, ApplicationErrorKind::Timeout, why)
             });
         }
@@ -355,7 +380,8 @@ impl Call {
     /// The call could not run: the caller gets this exception.
     fn refuse(self, kind: ApplicationErrorKind, why: String) {
         if self.wants_reply {
-            self.conn
+            self.served
+                .conn
                 .with(|c| c.push_exception(self.name, self.seqid, kind, why));
         }
         self.end(CallOutcome::Failed(kind), 0);
@@ -377,21 +403,20 @@ impl Call {
 /// once (its future is dropped: what it holds, fds included, is closed). Nothing runs if the
 /// connection has ended already.
 fn spawn_handler(
-    conn: &Driven,
-    handlers: &Arc<Handlers>,
+    served: &Arc<Served>,
     seqid: i32,
     work: impl Future<Output = ()> + Send + 'static,
 ) {
     let (handler, task) = RunningHandler::new(work);
-    let Some(id) = handlers.track(seqid, handler.clone()) else {
+    let Some(id) = served.handlers.track(seqid, handler.clone()) else {
         // Dropped here, without any lock.
         handler.stop();
         return;
     };
-    let handlers = handlers.clone();
-    conn.spawn(async move {
+    let tracked = served.clone();
+    served.conn.spawn(async move {
         task.await;
-        handlers.untrack(seqid, id);
+        tracked.handlers.untrack(seqid, id);
     });
 }
 

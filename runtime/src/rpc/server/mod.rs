@@ -5,6 +5,8 @@
 //! - `serve`: [`Server`] (tokio): accepting, authorization, graceful shutdown, clean stops.
 //! - `blocking_serve`: [`BlockingServer`] and [`Shutdown`]: the same with no async runtime,
 //!   a thread per connection (its driver is `driver::polled_conn`).
+//! - `admission`: what both do before serving a connection (credentials, authorization,
+//!   its span), and which accept errors they retry.
 //! - `listener`: [`Listener`]: the sockets a server serves.
 //! - `connection`: one connection: its driver, its handlers, and what a server's connections
 //!   share (settings, fd budget, hooks); its reader loop is `driver::server_reader`.
@@ -17,6 +19,7 @@
 //! - `services`: [`ServiceSet`]: one service or several on one socket (`Service:method`).
 //! - `context`, `peer`: [`Context`] and [`PeerCredentials`]: who is calling.
 
+mod admission;
 mod blocking_serve;
 #[cfg(feature = "tokio")]
 mod connection;

@@ -10,6 +10,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::admission::{Authorize, admit, connection_span, is_transient_accept_error};
 use super::connection::{ServerShared, run_connection};
 use super::hooks::CallHook;
 use super::listener::{IntoConnection, IntoListener};
@@ -17,8 +18,6 @@ use super::peer::PeerCredentials;
 use super::services::ServiceSet;
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
-
-pub(crate) type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
 
 /// Serves a [`Service`](super::Service) (or several, see [`ServiceSet`]): accepts
 /// connections, reads calls, runs handlers concurrently, and
@@ -208,47 +207,11 @@ async fn serve_one<S: ServiceSet>(
     shared: &ServerShared,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let io = |e: std::io::Error| ConnectionError::new(e.into());
-    let peer = match PeerCredentials::of(&stream) {
-        Ok(peer) => peer,
-        Err(e) => {
-            tracing::warn!(error = %e, "fdrpc connection dropped: its peer's credentials are unreadable");
-            return Err(io(e));
-        }
-    };
-    if let Some(authorize) = authorize {
-        if !authorize(&peer) {
-            tracing::info!(
-                pid = peer.pid(),
-                uid = peer.uid(),
-                "fdrpc connection refused by the authorization hook"
-            );
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "refused by the authorization hook",
-            )));
-        }
-    }
-    let span = tracing::span_enabled!(tracing::Level::INFO)
-        .then(|| tracing::info_span!("connection", peer_pid = peer.pid(), peer_uid = peer.uid()))
-        .filter(|span| !span.is_disabled());
-    let serving = run_connection(stream, Arc::new(peer), service, shared, stop);
+    let peer = admit(&stream, authorize)?;
+    let span = connection_span(&peer);
+    let serving = run_connection(stream, peer, service, shared, stop);
     match span {
         Some(span) => serving.instrument(span).await,
         None => serving.await,
     }
-}
-
-fn is_transient_accept_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOBUFS
-                | libc::ENOMEM
-                | libc::ECONNABORTED
-                | libc::EINTR
-        )
-    )
 }

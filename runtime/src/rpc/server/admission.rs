@@ -1,0 +1,70 @@
+//! What both servers do with a connection before serving it: read its peer's credentials,
+//! ask the authorization hook, open its `connection` span; and which accept errors to retry.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use super::peer::PeerCredentials;
+use crate::rpc::error::ConnectionError;
+
+/// The authorization hook of a server.
+pub(crate) type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
+
+/// The peer of `stream`, if it may be served: its credentials could be read and `authorize`
+/// (if any) lets it in. Each refusal is logged with its reason.
+///
+/// # Errors
+///
+/// The credentials could not be read, or the hook refused the peer (`PermissionDenied`).
+pub(crate) fn admit(
+    stream: impl AsFd,
+    authorize: Option<&Authorize>,
+) -> Result<Arc<PeerCredentials>, ConnectionError> {
+    let io = |e: io::Error| ConnectionError::new(e.into());
+    let peer = match PeerCredentials::of(stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(error = %e, "fdrpc connection dropped: its peer's credentials are unreadable");
+            return Err(io(e));
+        }
+    };
+    if let Some(authorize) = authorize {
+        if !authorize(&peer) {
+            tracing::info!(
+                pid = peer.pid(),
+                uid = peer.uid(),
+                "fdrpc connection refused by the authorization hook"
+            );
+            return Err(io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "refused by the authorization hook",
+            )));
+        }
+    }
+    Ok(Arc::new(peer))
+}
+
+/// The `connection` span of `peer`'s connection, if a subscriber wants it.
+pub(crate) fn connection_span(peer: &PeerCredentials) -> Option<tracing::Span> {
+    // Asked first: a disabled span still costs its fields.
+    tracing::span_enabled!(tracing::Level::INFO)
+        .then(|| tracing::info_span!("connection", peer_pid = peer.pid(), peer_uid = peer.uid()))
+        .filter(|span| !span.is_disabled())
+}
+
+/// Whether a failed `accept` is worth retrying (the process or system is out of something
+/// for a moment, or the peer went away first).
+pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+        )
+    )
+}
