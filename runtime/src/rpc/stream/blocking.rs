@@ -148,7 +148,7 @@ impl<T, E> Drop for BlockingStreaming<T, E> {
 }
 
 /// The items a blocking call sends as its sink, encoded as they are pulled (used by generated
-/// clients): the blocking counterpart of [`producer`](crate::rpc::stream::producer), so that
+/// clients): the blocking counterpart of the async client's `producer`, so that
 /// the untyped call APIs of both clients take their sink the same way, with the item and
 /// error types erased.
 pub struct BlockingSink {
