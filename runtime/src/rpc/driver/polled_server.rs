@@ -235,7 +235,14 @@ fn read_loop(
         if dispatched {
             continue;
         }
-        let mut read = may_read && !rq.is_eof();
+        // Waiting for the peer: every complete frame is taken (none is left because every slot
+        // is taken or a oneway runs), and the peer has more to send. Only then can what is
+        // buffered be the peer's stall (a half-sent frame, unclaimed fds).
+        let waiting_for_peer = oneway.is_none()
+            && room
+            && in_flight.count.load(Ordering::Acquire) < settings.max_in_flight
+            && !rq.is_eof();
+        let mut read = waiting_for_peer;
         if read && readable {
             // A share of the fd budget for the one read that follows: an idle connection
             // holds none of it. With none to be had, the loop waits for the budget (which
@@ -269,7 +276,7 @@ fn read_loop(
         }
         // Nothing to do until the socket, a wake-up or a timer.
         let now = Instant::now();
-        let receive_stall = rq.stall_deadline(stall);
+        let receive_stall = rq.stall_deadline(stall).filter(|_| waiting_for_peer);
         if receive_stall.is_some_and(|s| now >= s) {
             return Err(ConnectionError::new(FdStreamError::Stalled(stall).into()));
         }
