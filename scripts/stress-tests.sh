@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 runs="${1:-20}"
 filter="${2:-}"
 busy="${BUSY:-$(nproc)}"
+# A proc-macro crate's tests link std dynamically: cargo finds it in the sysroot for them.
+export LD_LIBRARY_PATH="$(rustc --print target-libdir)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Every test executable `cargo test` would run, with its package's directory (where cargo
 # runs it). The trybuild tests compile code rather than race: they are left out.
