@@ -468,3 +468,100 @@ fn conformance_serve_takes_the_activated_socket_and_says_it_is_ready() {
 
 #[allow(dead_code)]
 fn unused(_: &dyn AsFd) {}
+
+/// A symbolic link planted at the socket path (in a directory others can write, it may point
+/// at anything the daemon can change) is refused, never followed: its target keeps its mode
+/// and the link stays a link.
+#[test]
+fn a_symlink_at_the_socket_path_is_refused_and_its_target_untouched() {
+    run_async(async {
+        let dir = tempdir("bind-symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"private").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.join("s.sock");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        for bound in [
+            fdrpc::Listener::bind_with_mode(&path, 0o666),
+            fdrpc::Listener::bind(&path),
+        ] {
+            let e = bound.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        }
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"private");
+        // Nothing is left beside it (the private directory of the bind is gone).
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["s.sock", "victim"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// The socket file appears at its path with the mode asked for, all at once: the directory
+/// sees it moved in (`IN_MOVED_TO`), never created there and then `chmod`-ed (`IN_CREATE`,
+/// `IN_ATTRIB`), which would leave a moment in which a client the mode refuses can connect.
+/// Long paths, beyond `sun_path`'s 108 bytes once the private directory is added, bind too.
+#[test]
+fn the_mode_holds_from_the_first_connection() {
+    use rustix::fs::inotify;
+    run_async(async {
+        let dir = tempdir("bind-mode");
+        let path = dir.join("s.sock");
+        let watch =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).unwrap();
+        inotify::add_watch(
+            &watch,
+            &dir,
+            inotify::WatchFlags::CREATE
+                | inotify::WatchFlags::MOVED_TO
+                | inotify::WatchFlags::ATTRIB,
+        )
+        .unwrap();
+        let listener = fdrpc::Listener::bind_with_mode(&path, 0o600).unwrap();
+        let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut reader = inotify::Reader::new(&watch, &mut buf);
+        let mut seen = Vec::new();
+        while let Ok(event) = reader.next() {
+            if event.file_name().is_some_and(|n| n.to_bytes() == b"s.sock") {
+                seen.push(event.events());
+            }
+        }
+        assert_eq!(
+            seen,
+            [inotify::ReadFlags::MOVED_TO],
+            "what the directory saw"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(listener);
+        // A long path: the socket is bound through the private directory's fd.
+        // 100 bytes in all: it fits `sun_path`, the private directory beside it would not.
+        let long = dir.join("x".repeat(100 - 13 - dir.as_os_str().len()));
+        std::fs::create_dir_all(&long).unwrap();
+        let long_path = long.join("server.sock");
+        assert_eq!(long_path.as_os_str().len(), 100, "{}", long_path.display());
+        let listener = fdrpc::Listener::bind_with_mode(&long_path, 0o640).unwrap();
+        assert_eq!(
+            std::fs::metadata(&long_path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        std::os::unix::net::UnixStream::connect(&long_path).unwrap();
+        drop(listener);
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}

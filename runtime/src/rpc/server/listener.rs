@@ -4,11 +4,11 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use tokio::net::{UnixListener, UnixStream};
 
+use super::bind::bind_file;
 use crate::transport::address::{self, check_unix_stream};
 
 /// A listening `AF_UNIX` stream socket, registered with the tokio runtime.
@@ -20,10 +20,11 @@ pub struct Listener {
 impl Listener {
     /// Binds `path`, or the abstract name `@name`.
     ///
-    /// A socket file left by a server that is gone is replaced: if connecting to it is
-    /// refused, nothing listens there. A socket something listens on is not touched
-    /// (`AddrInUse`), and neither is a file that is not a socket (`AlreadyExists`). Two
-    /// servers started at the same moment on one stale path can still race; start one.
+    /// A socket file left by a server that is gone is replaced (if connecting to it is
+    /// refused, nothing listens there), in one `rename`, never by a separate unlink. A socket
+    /// something listens on is not touched (`AddrInUse`), and neither is a symbolic link or a
+    /// file that is not a socket (`AlreadyExists`). Two servers started at the same moment on
+    /// one stale path can still race (the later rename wins the path); start one.
     ///
     /// # Errors
     ///
@@ -34,23 +35,23 @@ impl Listener {
     /// Outside a tokio runtime.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<Listener> {
         let path = path.as_ref();
-        let addr = address::socket_addr(path)?;
-        let std = match std::os::unix::net::UnixListener::bind_addr(&addr) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && !address::is_abstract(path) => {
-                remove_stale(path)?;
-                std::os::unix::net::UnixListener::bind_addr(&addr)?
-            }
-            other => other?,
-        };
-        Self::from_std(std)
+        if address::is_abstract(path) {
+            let addr = address::socket_addr(path)?;
+            return Self::from_std(std::os::unix::net::UnixListener::bind_addr(&addr)?);
+        }
+        Self::from_std(bind_file(path, None)?)
     }
 
-    /// [`Listener::bind`], then sets the socket file's permission bits to `mode` (such as
-    /// `0o660`: who may connect). Refused for an abstract name, which has no file.
+    /// [`Listener::bind`], with the socket file's permission bits set to `mode` (such as
+    /// `0o660`: who may connect) from the first instant a client can connect: the socket is
+    /// bound in a fresh private directory beside the path, given its mode there, and renamed
+    /// into place; no mode is changed through the path itself, which another user might
+    /// replace (a symbolic link at the path is refused, never followed). Refused for an
+    /// abstract name, which has no file.
     ///
     /// # Errors
     ///
-    /// As [`Listener::bind`], or the error of `chmod`.
+    /// As [`Listener::bind`], or the error of making the directory, `chmod` or `rename`.
     ///
     /// # Panics
     ///
@@ -63,9 +64,7 @@ impl Listener {
                 "an abstract socket name has no file to set a mode on",
             ));
         }
-        let listener = Self::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-        Ok(listener)
+        Self::from_std(bind_file(path, Some(mode))?)
     }
 
     /// A std listener (made non-blocking here).
@@ -122,34 +121,6 @@ impl Listener {
 impl From<UnixListener> for Listener {
     fn from(inner: UnixListener) -> Listener {
         Listener { inner }
-    }
-}
-
-/// Removes `path` if it is a socket nothing listens on.
-fn remove_stale(path: &Path) -> io::Result<()> {
-    let in_use = |why: &str| {
-        io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{}: {why}", path.display()),
-        )
-    };
-    let meta = std::fs::symlink_metadata(path)?;
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "{} exists and is not a socket; not replacing it",
-                path.display()
-            ),
-        ));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(in_use("a server is listening on it")),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "fdrpc: replacing a stale socket file");
-            std::fs::remove_file(path)
-        }
-        Err(e) => Err(in_use(&format!("could not tell whether it is in use: {e}"))),
     }
 }
 

@@ -7,7 +7,8 @@
 //!   a thread per connection (its driver is `driver::polled_conn`).
 //! - `admission`: what both do before serving a connection (credentials, authorization,
 //!   its span), and which accept errors they retry.
-//! - `listener`: [`Listener`]: the sockets a server serves.
+//! - `listener`: [`Listener`]: the sockets a server serves; `bind`: a socket file bound so
+//!   that its mode holds from the first connection.
 //! - `connection`: one connection: its driver, its handlers, and what a server's connections
 //!   share (settings, fd budget, hooks); its reader loop is `driver::server_reader`.
 //! - `handlers`: the handlers that wait, in tasks of their own: stopped by a `cancel` or the
@@ -20,6 +21,8 @@
 //! - `context`, `peer`: [`Context`] and [`PeerCredentials`]: who is calling.
 
 mod admission;
+#[cfg(feature = "tokio")]
+mod bind;
 mod blocking_serve;
 #[cfg(feature = "tokio")]
 mod connection;
