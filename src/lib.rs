@@ -142,7 +142,18 @@
 //!   the stream; the producer on the server is told by being dropped (its `Drop` runs).
 //! - **Oneway.** A `#[oneway]` method's `.await` returns once the call is queued, not when it
 //!   is delivered; `client().flush().await` waits until it is written. Oneway calls of one
-//!   connection run in order on the server.
+//!   connection run in order on the server, and each runs to its end before the server reads
+//!   the connection's next frame (on both servers): a oneway followed by a call on the same
+//!   connection (one client and its clones) is handled in that order, so store-then-fetch
+//!   holds. Calls on different connections have no order.
+//! - **The context.** `cx: &fdrpc::Context` may stand anywhere in a method's parameters, at
+//!   most once and by shared reference, in every kind of method (oneway and stream methods
+//!   too). It is not on the wire: clients do not pass it, the IDL does not show it.
+//! - **An fd is an open file, not a copy of one.** An fd that arrives is another descriptor
+//!   of the same open file description as the sender's (as `dup` makes): it shares the file
+//!   offset and status flags with every other descriptor of it, the sender's and one sent
+//!   twice or returned included. Reading through one moves the offset of all; use
+//!   `pread`/`pwrite` (`FileExt::read_at`) or open the file again for an offset of its own.
 //! - **Streams and sinks** carry fds in every item, with credit-based flow control: a slow
 //!   consumer bounds what the producer holds (64 items by default,
 //!   [`Settings::stream_window`]; a stream opened by a peer that grants none gets the
