@@ -23,6 +23,10 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// systemd socket unit (named by its `FileDescriptorName=`, or after the unit), fds the
 /// service put in the fd store before a restart (named by their `FDNAME=`), or what a parent
 /// passed with [`spawn_with_fds`]. Each is an `OwnedFd`, close-on-exec.
+///
+/// A passed fd nobody took is closed when this is dropped, with a warning that names it: a
+/// socket systemd passed and nobody serves would otherwise leave its clients connecting to a
+/// socket nobody accepts on.
 #[derive(Debug, Default)]
 pub struct ListenFds {
     fds: Vec<(String, OwnedFd)>,
@@ -101,6 +105,12 @@ impl ListenFds {
     /// Takes the first listening `AF_UNIX` stream socket (named `name`, if given), as a
     /// [`Listener`](crate::Listener) to serve.
     ///
+    /// When no fd is named `name` but nothing passed has a name (systemd calls them
+    /// `unknown`: `systemd-socket-activate` without `--fdname`, a socket unit's
+    /// `FileDescriptorName=` unset on an older systemd) and exactly one of them is a listening
+    /// socket, that one is taken: the program was started with one socket whose name it could
+    /// not be told.
+    ///
     /// # Errors
     ///
     /// `InvalidInput` if the fd named `name` is not a listening Unix stream socket (it is
@@ -112,15 +122,56 @@ impl ListenFds {
     #[cfg(feature = "tokio")]
     pub fn take_listener(&mut self, name: Option<&str>) -> io::Result<Option<crate::Listener>> {
         let found = match name {
-            Some(name) => self.take_named(name),
-            None => {
-                let i = self.fds.iter().position(|(_, fd)| {
-                    crate::transport::address::check_unix_stream(fd, true).is_ok()
-                });
-                i.map(|i| self.fds.remove(i).1)
-            }
+            Some(name) => self.take_named(name).or_else(|| self.take_sole_unnamed(name)),
+            None => self.take_first_listener(),
         };
         found.map(crate::Listener::from_fd).transpose()
+    }
+
+    /// The first listening `AF_UNIX` stream socket.
+    fn take_first_listener(&mut self) -> Option<OwnedFd> {
+        let i = self
+            .fds
+            .iter()
+            .position(|(_, fd)| crate::transport::address::check_unix_stream(fd, true).is_ok())?;
+        Some(self.fds.remove(i).1)
+    }
+
+    /// The one listening socket, when nothing passed has a name; see
+    /// [`ListenFds::take_listener`].
+    fn take_sole_unnamed(&mut self, wanted: &str) -> Option<OwnedFd> {
+        if self.fds.iter().any(|(n, _)| n != UNNAMED) {
+            return None;
+        }
+        let listeners = self
+            .fds
+            .iter()
+            .filter(|(_, fd)| crate::transport::address::check_unix_stream(fd, true).is_ok())
+            .count();
+        if listeners != 1 {
+            return None;
+        }
+        tracing::info!(
+            wanted,
+            "fdrpc: no passed fd is named so, and the one passed socket has no name: serving it"
+        );
+        self.take_first_listener()
+    }
+}
+
+/// The name systemd gives a passed fd that has none.
+const UNNAMED: &str = "unknown";
+
+impl Drop for ListenFds {
+    fn drop(&mut self) {
+        if !self.fds.is_empty() {
+            let names: Vec<&str> = self.fds.iter().map(|(n, _)| n.as_str()).collect();
+            tracing::warn!(
+                ?names,
+                "fdrpc: passed fds nobody took are closed; clients of a passed socket among them \
+                 now connect to nothing (take it with `take_listener` or `take_named`)"
+            );
+        }
     }
 }
 
@@ -128,8 +179,8 @@ impl IntoIterator for ListenFds {
     type Item = (String, OwnedFd);
     type IntoIter = std::vec::IntoIter<(String, OwnedFd)>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.fds.into_iter()
+    fn into_iter(mut self) -> Self::IntoIter {
+        std::mem::take(&mut self.fds).into_iter()
     }
 }
 
@@ -356,6 +407,40 @@ mod tests {
             Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}"),
             Ok(status) => panic!("spawned again: {status:?}"),
         }
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test]
+    async fn a_name_not_passed_takes_the_one_unnamed_socket_and_nothing_else() {
+        let listening = |path: &std::path::Path| -> OwnedFd {
+            std::os::unix::net::UnixListener::bind(path).unwrap().into()
+        };
+        let dir = std::env::temp_dir().join(format!("fdrpc-listenfds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
+        let file = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        // One unnamed socket (and an unnamed file beside it): taken for any name.
+        let mut fds = ListenFds {
+            fds: vec![(UNNAMED.into(), file()), (UNNAMED.into(), listening(&a))],
+        };
+        let listener = fds.take_listener(Some("broker")).unwrap().unwrap();
+        std::os::unix::net::UnixStream::connect(&a).unwrap();
+        drop(listener);
+        assert_eq!(fds.len(), 1, "the file stays");
+        // Two unnamed sockets: which one is meant cannot be told.
+        let _ = std::fs::remove_file(&a);
+        let mut fds = ListenFds {
+            fds: vec![(UNNAMED.into(), listening(&a)), (UNNAMED.into(), listening(&b))],
+        };
+        assert!(fds.take_listener(Some("broker")).unwrap().is_none());
+        // A named one elsewhere: names are in use, so the unnamed one is not taken for it.
+        let _ = std::fs::remove_file(&a);
+        let mut fds = ListenFds {
+            fds: vec![("admin".into(), file()), (UNNAMED.into(), listening(&a))],
+        };
+        assert!(fds.take_listener(Some("broker")).unwrap().is_none());
+        assert_eq!(fds.into_iter().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
