@@ -122,7 +122,9 @@ impl ListenFds {
     #[cfg(feature = "tokio")]
     pub fn take_listener(&mut self, name: Option<&str>) -> io::Result<Option<crate::Listener>> {
         let found = match name {
-            Some(name) => self.take_named(name).or_else(|| self.take_sole_unnamed(name)),
+            Some(name) => self
+                .take_named(name)
+                .or_else(|| self.take_sole_unnamed(name)),
             None => self.take_first_listener(),
         };
         found.map(crate::Listener::from_fd).transpose()
@@ -430,7 +432,10 @@ mod tests {
         // Two unnamed sockets: which one is meant cannot be told.
         let _ = std::fs::remove_file(&a);
         let mut fds = ListenFds {
-            fds: vec![(UNNAMED.into(), listening(&a)), (UNNAMED.into(), listening(&b))],
+            fds: vec![
+                (UNNAMED.into(), listening(&a)),
+                (UNNAMED.into(), listening(&b)),
+            ],
         };
         assert!(fds.take_listener(Some("broker")).unwrap().is_none());
         // A named one elsewhere: names are in use, so the unnamed one is not taken for it.
