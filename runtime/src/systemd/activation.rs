@@ -131,6 +131,7 @@ impl ListenFds {
     }
 
     /// The first listening `AF_UNIX` stream socket.
+    #[cfg(feature = "tokio")]
     fn take_first_listener(&mut self) -> Option<OwnedFd> {
         let i = self
             .fds
@@ -141,6 +142,7 @@ impl ListenFds {
 
     /// The one listening socket, when nothing passed has a name; see
     /// [`ListenFds::take_listener`].
+    #[cfg(feature = "tokio")]
     fn take_sole_unnamed(&mut self, wanted: &str) -> Option<OwnedFd> {
         if self.fds.iter().any(|(n, _)| n != UNNAMED) {
             return None;
@@ -162,6 +164,7 @@ impl ListenFds {
 }
 
 /// The name systemd gives a passed fd that has none.
+#[cfg(feature = "tokio")]
 const UNNAMED: &str = "unknown";
 
 impl Drop for ListenFds {
