@@ -1,15 +1,45 @@
-//! What both servers do with a connection before serving it: read its peer's credentials,
-//! ask the authorization hook, open its `connection` span; and which accept errors to retry.
+//! What both servers are configured with ([`ServerConfig`]) and do with a connection before
+//! serving it: read its peer's credentials, ask the authorization hook, open its `connection`
+//! span; and which accept errors to retry.
 
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use super::hooks::CallHook;
 use super::peer::PeerCredentials;
 use crate::rpc::error::ConnectionError;
+use crate::settings::Settings;
 
 /// The authorization hook of a server.
 pub(crate) type Authorize = dyn Fn(&PeerCredentials) -> bool + Send + Sync;
+
+/// The configuration both servers share: settings, the authorization hook, the call hooks.
+#[derive(Clone)]
+pub(crate) struct ServerConfig {
+    pub(crate) settings: Settings,
+    pub(crate) authorize: Option<Arc<Authorize>>,
+    pub(crate) hooks: Vec<Arc<dyn CallHook>>,
+}
+
+impl ServerConfig {
+    pub(crate) fn new(settings: Settings) -> Self {
+        ServerConfig {
+            settings,
+            authorize: None,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// The server's `Debug`, under its type's name.
+    pub(crate) fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("settings", &self.settings)
+            .field("authorize", &self.authorize.is_some())
+            .field("hooks", &self.hooks.len())
+            .finish()
+    }
+}
 
 /// The peer of `stream`, if it may be served: its credentials could be read and `authorize`
 /// (if any) lets it in. Each refusal is logged with its reason.

@@ -8,7 +8,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::admission::{Authorize, admit, connection_span, is_transient_accept_error};
+use super::admission::{
+    Authorize, ServerConfig, admit, connection_span, is_transient_accept_error,
+};
 use super::dispatch::{Served, Serving};
 use super::hooks::{CallHook, Hooks};
 use super::peer::PeerCredentials;
@@ -59,18 +61,12 @@ use crate::transport::address::check_unix_stream;
 /// ```
 #[derive(Clone)]
 pub struct BlockingServer {
-    settings: Settings,
-    authorize: Option<Arc<Authorize>>,
-    hooks: Vec<Arc<dyn CallHook>>,
+    config: ServerConfig,
 }
 
 impl std::fmt::Debug for BlockingServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockingServer")
-            .field("settings", &self.settings)
-            .field("authorize", &self.authorize.is_some())
-            .field("hooks", &self.hooks.len())
-            .finish()
+        self.config.debug("BlockingServer", f)
     }
 }
 
@@ -84,11 +80,8 @@ impl Default for BlockingServer {
 #[cfg(feature = "tokio")]
 impl From<super::Server> for BlockingServer {
     fn from(server: super::Server) -> Self {
-        let (settings, authorize, hooks) = server.into_parts();
         BlockingServer {
-            settings,
-            authorize,
-            hooks,
+            config: server.into_config(),
         }
     }
 }
@@ -163,15 +156,13 @@ impl BlockingServer {
     /// takes them).
     pub fn with_settings(settings: impl Borrow<Settings>) -> Self {
         BlockingServer {
-            settings: settings.borrow().clone(),
-            authorize: None,
-            hooks: Vec::new(),
+            config: ServerConfig::new(settings.borrow().clone()),
         }
     }
 
     /// The settings this server applies.
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        &self.config.settings
     }
 
     /// Decides at accept time, from the peer's credentials, whether to serve a connection;
@@ -180,22 +171,22 @@ impl BlockingServer {
         mut self,
         f: impl Fn(&PeerCredentials) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.authorize = Some(Arc::new(f));
+        self.config.authorize = Some(Arc::new(f));
         self
     }
 
     /// Adds a hook that runs around every call; see [`CallHook`].
     pub fn hook(mut self, hook: impl CallHook) -> Self {
-        self.hooks.push(Arc::new(hook));
+        self.config.hooks.push(Arc::new(hook));
         self
     }
 
     fn shared(&self) -> Arc<Shared> {
         Arc::new(Shared {
-            budget: FdBudget::new(&self.settings),
-            hooks: (!self.hooks.is_empty()).then(|| self.hooks.as_slice().into()),
-            authorize: self.authorize.clone(),
-            settings: self.settings.clone(),
+            budget: FdBudget::new(&self.config.settings),
+            hooks: (!self.config.hooks.is_empty()).then(|| self.config.hooks.as_slice().into()),
+            authorize: self.config.authorize.clone(),
+            settings: self.config.settings.clone(),
         })
     }
 
@@ -253,9 +244,9 @@ impl BlockingServer {
                 }
                 Err(e) => break Err(e),
             };
-            if live.load(Ordering::Acquire) >= self.settings.max_connections {
+            if live.load(Ordering::Acquire) >= self.config.settings.max_connections {
                 tracing::warn!(
-                    max = self.settings.max_connections,
+                    max = self.config.settings.max_connections,
                     "fdrpc connection refused: too many connections"
                 );
                 continue;

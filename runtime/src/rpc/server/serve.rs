@@ -10,7 +10,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::admission::{Authorize, admit, connection_span, is_transient_accept_error};
+use super::admission::{
+    Authorize, ServerConfig, admit, connection_span, is_transient_accept_error,
+};
 use super::connection::{ServerShared, run_connection};
 use super::hooks::CallHook;
 use super::listener::{IntoConnection, IntoListener};
@@ -32,18 +34,12 @@ use crate::settings::Settings;
 /// See the crate docs of `fdrpc` and `examples/quickstart.rs`.
 #[derive(Clone)]
 pub struct Server {
-    settings: Settings,
-    authorize: Option<Arc<Authorize>>,
-    hooks: Vec<Arc<dyn CallHook>>,
+    config: ServerConfig,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("settings", &self.settings)
-            .field("authorize", &self.authorize.is_some())
-            .field("hooks", &self.hooks.len())
-            .finish()
+        self.config.debug("Server", f)
     }
 }
 
@@ -63,20 +59,18 @@ impl Server {
     /// takes them).
     pub fn with_settings(settings: impl Borrow<Settings>) -> Self {
         Server {
-            settings: settings.borrow().clone(),
-            authorize: None,
-            hooks: Vec::new(),
+            config: ServerConfig::new(settings.borrow().clone()),
         }
     }
 
     /// The settings this server applies.
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        &self.config.settings
     }
 
     /// Its settings, authorization and hooks (for the blocking server built from it).
-    pub(crate) fn into_parts(self) -> (Settings, Option<Arc<Authorize>>, Vec<Arc<dyn CallHook>>) {
-        (self.settings, self.authorize, self.hooks)
+    pub(crate) fn into_config(self) -> ServerConfig {
+        self.config
     }
 
     /// Decides at accept time, from the peer's credentials, whether to serve a connection;
@@ -85,14 +79,14 @@ impl Server {
         mut self,
         f: impl Fn(&PeerCredentials) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.authorize = Some(Arc::new(f));
+        self.config.authorize = Some(Arc::new(f));
         self
     }
 
     /// Adds a hook that runs around every call: before it (and may refuse it) and after it
     /// (to observe how it ended). Hooks run in the order they were added; see [`CallHook`].
     pub fn hook(mut self, hook: impl CallHook) -> Self {
-        self.hooks.push(Arc::new(hook));
+        self.config.hooks.push(Arc::new(hook));
         self
     }
 
@@ -131,9 +125,9 @@ impl Server {
     ) -> std::io::Result<()> {
         let listener = listener.into_listener()?;
         let service = Arc::new(service);
-        let shared = Arc::new(ServerShared::new(&self.settings, &self.hooks));
+        let shared = Arc::new(ServerShared::new(&self.config.settings, &self.config.hooks));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(self.settings.max_connections));
+        let slots = Arc::new(Semaphore::new(self.config.settings.max_connections));
         let mut conns = JoinSet::new();
         let mut signal = std::pin::pin!(signal);
         let result = loop {
@@ -150,10 +144,10 @@ impl Server {
                         Err(e) => break Err(e),
                     };
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        tracing::warn!(max = self.settings.max_connections, "fdrpc connection refused: too many connections");
+                        tracing::warn!(max = self.config.settings.max_connections, "fdrpc connection refused: too many connections");
                         continue;
                     };
-                    let authorize = self.authorize.clone();
+                    let authorize = self.config.authorize.clone();
                     let service = service.clone();
                     let stop = stop_rx.clone();
                     let shared = shared.clone();
@@ -187,11 +181,11 @@ impl Server {
             .into_connection()
             .map_err(|e| ConnectionError::new(e.into()))?;
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let shared = ServerShared::new(&self.settings, &self.hooks);
+        let shared = ServerShared::new(&self.config.settings, &self.config.hooks);
         serve_one(
             stream,
             Arc::new(service),
-            self.authorize.as_deref(),
+            self.config.authorize.as_deref(),
             &shared,
             stop_rx,
         )
