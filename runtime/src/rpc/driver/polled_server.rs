@@ -235,6 +235,10 @@ fn read_loop(
         if dispatched {
             continue;
         }
+        // Room as it is after that write: a backlog it emptied must not keep this side from
+        // reading (it would then sleep with nothing to read and nothing to write).
+        let (bytes, fds) = conn.lock().backlog();
+        let room = bytes <= max_bytes && fds <= max_fds;
         // Waiting for the peer: every complete frame is taken (none is left because every slot
         // is taken or a oneway runs), and the peer has more to send. Only then can what is
         // buffered be the peer's stall (a half-sent frame, unclaimed fds).
