@@ -158,6 +158,15 @@
 //!   consumer bounds what the producer holds (64 items by default,
 //!   [`Settings::stream_window`]; a stream opened by a peer that grants none gets the
 //!   protocol's 16).
+//! - **Large data.** A [`bytes::Bytes`] argument, result, field or stream item travels as
+//!   Thrift `binary` without being copied on the way: a large one (16 KiB or more) goes to
+//!   the socket from the caller's memory, and one received is a view of the frame it came in
+//!   (a frame of 64 KiB or more is read into memory of its own, reused for the next once its
+//!   last view is dropped). Reuse a buffer across calls as tokio's codecs do: fill a
+//!   `BytesMut`, send `split().freeze()`, and the next `reserve` takes the memory back once
+//!   the message is written. `Vec<u8>` is not copied on the way out either, but is copied
+//!   once out of the received frame. For data that should not cross the socket at all, send
+//!   a [`SealedMemfd`].
 //! - **Handlers run concurrently** (many calls in flight per connection), on the runtime's
 //!   threads: the futures of the trait's methods are `Send`.
 //! - **Limits** on frame size, fds, calls in flight, backlog, connections and a server-wide fd

@@ -108,12 +108,12 @@ impl Channel {
         let result = enc
             .write_message_header(M::NAME, MessageType::Oneway, self.seqid)
             .and_then(|()| msg.encode(&mut enc));
-        let (mut payload, fds) = enc.into_parts();
+        let mut message = enc.into_encoded();
         let pushed = result
             .map_err(TransportError::from)
-            .and_then(|()| Ok(self.send.push(self.seqid, &payload, fds, &[])?));
-        payload.clear();
-        self.scratch = payload;
+            .and_then(|()| Ok(self.send.push_encoded(self.seqid, &mut message, &[])?));
+        message.inline.clear();
+        self.scratch = message.inline;
         pushed?;
         self.send.flush_blocking(self.stream.as_fd())?;
         Ok(())

@@ -52,6 +52,10 @@ pub mod systemd;
 #[doc(hidden)]
 pub mod transport;
 
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) is the `binary` type that is not copied
+/// on the way (see its [`Wire`] implementation): re-exported so that its version is the one
+/// fdrpc was built with.
+pub use bytes;
 pub use channel::Channel;
 pub use codec::error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use codec::fd_table::FdTable;

@@ -10,6 +10,8 @@
 
 use std::os::fd::OwnedFd;
 
+use bytes::Bytes;
+
 use super::error::{DecodeError, DecodeErrorKind, EncodeError};
 use super::fd_table::FdTable;
 use super::varint::{self, VarintError};
@@ -104,10 +106,35 @@ pub enum MessageType {
 const PROTOCOL_ID: u8 = 0x82;
 const VERSION: u8 = 1;
 
+/// A `binary` at least this long is not copied into the encoder's buffer: it is spliced in,
+/// and goes to the socket from its own memory (one more iovec in the `sendmsg`). Below it, a
+/// copy costs less than the bookkeeping.
+pub(crate) const SPLICE_MIN: usize = 16 * 1024;
+
+/// An encoded message: its bytes, with shared buffers spliced in, and its fds.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    /// The bytes written inline.
+    pub(crate) inline: Vec<u8>,
+    /// Buffers that belong between the inline bytes: each goes before `inline[at]`, in order.
+    pub(crate) spliced: Vec<(usize, Bytes)>,
+    /// The message's fd table.
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl Encoded {
+    /// The message's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.inline.len() + self.spliced.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+}
+
 /// Writes compact-protocol bytes and collects the fds of the message in encode order.
 #[derive(Debug, Default)]
 pub struct Encoder {
     buf: Vec<u8>,
+    /// Large binaries written without a copy: see [`Encoder::write_binary_shared`].
+    spliced: Vec<(usize, Bytes)>,
     fds: Vec<OwnedFd>,
 }
 
@@ -122,11 +149,13 @@ impl Encoder {
     pub fn with_buffer(buf: Vec<u8>) -> Self {
         Encoder {
             buf,
+            spliced: Vec::new(),
             fds: Vec::new(),
         }
     }
 
-    /// The bytes written so far.
+    /// The bytes written so far into the encoder's own buffer (a binary spliced in by
+    /// [`Encoder::write_binary_shared`] is not among them).
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }
@@ -136,9 +165,36 @@ impl Encoder {
         self.fds.len()
     }
 
-    /// Gives up the bytes and the fds.
+    /// Gives up the bytes (in one buffer: spliced binaries are copied in) and the fds.
     pub fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
-        (self.buf, self.fds)
+        let encoded = self.into_encoded();
+        let len = encoded.len();
+        let Encoded {
+            mut inline,
+            spliced,
+            fds,
+        } = encoded;
+        if !spliced.is_empty() {
+            let mut flat = Vec::with_capacity(len);
+            let mut from = 0;
+            for (at, bytes) in &spliced {
+                flat.extend_from_slice(inline.get(from..*at).unwrap_or_default());
+                flat.extend_from_slice(bytes);
+                from = *at;
+            }
+            flat.extend_from_slice(inline.get(from..).unwrap_or_default());
+            super::buffers::give(std::mem::replace(&mut inline, flat));
+        }
+        (inline, fds)
+    }
+
+    /// Gives up the message as it goes to a send queue: spliced binaries stay where they are.
+    pub(crate) fn into_encoded(self) -> Encoded {
+        Encoded {
+            inline: self.buf,
+            spliced: self.spliced,
+            fds: self.fds,
+        }
     }
 
     /// Moves `fd` into the message's fd table and writes its index as an `i32`.
@@ -212,6 +268,29 @@ impl Encoder {
         }
         self.write_varint(bytes.len() as u64);
         self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Writes `binary` bytes with their length, as [`Encoder::write_binary`] does, but a
+    /// large buffer is not copied: the message refers to it, and the send queue writes it to
+    /// the socket from where it is (the encoder holds a reference until then).
+    ///
+    /// # Errors
+    ///
+    /// As [`Encoder::write_binary`].
+    #[inline]
+    pub fn write_binary_shared(&mut self, bytes: Bytes) -> Result<(), EncodeError> {
+        if bytes.len() < SPLICE_MIN {
+            return self.write_binary(&bytes);
+        }
+        if bytes.len() > i32::MAX as usize {
+            return Err(EncodeError::TooLong {
+                what: "string or binary",
+                len: bytes.len(),
+            });
+        }
+        self.write_varint(bytes.len() as u64);
+        self.spliced.push((self.buf.len(), bytes));
         Ok(())
     }
 
@@ -293,11 +372,25 @@ pub const DEFAULT_MAX_DEPTH: u32 = 64;
 #[derive(Debug)]
 pub struct Decoder<'a> {
     buf: &'a [u8],
+    /// What `buf` is a part of, if it is shared: a `binary` read as [`Bytes`] is then a view
+    /// of it, not a copy.
+    owner: Option<&'a Bytes>,
     pos: usize,
     fds: FdTable,
     depth: u32,
     max_depth: u32,
     pending_bool: Option<bool>,
+}
+
+/// `part` as a view of `owner` if it lies inside it (no copy), or a copy of it.
+pub(crate) fn view_of(owner: Option<&Bytes>, part: &[u8]) -> Bytes {
+    if let Some(owner) = owner {
+        let start = (part.as_ptr() as usize).wrapping_sub(owner.as_ptr() as usize);
+        if start <= owner.len() && part.len() <= owner.len() - start {
+            return owner.slice(start..start + part.len());
+        }
+    }
+    Bytes::copy_from_slice(part)
 }
 
 /// A decoded Thrift message header.
@@ -316,12 +409,22 @@ impl<'a> Decoder<'a> {
     pub fn new(buf: &'a [u8], fds: FdTable) -> Self {
         Decoder {
             buf,
+            owner: None,
             pos: 0,
             fds,
             depth: 0,
             max_depth: DEFAULT_MAX_DEPTH,
             pending_bool: None,
         }
+    }
+
+    /// A decoder over `buf`, which is all or part of `owner`: a `binary` read with
+    /// [`Decoder::read_binary_shared`] is then a view of `owner`, not a copy. (If `buf` is not
+    /// inside `owner`, such reads copy.)
+    pub fn shared(buf: &'a [u8], owner: Option<&'a Bytes>, fds: FdTable) -> Self {
+        let mut dec = Decoder::new(buf, fds);
+        dec.owner = owner;
+        dec
     }
 
     /// Sets the bound on nesting depth.
@@ -494,6 +597,18 @@ impl<'a> Decoder<'a> {
         self.read_bytes(len as usize)
     }
 
+    /// Reads `binary` bytes as a [`Bytes`]: a view of the shared input (see
+    /// [`Decoder::shared`]) when there is one and the value is large enough to be worth
+    /// sharing (it keeps the whole received frame alive), a copy otherwise.
+    #[inline]
+    pub fn read_binary_shared(&mut self) -> Result<Bytes, DecodeError> {
+        let bytes = self.read_binary()?;
+        if bytes.len() >= SPLICE_MIN {
+            return Ok(view_of(self.owner, bytes));
+        }
+        Ok(Bytes::copy_from_slice(bytes))
+    }
+
     /// Reads a UTF-8 `string` (borrowed from the input).
     #[inline]
     pub fn read_str(&mut self) -> Result<&'a str, DecodeError> {
@@ -644,12 +759,76 @@ impl<'a> Decoder<'a> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
     fn dec(bytes: &[u8]) -> Decoder<'_> {
         Decoder::new(bytes, FdTable::empty())
+    }
+
+    #[test]
+    fn a_large_shared_binary_is_spliced_in_and_a_small_one_copied() {
+        let big = Bytes::from(vec![9u8; SPLICE_MIN]);
+        let mut e = Encoder::new();
+        e.write_byte(1);
+        e.write_binary_shared(big.clone()).unwrap();
+        e.write_binary_shared(Bytes::from(vec![8u8; SPLICE_MIN - 1]))
+            .unwrap();
+        let encoded = e.into_encoded();
+        assert_eq!(encoded.spliced.len(), 1);
+        let (at, spliced) = &encoded.spliced[0];
+        assert_eq!(
+            spliced.as_ptr(),
+            big.as_ptr(),
+            "the caller's memory, not a copy"
+        );
+        // The length prefix stays inline, right before where the bytes go.
+        assert_eq!(*at, 1 + 3);
+        assert_eq!(encoded.inline.len(), 1 + 3 + 2 + (SPLICE_MIN - 1));
+        assert_eq!(encoded.len(), encoded.inline.len() + SPLICE_MIN);
+
+        // Flattened, the bytes are what a copy would have written.
+        let mut e = Encoder::new();
+        e.write_byte(1);
+        e.write_binary_shared(big.clone()).unwrap();
+        e.write_byte(2);
+        let mut copied = Encoder::new();
+        copied.write_byte(1);
+        copied.write_binary(&big).unwrap();
+        copied.write_byte(2);
+        assert!(e.into_parts().0 == copied.into_parts().0);
+    }
+
+    #[test]
+    fn a_shared_decoder_hands_out_views_of_large_binaries_only() {
+        let mut e = Encoder::new();
+        e.write_binary(&[3u8; SPLICE_MIN]).unwrap();
+        e.write_binary(&[4u8; 10]).unwrap();
+        let owner = Bytes::from(e.into_parts().0);
+        let mut d = Decoder::shared(&owner, Some(&owner), FdTable::empty());
+        let large = d.read_binary_shared().unwrap();
+        let small = d.read_binary_shared().unwrap();
+        assert_eq!(large.as_ptr(), owner[3..].as_ptr(), "a view");
+        assert!(large.iter().all(|&b| b == 3) && large.len() == SPLICE_MIN);
+        assert_eq!(&small[..], &[4u8; 10]);
+        assert_ne!(
+            small.as_ptr(),
+            owner[3 + SPLICE_MIN + 1..].as_ptr(),
+            "a copy"
+        );
+        // Without an owner, or over bytes that are not the owner's, a copy.
+        let mut d = Decoder::new(&owner, FdTable::empty());
+        assert_ne!(
+            d.read_binary_shared().unwrap().as_ptr(),
+            owner[3..].as_ptr()
+        );
+        let elsewhere = owner.to_vec();
+        let mut d = Decoder::shared(&elsewhere, Some(&owner), FdTable::empty());
+        let copy = d.read_binary_shared().unwrap();
+        assert!(copy.iter().all(|&b| b == 3) && copy.len() == SPLICE_MIN);
+        assert_ne!(copy.as_ptr(), owner[3..].as_ptr());
+        assert_ne!(copy.as_ptr(), elsewhere[3..].as_ptr());
     }
 
     #[test]

@@ -28,3 +28,4 @@ pub(crate) mod varint;
 pub(crate) mod wire;
 
 pub use compact::{DEFAULT_MAX_DEPTH, Decoder, Encoder, MessageHeader, MessageType, TType};
+pub(crate) use compact::{Encoded, SPLICE_MIN, view_of};

@@ -11,7 +11,7 @@
 //! | [`U64Bits`] | `i64` with the same 64 bits (the full `u64` range) |
 //! | `f64` | `double` |
 //! | `String` | `string` |
-//! | `Vec<u8>`, [`Binary`] | `binary` (other `Vec<T>`: `list<T>`) |
+//! | `Vec<u8>`, [`Binary`], [`bytes::Bytes`] | `binary` (other `Vec<T>`: `list<T>`) |
 //! | `()` | empty `struct` |
 //! | `Vec<T>`, `VecDeque<T>` | `list<T>` |
 //! | `HashSet<T>`, `BTreeSet<T>` | `set<T>` |
@@ -431,11 +431,60 @@ impl Wire for Binary {
     }
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
-        enc.write_binary(&self.0)
+        encode_byte_vec(self.0, enc)
     }
     #[inline]
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         dec.read_binary().map(|b| Binary(b.to_vec()))
+    }
+}
+
+/// Writes an owned byte vector as `binary`: a large one is spliced into the message rather
+/// than copied (see [`Encoder::write_binary_shared`]).
+#[inline]
+fn encode_byte_vec(bytes: Vec<u8>, enc: &mut Encoder) -> Result<(), EncodeError> {
+    if bytes.len() < super::SPLICE_MIN {
+        enc.write_binary(&bytes)
+    } else {
+        enc.write_binary_shared(bytes::Bytes::from(bytes))
+    }
+}
+
+/// Bytes that travel as Thrift `binary` without being copied on the way: a large `Bytes`
+/// argument, result or field goes to the socket from its own memory, and one received is a
+/// view of the received frame (the frame's memory is freed, or reused for a later frame,
+/// when the last view of it is dropped). A buffer can be reused across calls the way
+/// `tokio`'s codecs reuse theirs: fill a `BytesMut`, send `split().freeze()`, and the next
+/// `reserve` takes the memory back once the message has been written.
+///
+/// # Examples
+///
+/// ```
+/// use fdrpc::bytes::{BufMut, Bytes, BytesMut};
+///
+/// let mut buf = BytesMut::with_capacity(1 << 20);
+/// buf.put_bytes(7, 1 << 20);
+/// let frame: Bytes = buf.split().freeze();
+/// let (encoded, _) = fdrpc::encode(frame.clone()).unwrap();
+/// drop(frame);
+/// let back: Bytes = fdrpc::decode(&encoded, Vec::new()).unwrap();
+/// assert_eq!(back.len(), 1 << 20);
+/// // Nothing refers to the first buffer any more: its memory is taken back, not allocated.
+/// buf.reserve(1 << 20);
+/// assert!(buf.capacity() >= 1 << 20);
+/// ```
+impl Wire for bytes::Bytes {
+    const TTYPE: TType = TType::Binary;
+    fn idl_type(_: &mut Idl) -> String {
+        "binary".into()
+    }
+    #[inline]
+    fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
+        enc.write_binary_shared(self)
+    }
+    #[inline]
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        dec.read_binary_shared()
     }
 }
 
@@ -576,7 +625,7 @@ impl<T: Wire> Wire for Vec<T> {
     #[inline]
     fn encode(self, enc: &mut Encoder) -> Result<(), EncodeError> {
         match T::vec_into_bytes(self) {
-            Ok(bytes) => enc.write_binary(&bytes),
+            Ok(bytes) => encode_byte_vec(bytes, enc),
             Err(items) => encode_seq(items.into_iter(), enc),
         }
     }

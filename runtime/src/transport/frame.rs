@@ -43,6 +43,20 @@ pub fn write_frame(
     extra: &[(&str, &str)],
     payload: &[u8],
 ) -> Result<(), FrameError> {
+    write_frame_parts(out, seqid, fds, fd_seq, extra, payload, 0)
+}
+
+/// As [`write_frame`], for a payload of which `payload` is the part written here and
+/// `elsewhere` more bytes follow (sent from other buffers: see `SendQueue`).
+pub(crate) fn write_frame_parts(
+    out: &mut Vec<u8>,
+    seqid: i32,
+    fds: usize,
+    fd_seq: i64,
+    extra: &[(&str, &str)],
+    payload: &[u8],
+    elsewhere: usize,
+) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(&MAGIC.to_be_bytes());
@@ -77,7 +91,7 @@ pub fn write_frame(
         max: u16::MAX as usize * 4,
     })?;
     out.extend_from_slice(payload);
-    let len = out.len() - start - 4;
+    let len = (out.len() - start - 4).saturating_add(elsewhere);
     let len32 = u32::try_from(len).map_err(|_| FrameError::BadLength {
         len: len as u64,
         max: u32::MAX as usize,

@@ -3,7 +3,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::error::{FdStreamError, FrameError, TransportError};
 use super::frame::{self, Frame};
@@ -14,6 +17,12 @@ use crate::settings::Settings;
 const FIRST_CHUNK: usize = 4 * 1024;
 /// The largest read chunk: reads that fill the buffer double it up to this.
 const READ_CHUNK: usize = 64 * 1024;
+/// A frame at least this long is read into memory of its own rather than the shared buffer:
+/// its large binaries are then handed out as views of that memory ([`Bytes`]), not copies.
+const OWN_FRAME_MIN: usize = READ_CHUNK;
+/// The memory of a frame read into its own is kept for the next large frame (once nothing
+/// refers to it any more) if it is at most this large: a 4 MiB image and its headers fit.
+const MAX_KEPT_FRAME: usize = (8 << 20) + READ_CHUNK;
 
 /// The receive side of a connection: a byte buffer and a FIFO of received fds.
 ///
@@ -39,6 +48,44 @@ pub struct RecvQueue {
     eof: bool,
     /// How much free space a read asks for; grows while reads fill it.
     chunk: usize,
+    /// A large frame being read into memory of its own: the memory (as long as the frame)
+    /// and the bytes of it received.
+    own: Option<(Vec<u8>, usize)>,
+    /// The last large frame returned, which its views share.
+    returned: Option<Bytes>,
+    /// Where the memory of a large frame comes back when its last view is dropped.
+    home: Option<Arc<FrameHome>>,
+}
+
+/// The memory of one large frame, back from the views that shared it, for the next one.
+#[derive(Debug, Default)]
+struct FrameHome(Mutex<Option<Vec<u8>>>);
+
+/// The memory of a received large frame, shared by the frame's views ([`Bytes`] made by
+/// [`Bytes::from_owner`]); when the last goes, it returns to the connection's [`FrameHome`],
+/// so a connection that receives large frames one after another reuses the same pages.
+struct LentFrame {
+    buf: Vec<u8>,
+    home: Arc<FrameHome>,
+}
+
+impl AsRef<[u8]> for LentFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for LentFrame {
+    fn drop(&mut self) {
+        if self.buf.capacity() > MAX_KEPT_FRAME {
+            return;
+        }
+        if let Ok(mut slot) = self.home.0.lock() {
+            if slot.is_none() {
+                *slot = Some(std::mem::take(&mut self.buf));
+            }
+        }
+    }
 }
 
 /// The settings a receive queue applies.
@@ -56,6 +103,9 @@ pub struct ReceivedFrame<'a> {
     pub frame: Frame<'a>,
     /// The fds the frame owns, in order (index `i` of its payload is `fds[i]`).
     pub fds: Vec<OwnedFd>,
+    /// The frame's bytes as shared memory, for a large frame (its payload is part of it):
+    /// what a large binary decoded from it can be a view of.
+    pub owner: Option<&'a Bytes>,
 }
 
 /// What [`RecvQueue::fill`] did.
@@ -102,6 +152,9 @@ impl RecvQueue {
             limits,
             eof: false,
             chunk: FIRST_CHUNK,
+            own: None,
+            returned: None,
+            home: None,
         }
     }
 
@@ -126,7 +179,7 @@ impl RecvQueue {
 
     /// Bytes received but not yet part of a returned frame.
     pub fn buffered_bytes(&self) -> usize {
-        self.end - self.start
+        self.end - self.start + self.own.as_ref().map_or(0, |(_, got)| *got)
     }
 
     /// Fds received but not yet claimed by a frame.
@@ -186,8 +239,17 @@ impl RecvQueue {
         sock: BorrowedFd<'_>,
         recv: impl Fn(BorrowedFd<'_>, &mut [u8], &mut VecDeque<OwnedFd>) -> io::Result<Received>,
     ) -> Result<Fill, TransportError> {
-        self.make_room();
-        let spare = self.buf.get_mut(self.end..).unwrap_or_default();
+        self.returned = None;
+        // A large frame complete but not yet taken leaves what follows to the shared buffer.
+        let filling = |own: &Option<(Vec<u8>, usize)>| matches!(own, Some((frame, got)) if *got < frame.len());
+        if !filling(&self.own) {
+            self.make_room();
+        }
+        let into_own = filling(&self.own);
+        let spare = match &mut self.own {
+            Some((frame, got)) if into_own => frame.get_mut(*got..).unwrap_or_default(),
+            _ => self.buf.get_mut(self.end..).unwrap_or_default(),
+        };
         let before = self.fds.len();
         let result = recv(sock, spare, &mut self.fds);
         let now = Instant::now();
@@ -216,11 +278,15 @@ impl RecvQueue {
             self.eof = true;
             return Ok(Fill::Eof);
         }
-        if got.bytes == self.buf.len() - self.end && self.chunk < READ_CHUNK {
-            // The read filled the buffer: more was probably waiting.
-            self.chunk *= 2;
+        if let (true, Some((_, filled))) = (into_own, &mut self.own) {
+            *filled += got.bytes;
+        } else {
+            if got.bytes == self.buf.len() - self.end && self.chunk < READ_CHUNK {
+                // The read filled the buffer: more was probably waiting.
+                self.chunk *= 2;
+            }
+            self.end += got.bytes;
         }
-        self.end += got.bytes;
         self.last_read = Some(now);
         if self.partial_since.is_none() {
             self.partial_since = Some(now);
@@ -238,6 +304,10 @@ impl RecvQueue {
             self.buf.get(self.start..self.end).unwrap_or_default(),
             self.limits.max_frame_size,
         ) {
+            Ok(Some(total)) if total >= OWN_FRAME_MIN && total > pending && self.own.is_none() => {
+                self.read_into_own(total);
+                return;
+            }
             Ok(Some(total)) => total.max(self.chunk),
             _ => self.chunk,
         };
@@ -257,6 +327,28 @@ impl RecvQueue {
         }
     }
 
+    /// Goes on reading the large frame of `total` bytes whose start is buffered into memory
+    /// of its own: the last large frame's, if it is back, or fresh.
+    fn read_into_own(&mut self, total: usize) {
+        let home = self.home.get_or_insert_with(Default::default);
+        let back = home.0.lock().ok().and_then(|mut slot| slot.take());
+        let mut frame = match back {
+            // Its bytes are initialised already: only a longer frame zeroes the difference.
+            Some(mut v) => {
+                v.resize(total, 0);
+                v
+            }
+            None => vec![0; total],
+        };
+        let pending = self.buf.get(self.start..self.end).unwrap_or_default();
+        if let Some(head) = frame.get_mut(..pending.len()) {
+            head.copy_from_slice(pending);
+        }
+        self.own = Some((frame, pending.len()));
+        self.start = 0;
+        self.end = 0;
+    }
+
     /// The next complete frame, if one is buffered, with its fds.
     ///
     /// # Errors
@@ -264,6 +356,33 @@ impl RecvQueue {
     /// A [`FrameError`] for a malformed frame, or an [`FdStreamError`] for a count or
     /// sequence mismatch. Either way the connection must be closed.
     pub fn next_frame(&mut self) -> Result<Option<ReceivedFrame<'_>>, TransportError> {
+        self.returned = None;
+        if let Some((frame, got)) = &self.own {
+            if *got < frame.len() {
+                return Ok(None);
+            }
+            let Some((buf, _)) = self.own.take() else {
+                return Ok(None);
+            };
+            let lent = LentFrame {
+                buf,
+                home: self.home.get_or_insert_with(Default::default).clone(),
+            };
+            let owner = &*self.returned.insert(Bytes::from_owner(lent));
+            self.partial_since = None;
+            let (frame, fds) = claim(
+                owner,
+                &mut self.fds,
+                &mut self.arrivals,
+                &mut self.claimed,
+                self.limits,
+            )?;
+            return Ok(Some(ReceivedFrame {
+                frame,
+                fds,
+                owner: Some(owner),
+            }));
+        }
         let avail = self.buf.get(self.start..self.end).unwrap_or_default();
         let Some(total) = frame::frame_len(avail, self.limits.max_frame_size)? else {
             return Ok(None);
@@ -271,49 +390,13 @@ impl RecvQueue {
         let Some(bytes) = avail.get(..total) else {
             return Ok(None);
         };
-        let parsed = frame::parse_frame(bytes)?;
-        if parsed.fds > self.limits.max_fds_per_frame {
-            return Err(FrameError::TooManyFds {
-                count: parsed.fds as u64,
-                limit: self.limits.max_fds_per_frame,
-            }
-            .into());
-        }
-        if let Some(seq) = parsed.fd_seq {
-            if seq != self.claimed {
-                return Err(FdStreamError::SequenceMismatch {
-                    declared: seq,
-                    claimed: self.claimed,
-                }
-                .into());
-            }
-        } else if parsed.fds > 0 {
-            return Err(FrameError::BadFdHeader {
-                key: frame::HEADER_FD_SEQ,
-            }
-            .into());
-        }
-        if parsed.fds > self.fds.len() {
-            return Err(FdStreamError::MissingFds {
-                declared: parsed.fds,
-                available: self.fds.len(),
-            }
-            .into());
-        }
-        let fds: Vec<OwnedFd> = self.fds.drain(..parsed.fds).collect();
-        let mut to_forget = parsed.fds;
-        while to_forget > 0 {
-            let Some(front) = self.arrivals.front_mut() else {
-                break;
-            };
-            let n = front.1.min(to_forget);
-            front.1 -= n;
-            to_forget -= n;
-            if front.1 == 0 {
-                self.arrivals.pop_front();
-            }
-        }
-        self.claimed = self.claimed.wrapping_add(parsed.fds as i64);
+        let (frame, fds) = claim(
+            bytes,
+            &mut self.fds,
+            &mut self.arrivals,
+            &mut self.claimed,
+            self.limits,
+        )?;
         self.start += total;
         // What follows is the start of the next frame, which arrived with the last read at the
         // latest (no clock is read per frame).
@@ -322,7 +405,11 @@ impl RecvQueue {
         } else {
             None
         };
-        Ok(Some(ReceivedFrame { frame: parsed, fds }))
+        Ok(Some(ReceivedFrame {
+            frame,
+            fds,
+            owner: None,
+        }))
     }
 
     /// At end of stream: an error if a frame was cut off or fds arrived that no frame claimed.
@@ -331,14 +418,70 @@ impl RecvQueue {
     ///
     /// [`TransportError::ClosedMidFrame`] or [`FdStreamError::UnclaimedAtEof`].
     pub fn check_clean_eof(&self) -> Result<(), TransportError> {
-        if self.end > self.start {
-            return Err(TransportError::ClosedMidFrame(self.end - self.start));
+        if self.buffered_bytes() > 0 {
+            return Err(TransportError::ClosedMidFrame(self.buffered_bytes()));
         }
         if !self.fds.is_empty() {
             return Err(FdStreamError::UnclaimedAtEof(self.fds.len()).into());
         }
         Ok(())
     }
+}
+
+/// Parses the complete frame `bytes` and takes the fds it owns from the head of `fifo`,
+/// after checking its fd count and sequence against what earlier frames claimed.
+#[inline(always)]
+fn claim<'a>(
+    bytes: &'a [u8],
+    fifo: &mut VecDeque<OwnedFd>,
+    arrivals: &mut VecDeque<(Instant, usize)>,
+    claimed: &mut i64,
+    limits: RecvLimits,
+) -> Result<(Frame<'a>, Vec<OwnedFd>), TransportError> {
+    let parsed = frame::parse_frame(bytes)?;
+    if parsed.fds > limits.max_fds_per_frame {
+        return Err(FrameError::TooManyFds {
+            count: parsed.fds as u64,
+            limit: limits.max_fds_per_frame,
+        }
+        .into());
+    }
+    if let Some(seq) = parsed.fd_seq {
+        if seq != *claimed {
+            return Err(FdStreamError::SequenceMismatch {
+                declared: seq,
+                claimed: *claimed,
+            }
+            .into());
+        }
+    } else if parsed.fds > 0 {
+        return Err(FrameError::BadFdHeader {
+            key: frame::HEADER_FD_SEQ,
+        }
+        .into());
+    }
+    if parsed.fds > fifo.len() {
+        return Err(FdStreamError::MissingFds {
+            declared: parsed.fds,
+            available: fifo.len(),
+        }
+        .into());
+    }
+    let fds: Vec<OwnedFd> = fifo.drain(..parsed.fds).collect();
+    let mut to_forget = parsed.fds;
+    while to_forget > 0 {
+        let Some(front) = arrivals.front_mut() else {
+            break;
+        };
+        let n = front.1.min(to_forget);
+        front.1 -= n;
+        to_forget -= n;
+        if front.1 == 0 {
+            arrivals.pop_front();
+        }
+    }
+    *claimed = claimed.wrapping_add(parsed.fds as i64);
+    Ok((parsed, fds))
 }
 
 #[cfg(test)]
@@ -462,5 +605,68 @@ mod tests {
             read(&mut rq, usize::MAX, 1);
         }
         assert!(rq.buf.len() <= 2 * READ_CHUNK, "{} bytes", rq.buf.len());
+    }
+
+    #[test]
+    fn a_large_frame_is_read_into_memory_of_its_own_which_comes_back_when_its_views_go() {
+        let mut rq = RecvQueue::new(&Settings::default());
+        let payload: Vec<u8> = (0..(1 << 20)).map(|i| i as u8).collect();
+        let mut frame = Vec::new();
+        frame::write_frame(&mut frame, 1, 0, 0, &[], &payload).unwrap();
+        let small = {
+            let mut f = Vec::new();
+            frame::write_frame(&mut f, 2, 0, 0, &[], b"after").unwrap();
+            f
+        };
+        let mut stream = frame.clone();
+        stream.extend_from_slice(&small);
+        // Reads stop at the large frame's end: what follows goes to the shared buffer.
+        feed(&mut rq, &stream, 300_000);
+        let got = rq.next_frame().unwrap().unwrap();
+        assert!(got.frame.payload == &payload[..]);
+        let owner = got.owner.cloned().unwrap(); // a large frame is shared
+        let first = owner.as_ptr();
+        let view = crate::codec::view_of(Some(&owner), got.frame.payload);
+        assert_eq!(
+            view.as_ptr(),
+            got.frame.payload.as_ptr(),
+            "a view, not a copy"
+        );
+        drop(got);
+        let next = rq.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (next.frame.payload, next.owner.is_none()),
+            (&b"after"[..], true)
+        );
+        drop(next);
+        assert_eq!(rq.buffered_bytes(), 0);
+
+        // While a view lives, the next large frame gets fresh memory; once every view of
+        // a frame is gone, its memory is the next one's.
+        feed(&mut rq, &frame, 300_000);
+        let second = rq.next_frame().unwrap().unwrap().owner.cloned().unwrap();
+        assert_ne!(second.as_ptr(), first, "the first frame is still viewed");
+        drop((owner, view));
+        drop(second);
+        feed(&mut rq, &frame, 300_000);
+        let third = rq.next_frame().unwrap().unwrap();
+        let reused = third.owner.as_ref().unwrap().as_ptr();
+        assert_eq!(reused, first, "the first frame's memory, back");
+        assert!(third.frame.payload == &payload[..]);
+    }
+
+    #[test]
+    fn a_large_frame_cut_off_is_reported_at_end_of_stream() {
+        let mut rq = RecvQueue::new(&Settings::default());
+        let mut frame = Vec::new();
+        frame::write_frame(&mut frame, 1, 0, 0, &[], &vec![5; 200_000]).unwrap();
+        feed(&mut rq, &frame[..150_000], 100_000);
+        assert!(rq.own.is_some());
+        assert_eq!(rq.buffered_bytes(), 150_000);
+        assert!(rq.next_frame().unwrap().is_none());
+        assert!(matches!(
+            rq.check_clean_eof(),
+            Err(TransportError::ClosedMidFrame(150_000))
+        ));
     }
 }

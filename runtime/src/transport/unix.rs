@@ -15,14 +15,26 @@ use rustix::net::{
 /// Linux's `SCM_MAX_FD`: most fds one `sendmsg` may carry.
 pub const SCM_MAX_FD: usize = 253;
 
-/// Sends `data` with `fds` attached to its first byte. Returns the bytes written (at least
-/// one on success; the fds went with them).
-pub(crate) fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+/// Sends the bytes of `data` (in order) with `fds` attached to the first byte. Returns the
+/// bytes written (at least one on success; the fds went with them).
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    data: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
     debug_assert!(fds.len() <= SCM_MAX_FD);
-    debug_assert!(!data.is_empty());
+    debug_assert!(data.iter().any(|d| !d.is_empty()));
     let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
     if fds.is_empty() {
-        return Ok(rustix::net::send(sock, data, flags)?);
+        if let [one] = data {
+            return Ok(rustix::net::send(sock, one, flags)?);
+        }
+        return Ok(rustix::net::sendmsg(
+            sock,
+            data,
+            &mut SendAncillaryBuffer::default(),
+            flags,
+        )?);
     }
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -32,18 +44,13 @@ pub(crate) fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) ->
             "too many fds for one sendmsg",
         ));
     }
-    Ok(rustix::net::sendmsg(
-        sock,
-        &[IoSlice::new(data)],
-        &mut control,
-        flags,
-    )?)
+    Ok(rustix::net::sendmsg(sock, data, &mut control, flags)?)
 }
 
 /// Sends `data` and `fds` on a blocking socket, waiting while it would block.
 pub(crate) fn send_blocking(
     sock: BorrowedFd<'_>,
-    data: &[u8],
+    data: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
     loop {

@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+
+use super::body::Body;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
@@ -20,7 +22,7 @@ pub(crate) struct Reply {
     /// `Reply` or `Exception`.
     pub(crate) ty: MessageType,
     /// The payload after the Thrift message header.
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: Body,
     pub(crate) fds: Vec<OwnedFd>,
 }
 
@@ -245,14 +247,14 @@ mod tests {
         assert_eq!(c.method(7).map(MethodName::as_str), Some("m"));
         let reply = || Reply {
             ty: MessageType::Reply,
-            body: vec![1],
+            body: Body::Copied(vec![1]),
             fds: vec![],
         };
         c.settle(7, Ok(reply()));
         assert!(c.settle(7, Ok(reply())).is_none(), "settled twice");
         assert!(c.method(7).is_none(), "no longer waiting");
         match c.poll(7, None, closed) {
-            Poll::Ready(Ok(r)) => assert_eq!(r.body, [1]),
+            Poll::Ready(Ok(r)) => assert_eq!(r.body.bytes(), [1]),
             other => panic!("{other:?}"),
         }
         assert!(!c.pending.contains_key(&7), "taken");
@@ -295,7 +297,7 @@ mod tests {
             3,
             Ok(Reply {
                 ty: MessageType::Reply,
-                body: vec![],
+                body: Body::Copied(vec![]),
                 fds: vec![],
             }),
         );
@@ -336,7 +338,7 @@ mod tests {
             1,
             Ok(Reply {
                 ty: MessageType::Reply,
-                body: vec![42],
+                body: Body::Copied(vec![42]),
                 fds: vec![],
             }),
         );
@@ -345,7 +347,7 @@ mod tests {
         c.expire(t0 + ms(20), &mut wake);
         assert!(wake.is_empty());
         match c.poll(1, None, closed) {
-            Poll::Ready(Ok(r)) => assert_eq!(r.body, [42]),
+            Poll::Ready(Ok(r)) => assert_eq!(r.body.bytes(), [42]),
             other => panic!("{other:?}"),
         }
         assert!(!c.forget(1), "answered: the server needs no cancel");

@@ -30,6 +30,7 @@
 // The server's side of the core is driven only by the tokio driver.
 #![cfg_attr(not(feature = "tokio"), allow(dead_code))]
 
+mod body;
 mod call_headers;
 mod calls;
 mod classify;
@@ -41,6 +42,7 @@ mod stream_frame;
 
 use std::task::Waker;
 
+pub(crate) use body::Body;
 use calls::Calls;
 pub(crate) use calls::Reply;
 use output::Output;

@@ -3,9 +3,12 @@
 //! to the server, and everything else refused.
 
 use std::os::fd::OwnedFd;
+
+use bytes::Bytes;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use super::body::Body;
 use super::calls::Reply;
 use super::classify::{BadTimeout, Classified, Malformed, classify, parse_trace};
 use super::routes::Delivered;
@@ -25,6 +28,9 @@ pub(crate) struct IncomingCall<'f> {
     pub(crate) header: MessageHeader<'f>,
     /// The payload after the message header: the arguments struct.
     pub(crate) body: &'f [u8],
+    /// The frame's memory, when `body` is part of a large frame's own (see
+    /// [`ReceivedFrame::owner`]).
+    pub(crate) owner: Option<&'f Bytes>,
     pub(crate) fds: Vec<OwnedFd>,
     /// The window the caller grants a stream this call opens (`fdrpc-credit`; 16 if absent).
     pub(crate) credit: u32,
@@ -41,6 +47,7 @@ pub(crate) struct Received<'f> {
     seqid: i32,
     classified: Result<Classified<'f>, Malformed>,
     fds: Vec<OwnedFd>,
+    owner: Option<&'f Bytes>,
 }
 
 impl<'f> Received<'f> {
@@ -49,6 +56,7 @@ impl<'f> Received<'f> {
             seqid: frame.frame.seqid,
             classified: classify(&frame.frame),
             fds: frame.fds,
+            owner: frame.owner,
         }
     }
 
@@ -56,6 +64,8 @@ impl<'f> Received<'f> {
     /// CALL or ONEWAY without `fdrpc-stream`, whose `fdrpc-credit` and `client_timeout` (if
     /// any) are valid. A server hands such a frame to dispatch without taking the connection's
     /// lock; everything else goes to [`Conn::receive`].
+    // Both sides are moved once per frame; boxing the `Err` side would allocate per frame.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn into_call(self) -> Result<IncomingCall<'f>, Self> {
         let (credit, timeout) = match &self.classified {
             Ok(Classified::Message {
@@ -82,6 +92,7 @@ impl<'f> Received<'f> {
             }) => Ok(IncomingCall {
                 header,
                 body,
+                owner: self.owner,
                 fds: self.fds,
                 credit,
                 timeout,
@@ -91,6 +102,7 @@ impl<'f> Received<'f> {
                 seqid: self.seqid,
                 classified,
                 fds: self.fds,
+                owner: self.owner,
             }),
         }
     }
@@ -122,6 +134,7 @@ impl Conn {
             seqid: frame_seqid,
             classified,
             fds,
+            owner,
         } = received;
         match classified {
             Err(Malformed::Header(e)) if self.role == Role::Server => {
@@ -143,7 +156,7 @@ impl Conn {
                 kind,
                 credit,
                 body,
-            }) => self.receive_stream_frame(seqid, kind, credit, body, fds, wake),
+            }) => self.receive_stream_frame(seqid, kind, credit, (body, owner), fds, wake),
             Ok(Classified::Message {
                 header,
                 body,
@@ -152,7 +165,7 @@ impl Conn {
                 ..
             }) => match self.role {
                 Role::Server => self.refuse(header, credit, timeout),
-                Role::Client => self.receive_reply(header, body, fds, wake),
+                Role::Client => self.receive_reply(header, (body, owner), fds, wake),
             },
         }
         Ok(None)
@@ -164,7 +177,7 @@ impl Conn {
         seqid: i32,
         kind: StreamFrame,
         credit: u32,
-        body: &[u8],
+        (body, owner): (&[u8], Option<&Bytes>),
         fds: Vec<OwnedFd>,
         wake: &mut Vec<Waker>,
     ) {
@@ -172,7 +185,7 @@ impl Conn {
             StreamFrame::Item | StreamFrame::Error => {
                 let last = kind == StreamFrame::Error;
                 if let Delivered::Violation { method } =
-                    self.routes.deliver(seqid, body, fds, last, wake)
+                    self.routes.deliver(seqid, body, owner, fds, last, wake)
                 {
                     tracing::debug!(
                         seqid,
@@ -232,7 +245,7 @@ impl Conn {
     fn receive_reply(
         &mut self,
         header: MessageHeader<'_>,
-        body: &[u8],
+        (body, owner): (&[u8], Option<&Bytes>),
         fds: Vec<OwnedFd>,
         wake: &mut Vec<Waker>,
     ) {
@@ -249,7 +262,7 @@ impl Conn {
         let outcome = match header.ty {
             MessageType::Reply | MessageType::Exception if answers => Ok(Reply {
                 ty: header.ty,
-                body: body.to_vec(),
+                body: Body::new(body, owner),
                 fds,
             }),
             MessageType::Reply | MessageType::Exception => {

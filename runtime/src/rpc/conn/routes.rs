@@ -10,6 +10,10 @@
 use crate::rpc::method_name::MethodName;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+
+use bytes::Bytes;
+
+use super::body::Body;
 use std::task::{Poll, Waker};
 
 use rustc_hash::FxHashMap;
@@ -22,13 +26,13 @@ use crate::rpc::error::RpcError;
 pub(crate) type RouteId = u64;
 
 /// An item frame's result struct body and fds, not yet decoded.
-pub(crate) type RawItem = (Vec<u8>, Vec<OwnedFd>);
+pub(crate) type RawItem = (Body, Vec<OwnedFd>);
 
 /// A data frame, or the end of the stream, as the consumer will see it.
 #[derive(Debug)]
 pub(crate) enum Inbound {
     /// An item or an error: the body of a result struct and the frame's fds.
-    Data { body: Vec<u8>, fds: Vec<OwnedFd> },
+    Data { body: Body, fds: Vec<OwnedFd> },
     /// The producer ended the stream.
     End,
     /// The stream broke: the producer aborted, violated its credit, or the connection ended.
@@ -156,6 +160,7 @@ impl Routes {
         &mut self,
         seqid: i32,
         body: &[u8],
+        owner: Option<&Bytes>,
         fds: Vec<OwnedFd>,
         last: bool,
         wake: &mut Vec<Waker>,
@@ -180,7 +185,7 @@ impl Routes {
             };
         }
         inbox.items.push_back(Inbound::Data {
-            body: body.to_vec(),
+            body: Body::new(body, owner),
             fds,
         });
         inbox.open = !last;
@@ -396,16 +401,16 @@ mod tests {
         let id = r.open_inbox(5, "m".into(), 1);
         let mut wake = Vec::new();
         assert_eq!(
-            r.deliver(5, b"a", vec![], false, &mut wake),
+            r.deliver(5, b"a", None, vec![], false, &mut wake),
             Delivered::Done
         );
         assert_eq!(
-            r.deliver(5, b"b", vec![], false, &mut wake),
+            r.deliver(5, b"b", None, vec![], false, &mut wake),
             Delivered::Violation { method: "m".into() }
         );
         // Later frames are dropped; the consumer sees the item, then the failure.
         assert_eq!(
-            r.deliver(5, b"c", vec![], false, &mut wake),
+            r.deliver(5, b"c", None, vec![], false, &mut wake),
             Delivered::Done
         );
         assert!(matches!(

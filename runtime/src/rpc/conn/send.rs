@@ -1,14 +1,13 @@
 //! What this side sends, all through [`Conn::push`]: calls and oneways (the client), replies
 //! and exceptions (the server), stream items and the control frames of both sides.
 
-use std::os::fd::OwnedFd;
 use std::task::{Poll, Waker};
 
 use super::call_headers::CallHeaders;
 use super::stream_frame::{HEADER_CREDIT, HEADER_STREAM, StreamFrame};
 use super::{Conn, Ending, MAX_KEPT_SCRATCH, RouteId};
 use crate::codec::error::EncodeError;
-use crate::codec::{Encoder, MessageType};
+use crate::codec::{Encoded, Encoder, MessageType};
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::deadline::Deadline;
 use crate::rpc::error::{ConnectionError, RpcError};
@@ -79,18 +78,18 @@ impl Conn {
     }
 
     /// Queues one frame. Every frame this side sends goes through here.
+    /// The message is left empty, its inline buffer kept for reuse.
     pub(super) fn push(
         &mut self,
         seqid: i32,
-        payload: &[u8],
-        fds: Vec<OwnedFd>,
+        message: &mut Encoded,
         headers: &[(&str, &str)],
     ) -> Result<(), ConnectionError> {
         if let Some(dead) = &self.dead {
             return Err(dead.clone());
         }
         self.send
-            .push(seqid, payload, fds, headers)
+            .push_encoded(seqid, message, headers)
             .map_err(|e| ConnectionError::new(e.into()))?;
         self.output.frame_queued();
         Ok(())
@@ -110,13 +109,14 @@ impl Conn {
         let encoded = enc
             .write_message_header(name, ty, seqid)
             .and_then(|()| body(&mut enc));
-        let (mut payload, fds) = enc.into_parts();
+        let mut message = enc.into_encoded();
         let pushed = match encoded {
             Ok(()) => self
-                .push(seqid, &payload, fds, headers)
+                .push(seqid, &mut message, headers)
                 .map_err(RpcError::Connection),
             Err(e) => Err(RpcError::Encode(e)),
         };
+        let mut payload = message.inline;
         payload.clear();
         if payload.capacity() <= MAX_KEPT_SCRATCH {
             self.scratch = payload;
@@ -164,10 +164,10 @@ impl Conn {
 
     /// Queues an encoded reply (its message header and result struct) and its fds.
     pub(crate) fn push_reply(&mut self, seqid: i32, reply: Encoder) -> Result<(), ConnectionError> {
-        let (payload, fds) = reply.into_parts();
-        let pushed = self.push(seqid, &payload, fds, &[]);
-        crate::codec::buffers::give(payload);
-        pushed
+        let mut reply = reply.into_encoded();
+        self.push(seqid, &mut reply, &[])?;
+        crate::codec::buffers::give(reply.inline);
+        Ok(())
     }
 
     // ------------------------------------------------------------------ calls
@@ -323,10 +323,9 @@ impl Conn {
             return Ok(());
         }
         let kind = StreamFrame::carrying(is_error);
-        let (payload, fds) = item.into_parts();
-        let pushed = self.push(seqid, &payload, fds, &[(HEADER_STREAM, kind.as_str())]);
-        crate::codec::buffers::give(payload);
-        pushed?;
+        let mut item = item.into_encoded();
+        self.push(seqid, &mut item, &[(HEADER_STREAM, kind.as_str())])?;
+        crate::codec::buffers::give(item.inline);
         if is_error {
             self.routes.close_outbox(seqid, id);
         }

@@ -96,6 +96,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     let IncomingCall {
         mut header,
         body,
+        owner,
         fds,
         credit,
         timeout,
@@ -186,7 +187,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         deadline: deadline.map(|d| d.at()),
         trace,
     };
-    let args = Decoder::new(body, FdTable::new(fds));
+    let args = Decoder::shared(body, owner, FdTable::new(fds));
     let incoming = Incoming::new(header, args, info, conn);
     let call = Call {
         served: at.served.clone(),

@@ -24,19 +24,19 @@ pub use producer::{ErasedProducer, producer};
 pub use streaming::Streaming;
 pub(crate) use streaming::{Consumer, sink_stream};
 
-use crate::codec::Decoder;
 use crate::codec::call_result::decode_result;
 use crate::codec::fd_table::FdTable;
 use crate::codec::wire::Field;
+use crate::rpc::conn::Body;
 use crate::rpc::error::RpcError;
 
 /// Decodes one item frame's result struct: `Ok(Ok(item))`, `Ok(Err(the producer's error))`,
 /// or why it could not be decoded (its fds are closed).
 pub(crate) fn decode_item<T: Field, E: Field>(
-    body: &[u8],
+    body: &Body,
     fds: Vec<OwnedFd>,
 ) -> Result<Result<T, E>, RpcError> {
-    let mut dec = Decoder::new(body, FdTable::new(fds));
+    let mut dec = body.decoder(FdTable::new(fds));
     let r = decode_result::<T, E>(&mut dec, true)?;
     dec.finish()?;
     Ok(r)
