@@ -36,13 +36,20 @@ pub trait Bench {
     /// 64 bytes and an fd, one way.
     #[oneway]
     async fn push(&self, data: fdrpc::Binary, fd: OwnedFd);
-    /// Reads all of `data`, answers with as many bytes, written anew.
+    /// Reads all of `data`, answers with as many bytes, written anew into a fresh vector.
     async fn echo_bytes(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Reads all of `data`, answers with as many bytes, written anew into a buffer the
+    /// handler reuses (the `Bytes` way: no copy either way, no fresh pages).
+    async fn echo_shared(&self, data: fdrpc::bytes::Bytes) -> fdrpc::bytes::Bytes;
     /// Reads all of `frame` in place, answers with a frame of the same size, written in place.
     async fn echo_memfd(&self, frame: fdrpc::SealedMemfd) -> fdrpc::SealedMemfd;
 }
 
-pub struct BenchImpl;
+#[derive(Default)]
+pub struct BenchImpl {
+    /// The buffer `echo_shared` writes its replies into, taken back once each is sent.
+    out: std::sync::Mutex<fdrpc::bytes::BytesMut>,
+}
 
 impl Bench for BenchImpl {
     async fn call_fd(&self, data: fdrpc::Binary, fd_in: OwnedFd) -> Reply {
@@ -81,6 +88,12 @@ impl Bench for BenchImpl {
     async fn echo_memfd(&self, frame: fdrpc::SealedMemfd) -> fdrpc::SealedMemfd {
         crate::workload::memfd_reply(frame, 7)
     }
+    async fn echo_shared(&self, data: fdrpc::bytes::Bytes) -> fdrpc::bytes::Bytes {
+        std::hint::black_box(crate::workload::sum(&data));
+        drop(data);
+        let mut out = self.out.lock().unwrap();
+        crate::workload::fill_shared(&mut out, 7)
+    }
 }
 
 /// The child's side: serves one connection on a single-threaded runtime.
@@ -93,7 +106,7 @@ pub fn serve(stream: UnixStream) {
     rt.block_on(async move {
         let stream = tokio::net::UnixStream::from_std(stream).unwrap();
         let _ = fdrpc::Server::new()
-            .serve_connection(stream, BenchServer::new(BenchImpl))
+            .serve_connection(stream, BenchServer::new(BenchImpl::default()))
             .await;
     });
 }
@@ -101,7 +114,8 @@ pub fn serve(stream: UnixStream) {
 /// The child's side with the blocking server: serves one connection on this thread, with no
 /// async runtime.
 pub fn serve_blocking(stream: UnixStream) {
-    let _ = fdrpc::BlockingServer::new().serve_connection(stream, BenchServer::new(BenchImpl));
+    let _ = fdrpc::BlockingServer::new()
+        .serve_connection(stream, BenchServer::new(BenchImpl::default()));
 }
 
 /// Serves a listener until killed, on a single-threaded runtime (`threads == 1`: the memory
@@ -123,7 +137,7 @@ pub fn serve_listener(path: &str, threads: usize) {
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(path).unwrap();
         let _ = fdrpc::Server::with_settings(fdrpc::Settings::default().max_connections(4096))
-            .serve(listener, BenchServer::new(BenchImpl))
+            .serve(listener, BenchServer::new(BenchImpl::default()))
             .await;
     });
 }

@@ -64,6 +64,26 @@ pub fn fdrpc_binary(stream: UnixStream, iters: usize) -> Sample {
     })
 }
 
+/// As `fdrpc_binary`, the `Bytes` way: the argument goes out from the caller's buffer (reused
+/// across calls), the result is a view of the received frame.
+pub fn fdrpc_shared(stream: UnixStream, iters: usize) -> Sample {
+    rt().block_on(async move {
+        let c = crate::fdrpc_cases::BenchClient::from_std(stream).unwrap();
+        let mut n = 0u8;
+        let mut buf = fdrpc::bytes::BytesMut::new();
+        latencies_async(iters, || {
+            n = n.wrapping_add(1);
+            let c = c.clone();
+            let out = crate::workload::fill_shared(&mut buf, n);
+            async move {
+                let back = c.echo_shared(out).await.unwrap();
+                std::hint::black_box(sum(&back));
+            }
+        })
+        .await
+    })
+}
+
 pub fn fdrpc_memfd(stream: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let c = crate::fdrpc_cases::BenchClient::from_std(stream).unwrap();

@@ -312,6 +312,13 @@ fn cases() -> Vec<Case> {
             "fdrpc_binary_1mib",
             "MiB/s",
             Fdrpc,
+            Pair(large_cases::fdrpc_shared),
+            0.02,
+        ),
+        c(
+            "fdrpc_vec_1mib",
+            "MiB/s",
+            Fdrpc,
             Pair(large_cases::fdrpc_binary),
             0.02,
         ),

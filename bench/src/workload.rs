@@ -31,6 +31,15 @@ pub fn fill(buf: &mut [u8], n: u8) {
     buf.fill(n);
 }
 
+/// Writes the payload of call `n` into `buf`'s memory (taken back from the message sent last,
+/// once nothing refers to it) and hands it out to be sent.
+pub fn fill_shared(buf: &mut fdrpc::bytes::BytesMut, n: u8) -> fdrpc::bytes::Bytes {
+    use fdrpc::bytes::BufMut;
+    buf.reserve(SIZE);
+    buf.put_bytes(n, SIZE);
+    buf.split().freeze()
+}
+
 /// Reads every byte of `buf`.
 pub fn sum(buf: &[u8]) -> u64 {
     buf.chunks(8)
