@@ -166,7 +166,9 @@
 //!   `BytesMut`, send `split().freeze()`, and the next `reserve` takes the memory back once
 //!   the message is written. `Vec<u8>` is not copied on the way out either, but is copied
 //!   once out of the received frame. For data that should not cross the socket at all, send
-//!   a [`SealedMemfd`].
+//!   a [`SealedMemfd`], or share a [`Pool`] once and lend its buffers ([`PoolBuffer`]) in
+//!   any later message: they come back when the receiver drops them (safety model in the
+//!   [`Pool`] docs and `docs/SECURITY.md`).
 //! - **Handlers run concurrently** (many calls in flight per connection), on the runtime's
 //!   threads: the futures of the trait's methods are `Send`.
 //! - **Limits** on frame size, fds, calls in flight, backlog, connections and a server-wide fd

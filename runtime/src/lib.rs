@@ -62,6 +62,10 @@ pub use codec::fd_table::FdTable;
 pub use codec::message::{Message, decode, encode};
 pub use codec::wire::{Binary, Field, U64Bits, Wire, message_idl};
 pub use fd::checked::{Directory, Fifo, RegularFile, SealedMemfd, StreamSocket, seals};
+pub use fd::pool::{
+    DEFAULT_MAX_POOL_BYTES, MAX_POOL_SLOTS, Pool, PoolBufMut, PoolBuffer, PoolError, PoolReader,
+    PoolStats, PoolView, ReleaseFault, SharedPool,
+};
 pub use fd::shared_memory::{MemfdMap, MemfdWriter};
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{

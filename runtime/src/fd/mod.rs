@@ -10,8 +10,11 @@
 //! - `inspect`: `fstat`, `F_GETFL`, `SO_TYPE`, `F_GET_SEALS` checks of a received fd.
 //! - `shared_memory`: [`MemfdMap`](crate::MemfdMap) and [`MemfdWriter`](crate::MemfdWriter):
 //!   a sealed memfd read in place, and one written in place before it is sealed.
+//! - `pool`: [`Pool`](crate::Pool) and its buffers: one memfd shared once, buffers in it lent
+//!   by name and given back (the `wl_shm_pool` model).
 
 pub(crate) mod checked;
 mod inspect;
+pub(crate) mod pool;
 pub(crate) mod shared_memory;
 mod std_types;
