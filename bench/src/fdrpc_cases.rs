@@ -41,6 +41,13 @@ pub trait Bench {
     /// Reads all of `data`, answers with as many bytes, written anew into a buffer the
     /// handler reuses (the `Bytes` way: no copy either way, no fresh pages).
     async fn echo_shared(&self, data: fdrpc::bytes::Bytes) -> fdrpc::bytes::Bytes;
+    /// Maps the caller's pool; answers with the server's own (4 slots of 1 MiB).
+    async fn attach_pool(&self, pool: fdrpc::SharedPool) -> fdrpc::SharedPool;
+    /// Reads every byte of `buf` (giving it back), answers with a buffer of the server's
+    /// pool written anew.
+    async fn echo_pool(&self, buf: fdrpc::PoolBuffer) -> fdrpc::PoolBuffer;
+    /// `n` buffers of 1 MiB of the server's pool, each written anew.
+    async fn pool_frames(&self, n: i64) -> fdrpc::Stream<fdrpc::PoolBuffer>;
     /// Reads all of `frame` in place, answers with a frame of the same size, written in place.
     async fn echo_memfd(&self, frame: fdrpc::SealedMemfd) -> fdrpc::SealedMemfd;
 }
@@ -49,6 +56,18 @@ pub trait Bench {
 pub struct BenchImpl {
     /// The buffer `echo_shared` writes its replies into, taken back once each is sent.
     out: std::sync::Mutex<fdrpc::bytes::BytesMut>,
+    /// The caller's pool, mapped, and the server's own.
+    pools: std::sync::Mutex<Option<(fdrpc::PoolReader, fdrpc::Pool)>>,
+}
+
+impl BenchImpl {
+    fn pools(&self) -> (fdrpc::PoolReader, fdrpc::Pool) {
+        self.pools
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("attach_pool first")
+    }
 }
 
 impl Bench for BenchImpl {
@@ -87,6 +106,32 @@ impl Bench for BenchImpl {
     }
     async fn echo_memfd(&self, frame: fdrpc::SealedMemfd) -> fdrpc::SealedMemfd {
         crate::workload::memfd_reply(frame, 7)
+    }
+    async fn attach_pool(&self, pool: fdrpc::SharedPool) -> fdrpc::SharedPool {
+        let own = fdrpc::Pool::new("bench-server", crate::workload::SIZE, 4).unwrap();
+        let shared = own.share().unwrap();
+        *self.pools.lock().unwrap() = Some((pool.map().unwrap(), own));
+        shared
+    }
+    async fn echo_pool(&self, buf: fdrpc::PoolBuffer) -> fdrpc::PoolBuffer {
+        let (reader, own) = self.pools();
+        crate::workload::read_pool_buffer(&reader, buf);
+        crate::workload::write_pool_buffer(&own, 7).await
+    }
+    async fn pool_frames(&self, n: i64) -> fdrpc::Stream<fdrpc::PoolBuffer> {
+        let (_, own) = self.pools();
+        fdrpc::Stream::from_stream(futures::stream::unfold(0, move |i| {
+            let own = own.clone();
+            async move {
+                if i == n {
+                    return None;
+                }
+                Some((
+                    crate::workload::write_pool_buffer(&own, i as u8).await,
+                    i + 1,
+                ))
+            }
+        }))
     }
     async fn echo_shared(&self, data: fdrpc::bytes::Bytes) -> fdrpc::bytes::Bytes {
         std::hint::black_box(crate::workload::sum(&data));

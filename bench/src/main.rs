@@ -41,6 +41,7 @@ enum ServerKind {
     RawBulk,
     RawOneway,
     Raw1Mib,
+    Raw1MibOneway,
     Fdrpc,
     /// fdrpc's blocking server (no async runtime).
     FdrpcBlocking,
@@ -63,6 +64,7 @@ impl ServerKind {
             ServerKind::RawBulk => "raw-bulk",
             ServerKind::RawOneway => "raw-oneway",
             ServerKind::Raw1Mib => "raw-1mib",
+            ServerKind::Raw1MibOneway => "raw-1mib-oneway",
             ServerKind::FdrpcListener => "fdrpc-listener",
             ServerKind::FdrpcListenerMt => "fdrpc-listener-mt",
             ServerKind::RawBatchedListenerMt => "raw-batched-listener-mt",
@@ -81,6 +83,7 @@ impl ServerKind {
             "raw-bulk" => raw_cases::serve_bulk(sock),
             "raw-oneway" => raw_cases::serve_oneway(sock),
             "raw-1mib" => large_cases::serve_raw(sock),
+            "raw-1mib-oneway" => large_cases::serve_raw_oneway(sock),
             "fdrpc" => fdrpc_cases::serve(sock),
             "fdrpc-blocking" => fdrpc_cases::serve_blocking(sock),
             "zbus" => zbus_cases::serve(sock),
@@ -336,6 +339,36 @@ fn cases() -> Vec<Case> {
             Pair(large_cases::fdrpc_memfd),
             0.02,
         ),
+        c(
+            "fdrpc_pool_1mib",
+            "MiB/s",
+            Fdrpc,
+            Pair(large_cases::fdrpc_pool),
+            0.05,
+        ),
+        // One way: MiB/s through the socket, and through a pool as stream items.
+        c(
+            "raw_1mib_oneway",
+            "MiB/s",
+            Raw1MibOneway,
+            Pair(large_cases::raw_oneway),
+            0.05,
+        ),
+        c(
+            "fdrpc_pool_stream_1mib",
+            "MiB/s",
+            Fdrpc,
+            Pair(large_cases::fdrpc_pool_stream),
+            0.05,
+        ),
+        // The memory's own speed, for scale (its server is not used).
+        c(
+            "memcpy_1mib",
+            "MiB/s",
+            Raw1MibOneway,
+            Pair(large_cases::memcpy),
+            0.2,
+        ),
     ]
 }
 
@@ -578,6 +611,18 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
         ops("fdrpc_binary_1mib"),
         ops("raw_1mib"),
         0.8,
+    );
+    higher(
+        "fdrpc_pool_1mib / raw_1mib",
+        ops("fdrpc_pool_1mib"),
+        ops("raw_1mib"),
+        3.0,
+    );
+    higher(
+        "fdrpc_pool_stream_1mib / raw_1mib_oneway",
+        ops("fdrpc_pool_stream_1mib"),
+        ops("raw_1mib_oneway"),
+        4.0,
     );
     higher(
         "fdrpc_memfd_1mib / tarpc_binary_1mib",
