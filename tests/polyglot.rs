@@ -253,6 +253,92 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
     });
 }
 
+/// A service that lends buffers of its shared-memory pool, for a Python peer to read.
+mod lender {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[fdrpc::service]
+    pub trait Lender {
+        /// The server's pool (once per connection).
+        async fn pool(&self) -> fdrpc::SharedPool;
+        /// A buffer of `len` bytes of the pool, byte `i` being `(i + seed) % 251`.
+        async fn lend(&self, len: i64, seed: i32) -> fdrpc::PoolBuffer;
+        /// Buffers lent and not given back.
+        async fn lent(&self) -> i64;
+    }
+
+    #[derive(Default)]
+    pub struct LenderImpl(Mutex<Option<fdrpc::Pool>>);
+
+    impl Lender for LenderImpl {
+        async fn pool(&self) -> fdrpc::SharedPool {
+            let pool = fdrpc::Pool::new("lender", 128 * 1024, 2).unwrap();
+            let shared = pool.share().unwrap();
+            *self.0.lock().unwrap() = Some(pool);
+            shared
+        }
+        async fn lend(&self, len: i64, seed: i32) -> fdrpc::PoolBuffer {
+            let pool = self.0.lock().unwrap().clone().unwrap();
+            let mut buf = pool.buffer_within(Duration::from_secs(10)).unwrap();
+            for (i, b) in buf[..len as usize].iter_mut().enumerate() {
+                *b = ((i + seed as usize) % 251) as u8;
+            }
+            buf.lend(len as usize).unwrap()
+        }
+        async fn lent(&self) -> i64 {
+            let pool = self.0.lock().unwrap().clone().unwrap();
+            pool.stats().lent as i64
+        }
+    }
+}
+
+/// The stock-Thrift Python peer maps a Rust server's pool, reads lent buffers through `mmap`
+/// and gives them back by writing to the release pipe (docs/PROTOCOL.md).
+#[test]
+fn a_stock_python_client_reads_and_releases_pool_buffers() {
+    run_async(async {
+        if !tools_present() {
+            return;
+        }
+        let dir = tempdir("pool");
+        let gen_dir = compile(&dir, "lender", &lender::LenderClient::idl());
+        let path = dir.join("lender.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(fdrpc::Server::new().serve_with_shutdown(
+            listener,
+            lender::LenderServer::new(lender::LenderImpl::default()),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pool_client.py");
+        let args = (script, path.clone(), gen_dir);
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("timeout")
+                .args(["120", "python3", "-E"])
+                .arg(&args.0)
+                .arg(&args.1)
+                .arg(&args.2)
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "python client failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("passed"));
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
 /// A second service, served beside the conformance service on one socket.
 mod tally {
     use std::os::fd::OwnedFd;
