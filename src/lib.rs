@@ -175,6 +175,54 @@
 //!   budget are one [`Settings`], each with a safe default; hostile input gets a typed error,
 //!   never a panic or a leaked fd.
 //!
+//! # Attributes
+//!
+//! Every attribute the two macros take, in one place (the details are on [`Message`] and
+//! [`service`]). Thrift ids and names are what travel: renaming on the Rust side is free,
+//! renumbering breaks peers.
+//!
+//! | attribute | on | what it does |
+//! |---|---|---|
+//! | `#[fdrpc::service(rename = "Name")]` | a service trait | the Thrift service name (default: the trait's name) |
+//! | `#[fdrpc::service(crate = path)]`, `#[fdrpc(crate = path)]` | a service trait, a message type | where the `fdrpc` crate is, for a crate that renames it |
+//! | `#[oneway]` or `#[fdrpc(oneway)]` | a method | no reply; the call's `.await` returns once it is queued; oneways of a connection run in order |
+//! | `#[fdrpc(rename = "wire")]` or `#[fdrpc(name = "wire")]` | a method | its Thrift name: the way out of a Thrift reserved word (`list`, `map`, `set`, ...) |
+//! | `#[fdrpc(id = N)]` | a parameter, a field, a union variant | its Thrift field id, 1 to 32767 (default: the position, from 1; `cx` does not count) |
+//! | `#[fdrpc(rename = "wire")]` | a parameter, a field, a variant, a message type | its Thrift name |
+//! | `#[fdrpc(binary)]` | a `Vec<u8>` or `Option<Vec<u8>>` parameter or field | Thrift `binary` (what a `Vec<u8>` is anyway; accepted for older code) |
+//! | `#[fdrpc(fd)]` | a parameter or field | asserts that it holds descriptors: a compile error if its type cannot |
+//!
+//! ```
+//! use std::os::fd::OwnedFd;
+//!
+//! #[derive(fdrpc::Message, Debug)]
+//! #[fdrpc(rename = "Entry")] // the Thrift struct is `Entry`
+//! pub struct ListEntry {
+//!     pub name: String,
+//!     #[fdrpc(id = 7, rename = "handle")] // field 7, named `handle` in the IDL
+//!     #[fdrpc(fd)] // must hold an fd: a type that cannot is a compile error
+//!     pub file: OwnedFd,
+//!     #[fdrpc(binary)]
+//!     pub digest: Vec<u8>,
+//! }
+//!
+//! #[fdrpc::service(rename = "Catalog")]
+//! pub trait Catalogue {
+//!     /// `list` is a Thrift reserved word: the method travels as `entries`.
+//!     #[fdrpc(rename = "entries")]
+//!     async fn list(&self, #[fdrpc(id = 3)] prefix: String) -> Vec<ListEntry>;
+//!     /// No reply.
+//!     #[oneway]
+//!     async fn forget(&self, #[fdrpc(rename = "entry_name")] name: String);
+//! }
+//!
+//! let idl = CatalogueClient::idl();
+//! assert!(idl.contains("service Catalog {"));
+//! assert!(idl.contains("list<Entry> entries(3: string prefix)"));
+//! assert!(idl.contains("oneway void forget(1: string entry_name)"));
+//! assert!(idl.contains("7: required fd handle,"));
+//! ```
+//!
 //! # More
 //!
 //! - [`Server`]: serving ([`Server::serve`], graceful [`Server::serve_with_shutdown`]), several
