@@ -247,6 +247,19 @@
 //!   (`default-features = false`), the blocking client, the [`BlockingServer`], [`Channel`]
 //!   and the codec build with no async runtime: a program can serve and call with fds,
 //!   streams and sinks on plain threads.
+//!
+//! **A service trait shared by several programs** belongs in a crate of its own that depends
+//! on `fdrpc = { version = "…", default-features = false }`, and each program chooses: an
+//! async one depends on `fdrpc` with its default features as well, a blocking-only one does
+//! not. Cargo builds one `fdrpc` per build with the union of the features asked for, and the
+//! code `#[fdrpc::service]` generates follows it (the async client and server appear only
+//! when `tokio` is on), so the trait crate serves both. A trait crate that leaves the default
+//! features on forces tokio into every program that uses it, blocking-only ones included.
+//! `no-tokio/` in the repository is such a blocking-only program; `.ci/run` checks that tokio
+//! is not in its dependency tree.
+//!
+//! fdrpc's own dependencies build one version of `syn` (3): the macros and `thiserror` share
+//! it, and `tracing` is used without its `attributes` feature.
 #![deny(missing_docs)]
 
 // Generated code names `::fdrpc`; the documentation-only example below is generated here.

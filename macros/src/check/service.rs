@@ -104,8 +104,10 @@ fn check_plain_fn(cx: &Ctxt, m: &Method<'_>) {
     if let Some(c) = &sig.constness {
         cx.error_spanned_by(c, "a service method cannot be `const`");
     }
-    if let Some(u) = &sig.unsafety {
-        cx.error_spanned_by(u, "a service method cannot be `unsafe`");
+    match &sig.safety {
+        syn::Safety::Unsafe(u) => cx.error_spanned_by(u, "a service method cannot be `unsafe`"),
+        syn::Safety::Safe(s) => cx.error_spanned_by(s, "a service method cannot be `safe`"),
+        _ => {}
     }
     if let Some(abi) = &sig.abi {
         cx.error_spanned_by(abi, "a service method cannot have an ABI");
@@ -139,7 +141,10 @@ fn check_no_body(cx: &Ctxt, m: &Method<'_>) {
 /// Calls run concurrently on a shared service.
 fn check_receiver(cx: &Ctxt, m: &Method<'_>) {
     match m.receiver {
-        Some(r) if r.reference.is_none() || r.mutability.is_some() || r.colon_token.is_some() => {
+        Some(r)
+            if !matches!(r.kind, syn::ReceiverKind::Reference(_, _, None))
+                || r.mutability.is_some() =>
+        {
             cx.error_spanned_by(
                 r,
                 "service methods take `&self`: calls run concurrently, so keep mutable state behind a lock",
