@@ -126,6 +126,20 @@ pub fn fdrpc_shared(stream: UnixStream, iters: usize) -> Sample {
 /// 1 MiB each way per call through pools: the caller writes a buffer of its pool and lends
 /// it, the server reads it and answers with a buffer of its own pool, which the caller reads.
 pub fn fdrpc_pool(stream: UnixStream, iters: usize) -> Sample {
+    pool_round_trips(stream, iters, crate::workload::read_pool_buffer)
+}
+
+/// As `fdrpc_pool`, the caller reading the server's buffers in place (`unsafe`, trusted
+/// sender); the server still copies out.
+pub fn fdrpc_pool_in_place(stream: UnixStream, iters: usize) -> Sample {
+    pool_round_trips(stream, iters, crate::workload::read_pool_buffer_in_place)
+}
+
+fn pool_round_trips(
+    stream: UnixStream,
+    iters: usize,
+    read: fn(&fdrpc::PoolReader, fdrpc::PoolBuffer),
+) -> Sample {
     rt().block_on(async move {
         let c = crate::fdrpc_cases::BenchClient::from_std(stream).unwrap();
         let pool = fdrpc::Pool::new("bench-client", SIZE, 2).unwrap();
@@ -142,7 +156,7 @@ pub fn fdrpc_pool(stream: UnixStream, iters: usize) -> Sample {
             async move {
                 let lent = crate::workload::write_pool_buffer(&pool, n).await;
                 let back = c.echo_pool(lent).await.unwrap();
-                crate::workload::read_pool_buffer(&theirs, back);
+                read(&theirs, back);
             }
         })
         .await

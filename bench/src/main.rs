@@ -346,6 +346,13 @@ fn cases() -> Vec<Case> {
             Pair(large_cases::fdrpc_pool),
             0.05,
         ),
+        c(
+            "fdrpc_pool_1mib_in_place",
+            "MiB/s",
+            Fdrpc,
+            Pair(large_cases::fdrpc_pool_in_place),
+            0.05,
+        ),
         // One way: MiB/s through the socket, and through a pool as stream items.
         c(
             "raw_1mib_oneway",

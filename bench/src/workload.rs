@@ -49,6 +49,13 @@ pub fn read_pool_buffer(reader: &fdrpc::PoolReader, buf: fdrpc::PoolBuffer) {
     std::hint::black_box(total);
 }
 
+/// As [`read_pool_buffer`], in place: the `unsafe` read for a trusted sender.
+pub fn read_pool_buffer_in_place(reader: &fdrpc::PoolReader, buf: fdrpc::PoolBuffer) {
+    let view = reader.open(buf).unwrap();
+    // SAFETY: the sender is this benchmark's fdrpc `Pool`, which does not write a lent slot.
+    std::hint::black_box(sum(unsafe { view.as_slice_unchecked() }));
+}
+
 /// Writes the payload of call `n` into a free buffer of `pool` (waiting for one to come
 /// back) and lends it.
 pub async fn write_pool_buffer(pool: &fdrpc::Pool, n: u8) -> fdrpc::PoolBuffer {
