@@ -654,6 +654,46 @@ fn the_async_client_bounds_its_queue_and_takes_back_calls_that_timed_out_unsent(
 }
 
 #[test]
+fn the_blocking_client_bounds_its_queue_and_takes_back_calls_that_timed_out_unsent() {
+    blocking(
+        |c| {
+            let c = c.with_timeout(Duration::from_millis(300));
+            assert!(matches!(c.get(1), Err(RpcError::Timeout(_))));
+            // 64 threads share the client, each calling with 1 MiB and an fd, against a
+            // server that reads nothing: every call times out, and the queue never held more
+            // than the backlog bound (4 MiB) and one frame.
+            // (That the queue itself stays within the bound meanwhile is
+            // `blocking_conn.rs`'s `calls_wait_for_room_and_a_call_without_any_queues_nothing`.)
+            std::thread::scope(|s| {
+                let calls: Vec<_> = (0..64)
+                    .map(|_| {
+                        let c = c.clone();
+                        s.spawn(move || c.upload(vec![1; 1 << 20], numbered(1).pop().unwrap()))
+                    })
+                    .collect();
+                for call in calls {
+                    let r = call.join().unwrap();
+                    assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+                }
+            });
+            // Calls that waited for room queued nothing; those whose frames had not started
+            // were taken back with their fds where they were last in the queue.
+            let held = memfds_held();
+            assert!(held <= 1, "{held} fds of timed-out calls still held");
+            // A blocking oneway returns once written; none can be now, and each one given up
+            // unsent leaves with its fd.
+            for _ in 0..20 {
+                let r = c.note(vec![1; 1 << 20], numbered(1).pop().unwrap());
+                assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+            }
+            let held = memfds_held();
+            assert!(held <= 1, "{held} fds of oneways given up still held");
+        },
+        stops_reading,
+    );
+}
+
+#[test]
 fn oneways_wait_for_room_in_a_bounded_queue() {
     asynchronous(
         |c| async move {

@@ -28,7 +28,7 @@ pub const DEFAULT_WINDOW: u32 = 64;
 /// | [`max_fds_per_frame`](Settings::max_fds_per_frame) | 1024 | any; a server takes at most half its `fd_budget` | every receiver | the connection is closed (Linux carries 253 a `sendmsg`; dbus 16 a message; sd-bus 1024) |
 /// | [`max_queued_fds`](Settings::max_queued_fds) | 2048 | at least `max_fds_per_frame + 253` | every receiver | fds received and not yet claimed by a whole frame: the connection is closed (dbus: 64 a connection) |
 /// | [`stall_timeout`](Settings::stall_timeout) | 10 s | at least 10 ms | server, both clients | a frame left half-sent, fds left unclaimed, or frames left unread by the peer that long: the connection is closed |
-/// | [`max_backlog`](Settings::max_backlog) | 4 MiB and 1024 fds | any (0: one frame at a time) | server, async client | frames queued and not yet written: the server stops reading calls, stream producers wait |
+/// | [`max_backlog`](Settings::max_backlog) | 4 MiB and 1024 fds | any (0: one frame at a time) | server, both clients | frames queued and not yet written: the server stops reading calls, stream producers wait, new calls wait (and time out having queued nothing) |
 /// | [`max_in_flight`](Settings::max_in_flight) | 256 | at least 1 | server | calls (and open streams) running on one connection: reading pauses |
 /// | [`stream_window`](Settings::stream_window) | 64 ([`DEFAULT_WINDOW`]) | 1 to 65536 | server, both clients | items a consumer lets a stream or sink have in flight; more is a protocol violation |
 /// | [`max_connections`](Settings::max_connections) | 1024 | at least 1 | server | further connections are closed at once |
@@ -144,7 +144,7 @@ impl Settings {
     }
 
     /// Sets the bytes and fds of frames queued and not yet written beyond which the server
-    /// stops reading calls, stream producers wait, and the async client's calls wait for room
+    /// stops reading calls, stream producers wait, and both clients' calls wait for room
     /// (0: one frame at a time).
     pub fn max_backlog(mut self, bytes: usize, fds: usize) -> Self {
         self.max_backlog_bytes = bytes;

@@ -109,7 +109,7 @@ impl BlockingClient {
         args: impl Wire,
     ) -> Result<Started, RpcError> {
         let mut started = None;
-        let sent = self.conn.send(deadline, |c| {
+        let sent = self.conn.send_call(deadline, |c| {
             let s = c.start_call(method, options, |enc| args.encode(enc))?;
             started = Some(s);
             Ok(s)
@@ -196,11 +196,18 @@ impl BlockingClient {
         let method: MethodName = method.into();
         let (span, options) = outgoing(&method, MessageType::Oneway, None);
         let _span = span.as_ref().map(tracing::Span::enter);
-        self.conn
-            .send(Deadline::after_opt(self.timeout), |c| {
-                c.start_call(&method, &options, |enc| args.encode(enc))
-            })
-            .map(|_| ())
+        let mut started = None;
+        let sent = self.conn.send_call(Deadline::after_opt(self.timeout), |c| {
+            let s = c.start_call(&method, &options, |enc| args.encode(enc))?;
+            started = Some(s);
+            Ok(())
+        });
+        if let (Err(_), Some(s)) = (&sent, started) {
+            // Not written whole by its deadline: taken back with its fds if none of it went
+            // (the server then never sees it), else left to finish.
+            self.conn.with(|c| c.take_back_unsent(&s));
+        }
+        sent
     }
 
     /// Sends a call with a sink fed from an iterator, then waits for the reply (used by

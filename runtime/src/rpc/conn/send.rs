@@ -28,6 +28,9 @@ pub(crate) struct Started {
     pub(crate) frame: (u64, u64),
     /// The call sent a deadline (`client_timeout`): the server drops it by itself.
     pub(crate) timed: bool,
+    /// That deadline: once it has passed, the server has dropped (or is dropping) the call
+    /// on its own, so a `cancel` for it would only sit in the queue.
+    pub(crate) deadline: Option<Deadline>,
 }
 
 /// What a call sends besides its arguments; see [`Conn::start_call`].
@@ -215,7 +218,10 @@ impl Conn {
             inbox,
             outbox,
             frame: (start, start),
-            timed: expires.is_some(),
+            // The server learns the deadline with the call (`client_timeout`), whichever
+            // side enforces it here.
+            timed: waits && call.deadline.is_some(),
+            deadline: call.deadline.filter(|_| waits),
         };
         if let Err(e) = self.push_message(
             method,
@@ -231,6 +237,27 @@ impl Conn {
         Ok(started)
     }
 
+    /// Takes the frame of `call`, none of which is written yet, out of the send queue with its
+    /// fds, together with the unsent calls given up before it, as long as they are last in
+    /// the queue (only the tail can go: see `remove_unsent`); otherwise it is remembered and
+    /// goes once what follows it goes. Returns whether it is out of the queue now.
+    pub(crate) fn take_back_unsent(&mut self, call: &Started) -> bool {
+        if call.frame.0 < self.send.written() {
+            return false;
+        }
+        self.abandoned
+            .retain(|(start, _)| *start >= self.send.written());
+        self.abandoned.push(call.frame);
+        self.abandoned.sort_unstable();
+        while let Some(&(start, end)) = self.abandoned.last() {
+            if !self.send.remove_unsent(start, end) {
+                break;
+            }
+            self.abandoned.pop();
+        }
+        self.send.queued() <= call.frame.0
+    }
+
     /// Forgets a call whose caller gave up: its reply, if it comes, is dropped with its fds;
     /// a stream it opened is cancelled and a sink it was sending is aborted. If `sent` and
     /// no reply came yet, the server is told with `cancel` (once, also when a stream is
@@ -242,19 +269,7 @@ impl Conn {
     pub(crate) fn forget_call(&mut self, call: &Started, method: &str, sent: bool) {
         let waiting = self.calls.forget(call.seqid);
         if waiting && sent && call.outbox.is_none() && call.frame.0 >= self.send.written() {
-            // Never written: taken back with the unsent calls given up before it, as long as
-            // they are last in the queue (only the tail can go: see `remove_unsent`).
-            self.abandoned
-                .retain(|(start, _)| *start >= self.send.written());
-            self.abandoned.push(call.frame);
-            self.abandoned.sort_unstable();
-            while let Some(&(start, end)) = self.abandoned.last() {
-                if !self.send.remove_unsent(start, end) {
-                    break;
-                }
-                self.abandoned.pop();
-            }
-            if self.send.queued() <= call.frame.0 {
+            if self.take_back_unsent(call) {
                 tracing::debug!(seqid = call.seqid, method, "fdrpc: unsent call taken back");
                 if let Some(id) = call.inbox {
                     self.routes.close_inbox(call.seqid, id);
@@ -273,7 +288,15 @@ impl Conn {
         if let Some(id) = call.inbox {
             cancelled = self.cancel_inbox(call.seqid, id);
         }
-        if waiting && sent && !cancelled {
+        // A call given up at its deadline while frames wait unwritten gets no `cancel`: it
+        // could only go after them, when the server (which learnt the deadline with the
+        // call) has dropped the call itself, and queued behind calls given up unsent it would
+        // keep them from being taken back. With nothing waiting, it goes at once.
+        let expired = call
+            .deadline
+            .is_some_and(|d| d.passed(std::time::Instant::now()));
+        let backlog = !self.send.is_empty();
+        if waiting && sent && !cancelled && !(expired && backlog) {
             self.push_control(call.seqid, method, StreamFrame::Cancel, None);
         }
         if let Some(id) = call.outbox {

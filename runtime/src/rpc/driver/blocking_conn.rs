@@ -31,6 +31,8 @@ pub(crate) struct BlockingConn {
     /// connection ended.
     changed: Condvar,
     stall: Duration,
+    /// [`Settings::max_backlog`]: what calls wait for room under.
+    max_backlog: (usize, usize),
 }
 
 #[derive(Debug)]
@@ -60,6 +62,7 @@ impl BlockingConn {
             }),
             changed: Condvar::new(),
             stall: settings.stall_timeout,
+            max_backlog: (settings.max_backlog_bytes, settings.max_backlog_fds),
         }
     }
 
@@ -98,6 +101,52 @@ impl BlockingConn {
         f: impl FnOnce(&mut Conn) -> Result<R, RpcError>,
     ) -> Result<R, RpcError> {
         let mut st = self.lock();
+        let r = f(&mut st.conn)?;
+        let target = st.conn.send_queue().queued();
+        self.flush(st, target, deadline)?;
+        Ok(r)
+    }
+
+    /// As [`BlockingConn::send`] for a new call (or oneway): first waits, writing meanwhile,
+    /// until the frames queued and not yet written are within [`Settings::max_backlog`], so
+    /// that threads sharing a client against a peer that stops reading queue no more than the
+    /// bound (and a frame) between them. A call that finds no room by `deadline` fails with
+    /// [`RpcError::Timeout`] having queued nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`BlockingConn::send`].
+    pub(crate) fn send_call<R>(
+        &self,
+        deadline: Option<Deadline>,
+        f: impl FnOnce(&mut Conn) -> Result<R, RpcError>,
+    ) -> Result<R, RpcError> {
+        let (max_bytes, max_fds) = self.max_backlog;
+        let mut st = self.lock();
+        loop {
+            if let Some(dead) = st.conn.dead() {
+                return Err(RpcError::Connection(dead.clone()));
+            }
+            let (bytes, fds) = st.conn.backlog();
+            if bytes <= max_bytes && fds <= max_fds {
+                break;
+            }
+            if let Err(e) = st.conn.send_queue().write_to(self.socket.as_fd()) {
+                drop(st);
+                return Err(RpcError::Connection(self.fail(e.into())));
+            }
+            let (bytes, fds) = st.conn.backlog();
+            if bytes <= max_bytes && fds <= max_fds {
+                break;
+            }
+            drop(st);
+            match unix::wait_writable(self.socket.as_fd(), deadline.map(|d| d.at())) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out(deadline)),
+                Err(e) => return Err(RpcError::Connection(self.fail(e.into()))),
+            }
+            st = self.lock();
+        }
         let r = f(&mut st.conn)?;
         let target = st.conn.send_queue().queued();
         self.flush(st, target, deadline)?;
@@ -259,4 +308,82 @@ impl BlockingConn {
 /// time out: its timeout reads 0).
 fn timed_out(deadline: Option<Deadline>) -> RpcError {
     deadline.map_or(RpcError::Timeout(Duration::ZERO), |d| d.error())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codec::MessageType;
+    use crate::rpc::conn::CallOptions;
+    use crate::rpc::method_name::MethodName;
+
+    /// Threads sharing a connection whose peer reads nothing: the frames queued and not
+    /// written never exceed the backlog bound by more than one frame, and a call that finds
+    /// no room by its deadline queues nothing at all.
+    #[test]
+    fn calls_wait_for_room_and_a_call_without_any_queues_nothing() {
+        let (a, _peer) = UnixStream::pair().unwrap();
+        let bound = 256 << 10;
+        let frame = 100 << 10;
+        let conn = BlockingConn::new(a, &Settings::default().max_backlog(bound, 1024));
+        let (peak, started, done) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicBool::new(false),
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    let (bytes, _) = conn.with(|c| c.backlog());
+                    peak.fetch_max(bytes, Ordering::SeqCst);
+                    std::thread::yield_now();
+                }
+            });
+            let callers: Vec<_> = (0..16)
+                .map(|_| {
+                    s.spawn(|| {
+                        let method = MethodName::from("upload");
+                        let options = CallOptions::new(MessageType::Oneway);
+                        conn.send_call(Some(Deadline::after(Duration::from_millis(200))), |c| {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            c.start_call(&method, &options, |enc| {
+                                enc.write_binary(&vec![7; frame])?;
+                                enc.write_stop();
+                                Ok(())
+                            })
+                        })
+                    })
+                })
+                .collect();
+            let results: Vec<_> = callers.into_iter().map(|c| c.join()).collect();
+            done.store(true, Ordering::SeqCst);
+            // Those the socket took whole are sent; every other one timed out.
+            let sent = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+            let timed_out = results
+                .iter()
+                .filter(|r| matches!(r, Ok(Err(RpcError::Timeout(_)))))
+                .count();
+            assert!(
+                sent <= 3 && sent + timed_out == 16,
+                "{sent} sent, {timed_out} timed out"
+            );
+        });
+        let (bytes, _) = conn.with(|c| c.backlog());
+        assert!(
+            peak.load(Ordering::SeqCst) <= bound + frame + 1024,
+            "{peak:?}"
+        );
+        // The socket took ~200 KiB; the queue holds the bound and one frame past it; the
+        // rest of the 16 never started.
+        let started = started.load(Ordering::SeqCst);
+        assert!(
+            started < 16,
+            "all {started} calls queued: the bound did not hold"
+        );
+        assert!(bytes <= bound + frame + 1024, "{bytes}");
+    }
 }
