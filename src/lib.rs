@@ -216,6 +216,9 @@
 //!     async fn forget(&self, #[fdrpc(rename = "entry_name")] name: String);
 //! }
 //!
+//! // Which method a call is, for hooks and handlers: the enum follows the rename.
+//! assert_eq!(CatalogueMethod::List.name(), "entries");
+//!
 //! let idl = CatalogueClient::idl();
 //! assert!(idl.contains("service Catalog {"));
 //! assert!(idl.contains("list<Entry> entries(3: string prefix)"));

@@ -349,3 +349,82 @@ fn the_metrics_example_exports_counts_and_latencies_by_outcome() {
         "{text}"
     );
 }
+
+/// A service whose method `list` travels as `entries` (`list` is a Thrift reserved word).
+mod renamed {
+    #[fdrpc::service(rename = "Catalog")]
+    pub trait Catalogue {
+        /// Refused by the hook below, whatever its wire name.
+        #[fdrpc(rename = "entries")]
+        async fn list(&self, cx: &fdrpc::Context) -> i32;
+        /// Says which method its context names.
+        async fn get_entry(&self, cx: &fdrpc::Context) -> String;
+    }
+
+    pub struct CatalogueImpl;
+
+    impl Catalogue for CatalogueImpl {
+        async fn list(&self, _cx: &fdrpc::Context) -> i32 {
+            panic!("the hook lets no one here")
+        }
+        async fn get_entry(&self, cx: &fdrpc::Context) -> String {
+            format!("{:?}", CatalogueMethod::of(cx))
+        }
+    }
+}
+
+/// Refuses `Catalogue::list` to everyone, written against the method, not its wire name.
+struct NoListing;
+
+impl CallHook for NoListing {
+    fn before(&self, call: &Context) -> Result<(), ApplicationError> {
+        if renamed::CatalogueMethod::of(call) == Some(renamed::CatalogueMethod::List) {
+            return Err(ApplicationError::new(
+                ApplicationErrorKind::Unknown,
+                "permission denied: no listing",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_hook_written_with_the_typed_method_follows_a_rename() {
+    use renamed::CatalogueMethod;
+    assert_eq!(CatalogueMethod::List.name(), "entries");
+    assert_eq!(CatalogueMethod::GetEntry.name(), "get_entry");
+    assert_eq!(
+        CatalogueMethod::from_name("entries"),
+        Some(CatalogueMethod::List)
+    );
+    assert_eq!(
+        CatalogueMethod::from_name("list"),
+        None,
+        "the Rust name does not travel"
+    );
+    assert_eq!(
+        CatalogueMethod::ALL,
+        [CatalogueMethod::List, CatalogueMethod::GetEntry]
+    );
+    assert_eq!(CatalogueMethod::SERVICE, "Catalog");
+    assert_eq!(CatalogueMethod::List.to_string(), "entries");
+    run_async(async {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = fdrpc::Server::new()
+                .hook(NoListing)
+                .serve_connection(b, renamed::CatalogueServer::new(renamed::CatalogueImpl))
+                .await;
+        });
+        let client = renamed::CatalogueClient::new(fdrpc::Client::new(a).unwrap());
+        match client.list().await {
+            Err(fdrpc::RpcError::Application(e)) => {
+                assert_eq!(e.message, "permission denied: no listing");
+            }
+            other => panic!("the renamed method slipped past the hook: {other:?}"),
+        }
+        assert_eq!(client.get_entry().await.unwrap(), "Some(GetEntry)");
+        drop(client);
+        server.await.unwrap();
+    });
+}

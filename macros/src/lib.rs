@@ -122,6 +122,7 @@ fn message_pipeline(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream
 /// | `BrokerClient` | the async client (tokio): `connect(path).await`, `new(fdrpc::Client)`, `from_std(stream)`, `multiplexed(client)`, `with_timeout(d)`, `without_timeout()`, `client()`, `idl()`, and one `async fn` per method |
 /// | `BrokerBlockingClient` | the blocking client (plain threads, no runtime): the same items, methods that block |
 /// | `BrokerServer<T: Broker>` | what `fdrpc::Server::serve` takes: `new(impl)`, `from_arc(arc)`, `get_ref()` |
+/// | `BrokerMethod` | the methods as an enum (`BrokerMethod::Open`, ...): `name()` (the wire name), `from_name`, `ALL`, `SERVICE`, and `of(cx)`: which method a call is, for hooks and handlers, following any rename |
 ///
 /// A client method takes the parameters (without a `cx: &fdrpc::Context`) and returns
 /// `Result<T, fdrpc::RpcError>`, or `Result<T, fdrpc::CallError<E>>` for a method declared

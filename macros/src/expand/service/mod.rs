@@ -8,10 +8,12 @@
 //! - `client`: `{Trait}Client` and `{Trait}BlockingClient`, and the list of the items they
 //!   have besides the service's methods.
 //! - `server`: `{Trait}Server`, which dispatches calls to an implementation.
+//! - `methods`: `{Trait}Method`, the methods as an enum that knows their wire names.
 
 mod args;
 mod client;
 mod idl;
+mod methods;
 mod server;
 mod trait_def;
 
@@ -97,8 +99,10 @@ impl ToTokens for ServiceGenerator<'_> {
         let async_impl = self.async_client_impl();
         let server_type = self.server_type();
         let server_impl = self.server_impl();
+        let methods = self.method_enum();
         tokens.extend(quote! {
             #trait_def
+            #methods
             #blocking_type
             #[doc(hidden)]
             #[allow(non_camel_case_types, clippy::all)]

@@ -48,7 +48,8 @@ impl Context {
         self.service
     }
 
-    /// The method's wire name.
+    /// The method's wire name. To check which method a call is, prefer the enum the service
+    /// macro generates (`{Trait}Method::of(cx)`): it follows a rename.
     pub fn method(&self) -> &'static str {
         self.method
     }

@@ -24,16 +24,25 @@ use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 ///
 /// # Examples
 ///
-/// Only root may call `shutdown`:
+/// Only root may call `shutdown`. The check names the method through the enum
+/// `#[fdrpc::service]` generates (`{Trait}Method`), not its wire name as a string: renaming
+/// the method (`#[fdrpc(rename = "...")]`) cannot slip it past the hook.
 ///
 /// ```
 /// use fdrpc::{ApplicationError, ApplicationErrorKind, CallHook, Context};
+///
+/// #[fdrpc::service]
+/// pub trait Admin {
+///     #[fdrpc(rename = "halt")]
+///     async fn shutdown(&self);
+///     async fn status(&self) -> String;
+/// }
 ///
 /// struct RootOnlyShutdown;
 ///
 /// impl CallHook for RootOnlyShutdown {
 ///     fn before(&self, call: &Context) -> Result<(), ApplicationError> {
-///         if call.method() == "shutdown" && call.peer().uid() != 0 {
+///         if AdminMethod::of(call) == Some(AdminMethod::Shutdown) && call.peer().uid() != 0 {
 ///             return Err(ApplicationError::new(
 ///                 ApplicationErrorKind::Unknown,
 ///                 "permission denied: shutdown is for root",
