@@ -193,6 +193,26 @@ impl BlockingConn {
     /// Ends the connection: everything waiting on it fails, what it held is closed.
     fn fail(&self, why: TransportError) -> ConnectionError {
         let mut st = self.lock();
+        let peer_gone = matches!(&why, TransportError::Io(e)
+            if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset));
+        if peer_gone {
+            // A write found the peer gone; what it sent before it went (a stream's last items,
+            // its `abort`, a reply) is still in the socket: delivered first, as the frames a
+            // reader had already taken are.
+            if let Some(mut rq) = st.recv.take() {
+                let mut wake = Vec::new();
+                'drain: loop {
+                    while let Ok(Some(frame)) = rq.next_frame() {
+                        if st.conn.receive(Received::new(frame), &mut wake).is_err() {
+                            break 'drain;
+                        }
+                    }
+                    if !matches!(rq.fill(self.socket.as_fd()), Ok(Fill::Read(_))) {
+                        break;
+                    }
+                }
+            }
+        }
         let err = ConnectionError::new(why);
         st.conn.fail(err.clone(), &mut Vec::<Waker>::new());
         st.recv = None;
@@ -218,8 +238,11 @@ impl BlockingConn {
         let mut st = self.lock();
         loop {
             if let Some(v) = ready(&mut st.conn) {
+                // What `ready` queued (credit) goes now. If it cannot (the peer is gone, or not
+                // reading by the deadline), the value is still what arrived: it is returned,
+                // and the failure shows at the next wait (after the frames that came before it).
                 let target = st.conn.send_queue().queued();
-                self.flush(st, target, deadline)?;
+                let _ = self.flush(st, target, deadline);
                 return Ok(v);
             }
             if let Some(dead) = st.conn.dead() {

@@ -46,6 +46,11 @@ pub(crate) struct TokioConn {
     /// How long producers wait for the peer to take frames before it counts as not reading.
     stall: Duration,
     max_backlog: (usize, usize),
+    /// A client's: writing found the peer gone. The reader delivers what the peer sent before
+    /// it went (a stream's `abort`, a reply), then fails the connection with this.
+    write_broken: Mutex<Option<ConnectionError>>,
+    /// The connection's role.
+    role: Role,
 }
 
 impl TokioConn {
@@ -67,6 +72,8 @@ impl TokioConn {
             on_end: OnceLock::new(),
             stall: settings.stall_timeout,
             max_backlog: (settings.max_backlog_bytes, settings.max_backlog_fds),
+            write_broken: Mutex::new(None),
+            role,
         })
     }
 
@@ -115,7 +122,16 @@ impl TokioConn {
             Mutex::new(self.this.upgrade().map(|conn| {
                 self.runtime.spawn(async move {
                     let err = conn.run_writer().await;
-                    conn.fail(err);
+                    // Unless the reader ends the connection itself (the peer is gone: see
+                    // `write_failed`).
+                    let reader_ends = conn
+                        .write_broken
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_some();
+                    if !reader_ends {
+                        conn.fail(err);
+                    }
                 })
             }))
         });
@@ -284,7 +300,18 @@ impl TokioConn {
     }
 
     fn write_failed(&self, e: std::io::Error) -> ConnectionError {
+        let peer_gone = matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        );
         let err = ConnectionError::new(TransportError::Io(e));
+        if peer_gone && self.role == Role::Client {
+            // What the peer sent before it went is still in the socket: the reader delivers it,
+            // then fails the connection (see `read_replies`).
+            *self.write_broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.clone());
+            self.rearm.set();
+            return err;
+        }
         // A connection that cannot write is dead: wake the reader too.
         self.fail(err.clone());
         err
@@ -431,6 +458,27 @@ impl TokioConn {
                 Ok(Some(at)) => alarm.get_or_insert_with(Alarm::new).set(at),
                 Ok(None) => {}
                 Err(e) => return e,
+            }
+            let broken = self
+                .write_broken
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(err) = broken {
+                // The writer found the peer gone: read what it sent before it went, then end.
+                while let Ok(crate::transport::Fill::Read(_)) = rq.fill(self.socket.as_fd()) {
+                    let handed = self.with_wakers(&mut wakers, |conn, wake| {
+                        while let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? {
+                            conn.receive(Received::new(frame), wake)?;
+                        }
+                        Ok::<_, ConnectionError>(())
+                    });
+                    if handed.is_err() {
+                        break;
+                    }
+                }
+                self.fail(err.clone());
+                return err;
             }
             tokio::select! {
                 biased;
