@@ -609,3 +609,72 @@ fn a_first_response_alongside_the_stream() {
         server.await.unwrap();
     });
 }
+
+/// A server shutting down gracefully ends every stream it produces with an `abort` whose
+/// cause says so, before the connection closes: both clients see that error, not a lost
+/// connection. (Run against both servers: CI runs this suite with `FDRPC_TEST_SERVER=blocking`
+/// too.)
+#[test]
+fn a_server_shutting_down_ends_its_streams_with_an_abort_that_says_so() {
+    let _check = fd_leak_check();
+    let is_shutdown = |e: &str| e.contains("the server is shutting down");
+    // The async client.
+    let mut server =
+        ThreadServer::start(
+            fdrpc::Server::new,
+            || ProbeServer::new(ProbeImpl::default()),
+        );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let last = rt.block_on(async {
+        let client = ProbeClient::connect(&server.path).await.unwrap();
+        let mut endless = client.endless().await.unwrap();
+        for _ in 0..3 {
+            endless.next().await.unwrap().unwrap();
+        }
+        server.begin_shutdown();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stream never ended"
+            );
+            match endless.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e.to_string(),
+                None => break "ended without a cause".into(),
+            }
+        }
+    });
+    drop(rt);
+    assert!(is_shutdown(&last), "the async client saw {last:?}");
+    drop(server);
+
+    // The blocking client.
+    let mut server =
+        ThreadServer::start(
+            fdrpc::Server::new,
+            || ProbeServer::new(ProbeImpl::default()),
+        );
+    let client = ProbeBlockingClient::connect(&server.path)
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    let mut endless = client.endless().unwrap();
+    endless.set_item_timeout(Some(Duration::from_secs(20)));
+    for _ in 0..3 {
+        endless.next().unwrap().unwrap();
+    }
+    server.begin_shutdown();
+    let last = loop {
+        match endless.next() {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e.to_string(),
+            None => break "ended without a cause".into(),
+        }
+    };
+    assert!(is_shutdown(&last), "the blocking client saw {last:?}");
+    drop((endless, client));
+    drop(server);
+}

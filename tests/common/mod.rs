@@ -426,6 +426,19 @@ impl ThreadServer {
     }
 }
 
+impl ThreadServer {
+    /// Starts the server's graceful shutdown (as dropping it does) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        match self.stop.take() {
+            Some(Stop::Tokio(stop)) => {
+                let _ = stop.send(());
+            }
+            Some(Stop::Blocking(shutdown)) => shutdown.shutdown(),
+            None => {}
+        }
+    }
+}
+
 impl Drop for ThreadServer {
     fn drop(&mut self) {
         match self.stop.take() {

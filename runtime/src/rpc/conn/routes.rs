@@ -59,6 +59,8 @@ struct Outbox {
     id: RouteId,
     credit: u32,
     waker: Option<Waker>,
+    /// The method its frames name.
+    method: MethodName,
 }
 
 #[derive(Debug, Default)]
@@ -125,15 +127,30 @@ impl Routes {
         id
     }
 
-    /// Registers a producer for `seqid`, with `credit` items granted so far.
-    pub(crate) fn open_outbox(&mut self, seqid: i32, credit: u32) -> RouteId {
+    /// Registers a producer of `method` for `seqid`, with `credit` items granted so far.
+    pub(crate) fn open_outbox(&mut self, seqid: i32, credit: u32, method: MethodName) -> RouteId {
         let id = self.id();
         self.map.entry(seqid).or_default().outbox = Some(Outbox {
             id,
             credit,
             waker: None,
+            method,
         });
         id
+    }
+
+    /// Forgets every producer, waking each (it then finds its stream closed and stops);
+    /// returns the sequence id and method of each, in no order.
+    pub(crate) fn close_all_outboxes(&mut self, wake: &mut Vec<Waker>) -> Vec<(i32, MethodName)> {
+        let mut closed = Vec::new();
+        for (seqid, route) in &mut self.map {
+            if let Some(out) = route.outbox.take() {
+                wake.extend(out.waker);
+                closed.push((*seqid, out.method));
+            }
+        }
+        self.map.retain(|_, r| !r.is_empty());
+        closed
     }
 
     fn route(&mut self, seqid: i32) -> Option<&mut Route> {
@@ -431,9 +448,9 @@ mod tests {
     fn registrations_under_a_reused_seqid_are_told_apart() {
         let mut r = Routes::default();
         assert!(!r.contains(1));
-        let old = r.open_outbox(1, 3);
+        let old = r.open_outbox(1, 3, "m".into());
         assert!(r.contains(1));
-        let new = r.open_outbox(1, 0);
+        let new = r.open_outbox(1, 0, "m".into());
         assert_eq!(r.take_credit(1, old, None), Poll::Ready(false));
         assert_eq!(r.take_credit(1, new, None), Poll::Pending);
         assert!(!r.close_outbox(1, old));

@@ -205,7 +205,9 @@ impl Conn {
         let inbox = call
             .stream
             .then(|| self.routes.open_inbox(seqid, method.clone(), self.window));
-        let outbox = call.sink.then(|| self.routes.open_outbox(seqid, 0));
+        let outbox = call
+            .sink
+            .then(|| self.routes.open_outbox(seqid, 0, method.clone()));
         let mut buffers = CallHeaders::new();
         let (headers, n) = buffers.headers(
             call.stream.then_some(self.window),
@@ -306,10 +308,27 @@ impl Conn {
 
     // ------------------------------------------------------------------ streams
 
-    /// Registers the stream call `seqid`'s reply opens on the server, with the `credit` the
-    /// call granted.
-    pub(crate) fn open_stream(&mut self, seqid: i32, credit: u32) -> RouteId {
-        self.routes.open_outbox(seqid, credit)
+    /// Registers the stream call `seqid` (of `method`)'s reply opens on the server, with the
+    /// `credit` the call granted.
+    pub(crate) fn open_stream(&mut self, seqid: i32, credit: u32, method: &'static str) -> RouteId {
+        self.routes.open_outbox(seqid, credit, method.into())
+    }
+
+    /// The server is shutting down: every stream this side produces ends now with an `abort`
+    /// whose cause says so (its consumer learns why before the connection closes), and its
+    /// producer stops.
+    pub(crate) fn abort_streams_for_shutdown(&mut self, wake: &mut Vec<Waker>) {
+        let why = ApplicationError::new(
+            ApplicationErrorKind::Unknown,
+            "the server is shutting down: the stream ends here",
+        );
+        let ty = self.stream_type();
+        for (seqid, method) in self.routes.close_all_outboxes(wake) {
+            let kind = [(HEADER_STREAM, StreamFrame::Abort.as_str())];
+            // An exception and a name we were given always encode; a dead connection sends
+            // nothing.
+            let _ = self.push_message(method.as_str(), ty, seqid, &kind, |enc| why.encode(enc));
+        }
     }
 
     /// Takes one item of credit for producer `id` of `seqid`: `Ready(true)` when taken,

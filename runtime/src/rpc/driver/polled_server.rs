@@ -378,7 +378,12 @@ fn finish(
     }
     {
         let mut wake = Vec::new();
-        conn.lock().fail_streams(&why, &mut wake);
+        let mut c = conn.lock();
+        if stop.load(Ordering::Acquire) {
+            c.abort_streams_for_shutdown(&mut wake);
+        }
+        c.fail_streams(&why, &mut wake);
+        drop(c);
         for w in wake {
             w.wake();
         }

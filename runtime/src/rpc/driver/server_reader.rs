@@ -162,7 +162,13 @@ pub(crate) async fn read_calls(
         tracing::debug!("fdrpc: the peer closed the connection; dropping its calls in flight");
         conn.fail(why.clone());
     }
-    conn.with_wakers(&mut wakers, |c, wake| c.fail_streams(&why, wake));
+    let stopping = *stop.borrow();
+    conn.with_wakers(&mut wakers, |c, wake| {
+        if stopping {
+            c.abort_streams_for_shutdown(wake);
+        }
+        c.fail_streams(&why, wake);
+    });
     // Let calls in flight finish and their replies go out (a failed connection too: the
     // peer may still read), but not for longer than the stall timeout; a peer already found
     // not reading is not given a second one.

@@ -87,7 +87,8 @@ impl From<super::Server> for BlockingServer {
 }
 
 /// Stops a [`BlockingServer`] gracefully, from any thread: it stops accepting and reading new
-/// calls, lets calls in flight finish and their replies be written (for at most the stall
+/// calls, ends every server stream with an `abort` whose cause says the server is shutting
+/// down, lets calls in flight finish and their replies be written (for at most the stall
 /// timeout), closes every connection, and [`BlockingServer::serve_with_shutdown`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {

@@ -110,8 +110,10 @@ impl Server {
     }
 
     /// Serves `service` on `listener` until `signal` completes, then shuts down gracefully:
-    /// stops accepting and reading new calls, lets calls in flight finish and their replies
-    /// be written (for at most the stall timeout), then closes every connection. Dropping the
+    /// stops accepting and reading new calls, ends every server stream with an `abort` whose
+    /// cause says the server is shutting down (the client's stream yields that
+    /// [`RpcError::Application`](crate::RpcError::Application)), lets calls in flight finish and
+    /// their replies be written (for at most the stall timeout), then closes every connection. Dropping the
     /// future instead closes everything at once, as with [`Server::serve`].
     ///
     /// # Errors

@@ -139,7 +139,9 @@ impl<'a> Incoming<'a> {
     /// Registers the stream this call's reply will open, with the window the client granted.
     pub fn open_stream(&self, method: &'static str) -> StreamSlot {
         let seqid = self.header.seqid;
-        let id = self.conn.with(|c| c.open_stream(seqid, self.call.credit));
+        let id = self
+            .conn
+            .with(|c| c.open_stream(seqid, self.call.credit, method));
         StreamSlot { seqid, method, id }
     }
 
