@@ -73,6 +73,35 @@ fn compile(dir: &Path, name: &str, idl: &str) -> PathBuf {
     gen_dir
 }
 
+/// Runs the Python peer `tests/interop/{script}` against the socket `path` with the stubs in
+/// `gen_dir` (a std child on a blocking thread: tokio's child reaper would open a
+/// process-wide signal socketpair that outlives the test's fd count; `timeout`: a peer that
+/// hangs fails the test instead of the CI run). Fails unless it succeeds; returns its output.
+async fn run_python_client(script: &str, path: &Path, gen_dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
+    let args = (script, path.to_owned(), gen_dir.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["120", "python3", "-E"])
+            .arg(&args.0)
+            .arg(&args.1)
+            .arg(&args.2)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 mod every_type {
     use super::*;
 
@@ -221,31 +250,11 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
             },
         ));
         for name in ["client.py", "streams_client.py"] {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/interop")
-                .join(name);
-            // A std child on a blocking thread: tokio's child reaper would open a process-wide
-            // signal socketpair that outlives the test's fd count.
-            let args = (script.clone(), path.clone(), gen_dir.clone());
-            let out = tokio::task::spawn_blocking(move || {
-                // `timeout`: a peer that hangs fails the test instead of the CI run.
-                Command::new("timeout")
-                    .args(["120", "python3", "-E"])
-                    .arg(&args.0)
-                    .arg(&args.1)
-                    .arg(&args.2)
-                    .output()
-            })
-            .await
-            .unwrap()
-            .unwrap();
             assert!(
-                out.status.success(),
-                "python client failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                run_python_client(name, &path, &gen_dir)
+                    .await
+                    .contains("passed")
             );
-            assert!(String::from_utf8_lossy(&out.stdout).contains("passed"));
         }
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
@@ -313,26 +322,8 @@ fn a_stock_python_client_reads_and_releases_pool_buffers() {
                 let _ = stop_rx.await;
             },
         ));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pool_client.py");
-        let args = (script, path.clone(), gen_dir);
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("timeout")
-                .args(["120", "python3", "-E"])
-                .arg(&args.0)
-                .arg(&args.1)
-                .arg(&args.2)
-                .output()
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "python client failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("passed"));
+        let out = run_python_client("pool_client.py", &path, &gen_dir).await;
+        assert!(out.contains("passed"));
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -390,27 +381,8 @@ fn a_stock_python_multiplexed_client_calls_two_services_on_one_socket() {
         let idl = client.client().introspect().await.unwrap();
         drop(client);
         let gen_dir = compile(&dir, "services", &idl);
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/multiplexed_client.py");
-        let args = (script, path.clone(), gen_dir);
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("timeout")
-                .args(["120", "python3", "-E"])
-                .arg(&args.0)
-                .arg(&args.1)
-                .arg(&args.2)
-                .output()
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "python client failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("all calls passed"));
+        let out = run_python_client("multiplexed_client.py", &path, &gen_dir).await;
+        assert!(out.contains("all calls passed"));
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
