@@ -27,7 +27,6 @@
 //!   the number of slots.
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
 use std::fs::File;
 use std::io;
 use std::ops::{Deref, DerefMut};
@@ -40,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{MemfdFlags, OFlags, SealFlags};
-use rustix::mm::{MapFlags, ProtFlags};
+use rustix::mm::ProtFlags;
 
 use super::inspect::{self, Kind};
 use crate::codec::error::{DecodeError, EncodeError};
@@ -145,21 +144,18 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
+    /// Maps `len` bytes of `fd` shared, every page at once (see `shared_memory::map`).
     fn new(fd: impl AsFd, len: usize, prot: ProtFlags) -> io::Result<Mapping> {
-        // POPULATE: every page is mapped (and, for the sender, allocated) now, not one fault
-        // per page later.
-        let flags = MapFlags::SHARED | MapFlags::POPULATE;
-        // SAFETY: a fresh mapping at an address the kernel chooses, aliasing no Rust object.
-        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }?;
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap: null"))?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping {
+            ptr: super::shared_memory::map(fd, len, prot)?,
+            len,
+        })
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: exactly what `mmap` returned, unmapped only here.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast::<c_void>(), self.len) };
+        super::shared_memory::unmap(self.ptr, self.len);
     }
 }
 
@@ -1087,6 +1083,7 @@ fn e_decode(e: &io::Error) -> DecodeError {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
+    use rustix::mm::MapFlags;
 
     use super::*;
 

@@ -53,7 +53,7 @@ impl Drop for MemfdMap {
 }
 
 /// Unmaps `len` bytes at `ptr` (nothing for an empty mapping).
-fn unmap(ptr: NonNull<u8>, len: usize) {
+pub(super) fn unmap(ptr: NonNull<u8>, len: usize) {
     if len > 0 {
         // SAFETY: `ptr` and `len` are exactly what `mmap` returned and was asked for, and
         // this is the only place that unmaps them.
@@ -63,7 +63,7 @@ fn unmap(ptr: NonNull<u8>, len: usize) {
 
 /// Maps `len` bytes of `fd` shared, with `prot`; a dangling pointer for `len` 0 (mmap refuses
 /// an empty mapping).
-fn map(fd: impl AsFd, len: usize, prot: ProtFlags) -> io::Result<NonNull<u8>> {
+pub(super) fn map(fd: impl AsFd, len: usize, prot: ProtFlags) -> io::Result<NonNull<u8>> {
     if len == 0 {
         return Ok(NonNull::dangling());
     }

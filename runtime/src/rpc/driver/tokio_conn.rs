@@ -48,7 +48,7 @@ pub(crate) struct TokioConn {
     max_backlog: (usize, usize),
     /// A client's: writing found the peer gone. The reader delivers what the peer sent before
     /// it went (a stream's `abort`, a reply), then fails the connection with this.
-    write_broken: Mutex<Option<ConnectionError>>,
+    write_broken: OnceLock<ConnectionError>,
     /// The connection's role.
     role: Role,
 }
@@ -72,7 +72,7 @@ impl TokioConn {
             on_end: OnceLock::new(),
             stall: settings.stall_timeout,
             max_backlog: (settings.max_backlog_bytes, settings.max_backlog_fds),
-            write_broken: Mutex::new(None),
+            write_broken: OnceLock::new(),
             role,
         })
     }
@@ -124,11 +124,7 @@ impl TokioConn {
                     let err = conn.run_writer().await;
                     // Unless the reader ends the connection itself (the peer is gone: see
                     // `write_failed`).
-                    let reader_ends = conn
-                        .write_broken
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .is_some();
+                    let reader_ends = conn.write_broken.get().is_some();
                     if !reader_ends {
                         conn.fail(err);
                     }
@@ -308,7 +304,7 @@ impl TokioConn {
         if peer_gone && self.role == Role::Client {
             // What the peer sent before it went is still in the socket: the reader delivers it,
             // then fails the connection (see `read_replies`).
-            *self.write_broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.clone());
+            let _ = self.write_broken.set(err.clone());
             self.rearm.set();
             return err;
         }
@@ -459,12 +455,8 @@ impl TokioConn {
                 Ok(None) => {}
                 Err(e) => return e,
             }
-            let broken = self
-                .write_broken
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if let Some(err) = broken {
+            // One atomic load per read: set once, by the writer, when the peer is gone.
+            if let Some(err) = self.write_broken.get().cloned() {
                 // The writer found the peer gone: read what it sent before it went, then end.
                 while let Ok(crate::transport::Fill::Read(_)) = rq.fill(self.socket.as_fd()) {
                     let handed = self.with_wakers(&mut wakers, |conn, wake| {
