@@ -125,8 +125,40 @@ pub mod __private {
     pub use std::sync::Arc;
     pub use std::vec::Vec;
 
-    /// Asserts at compile time that a method's error type is a message (a Thrift exception).
-    pub const fn assert_message<T: Message>() {}
+    /// What a method's error type must be: a [`Message`]. Generated code names the error type
+    /// `E` as `<E as Exception>::Itself`, so a type that is not a message is reported once, at
+    /// the type, with this rule (and no generated argument struct listed as a type that
+    /// follows it).
+    #[diagnostic::on_unimplemented(
+        message = "the error type `{Self}` must derive `fdrpc::Message`",
+        label = "not a message",
+        note = "a method's error travels as a Thrift exception: a struct or enum with `#[derive(fdrpc::Message)]` (wrap a `String` in one, e.g. `struct Denied {{ reason: String }}`)"
+    )]
+    pub trait Exception {
+        /// `Self`.
+        type Itself: Message;
+    }
+    #[diagnostic::do_not_recommend]
+    impl<T: Message> Exception for T {
+        type Itself = T;
+    }
+
+    /// Generated code names each result, stream item and sink item type `T` as
+    /// `<T as Travels>::Itself`: it is `T` when `T` can be a field, and when it cannot, each
+    /// use reports the same error at the type, which the compiler shows once (a bound on a
+    /// function would add one error per function).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a field of an fdrpc message",
+        label = "not a wire type",
+        note = "field types are wire types (bool, integers, f64, String, collections, owned fd types such as OwnedFd or File, types that derive `fdrpc::Message`) or an `Option` of one"
+    )]
+    pub trait Travels {
+        /// `Self`.
+        type Itself: Field;
+    }
+    impl<T: Field> Travels for T {
+        type Itself = T;
+    }
 
     /// Asserts at compile time that a field marked `#[fdrpc(fd)]` holds descriptors.
     pub const fn assert_fd<T: IsFd>() {}

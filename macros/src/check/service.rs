@@ -28,6 +28,7 @@ pub(crate) fn check(cx: &Ctxt, service: &Service<'_>) {
         check_oneway(cx, m);
         check_client_names(cx, m);
         check_reserved_prefix(cx, m);
+        check_result_alias(cx, m);
         check_wire_types(cx, m);
     }
 }
@@ -114,6 +115,33 @@ fn check_plain_fn(cx: &Ctxt, m: &Method<'_>) {
     }
     if let Some(v) = &sig.variadic {
         cx.error_spanned_by(v, "a service method cannot be variadic");
+    }
+}
+
+/// A one-argument `Result` alias (`std::io::Result<T>`, `anyhow::Result<T>`) hides the error
+/// type the macro must see to declare it; and `io::Error` cannot travel anyway.
+fn check_result_alias(cx: &Ctxt, m: &Method<'_>) {
+    let Some(syn::Type::Path(p)) = m.ret.written else {
+        return;
+    };
+    let Some(seg) = p.path.segments.last() else {
+        return;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return;
+    };
+    let types = args
+        .args
+        .iter()
+        .filter(|a| matches!(a, syn::GenericArgument::Type(_)))
+        .count();
+    if seg.ident == "Result" && types == 1 {
+        cx.error_spanned_by(
+            p,
+            "the error type of a method must derive `fdrpc::Message`, and this `Result` hides it \
+             (`std::io::Result<T>` is `Result<T, std::io::Error>`, which cannot travel); \
+             write `Result<T, E>` with an `E` that derives `fdrpc::Message`",
+        );
     }
 }
 

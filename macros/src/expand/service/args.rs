@@ -5,7 +5,6 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
 
 use super::ServiceGenerator;
 use crate::ast::service::{Method, Param};
@@ -33,17 +32,12 @@ impl ServiceGenerator<'_> {
                 ::core::panic!(#reserved)
             };
         };
-        let exception_check = m
-            .ret
-            .exception
-            .map(|e| quote_spanned!(e.span()=> const _: () = #p::assert_message::<#e>();));
         quote! {
             #[derive(#krate::Message)]
             #[fdrpc(crate = #krate, rename = #wire_name)]
             struct #ident {
                 #(#fields,)*
             }
-            #exception_check
             #reserved_check
         }
     }

@@ -323,7 +323,7 @@ impl ServiceGenerator<'_> {
                 quote!(self.inner.call_with_sink(#wire, #build, #decode, #sink)#dot_await)
             }
             (Some(out), sink) => {
-                let (t, e) = (out.item, self.stream_error(out.error));
+                let (t, e) = (self.travels(out.item), self.stream_error_checked(out.error));
                 // The opening reply: nothing, or the first response.
                 let decode_open = self.decode_result(m, m.ret.value);
                 let join = match m.ret.value {
@@ -370,7 +370,8 @@ impl ServiceGenerator<'_> {
         blocking: bool,
     ) -> TokenStream {
         let p = &self.p;
-        let e = self.stream_error(error);
+        let e = self.stream_error_checked(error);
+        let item = &self.travels(item);
         if !blocking {
             return quote!(#p::producer::<#item, #e>(#ident));
         }

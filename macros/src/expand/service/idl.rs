@@ -38,31 +38,39 @@ impl ServiceGenerator<'_> {
                 quote!(#p::IdlField::new(#id, #n, <#repr as #p::Field>::idl_type(&mut __idl), false))
             });
             let returns = match m.ret.value {
-                Some(t) => quote!(<#t as #p::Field>::idl_type(&mut __idl)),
+                Some(t) => {
+                    let t = self.travels(t);
+                    quote!(<#t as #p::Field>::idl_type(&mut __idl))
+                }
                 None => quote!(#p::String::from("void")),
             };
             let throws = match m.ret.exception {
-                Some(e) => quote! {{
+                Some(e) => {
+                    let e = self.projection(e, quote!(Exception));
+                    quote! {{
                     let __e = <#e as #p::Field>::idl_type(&mut __idl);
                     __idl.mark_exception(&__e);
                     #p::Option::Some(__e)
-                }},
+                }}
+                }
                 None => quote!(#p::Option::None),
             };
             let mut annotations = Vec::new();
             let mut notes: Vec<String> = Vec::new();
             if let Some(st) = m.ret.stream {
-                let item = st.item;
+                let item = self.travels(st.item);
                 annotations.push(quote!((#p::String::from("fdrpc.stream"), <#item as #p::Field>::idl_type(&mut __idl))));
                 if let Some(e) = st.error {
+                    let e = self.travels(e);
                     annotations.push(quote!((#p::String::from("fdrpc.stream_error"), <#e as #p::Field>::idl_type(&mut __idl))));
                 }
                 notes.push("fdrpc stream: the reply opens a stream of the `fdrpc.stream` items (docs/PROTOCOL.md, \"Streams and sinks\"); a stock Thrift client sees only the opening reply.".into());
             }
             if let Some(st) = m.sink().and_then(|s| s.stream) {
-                let item = st.item;
+                let item = self.travels(st.item);
                 annotations.push(quote!((#p::String::from("fdrpc.sink"), <#item as #p::Field>::idl_type(&mut __idl))));
                 if let Some(e) = st.error {
+                    let e = self.travels(e);
                     annotations.push(quote!((#p::String::from("fdrpc.sink_error"), <#e as #p::Field>::idl_type(&mut __idl))));
                 }
                 notes.push("fdrpc sink: the caller also sends a stream of the `fdrpc.sink` items (docs/PROTOCOL.md, \"Streams and sinks\").".into());

@@ -17,8 +17,8 @@ mod methods;
 mod server;
 mod trait_def;
 
-use proc_macro2::TokenStream;
-use quote::{ToTokens, format_ident, quote};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::{Ident, Type};
 
 pub(crate) use client::{Clash, client_item};
@@ -60,9 +60,32 @@ impl<'a> ServiceGenerator<'a> {
     fn exception(&self, m: &Method<'_>) -> TokenStream {
         let p = &self.p;
         match m.ret.exception {
-            Some(e) => quote!(#e),
+            Some(e) => self.projection(e, quote!(Exception)),
             None => quote!(#p::Infallible),
         }
+    }
+
+    /// `t` where generated code needs it to be a field: `<t as Travels>::Itself`, which is `t`.
+    /// Every use of a type that cannot be a field then reports one and the same error, at the
+    /// type, and the compiler shows it once.
+    pub(super) fn travels(&self, t: &Type) -> TokenStream {
+        self.projection(t, quote!(Travels))
+    }
+
+    /// `<t as {krate}::__private::{tr}>::Itself`, spanned from the first to the last token of
+    /// `t`, so an error about it underlines the type as the user wrote it.
+    pub(super) fn projection(&self, t: &Type, tr: TokenStream) -> TokenStream {
+        let p = &self.p;
+        let tokens = t.to_token_stream();
+        let first = tokens
+            .clone()
+            .into_iter()
+            .next()
+            .map_or_else(Span::call_site, |x| x.span());
+        let last = tokens.into_iter().last().map_or(first, |x| x.span());
+        let open = quote_spanned!(first=> <#t as #p::#tr);
+        let close = quote_spanned!(last=> >::Itself);
+        quote!(#open #close)
     }
 
     /// The error type of a stream: as declared, or `Infallible`.
@@ -74,6 +97,16 @@ impl<'a> ServiceGenerator<'a> {
         }
     }
 
+    /// The error type of a stream where generated code needs it to be a field (see
+    /// [`Self::travels`]).
+    pub(super) fn stream_error_checked(&self, error: Option<&Type>) -> TokenStream {
+        let p = &self.p;
+        match error {
+            Some(e) => self.travels(e),
+            None => quote!(#p::Infallible),
+        }
+    }
+
     /// The decoder of a result struct with success type `value` (none: `void`) and `m`'s
     /// exception, as a non-capturing closure.
     fn decode_result(&self, m: &Method<'_>, value: Option<&Type>) -> TokenStream {
@@ -81,7 +114,10 @@ impl<'a> ServiceGenerator<'a> {
         let has_exc = m.ret.exception.is_some();
         let exc = self.exception(m);
         match value {
-            Some(t) => quote!(|__d| #p::decode_result::<#t, #exc>(__d, #has_exc)),
+            Some(t) => {
+                let t = self.travels(t);
+                quote!(|__d| #p::decode_result::<#t, #exc>(__d, #has_exc))
+            }
             None => quote!(|__d| #p::decode_void_result::<#exc>(__d, #has_exc)),
         }
     }

@@ -125,7 +125,7 @@ impl ServiceGenerator<'_> {
         let (open_sink, check_sink) = match m.sink().and_then(|x| x.stream.map(|st| (&x.ident, st)))
         {
             Some((i, st)) => {
-                let (t, e) = (st.item, self.stream_error(st.error));
+                let (t, e) = (self.travels(st.item), self.stream_error_checked(st.error));
                 (
                     quote!(let (#i, __sink_status) = __call.open_sink::<#t, #e>(#wire);),
                     quote!(__sink_status.check()?;),
@@ -134,7 +134,10 @@ impl ServiceGenerator<'_> {
             None => (quote!(), quote!()),
         };
         let encode = |outcome: TokenStream| match m.ret.value {
-            Some(t) => quote!(#p::encode_result::<#t, #exc>(&mut __enc, #outcome)?;),
+            Some(t) => {
+                let t = self.travels(t);
+                quote!(#p::encode_result::<#t, #exc>(&mut __enc, #outcome)?;)
+            }
             None => quote!(#p::encode_void_result::<#exc>(&mut __enc, #outcome)?;),
         };
         let Some(st) = m.ret.stream else {
@@ -159,7 +162,7 @@ impl ServiceGenerator<'_> {
                 }
             };
         };
-        let (t, e) = (st.item, self.stream_error(st.error));
+        let (t, e) = (self.travels(st.item), self.stream_error_checked(st.error));
         // The opening reply: empty, or the first response as field 0.
         let (pattern, first) = match m.ret.value {
             Some(_) => (quote!((__first, __s)), quote!(__first)),

@@ -28,10 +28,15 @@ impl ServiceGenerator<'_> {
                 None => quote!(()),
             };
             let span = m.item.sig.span();
+            // Generic parameters are an error the checks report; kept, so that the signature
+            // raises no second one about a lifetime that would be undeclared without them.
+            let generics = &m.item.sig.generics;
+            let where_clause = &generics.where_clause;
             quote_spanned! {span=>
                 #(#docs)*
-                fn #name(&self, #(#params),*)
-                    -> impl ::core::future::Future<Output = #output> + ::core::marker::Send;
+                fn #name #generics(&self, #(#params),*)
+                    -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+                    #where_clause;
             }
         });
         quote! {

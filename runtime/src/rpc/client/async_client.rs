@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::{DecodeFn, decode_idl, decode_reply, outgoing, record_seqid};
 use crate::codec::MessageType;
-use crate::codec::wire::{Field, Wire};
+use crate::codec::wire::Wire;
 use crate::idl::INTROSPECTION_METHOD;
 use crate::rpc::conn::{Ending, Role, Started};
 use crate::rpc::deadline::Deadline;
@@ -210,7 +210,7 @@ impl Client {
     /// Dropping the future cancels the call; dropping the returned [`Streaming`] cancels the
     /// stream.
     #[doc(hidden)]
-    pub async fn call_streaming<A: Wire, R, T: Field, E: Field>(
+    pub async fn call_streaming<A: Wire, R, T, E>(
         &self,
         method: impl Into<MethodName>,
         args: A,
