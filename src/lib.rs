@@ -226,6 +226,47 @@
 //! assert!(idl.contains("7: required fd handle,"));
 //! ```
 //!
+//! # Tracing
+//!
+//! fdrpc emits [`tracing`](https://docs.rs/tracing) spans and events; with no subscriber
+//! they cost one check each. Their targets are module paths under `fdrpc_runtime` (filter
+//! with `fdrpc_runtime=info`).
+//!
+//! | span | level | where | fields |
+//! |---|---|---|---|
+//! | `connection` | INFO | server, one per connection | `peer_pid`, `peer_uid` |
+//! | `call` | INFO | server, inside `connection`, entered whenever the handler runs (its own events are inside it) | `service`, `method`, `seqid`, `peer_pid`, `peer_uid`, `fds_in`, `fds_out` (at the reply), `trace_id` |
+//! | `client_call` | INFO | both clients, around one call | `method`, `seqid`, `trace_id` |
+//!
+//! Events: a connection that fails is a WARN in its `connection` span; a reply or stream
+//! item that cannot be encoded, an ERROR in its `call` span; a call refused (by a hook, an
+//! unknown method) a DEBUG. A call that logs nothing still shows up when spans are printed as
+//! they close:
+//!
+//! ```
+//! use tracing_subscriber::fmt::format::FmtSpan;
+//!
+//! // One line per call as it ends, with its fields and how long it took.
+//! let _ = tracing_subscriber::fmt()
+//!     .with_max_level(tracing::Level::INFO)
+//!     .with_span_events(FmtSpan::CLOSE)
+//!     .try_init();
+//! ```
+//!
+//! **A trace id follows every call** (W3C `traceparent`, [`TraceContext`]). A server that
+//! gets a call without one starts a trace; the handler runs in it ([`Context::trace`],
+//! [`TraceContext::current`]) and the calls it makes carry it on, so both sides' spans and
+//! every hop after share one `trace_id`. A client sends the trace it runs in (inside a
+//! handler, or inside [`TraceContext::scope`] / [`TraceContext::attach`]), or a new one when
+//! its `client_call` span is recorded. The `fdrpc` command line continues the trace in
+//! `TRACEPARENT`, or starts one, and hands it to an `--exec` command the same way.
+//!
+//! **OpenTelemetry**: with `tracing-opentelemetry`, fdrpc's spans reach a collector as
+//! OpenTelemetry spans; a [`TraceBridge`] ([`set_trace_bridge`]) makes the ids a call carries
+//! the ones OpenTelemetry gave its span, so the collector sees the calls of several
+//! processes as one tree. `examples/otel` in the repository is that bridge, run across two
+//! processes (`cargo run -p fdrpc-example-otel`).
+//!
 //! # More
 //!
 //! - [`Server`]: serving ([`Server::serve`], graceful [`Server::serve_with_shutdown`]), several
@@ -235,7 +276,7 @@
 //! - [`Listener`], [`systemd`] (socket activation, readiness, the fd store) and [`child`] (a
 //!   worker process with a connection) for daemons.
 //! - [`Context`]: the caller's credentials ([`PeerCredentials`]), the deadline, the trace
-//!   ([`TraceContext`]; spans are emitted with `tracing`).
+//!   ([`TraceContext`]; see [Tracing](#tracing)).
 //! - [`SealedMemfd`]: shared memory read in place ([`SealedMemfd::map`]) and written in place
 //!   ([`MemfdWriter`]), safe between processes that do not trust each other.
 //! - [`Channel`]: single messages with fds over a socket, without a service.

@@ -297,6 +297,43 @@ fn the_trace_id_travels_with_the_call_and_with_the_calls_its_handler_makes() {
 }
 
 #[test]
+fn a_call_that_comes_without_a_trace_starts_one_that_its_handler_carries_on() {
+    capture();
+    run_async(async {
+        let (notes, notes_server) = notes_client();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let b = tokio::net::UnixStream::from_std(b).unwrap();
+        let relay_server = tokio::spawn(async move {
+            let _ = fdrpc::Server::new()
+                .serve_connection(b, RelayServer::new(RelayImpl(notes)))
+                .await;
+        });
+        // A caller that traces nothing (no subscriber on its thread, no current trace)
+        // sends no `traceparent`.
+        tokio::task::spawn_blocking(move || {
+            let relay = RelayBlockingClient::from_std(a);
+            let none = tracing::subscriber::NoSubscriber::default();
+            assert!(
+                tracing::subscriber::with_default(none, || relay.relay("delta".into())).unwrap()
+            );
+        })
+        .await
+        .unwrap();
+        relay_server.await.unwrap();
+        notes_server.await.unwrap();
+    });
+    let relayed = events_with("relayed", "delta", 1);
+    let noted = events_with("word", "delta", 1);
+    assert_eq!((relayed.len(), noted.len()), (1, 1));
+    // The relay started a trace: its span records it, and its own call carried it to the
+    // notes service.
+    let trace = &relayed[0].span("call")["trace_id"];
+    assert_eq!(trace.len(), 32, "{trace}");
+    assert_eq!(&noted[0].span("call")["trace_id"], trace);
+}
+
+#[test]
 fn a_blocking_call_carries_its_trace_too() {
     capture();
     run_async(async {

@@ -365,6 +365,10 @@ fn exec(command: &[String], returned: Vec<ReturnedFd>) -> Result<Exit, Failure> 
         .collect();
     let mut cmd = std::process::Command::new(program);
     cmd.args(rest);
+    // The command's own calls continue the trace of the call whose fds it got.
+    if let Some(trace) = fdrpc::TraceContext::current() {
+        cmd.env("TRACEPARENT", trace.to_string());
+    }
     let mut child = fdrpc::systemd::spawn_with_fds(&mut cmd, named)
         .map_err(|e| Failure::Usage(format!("--exec {program}: {e}")))?;
     let status = child

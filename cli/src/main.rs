@@ -39,7 +39,11 @@ struct Cli {
 
 const EXIT_STATUS: &str = "Exit status: 0 success; 1 the method's declared exception (printed \
 as JSON); 2 usage error; 3 the call failed (connection, protocol, TApplicationException); with \
---exec, the command's status.";
+--exec, the command's status.
+
+Tracing: the calls carry a W3C trace context (`traceparent`): that of the TRACEPARENT \
+environment variable if it holds one, else a new trace. An --exec command gets TRACEPARENT \
+set to it.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -88,12 +92,18 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let result = runtime.block_on(async {
+    // Every call this command makes belongs to one trace: the one in `TRACEPARENT` (the
+    // environment carrier OpenTelemetry specifies for processes), or a new one.
+    let trace = std::env::var("TRACEPARENT")
+        .ok()
+        .and_then(|v| fdrpc::TraceContext::parse(&v))
+        .map_or_else(fdrpc::TraceContext::new_root, |parent| parent.child());
+    let result = runtime.block_on(trace.attach(async {
         match cli.command {
             Command::Introspect { socket, json } => introspect(socket, json).await,
             Command::Call(args) => call::run(args).await,
         }
-    });
+    }));
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::ServiceError) => ExitCode::from(1),

@@ -406,3 +406,66 @@ fn help_shows_the_exit_statuses() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Exit status"));
 }
+
+/// Records the trace id of each call the server runs.
+struct SeenTraces(std::sync::Arc<std::sync::Mutex<Vec<u128>>>);
+
+impl fdrpc::CallHook for SeenTraces {
+    fn before(&self, call: &fdrpc::Context) -> Result<(), fdrpc::ApplicationError> {
+        self.0.lock().unwrap().push(call.trace().trace_id());
+        Ok(())
+    }
+}
+
+#[test]
+fn calls_carry_the_trace_of_traceparent_and_exec_continues_it() {
+    let _check = fd_leak_check();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook = SeenTraces(seen.clone());
+    let s = ThreadServer::start(
+        move || fdrpc::Server::new().hook(hook),
+        || ConformanceServer::new(ConformanceImpl::default()),
+    );
+    let file = scratch("traced.txt", "traced\n");
+    let args = json!({"path": file.to_str().unwrap()}).to_string();
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let exec = [
+        "--exec",
+        "--",
+        "sh",
+        "-c",
+        "printf '%s\\n' \"$TRACEPARENT\"",
+    ];
+    let mut cmd = Command::new(BIN);
+    cmd.env("TRACEPARENT", parent)
+        .args(["call", sock(&s), "open", &args])
+        .args(exec);
+    let out = run(&mut cmd, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The server ran `open` in the caller's trace (introspection runs without hooks).
+    assert_eq!(*seen.lock().unwrap(), [0x0af7651916cd43dd8448eb211c80319c]);
+    // The command continues it, as a span of its own.
+    let text = String::from_utf8(out.stdout).unwrap();
+    let handed = text.lines().last().unwrap();
+    assert!(
+        handed.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && handed != parent,
+        "{handed}"
+    );
+
+    // Without TRACEPARENT (or with one that is not), each command starts a trace of its own.
+    seen.lock().unwrap().clear();
+    for _ in 0..2 {
+        let mut cmd = Command::new(BIN);
+        cmd.env("TRACEPARENT", "not a trace")
+            .args(["call", sock(&s), "open", &args])
+            .args(exec);
+        let out = run(&mut cmd, None);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let handed = fdrpc::TraceContext::parse(text.lines().last().unwrap()).unwrap();
+        assert_eq!(seen.lock().unwrap().last(), Some(&handed.trace_id()));
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0] != seen[1] && !seen.contains(&0x0af7651916cd43dd8448eb211c80319c));
+}

@@ -74,6 +74,7 @@ pub use rpc::{
     PeerCredentials, RpcError, Service, ServiceSet, Shutdown, Stream, Streaming, TraceContext,
     Traced,
 };
+pub use rpc::{BridgeAlreadySet, TraceBridge, set_trace_bridge};
 #[cfg(feature = "tokio")]
 pub use rpc::{Client, IntoConnection, IntoListener, Listener, Server};
 pub use settings::{DEFAULT_WINDOW, Settings};

@@ -43,4 +43,4 @@ pub use server::{IntoConnection, IntoListener, Listener, Server};
 pub use stream::{
     BlockingSink, BlockingStreaming, ErasedProducer, SinkStatus, Stream, Streaming, producer,
 };
-pub use trace::{TraceContext, Traced};
+pub use trace::{BridgeAlreadySet, TraceBridge, TraceContext, Traced, set_trace_bridge};

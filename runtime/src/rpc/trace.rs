@@ -7,6 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 /// The trace a call belongs to: a W3C Trace Context (`traceparent`) trace id, and the id of
@@ -92,6 +93,16 @@ impl TraceContext {
     /// The id of the span (never 0).
     pub fn span_id(&self) -> u64 {
         self.span_id
+    }
+
+    /// A context from ids another tracing system chose (an OpenTelemetry span context, in a
+    /// [`TraceBridge`]); `None` if either id is 0, which `traceparent` forbids.
+    pub fn from_ids(trace_id: u128, span_id: u64, sampled: bool) -> Option<Self> {
+        (trace_id != 0 && span_id != 0).then_some(TraceContext {
+            trace_id: [(trace_id >> 64) as u64, trace_id as u64],
+            span_id,
+            flags: if sampled { SAMPLED } else { 0 },
+        })
     }
 
     /// Whether the caller recorded its side of the trace (the `sampled` flag).
@@ -253,4 +264,75 @@ fn seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_usize(&h as *const _ as usize);
     h.finish()
+}
+
+/// Joins fdrpc's spans to a tracing system that gives spans ids of its own, such as
+/// OpenTelemetry through `tracing-opentelemetry`: with a bridge installed
+/// ([`set_trace_bridge`]), a call carries the ids its `client_call` span has in that system,
+/// and the server's `call` span takes the caller's as its parent, so a collector sees the
+/// calls of several processes as one tree. Without one, fdrpc chooses the ids itself: the
+/// trace id still follows the call (see [`TraceContext`]), and spans record it as
+/// `trace_id`.
+///
+/// The methods run only for spans a subscriber wants, on the thread that makes or
+/// dispatches the call; they must be quick. `examples/otel` in the repository is the bridge
+/// to OpenTelemetry (20 lines), and checks that both processes' spans form one tree.
+pub trait TraceBridge: Send + Sync + 'static {
+    /// The ids `span` (a `client_call` span about to be sent, or a server's `call` span after
+    /// [`set_parent`](TraceBridge::set_parent)) has in the other system; `None` lets fdrpc
+    /// choose (a child of the current trace, or a new one).
+    fn context_of(&self, span: &tracing::Span) -> Option<TraceContext>;
+
+    /// Makes `parent`, the context a caller sent, the parent of `span`, the server's span of
+    /// that call. Runs before the span is first entered.
+    fn set_parent(&self, span: &tracing::Span, parent: &TraceContext);
+}
+
+/// [`set_trace_bridge`] was called before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a trace bridge is installed already")]
+pub struct BridgeAlreadySet;
+
+static BRIDGE: OnceLock<Box<dyn TraceBridge>> = OnceLock::new();
+
+/// Installs `bridge` for the whole process (as `tracing`'s global subscriber is), once.
+///
+/// # Errors
+///
+/// [`BridgeAlreadySet`] if one is installed: it stays.
+pub fn set_trace_bridge(bridge: impl TraceBridge) -> Result<(), BridgeAlreadySet> {
+    BRIDGE.set(Box::new(bridge)).map_err(|_| BridgeAlreadySet)
+}
+
+/// The trace of a call a client sends from inside `span` (if a subscriber wants it): the
+/// bridge's ids of the span; else a child of the current trace; else a new trace if there
+/// is a span to record it, else none (which costs nothing).
+pub(crate) fn outgoing(span: Option<&tracing::Span>) -> Option<TraceContext> {
+    if let (Some(span), Some(bridge)) = (span, BRIDGE.get()) {
+        if let Some(cx) = bridge.context_of(span) {
+            return Some(cx);
+        }
+    }
+    match TraceContext::current() {
+        Some(parent) => Some(parent.child()),
+        None => span.map(|_| TraceContext::new_root()),
+    }
+}
+
+/// The trace a server runs a call in, given what the caller sent: a call that came without
+/// one starts one here (so the handler's own calls and both sides' spans share an id). With
+/// a bridge and a span, the span's parent is set first, and its own ids are the trace.
+pub(crate) fn incoming(span: Option<&tracing::Span>, sent: Option<TraceContext>) -> TraceContext {
+    if let (Some(span), Some(bridge)) = (span, BRIDGE.get()) {
+        if let Some(parent) = &sent {
+            bridge.set_parent(span, parent);
+        }
+        if let Some(cx) = bridge.context_of(span) {
+            return cx;
+        }
+    }
+    match sent {
+        Some(parent) => parent.child(),
+        None => TraceContext::new_root(),
+    }
 }

@@ -24,7 +24,7 @@ use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::conn::{CallOptions, Reply};
 use crate::rpc::deadline::Deadline;
 use crate::rpc::error::RpcError;
-use crate::rpc::trace::{TraceContext, TraceId};
+use crate::rpc::trace::{self, TraceId};
 
 /// How a generated client decodes the result struct of a method.
 pub(crate) type DecodeFn<R> = fn(&mut Decoder<'_>) -> Result<R, DecodeError>;
@@ -83,11 +83,7 @@ fn outgoing(
             )
         })
         .filter(|span| !span.is_disabled());
-    let trace = match TraceContext::current() {
-        Some(parent) => Some(parent.child()),
-        None if span.is_some() => Some(TraceContext::new_root()),
-        None => None,
-    };
+    let trace = trace::outgoing(span.as_ref());
     if let (Some(span), Some(t)) = (&span, &trace) {
         span.record("trace_id", tracing::field::display(TraceId(t.trace_id())));
     }

@@ -15,7 +15,7 @@ pub struct Context {
     method: &'static str,
     seqid: i32,
     deadline: Option<Instant>,
-    trace: Option<TraceContext>,
+    trace: TraceContext,
 }
 
 impl Context {
@@ -26,7 +26,7 @@ impl Context {
         method: &'static str,
         seqid: i32,
         deadline: Option<Instant>,
-        trace: Option<TraceContext>,
+        trace: TraceContext,
     ) -> Self {
         Context {
             peer,
@@ -72,11 +72,11 @@ impl Context {
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    /// The trace this call belongs to, if the caller sent one (`traceparent`): the handler's
-    /// own span of it, whose parent is the caller's. It is also
+    /// The trace this call belongs to: the handler's own span of the trace the caller sent
+    /// (`traceparent`), or of a trace started here if it sent none. It is also
     /// [`TraceContext::current`] while the handler runs, so calls the handler makes carry it
     /// on.
-    pub fn trace(&self) -> Option<&TraceContext> {
-        self.trace.as_ref()
+    pub fn trace(&self) -> &TraceContext {
+        &self.trace
     }
 }

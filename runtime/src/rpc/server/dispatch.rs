@@ -153,9 +153,9 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         return None;
     };
     let deadline = timeout.map(|t| Deadline::from(arrived.unwrap_or_else(Instant::now), t));
-    let trace = trace.map(|t| t.child());
     let fds_in = fds.len();
     let scope = CallScope::new(service.name(), method, seqid, at.peer, fds_in, trace);
+    let trace = scope.trace;
     let observed = match at.hooks {
         Some(hooks) => {
             let cx = Context::new(
@@ -484,7 +484,7 @@ fn push_outcome(
 #[derive(Clone)]
 struct CallScope {
     span: Option<tracing::Span>,
-    trace: Option<TraceContext>,
+    trace: TraceContext,
 }
 
 impl CallScope {
@@ -494,7 +494,7 @@ impl CallScope {
         seqid: i32,
         peer: &PeerCredentials,
         fds_in: usize,
-        trace: Option<TraceContext>,
+        sent: Option<TraceContext>,
     ) -> Self {
         // Asked first: a disabled span still costs its fields (and, with `tracing`'s `log`
         // feature, a `log` record) on every call.
@@ -513,15 +513,19 @@ impl CallScope {
                 )
             })
             .filter(|span| !span.is_disabled());
-        if let (Some(span), Some(t)) = (&span, &trace) {
-            span.record("trace_id", tracing::field::display(TraceId(t.trace_id())));
+        let trace = trace::incoming(span.as_ref(), sent);
+        if let Some(span) = &span {
+            span.record(
+                "trace_id",
+                tracing::field::display(TraceId(trace.trace_id())),
+            );
         }
         CallScope { span, trace }
     }
 
     fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         let _span = self.span.as_ref().map(tracing::Span::enter);
-        let _trace = self.trace.map(trace::enter);
+        let _trace = trace::enter(self.trace);
         f()
     }
 
@@ -545,7 +549,7 @@ impl<F: Future> Future for InCall<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let _span = this.scope.span.as_ref().map(tracing::Span::enter);
-        let _trace = this.scope.trace.map(trace::enter);
+        let _trace = trace::enter(this.scope.trace);
         this.fut.poll(cx)
     }
 }

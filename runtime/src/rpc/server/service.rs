@@ -82,7 +82,7 @@ pub(crate) struct CallInfo<'a> {
     pub(crate) credit: u32,
     pub(crate) deadline: Option<Instant>,
     /// The handler's span of the caller's trace.
-    pub(crate) trace: Option<TraceContext>,
+    pub(crate) trace: TraceContext,
 }
 
 impl std::fmt::Debug for Incoming<'_> {
