@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p fdrpc-bench -- --pin same [--json] [--reps 5] [--iters 20000] [--only a,b]
+//! cargo run --release -p fdrpc-bench -- --help   # every option
 //! ```
 //!
 //! The binary re-executes itself as the server (`--serve KIND FD CPU`) with one end of a
@@ -25,11 +26,49 @@ use std::time::{Duration, Instant};
 
 use stats::{Sample, Spread, Summary, summarize};
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Where the client and the server of a case run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Pin {
+    /// Both on one CPU (the figures BENCHMARKS.md compares).
     Same,
+    /// On two CPUs.
     Split,
+    /// Wherever the scheduler puts them.
     None,
+}
+
+/// fdrpc against raw SCM_RIGHTS loops, zbus and tarpc, client and server in separate
+/// processes. Every case runs `--reps` times, interleaved with the others; the table shows
+/// medians and min..max.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "fdrpc-bench",
+    after_help = "Cases, columns and how to read them: BENCHMARKS.md."
+)]
+struct Options {
+    /// Where client and server run.
+    #[arg(long, value_enum, default_value = "same")]
+    pin: Pin,
+    /// Prints the results as JSON lines too.
+    #[arg(long)]
+    json: bool,
+    /// Runs of each case.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    reps: usize,
+    /// Calls per run of a small-call case (other cases scale from it).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    iters: usize,
+    /// Runs only these cases (names as in the table, comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "CASE,...")]
+    only: Option<Vec<String>>,
+    /// Instead of the cases: a soak test of SECONDS (calls, streams, sinks and reconnects
+    /// against one server, its memory and fds checked flat).
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["only", "json"])]
+    soak: Option<u64>,
+    /// Instead of the cases: the client half of a memory case (`idle` or `busy`), against a
+    /// server started by hand at PATH (under `heaptrack`, say).
+    #[arg(long, num_args = 2, value_names = ["idle|busy", "PATH"], conflicts_with_all = ["only", "json", "soak"])]
+    drive_memory: Option<Vec<String>>,
 }
 
 /// Which server a case's child runs.
@@ -695,24 +734,34 @@ fn main() {
         ServerKind::serve_listener(&args[1], &args[2]);
         return;
     }
-    if args.first().map(String::as_str) == Some("--drive-memory") {
+    // `--serve` and `--serve-listener` (above) are how the binary runs as a case's server;
+    // everything else is the command line a person types.
+    let Options {
+        pin,
+        json,
+        reps,
+        iters,
+        only,
+        soak,
+        drive_memory,
+    } = clap::Parser::parse();
+    if let Some(mode) = drive_memory {
         // The client half of a memory case, against a server started by hand (under
         // `heaptrack`, say): see "Profiling" in BENCHMARKS.md.
-        match (args.get(1).map(String::as_str), args.get(2)) {
+        match (mode.first().map(String::as_str), mode.get(1)) {
             (Some("idle"), Some(path)) => {
                 let _conns = fdrpc_cases::idle_connections(path, 1000);
                 std::thread::sleep(Duration::from_secs(1));
             }
             (Some("busy"), Some(path)) => fdrpc_cases::calls_in_flight(path, 100),
-            _ => panic!("--drive-memory idle|busy PATH"),
+            _ => {
+                eprintln!("fdrpc-bench: --drive-memory idle|busy PATH");
+                std::process::exit(2);
+            }
         }
         return;
     }
-    if args.first().map(String::as_str) == Some("--soak") {
-        let seconds: u64 = args
-            .get(1)
-            .and_then(|s| s.parse().ok())
-            .expect("--soak SECONDS");
+    if let Some(seconds) = soak {
         let dir = std::env::temp_dir().join(format!("fdrpc-soak-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -739,41 +788,6 @@ fn main() {
         }
         println!("soak: passed");
         return;
-    }
-    let mut pin = Pin::Same;
-    let mut json = false;
-    let mut reps = 5;
-    let mut iters = 20_000;
-    let mut only: Option<Vec<String>> = None;
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--pin" => {
-                pin = match value.as_str() {
-                    "same" => Pin::Same,
-                    "split" => Pin::Split,
-                    "none" => Pin::None,
-                    other => panic!("--pin same|split|none, not {other}"),
-                };
-                i += 1;
-            }
-            "--json" => json = true,
-            "--reps" => {
-                reps = value.parse().expect("--reps N");
-                i += 1;
-            }
-            "--iters" => {
-                iters = value.parse().expect("--iters N");
-                i += 1;
-            }
-            "--only" => {
-                only = Some(value.split(',').map(str::to_owned).collect());
-                i += 1;
-            }
-            other => panic!("unknown argument {other}; see BENCHMARKS.md"),
-        }
-        i += 1;
     }
     let (client_cpu, _) = cpus(pin);
     pin_self(client_cpu);
