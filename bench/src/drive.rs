@@ -11,6 +11,7 @@ use crate::stats::Sample;
 
 /// Runs `one` `iters / 10` times to warm up, then `iters` times, timing each.
 pub fn latencies(iters: usize, mut one: impl FnMut()) -> Sample {
+    crate::counts::add_ops(iters / 10);
     for _ in 0..iters / 10 {
         one();
     }
@@ -29,6 +30,7 @@ pub async fn latencies_async<Fut: Future<Output = ()>>(
     iters: usize,
     mut one: impl FnMut() -> Fut,
 ) -> Sample {
+    crate::counts::add_ops(iters / 10);
     for _ in 0..iters / 10 {
         one().await;
     }
@@ -49,6 +51,7 @@ pub async fn in_flight<Fut: Future<Output = ()>>(
     window: usize,
     call: impl Fn() -> Fut,
 ) -> Sample {
+    crate::counts::add_ops(iters / 10);
     concurrent(iters / 10, window, &call).await;
     Sample::throughput(iters, concurrent(iters, window, &call).await)
 }
@@ -102,6 +105,7 @@ pub fn on_threads<C: Clone + Send>(iters: usize, threads: usize, state: C, one: 
         });
         start.elapsed()
     };
+    crate::counts::add_ops(iters / 10);
     run(iters / 10);
     Sample::throughput(iters, run(iters))
 }

@@ -352,6 +352,7 @@ pub fn oneway_fd(stream: UnixStream, iters: usize) -> Sample {
                 start.elapsed()
             }
         };
+        crate::counts::add_ops(iters / 10);
         run(iters / 10).await;
         Sample::throughput(iters, run(iters).await)
     })
@@ -388,6 +389,7 @@ pub fn async_fd_16x64(path: &str, iters: usize) -> Sample {
                 start.elapsed()
             }
         };
+        crate::counts::add_ops(iters / 10);
         run(iters / 10).await;
         Sample::throughput(iters / 16 * 16, run(iters).await)
     })

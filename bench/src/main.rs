@@ -9,6 +9,7 @@
 //! socketpair inherited. Every case runs `--reps` times, interleaved with the others; the
 //! table shows medians and min..max. See BENCHMARKS.md.
 
+mod counts;
 mod drive;
 mod fdrpc_cases;
 mod large_cases;
@@ -25,6 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use stats::{Sample, Spread, Summary, summarize};
+
+#[global_allocator]
+static ALLOC: counts::CountingAlloc = counts::CountingAlloc;
 
 /// Where the client and the server of a case run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -441,14 +445,25 @@ fn cpus(pin: Pin) -> (Option<usize>, Option<usize>) {
 
 /// Spawns this binary as a server with `fd` inherited.
 fn spawn_server(args: &[String], inherit: Option<&OwnedFd>) -> Child {
+    spawn_server_reporting(args, inherit, None)
+}
+
+/// As [`spawn_server`]; the server writes what it counted to `report` when it ends.
+fn spawn_server_reporting(
+    args: &[String],
+    inherit: Option<&OwnedFd>,
+    report: Option<&std::path::Path>,
+) -> Child {
     if let Some(fd) = inherit {
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).unwrap();
     }
-    Command::new(std::env::current_exe().unwrap())
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(args).stdin(Stdio::null());
+    match report {
+        Some(path) => cmd.env(counts::REPORT_ENV, path),
+        None => cmd.env_remove(counts::REPORT_ENV),
+    };
+    cmd.spawn().unwrap()
 }
 
 fn reap(mut child: Child) {
@@ -482,10 +497,24 @@ fn run_case(case: &Case, pin: Pin, iters: usize) -> Sample {
                 server.as_raw_fd().to_string(),
                 cpu,
             ];
-            let child = spawn_server(&args, Some(&server));
+            let report = std::env::temp_dir().join(format!(
+                "fdrpc-bench-counts-{}-{}",
+                std::process::id(),
+                case.name
+            ));
+            let _ = std::fs::remove_file(&report);
+            let child = spawn_server_reporting(&args, Some(&server), Some(&report));
             drop(server);
-            let sample = run(client, n);
+            // Counted from here on: this thread and the threads the case starts (the
+            // server was started before, so it is not in these counts).
+            let (counters, start) = counts::Counters::start();
+            let mut sample = run(client, n);
+            let mine = counters.finish(start);
             reap(child);
+            let theirs = counts::read_report(&report);
+            let _ = std::fs::remove_file(&report);
+            sample.client = counts::PerOp::of(&mine, mine.ops);
+            sample.server = theirs.and_then(|t| counts::PerOp::of(&t, mine.ops));
             sample
         }
         Runner::Path(run) => {
@@ -508,7 +537,10 @@ fn run_case(case: &Case, pin: Pin, iters: usize) -> Sample {
             while !path.exists() {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            let sample = run(path.to_str().unwrap(), n);
+            let (counters, start) = counts::Counters::start();
+            let mut sample = run(path.to_str().unwrap(), n);
+            let mine = counters.finish(start);
+            sample.client = counts::PerOp::of(&mine, mine.ops);
             let _ = child.kill();
             let _ = child.wait();
             let _ = std::fs::remove_dir_all(&dir);
@@ -709,6 +741,57 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
     out
 }
 
+/// One side's per-operation figures as a JSON object, or `null`.
+fn json_per_op(p: Option<&counts::PerOp>) -> String {
+    let Some(p) = p else {
+        return "null".into();
+    };
+    let mut fields = vec![
+        format!("\"allocs\": {:.2}", p.allocs),
+        format!("\"sleeps\": {:.2}", p.sleeps),
+    ];
+    if let Some(sys) = p.syscalls {
+        for (name, v) in counts::syscall_names().iter().zip(sys) {
+            fields.push(format!("\"{name}\": {v:.2}"));
+        }
+    }
+    format!("{{{}}}", fields.join(", "))
+}
+
+/// The second table: what an operation cost each side besides time.
+fn print_per_op(summaries: &[Summary]) {
+    let names = counts::syscall_names();
+    println!(
+        "\nPer operation, client / server (warm-up included; a server that is killed rather \
+         than ending reports nothing: –). sleeps = voluntary context switches.\n"
+    );
+    println!("| case | allocs | sleeps | {} |", names.join(" | "));
+    println!("|---|---:|---:|{}", "---:|".repeat(names.len()));
+    let side = |p: Option<&counts::PerOp>, f: &dyn Fn(&counts::PerOp) -> Option<f64>| {
+        p.and_then(f)
+            .map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
+    };
+    for s in summaries.iter().filter(|s| s.client.is_some()) {
+        let pair = |f: &dyn Fn(&counts::PerOp) -> Option<f64>| {
+            format!(
+                "{} / {}",
+                side(s.client.as_ref(), f),
+                side(s.server.as_ref(), f)
+            )
+        };
+        let sys: Vec<String> = (0..names.len())
+            .map(|i| pair(&|p| p.syscalls.and_then(|v| v.get(i).copied())))
+            .collect();
+        println!(
+            "| {} | {} | {} | {} |",
+            s.case,
+            pair(&|p| Some(p.allocs)),
+            pair(&|p| Some(p.sleeps)),
+            sys.join(" | ")
+        );
+    }
+}
+
 fn json_num(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}"))
         .unwrap_or_else(|| "null".into())
@@ -724,6 +807,7 @@ fn main() {
         let fd: i32 = args[2].parse().unwrap();
         // SAFETY: the parent handed this fd down for this purpose; nothing else owns it.
         let sock = unsafe { UnixStream::from_raw_fd(fd) };
+        let _report = counts::report_at_exit();
         ServerKind::serve(&args[1], sock);
         return;
     }
@@ -833,7 +917,7 @@ fn main() {
     if json {
         for s in &summaries {
             println!(
-                "{{\"case\": \"{}\", \"p50_us\": {}, \"p99_us\": {}, \"ops_per_s\": {}, \"peak_rss_mib\": {}}}",
+                "{{\"case\": \"{}\", \"p50_us\": {}, \"p99_us\": {}, \"ops_per_s\": {}, \"peak_rss_mib\": {}, \"client_per_op\": {}, \"server_per_op\": {}}}",
                 s.case,
                 json_num(s.p50.map(|x| x.median)),
                 json_num(s.p99.map(|x| x.median)),
@@ -843,6 +927,8 @@ fn main() {
                     format!("{:.1}", s.ops.median)
                 },
                 json_num(s.rss.map(|x| x.median)),
+                json_per_op(s.client.as_ref()),
+                json_per_op(s.server.as_ref()),
             );
         }
         return;
@@ -863,6 +949,7 @@ fn main() {
             fmt_spread(s.rss, 1)
         );
     }
+    print_per_op(&summaries);
     println!("\n| target | ratio | goal | met |");
     println!("|---|---:|---:|---|");
     for (label, ratio, goal, met) in targets(&summaries) {

@@ -200,6 +200,7 @@ pub fn tokio_fd(sock: UnixStream, iters: usize) -> Sample {
         let mut buf = [0u8; PAYLOAD];
         let mut lat = Vec::with_capacity(iters);
         let mut start = Instant::now();
+        crate::counts::add_ops(iters / 10);
         for i in 0..iters + iters / 10 {
             if i == iters / 10 {
                 lat.clear();
@@ -404,6 +405,7 @@ pub fn oneway_fd_batched(sock: UnixStream, iters: usize) -> Sample {
                 start.elapsed()
             }
         };
+        crate::counts::add_ops(iters / 10);
         run(iters / 10).await;
         Sample::throughput(iters, run(iters).await)
     })
@@ -490,6 +492,7 @@ pub fn tokio_fd_batched_16x64(path: &str, iters: usize) -> Sample {
                 start.elapsed()
             }
         };
+        crate::counts::add_ops(iters / 10);
         run(iters / 10).await;
         Sample::throughput(iters / 16 * 16, run(iters).await)
     })

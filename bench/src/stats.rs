@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::counts::PerOp;
+
 /// What one run of a case measured.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
@@ -12,11 +14,15 @@ pub struct Sample {
     pub ops_per_s: f64,
     /// Peak resident memory of the server, for memory cases.
     pub rss_mib: Option<f64>,
+    /// What an operation cost the client and the server besides time (see `counts`).
+    pub client: Option<crate::counts::PerOp>,
+    pub server: Option<crate::counts::PerOp>,
 }
 
 impl Sample {
     /// From per-operation latencies and the wall time of the whole run.
     pub fn from_latencies(mut lat: Vec<Duration>, total: Duration) -> Sample {
+        crate::counts::add_ops(lat.len());
         lat.sort_unstable();
         let pick = |q: f64| {
             let i = ((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1));
@@ -26,12 +32,13 @@ impl Sample {
             p50_us: pick(0.50),
             p99_us: pick(0.99),
             ops_per_s: lat.len() as f64 / total.as_secs_f64(),
-            rss_mib: None,
+            ..Sample::default()
         }
     }
 
     /// From a count of operations over a wall time.
     pub fn throughput(ops: usize, total: Duration) -> Sample {
+        crate::counts::add_ops(ops);
         Sample {
             ops_per_s: ops as f64 / total.as_secs_f64(),
             ..Sample::default()
@@ -68,6 +75,24 @@ pub struct Summary {
     pub p99: Option<Spread>,
     pub ops: Spread,
     pub rss: Option<Spread>,
+    /// Medians over the repetitions, field by field.
+    pub client: Option<PerOp>,
+    pub server: Option<PerOp>,
+}
+
+/// The median of each figure over the samples that have them.
+fn median_per_op(v: Vec<PerOp>) -> Option<PerOp> {
+    let med = |f: &dyn Fn(&PerOp) -> Option<f64>| {
+        spread(v.iter().filter_map(f).collect()).map(|s| s.median)
+    };
+    Some(PerOp {
+        allocs: med(&|p| Some(p.allocs))?,
+        sleeps: med(&|p| Some(p.sleeps))?,
+        syscalls: (0..5)
+            .map(|i| med(&|p| p.syscalls.and_then(|s| s.get(i).copied())))
+            .collect::<Option<Vec<f64>>>()
+            .and_then(|v| v.try_into().ok()),
+    })
 }
 
 pub fn summarize(case: &'static str, unit: &'static str, samples: &[Sample]) -> Summary {
@@ -83,5 +108,7 @@ pub fn summarize(case: &'static str, unit: &'static str, samples: &[Sample]) -> 
             max: 0.0,
         }),
         rss: opt(|s| s.rss_mib),
+        client: median_per_op(samples.iter().filter_map(|s| s.client).collect()),
+        server: median_per_op(samples.iter().filter_map(|s| s.server).collect()),
     }
 }
