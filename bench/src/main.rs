@@ -627,7 +627,7 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
         "fdrpc_async_fd p50 / raw_tokio_fd p50",
         p50("fdrpc_async_fd"),
         p50("raw_tokio_fd"),
-        1.15,
+        1.05,
     );
     lower(
         "fdrpc_blocking_fd p50 / raw_blocking_fd p50",
@@ -657,7 +657,7 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
         "memory_100x64_calls_in_flight (MiB)",
         rss("memory_100x64_calls_in_flight"),
         Some(1.0),
-        12.0,
+        11.0,
     );
     let mut higher = |label: &str, a: Option<f64>, b: Option<f64>, limit: f64| {
         if let (Some(a), Some(b)) = (a, b) {
@@ -681,7 +681,7 @@ fn targets(all: &[Summary]) -> Vec<(String, f64, f64, bool)> {
             &format!("{case} / raw_oneway_fd_batched"),
             ops(case),
             ops("raw_oneway_fd_batched"),
-            0.6,
+            0.75,
         );
     }
     higher(

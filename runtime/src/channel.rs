@@ -129,7 +129,7 @@ impl Channel {
     pub fn recv<M: Message>(&mut self) -> Result<M, TransportError> {
         loop {
             if let Some(rf) = self.recv.next_frame()? {
-                let mut dec = Decoder::new(rf.frame.payload, FdTable::new(rf.fds));
+                let mut dec = Decoder::new(rf.frame.payload, FdTable::of(rf.fds));
                 let header = dec.read_message_header()?;
                 if header.name != M::NAME || header.ty != MessageType::Oneway {
                     return Err(DecodeError::new(DecodeErrorKind::BadMessageHeader(format!(

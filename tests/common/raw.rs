@@ -94,7 +94,7 @@ impl Raw {
                         stream: header("fdrpc-stream"),
                         credit: header("fdrpc-credit"),
                         body,
-                        fds: f.fds,
+                        fds: f.fds.into_iter().collect(),
                     };
                 }
                 Ok(None) => {}

@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use bytes::Bytes;
 
 use super::error::{DecodeError, DecodeErrorKind, EncodeError};
-use super::fd_table::FdTable;
+use super::fd_table::{FdTable, Fds};
 use super::varint::{self, VarintError};
 
 /// A Thrift compact-protocol type code, as it appears in field and collection headers.
@@ -119,7 +119,7 @@ pub(crate) struct Encoded {
     /// Buffers that belong between the inline bytes: each goes before `inline[at]`, in order.
     pub(crate) spliced: Vec<(usize, Bytes)>,
     /// The message's fd table.
-    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fds: Fds,
 }
 
 impl Encoded {
@@ -135,7 +135,7 @@ pub struct Encoder {
     buf: Vec<u8>,
     /// Large binaries written without a copy: see [`Encoder::write_binary_shared`].
     spliced: Vec<(usize, Bytes)>,
-    fds: Vec<OwnedFd>,
+    fds: Fds,
 }
 
 impl Encoder {
@@ -150,7 +150,7 @@ impl Encoder {
         Encoder {
             buf,
             spliced: Vec::new(),
-            fds: Vec::new(),
+            fds: Fds::new(),
         }
     }
 
@@ -185,7 +185,7 @@ impl Encoder {
             flat.extend_from_slice(inline.get(from..).unwrap_or_default());
             super::buffers::give(std::mem::replace(&mut inline, flat));
         }
-        (inline, fds)
+        (inline, fds.into_vec())
     }
 
     /// Gives up the message as it goes to a send queue: spliced binaries stay where they are.

@@ -3,7 +3,13 @@
 
 use std::os::fd::OwnedFd;
 
+use smallvec::SmallVec;
+
 use super::error::{DecodeError, DecodeErrorKind};
+
+/// A message's fds as the runtime carries them: inline up to two (what almost every call
+/// and reply has), so passing one costs no allocation.
+pub(crate) type Fds = SmallVec<[OwnedFd; 2]>;
 
 /// The fds a frame carries, in the order the sender encoded them.
 ///
@@ -12,13 +18,18 @@ use super::error::{DecodeError, DecodeErrorKind};
 /// when it is dropped is closed, so no error path leaks.
 #[derive(Debug, Default)]
 pub struct FdTable {
-    slots: Vec<Option<OwnedFd>>,
+    slots: SmallVec<[Option<OwnedFd>; 2]>,
     claimed: usize,
 }
 
 impl FdTable {
     /// A table over `fds`, index `i` being `fds[i]`.
     pub fn new(fds: Vec<OwnedFd>) -> Self {
+        Self::of(fds)
+    }
+
+    /// A table over the fds `fds` yields, in order.
+    pub(crate) fn of(fds: impl IntoIterator<Item = OwnedFd>) -> Self {
         FdTable {
             slots: fds.into_iter().map(Some).collect(),
             claimed: 0,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::error::{FdStreamError, FrameError, TransportError};
 use super::frame::{self, Frame};
 use super::unix::{self, Received};
+use crate::codec::fd_table::Fds;
 use crate::settings::Settings;
 
 /// The first read buffer of a connection: small, so idle connections cost little.
@@ -102,7 +103,7 @@ pub struct ReceivedFrame<'a> {
     /// The parsed frame.
     pub frame: Frame<'a>,
     /// The fds the frame owns, in order (index `i` of its payload is `fds[i]`).
-    pub fds: Vec<OwnedFd>,
+    pub fds: Fds,
     /// The frame's bytes as shared memory, for a large frame (its payload is part of it):
     /// what a large binary decoded from it can be a view of.
     pub owner: Option<&'a Bytes>,
@@ -437,7 +438,7 @@ fn claim<'a>(
     arrivals: &mut VecDeque<(Instant, usize)>,
     claimed: &mut i64,
     limits: RecvLimits,
-) -> Result<(Frame<'a>, Vec<OwnedFd>), TransportError> {
+) -> Result<(Frame<'a>, Fds), TransportError> {
     let parsed = frame::parse_frame(bytes)?;
     if parsed.fds > limits.max_fds_per_frame {
         return Err(FrameError::TooManyFds {
@@ -467,7 +468,7 @@ fn claim<'a>(
         }
         .into());
     }
-    let fds: Vec<OwnedFd> = fifo.drain(..parsed.fds).collect();
+    let fds: Fds = fifo.drain(..parsed.fds).collect();
     let mut to_forget = parsed.fds;
     while to_forget > 0 {
         let Some(front) = arrivals.front_mut() else {

@@ -130,9 +130,10 @@ impl SendQueue {
         seqid: i32,
         inline: &[u8],
         spliced: Vec<(usize, Bytes)>,
-        fds: Vec<OwnedFd>,
+        fds: impl IntoIterator<Item = OwnedFd, IntoIter: ExactSizeIterator>,
         extra_headers: &[(&str, &str)],
     ) -> Result<(), FrameError> {
+        let fds = fds.into_iter();
         let before = self.buf.len();
         let spliced_len: usize = if spliced.is_empty() {
             0
@@ -454,7 +455,7 @@ mod tests {
                 .iter()
                 .map(|(at, b)| (*at, bytes::Bytes::copy_from_slice(b)))
                 .collect(),
-            fds: Vec::new(),
+            fds: Default::default(),
         };
         (message, flat)
     }

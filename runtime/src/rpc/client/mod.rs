@@ -37,7 +37,7 @@ fn decode_reply<R>(
     decode: DecodeFn<R>,
     timeout: Option<Duration>,
 ) -> Result<R, RpcError> {
-    let mut dec = reply.body.decoder(FdTable::new(reply.fds));
+    let mut dec = reply.body.decoder(FdTable::of(reply.fds));
     match reply.ty {
         MessageType::Exception => {
             let e = ApplicationError::decode(&mut dec)?;

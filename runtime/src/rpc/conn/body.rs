@@ -2,16 +2,21 @@
 //! it.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::codec::Decoder;
 use crate::codec::fd_table::FdTable;
 
-/// A received message's payload after its header: a copy of a small frame's (one allocation,
-/// as cheap as it gets), or a view of a large frame's own memory (no copy; large binaries
-/// decoded from it are views too).
+/// Bytes of a copied body kept inline, without an allocation: most replies and stream
+/// items of small calls fit (a result with an fd index and a few fields is 10 to 100 bytes).
+const INLINE_BODY: usize = 112;
+
+/// A received message's payload after its header: a copy of a small frame's (inline up to
+/// [`INLINE_BODY`] bytes, one allocation above), or a view of a large frame's own memory
+/// (no copy; large binaries decoded from it are views too).
 #[derive(Debug)]
 pub(crate) enum Body {
-    Copied(Vec<u8>),
+    Copied(SmallVec<[u8; INLINE_BODY]>),
     Shared(Bytes),
 }
 
@@ -20,7 +25,7 @@ impl Body {
     pub(crate) fn new(body: &[u8], owner: Option<&Bytes>) -> Body {
         match owner {
             Some(_) => Body::Shared(crate::codec::view_of(owner, body)),
-            None => Body::Copied(body.to_vec()),
+            None => Body::Copied(SmallVec::from_slice(body)),
         }
     }
 

@@ -1,8 +1,8 @@
 //! The calls a client is waiting on, by sequence id, with their deadlines, and the
 //! allocation of sequence ids.
 
+use crate::codec::fd_table::Fds;
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
 
 use super::body::Body;
 use std::task::{Poll, Waker};
@@ -23,7 +23,7 @@ pub(crate) struct Reply {
     pub(crate) ty: MessageType,
     /// The payload after the Thrift message header.
     pub(crate) body: Body,
-    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fds: Fds,
 }
 
 /// One call waiting for its reply.
@@ -247,8 +247,8 @@ mod tests {
         assert_eq!(c.method(7).map(MethodName::as_str), Some("m"));
         let reply = || Reply {
             ty: MessageType::Reply,
-            body: Body::Copied(vec![1]),
-            fds: vec![],
+            body: Body::new(&[1], None),
+            fds: Fds::new(),
         };
         c.settle(7, Ok(reply()));
         assert!(c.settle(7, Ok(reply())).is_none(), "settled twice");
@@ -297,8 +297,8 @@ mod tests {
             3,
             Ok(Reply {
                 ty: MessageType::Reply,
-                body: Body::Copied(vec![]),
-                fds: vec![],
+                body: Body::new(&[], None),
+                fds: Fds::new(),
             }),
         );
         assert_eq!(c.next_deadline(), Some(t0 + ms(30)));
@@ -338,8 +338,8 @@ mod tests {
             1,
             Ok(Reply {
                 ty: MessageType::Reply,
-                body: Body::Copied(vec![42]),
-                fds: vec![],
+                body: Body::new(&[42], None),
+                fds: Fds::new(),
             }),
         );
         // The deadline passes before the caller takes the reply.

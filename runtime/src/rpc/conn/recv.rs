@@ -2,7 +2,7 @@
 //! stream items routed to their consumers and control frames to their producers, calls handed
 //! to the server, and everything else refused.
 
-use std::os::fd::OwnedFd;
+use crate::codec::fd_table::Fds;
 
 use bytes::Bytes;
 use std::task::{Poll, Waker};
@@ -31,7 +31,7 @@ pub(crate) struct IncomingCall<'f> {
     /// The frame's memory, when `body` is part of a large frame's own (see
     /// [`ReceivedFrame::owner`]).
     pub(crate) owner: Option<&'f Bytes>,
-    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fds: Fds,
     /// The window the caller grants a stream this call opens (`fdrpc-credit`; 16 if absent).
     pub(crate) credit: u32,
     /// How long the caller waits for the reply (`client_timeout`), if it said.
@@ -46,7 +46,7 @@ pub(crate) struct Received<'f> {
     /// The THeader sequence id (the message's, unless the payload is not a message).
     seqid: i32,
     classified: Result<Classified<'f>, Malformed>,
-    fds: Vec<OwnedFd>,
+    fds: Fds,
     owner: Option<&'f Bytes>,
 }
 
@@ -178,7 +178,7 @@ impl Conn {
         kind: StreamFrame,
         credit: u32,
         (body, owner): (&[u8], Option<&Bytes>),
-        fds: Vec<OwnedFd>,
+        fds: Fds,
         wake: &mut Vec<Waker>,
     ) {
         match kind {
@@ -246,7 +246,7 @@ impl Conn {
         &mut self,
         header: MessageHeader<'_>,
         (body, owner): (&[u8], Option<&Bytes>),
-        fds: Vec<OwnedFd>,
+        fds: Fds,
         wake: &mut Vec<Waker>,
     ) {
         let seqid = header.seqid;

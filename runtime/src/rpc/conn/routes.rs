@@ -7,9 +7,9 @@
 //! granted and treats an item beyond that as a protocol violation. `end`, `error` and `abort`
 //! need no credit.
 
+use crate::codec::fd_table::Fds;
 use crate::rpc::method_name::MethodName;
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 
@@ -26,13 +26,13 @@ use crate::rpc::error::RpcError;
 pub(crate) type RouteId = u64;
 
 /// An item frame's result struct body and fds, not yet decoded.
-pub(crate) type RawItem = (Body, Vec<OwnedFd>);
+pub(crate) type RawItem = (Body, Fds);
 
 /// A data frame, or the end of the stream, as the consumer will see it.
 #[derive(Debug)]
 pub(crate) enum Inbound {
     /// An item or an error: the body of a result struct and the frame's fds.
-    Data { body: Body, fds: Vec<OwnedFd> },
+    Data { body: Body, fds: Fds },
     /// The producer ended the stream.
     End,
     /// The stream broke: the producer aborted, violated its credit, or the connection ended.
@@ -178,7 +178,7 @@ impl Routes {
         seqid: i32,
         body: &[u8],
         owner: Option<&Bytes>,
-        fds: Vec<OwnedFd>,
+        fds: Fds,
         last: bool,
         wake: &mut Vec<Waker>,
     ) -> Delivered {
@@ -418,16 +418,16 @@ mod tests {
         let id = r.open_inbox(5, "m".into(), 1);
         let mut wake = Vec::new();
         assert_eq!(
-            r.deliver(5, b"a", None, vec![], false, &mut wake),
+            r.deliver(5, b"a", None, Fds::new(), false, &mut wake),
             Delivered::Done
         );
         assert_eq!(
-            r.deliver(5, b"b", None, vec![], false, &mut wake),
+            r.deliver(5, b"b", None, Fds::new(), false, &mut wake),
             Delivered::Violation { method: "m".into() }
         );
         // Later frames are dropped; the consumer sees the item, then the failure.
         assert_eq!(
-            r.deliver(5, b"c", None, vec![], false, &mut wake),
+            r.deliver(5, b"c", None, Fds::new(), false, &mut wake),
             Delivered::Done
         );
         assert!(matches!(

@@ -28,14 +28,16 @@ pub(crate) type Inline = std::pin::Pin<Box<dyn std::future::Future<Output = ()> 
 
 /// Where the reader hands the calls it reads: the server's dispatch and its handlers.
 pub(crate) trait CallSink {
-    /// Dispatches one call, returning the work to finish before the next frame: a oneway
-    /// handler (run to completion, in order), or a call's first poll (a call that waits
-    /// continues in a task of its own, holding `permit`).
+    /// Dispatches one call, giving a call's handler its first poll now, with `cx` (the
+    /// reader's: a handler that waits continues in a task of its own, holding `permit`, and
+    /// is polled there before it waits). Returns the work to finish before the next frame:
+    /// a oneway handler, run to completion, in order.
     fn dispatch(
         &self,
         call: IncomingCall<'_>,
         arrived: Option<Instant>,
         permit: CallPermit,
+        cx: &mut std::task::Context<'_>,
     ) -> Option<Inline>;
 
     /// The caller of call `seqid` cancelled it: its handler is dropped now.

@@ -502,16 +502,22 @@ impl Tasks {
         }
     }
 
-    /// Runs `first`, the first poll of a call outside any task: if it waits, it becomes a task
-    /// (polled again at once, with its own waker). Returns whether it finished.
+    /// A waker that wakes only the loop: for first polls made outside any task (one per
+    /// connection, not one per call).
+    pub(crate) fn loop_waker(conn: &PolledConn) -> Waker {
+        Waker::from(Arc::new(LoopWaker(conn.wake.clone())))
+    }
+
+    /// Runs `first`, the first poll of a call outside any task (`cx` wakes the loop): if it
+    /// waits, it becomes a task (polled again at once, with its own waker). Returns whether
+    /// it finished.
     pub(crate) fn run_inline(
         &mut self,
         conn: &PolledConn,
         mut first: Pin<Box<dyn Future<Output = ()> + Send>>,
+        cx: &mut Context<'_>,
     ) -> Option<(usize, u64)> {
-        let waker = Waker::from(Arc::new(LoopWaker(conn.wake.clone())));
-        let mut cx = Context::from_waker(&waker);
-        if first.as_mut().poll(&mut cx).is_ready() {
+        if first.as_mut().poll(cx).is_ready() {
             return None;
         }
         let id = self.insert(conn, Task(first));

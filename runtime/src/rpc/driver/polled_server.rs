@@ -168,6 +168,9 @@ fn read_loop(
     let stall = settings.stall_timeout;
     let mut writes = WriteProgress::default();
     let mut wakers = Vec::new();
+    // First polls of handlers happen outside any task: what they wait for wakes the loop.
+    let loop_waker = Tasks::loop_waker(conn);
+    let mut cx = std::task::Context::from_waker(&loop_waker);
     // A oneway handler that waits: no frame is read until it is done (oneways run in order).
     let mut oneway: Option<(usize, u64)> = None;
     // Whether a read may find something: after a read, the loop asks `poll` before reading
@@ -225,8 +228,8 @@ fn read_loop(
                     },
                     lease,
                 );
-                if let Some(inline) = calls.dispatch(call, arrived, permit) {
-                    oneway = tasks.run_inline(conn, inline);
+                if let Some(inline) = calls.dispatch(call, arrived, permit, &mut cx) {
+                    oneway = tasks.run_inline(conn, inline, &mut cx);
                 }
             }
         }

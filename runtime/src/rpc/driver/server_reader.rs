@@ -132,9 +132,15 @@ pub(crate) async fn read_calls(
             // Oneway handlers run here, in order, each finished before the next frame is
             // read, so later calls on this connection see their effects; calls get their
             // first poll here and a task only if they wait.
-            if let Some(mut inline) =
-                calls.dispatch(call, arrived, CallPermit::Tokio(permit, lease))
-            {
+            let mut call = Some((call, CallPermit::Tokio(permit, lease)));
+            let inline = std::future::poll_fn(|cx| {
+                Poll::Ready(
+                    call.take()
+                        .and_then(|(call, permit)| calls.dispatch(call, arrived, permit, cx)),
+                )
+            })
+            .await;
+            if let Some(mut inline) = inline {
                 let first = std::future::poll_fn(|cx| Poll::Ready(inline.as_mut().poll(cx))).await;
                 if first.is_pending() {
                     // A oneway handler that waits: nothing queued may wait for it.

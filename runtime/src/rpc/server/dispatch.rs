@@ -74,8 +74,9 @@ impl<S: ServiceSet + ?Sized> CallSink for Serving<'_, S> {
         call: IncomingCall<'_>,
         arrived: Option<Instant>,
         permit: CallPermit,
+        cx: &mut std::task::Context<'_>,
     ) -> Option<Inline> {
-        dispatch(self, call, arrived, permit)
+        dispatch(self, call, arrived, permit, cx)
     }
 
     fn stop(&self, seqid: i32) {
@@ -83,14 +84,14 @@ impl<S: ServiceSet + ?Sized> CallSink for Serving<'_, S> {
     }
 }
 
-/// Dispatches one call, returning the work to await before the next frame: a oneway handler
-/// (run to completion, in order), or a call's first poll (a call that waits continues in a
-/// task of its own, holding `permit`).
+/// Dispatches one call, as [`CallSink::dispatch`] says: a call's handler gets its first
+/// poll here, with `cx`; a oneway handler is returned, to be awaited before the next frame.
 pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     at: &Serving<'_, S>,
     call: IncomingCall<'_>,
     arrived: Option<Instant>,
     permit: CallPermit,
+    cx: &mut std::task::Context<'_>,
 ) -> Option<BoxFuture<()>> {
     let conn = &at.served.conn;
     let IncomingCall {
@@ -187,7 +188,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         deadline: deadline.map(|d| d.at()),
         trace,
     };
-    let args = Decoder::shared(body, owner, FdTable::new(fds));
+    let args = Decoder::shared(body, owner, FdTable::of(fds));
     let incoming = Incoming::new(header, args, info, conn);
     let call = Call {
         served: at.served.clone(),
@@ -199,7 +200,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         permit: Some(permit),
     };
     match service.dispatch(incoming) {
-        Dispatch::Reply(fut) => return Some(Box::pin(call.reply(fut, scope))),
+        Dispatch::Reply(fut) => call.reply(fut, scope, cx),
         Dispatch::Stream(slot, fut) => {
             let served = call.served.clone();
             spawn_handler(&served, seqid, scope.wrap(call.stream(slot, fut)));
@@ -242,19 +243,23 @@ struct Call {
 }
 
 impl Call {
-    /// Runs a handler whose reply is a result struct: its first poll now, the rest (if it
-    /// waits) in a task of its own, until its deadline.
-    async fn reply(self, fut: BoxFuture<Result<HandlerReply, ReplyError>>, scope: CallScope) {
-        let mut task = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+    /// Runs a handler whose reply is a result struct: its first poll now (with the reader's
+    /// `cx`), the rest (if it waits) in a task of its own, until its deadline.
+    fn reply(
+        self,
+        fut: BoxFuture<Result<HandlerReply, ReplyError>>,
+        scope: CallScope,
+        cx: &mut std::task::Context<'_>,
+    ) {
+        // The handler is boxed already: catching its panics needs no box of its own.
+        let mut task = AssertUnwindSafe(fut).catch_unwind();
         // Most handlers finish on their first poll: run that poll here and queue the reply at
-        // once; only a handler that waits gets a task of its own.
-        let first = std::future::poll_fn(|cx| {
-            Poll::Ready(scope.in_scope(|| match task.as_mut().poll(cx) {
-                Poll::Ready(outcome) => Some(outcome),
-                Poll::Pending => None,
-            }))
-        })
-        .await;
+        // once; only a handler that waits gets a task of its own (polled there at once, which
+        // moves its wake-ups from the reader to it).
+        let first = scope.in_scope(|| match Pin::new(&mut task).poll(cx) {
+            Poll::Ready(outcome) => Some(outcome),
+            Poll::Pending => None,
+        });
         match first {
             Some(outcome) => scope.in_scope(|| self.answer(outcome)),
             None => {

@@ -13,7 +13,7 @@ mod items;
 mod producer;
 mod streaming;
 
-use std::os::fd::OwnedFd;
+use crate::codec::fd_table::Fds;
 
 pub(crate) use blocking::SinkFeeder;
 pub use blocking::{BlockingSink, BlockingStreaming};
@@ -34,9 +34,9 @@ use crate::rpc::error::RpcError;
 /// or why it could not be decoded (its fds are closed).
 pub(crate) fn decode_item<T: Field, E: Field>(
     body: &Body,
-    fds: Vec<OwnedFd>,
+    fds: Fds,
 ) -> Result<Result<T, E>, RpcError> {
-    let mut dec = body.decoder(FdTable::new(fds));
+    let mut dec = body.decoder(FdTable::of(fds));
     let r = decode_result::<T, E>(&mut dec, true)?;
     dec.finish()?;
     Ok(r)
