@@ -210,11 +210,39 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse_int<T: std::str::FromStr>(v: &[u8], key: &'static str) -> Result<T, FrameError> {
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(FrameError::BadFdHeader { key })
+/// A decimal integer header value, as `str::parse` reads one (an optional sign, then
+/// digits, nothing else), without its UTF-8 check and generic parser: two of these per frame
+/// that carries fds.
+fn parse_int<T: TryFrom<i64>>(v: &[u8], key: &'static str) -> Result<T, FrameError> {
+    let bad = || FrameError::BadFdHeader { key };
+    let (negative, digits) = match v {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, v),
+    };
+    // An unsigned type takes no minus sign, not even on a zero.
+    if digits.is_empty() || (negative && T::try_from(-1).is_err()) {
+        return Err(bad());
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(bad());
+        }
+        let d = i64::from(d - b'0');
+        // Accumulated negatively when negative, so that i64::MIN parses.
+        n = n
+            .checked_mul(10)
+            .and_then(|n| {
+                if negative {
+                    n.checked_sub(d)
+                } else {
+                    n.checked_add(d)
+                }
+            })
+            .ok_or_else(bad)?;
+    }
+    T::try_from(n).map_err(|_| bad())
 }
 
 /// Parses one whole frame (as sized by [`frame_len`]).
@@ -309,6 +337,46 @@ pub fn parse_frame(frame: &[u8]) -> Result<Frame<'_>, FrameError> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_headers_parse_as_str_parse_does() {
+        let cases = [
+            "0",
+            "7",
+            "+5",
+            "-1",
+            "-0",
+            "",
+            "-",
+            "+",
+            "1a",
+            " 1",
+            "1 ",
+            "٣",
+            "00012",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "99999999999999999999",
+        ];
+        for c in cases {
+            let ours: Result<i64, _> = parse_int(c.as_bytes(), HEADER_FD_SEQ);
+            assert_eq!(ours.ok(), c.parse::<i64>().ok(), "i64 {c:?}");
+            let ours: Result<usize, _> = parse_int(c.as_bytes(), HEADER_FDS);
+            // Above i64::MAX the header is refused either way (no frame has that many fds).
+            let std = c
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| i64::try_from(n).is_ok());
+            assert_eq!(ours.ok(), std, "usize {c:?}");
+        }
+        assert!(matches!(
+            parse_int::<usize>(b"x", HEADER_FDS),
+            Err(FrameError::BadFdHeader { key: HEADER_FDS })
+        ));
+    }
 
     #[test]
     fn round_trip_with_headers() {

@@ -1,17 +1,16 @@
 //! The calls a client is waiting on, by sequence id, with their deadlines, and the
 //! allocation of sequence ids.
 
-use crate::codec::fd_table::Fds;
 use std::collections::VecDeque;
-
-use super::body::Body;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::body::Body;
 use super::remember;
 use crate::codec::MessageType;
+use crate::codec::fd_table::Fds;
 use crate::rpc::deadline::Deadline;
 use crate::rpc::error::RpcError;
 use crate::rpc::method_name::MethodName;

@@ -2,11 +2,10 @@
 //! stream items routed to their consumers and control frames to their producers, calls handed
 //! to the server, and everything else refused.
 
-use crate::codec::fd_table::Fds;
-
-use bytes::Bytes;
 use std::task::{Poll, Waker};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::body::Body;
 use super::calls::Reply;
@@ -14,10 +13,11 @@ use super::classify::{BadTimeout, Classified, Malformed, classify, parse_trace};
 use super::routes::Delivered;
 use super::stream_frame::{ABSENT_CREDIT_WINDOW, StreamFrame};
 use super::{Conn, Inbound, RawItem, Role, RouteId, abort_cause};
+use crate::codec::fd_table::Fds;
 use crate::codec::{MessageHeader, MessageType};
 use crate::rpc::app_exception::{ApplicationError, ApplicationErrorKind};
 use crate::rpc::error::{ConnectionError, RpcError};
-use crate::rpc::method_name::MethodName;
+use crate::rpc::method_name::{MethodName, split_service};
 use crate::rpc::trace::TraceContext;
 use crate::transport::ReceivedFrame;
 use crate::transport::error::TransportError;
@@ -256,9 +256,7 @@ impl Conn {
         };
         // A multiplexed call (`Service:method`) is answered with the plain method name.
         let answers = header.name == method
-            || method
-                .split_once(':')
-                .is_some_and(|(_, plain)| plain == header.name);
+            || split_service(method).is_some_and(|(_, plain)| plain == header.name);
         let outcome = match header.ty {
             MessageType::Reply | MessageType::Exception if answers => Ok(Reply {
                 ty: header.ty,

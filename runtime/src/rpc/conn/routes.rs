@@ -7,19 +7,17 @@
 //! granted and treats an item beyond that as a protocol violation. `end`, `error` and `abort`
 //! need no credit.
 
-use crate::codec::fd_table::Fds;
-use crate::rpc::method_name::MethodName;
 use std::collections::VecDeque;
-
-use bytes::Bytes;
-
-use super::body::Body;
 use std::task::{Poll, Waker};
 
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
+use super::body::Body;
 use super::remember;
+use crate::codec::fd_table::Fds;
 use crate::rpc::error::RpcError;
+use crate::rpc::method_name::MethodName;
 
 /// Tells one registration of a route from a later one under the same sequence id (a peer
 /// may reuse a sequence id once a stream is over).

@@ -28,6 +28,7 @@ use crate::rpc::conn::{Conn, Ending, IncomingCall};
 use crate::rpc::deadline::Deadline;
 use crate::rpc::driver::call_sink::{CallPermit, CallSink, Inline};
 use crate::rpc::driver::handle::Driven;
+use crate::rpc::method_name::plain_method;
 use crate::rpc::stream::{ErasedProducer, produce};
 use crate::rpc::trace::{self, TraceContext, TraceId};
 
@@ -106,7 +107,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     let (seqid, ty) = (header.seqid, header.ty);
     // Replies carry the method's plain name, multiplexed calls too (as Apache Thrift's
     // multiplexed processor answers them).
-    let name = header.name.rsplit_once(':').map_or(header.name, |(_, m)| m);
+    let name = plain_method(header.name);
     let wants_reply = ty == MessageType::Call;
     if name == INTROSPECTION_METHOD {
         // Its arguments are ignored; fds sent with it close here.

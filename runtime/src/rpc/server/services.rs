@@ -4,6 +4,7 @@
 
 use super::service::Service;
 use crate::idl::Idl;
+use crate::rpc::method_name::split_service;
 
 /// One service or several, served on one socket (see [`Server::serve`](super::Server::serve)).
 /// Implemented for every [`Service`] and for tuples of up to eight of them:
@@ -36,7 +37,7 @@ fn route<'s, 'n>(
     services: &[&'s dyn Service],
     name: &'n str,
 ) -> Result<(&'s dyn Service, &'n str), String> {
-    if let Some((service, method)) = name.split_once(':') {
+    if let Some((service, method)) = split_service(name) {
         return services
             .iter()
             .find(|s| s.name() == service)
@@ -55,7 +56,7 @@ fn route<'s, 'n>(
 
 impl<S: Service> ServiceSet for S {
     fn route<'n>(&self, name: &'n str) -> Result<(&dyn Service, &'n str), String> {
-        match name.split_once(':') {
+        match split_service(name) {
             Some((service, method)) if service == self.name() => Ok((self, method)),
             Some((service, _)) => Err(format!("no service `{service}` is served here")),
             None => Ok((self, name)),
