@@ -13,10 +13,10 @@ use crate::rpc::conn::IncomingCall;
 #[derive(Debug)]
 #[allow(dead_code)]
 pub(crate) enum CallPermit {
-    /// On tokio: semaphore permits.
+    /// On tokio: its slot, and a permit of the fd budget's semaphore.
     #[cfg(feature = "tokio")]
     Tokio(
-        tokio::sync::OwnedSemaphorePermit,
+        super::call_slots::CallSlot,
         Option<tokio::sync::OwnedSemaphorePermit>,
     ),
     /// On a polled connection: its slot, and the frame's share of the fd budget.

@@ -23,6 +23,8 @@
 pub(crate) mod alarm;
 pub(crate) mod blocking_conn;
 pub(crate) mod call_sink;
+#[cfg(feature = "tokio")]
+pub(crate) mod call_slots;
 pub(crate) mod handle;
 pub(crate) mod outq;
 pub(crate) mod polled_conn;

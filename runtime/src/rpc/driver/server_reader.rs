@@ -9,6 +9,7 @@ use std::task::Poll;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::call_sink::{CallPermit, CallSink};
+use super::call_slots::CallSlots;
 
 use super::socket::try_fill;
 use super::tokio_conn::TokioConn;
@@ -31,7 +32,7 @@ pub(crate) async fn read_calls(
     calls: &impl CallSink,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+    let in_flight = CallSlots::new(settings.max_in_flight);
     let mut rq = RecvQueue::for_server(settings);
     // Budget units of the fds waiting in `rq`; a frame takes its share with it.
     let mut parked: Option<OwnedSemaphorePermit> = None;
@@ -48,15 +49,12 @@ pub(crate) async fn read_calls(
         }
         // Take a call slot before reading the next frame: a peer that floods calls stops
         // being read, and its fds stay in the kernel's socket buffer, not ours.
-        let permit = match in_flight.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
+        let permit = match in_flight.try_take() {
+            Some(p) => p,
+            None => {
                 conn.end_deferred();
                 let p = tokio::select! {
-                    p = in_flight.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break Ok(()),
-                    },
+                    p = in_flight.take() => p,
                     _ = stop.changed() => break Ok(()),
                     // Not reading, this side would not see the peer go: a peer that closed
                     // with every call slot taken (sinks it never feeds, say) would leave its
@@ -184,7 +182,7 @@ pub(crate) async fn read_calls(
     );
     if !not_reading {
         let finish = async {
-            let _ = in_flight.acquire_many(settings.max_in_flight as u32).await;
+            in_flight.all_free().await;
             conn.drained().await;
         };
         let _ = tokio::time::timeout(timeout, finish).await;
