@@ -30,10 +30,13 @@ impl FdTable {
 
     /// A table over the fds `fds` yields, in order.
     pub(crate) fn of(fds: impl IntoIterator<Item = OwnedFd>) -> Self {
-        FdTable {
-            slots: fds.into_iter().map(Some).collect(),
-            claimed: 0,
+        let fds = fds.into_iter();
+        let mut slots = SmallVec::with_capacity(fds.size_hint().0);
+        // One at a time, as `claim` in the receive queue does, for the same reason.
+        for fd in fds {
+            slots.push(Some(fd));
         }
+        FdTable { slots, claimed: 0 }
     }
 
     /// An empty table.
