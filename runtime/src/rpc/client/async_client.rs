@@ -193,9 +193,28 @@ impl Client {
         args: A,
         decode: DecodeFn<R>,
     ) -> Result<R, RpcError> {
-        self.exchange(method.into(), args, decode, None, false)
-            .await
-            .map(|(r, _)| r)
+        // `exchange` without its sink and stream: the future of a plain call (what a caller
+        // keeps by the thousand, and moves into a task or a `FuturesUnordered`) is a quarter
+        // of the size: 1336 bytes there, ~300 here.
+        let method = method.into();
+        let conn = self.conn();
+        let deadline = Deadline::after_opt(self.timeout);
+        let (span, mut options) = outgoing(&method, MessageType::Call, deadline);
+        options.expire_here = true;
+        conn.room_for_call(deadline).await?;
+        let started = conn.with(|c| c.start_call(&method, &options, |enc| args.encode(enc)))?;
+        let seqid = started.seqid;
+        record_seqid(span.as_ref(), seqid);
+        let mut guard = CallGuard {
+            conn,
+            started,
+            method,
+            armed: true,
+        };
+        let reply = std::future::poll_fn(|cx| conn.with(|c| c.poll_reply(seqid, Some(cx.waker()))));
+        let reply = in_span(span, reply).await?;
+        guard.armed = false;
+        decode_reply(reply, decode, self.timeout)
     }
 
     /// Sends a call whose reply opens a stream of items, and, if `sink` is given, feeds the

@@ -416,13 +416,21 @@ impl TokioConn {
             b > bytes || f > fds
         };
         if full {
-            let wait = self.wait_backlog_below(bytes, fds);
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d.at().into(), wait)
-                    .await
-                    .map_err(|_| d.error())?,
-                None => wait.await,
-            }
+            // Boxed: the wait (a timer among it) is the rare path, and every call's future
+            // would otherwise be the size of it.
+            Box::pin(async {
+                let wait = self.wait_backlog_below(bytes, fds);
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d.at().into(), wait)
+                        .await
+                        .map_err(|_| d.error()),
+                    None => {
+                        wait.await;
+                        Ok(())
+                    }
+                }
+            })
+            .await?;
         }
         match self.dead() {
             Some(e) => Err(RpcError::Connection(e)),
