@@ -279,3 +279,77 @@ fn the_thrift_crate_reads_what_fdrpc_wrote() {
         ]
     );
 }
+
+/// A unit-only enum is a Thrift `enum`: an `i32` on the wire, its variant's value.
+#[derive(fdrpc::Message, Debug, PartialEq, Clone, Copy)]
+enum Mode {
+    Read,
+    Write = 7,
+    Append,
+}
+
+#[derive(fdrpc::Message, Debug, PartialEq)]
+struct WithModes {
+    mode: Mode,
+    modes: Vec<Mode>,
+}
+
+#[test]
+fn a_unit_only_enum_is_an_i32_as_the_thrift_crate_writes_it() {
+    let value = WithModes {
+        mode: Mode::Write,
+        modes: vec![Mode::Read, Mode::Append],
+    };
+    let (bytes, fds) = fdrpc::encode(value).unwrap();
+    assert!(fds.is_empty());
+    // The thrift crate writes the same struct with i32 fields.
+    let mut expected = Vec::new();
+    {
+        let mut o = TCompactOutputProtocol::new(&mut expected);
+        o.write_struct_begin(&TStructIdentifier::new("WithModes"))
+            .unwrap();
+        o.write_field_begin(&fid("mode", TType::I32, 1)).unwrap();
+        o.write_i32(7).unwrap();
+        o.write_field_end().unwrap();
+        o.write_field_begin(&fid("modes", TType::List, 2)).unwrap();
+        o.write_list_begin(&TListIdentifier::new(TType::I32, 2))
+            .unwrap();
+        o.write_i32(0).unwrap();
+        o.write_i32(8).unwrap();
+        o.write_list_end().unwrap();
+        o.write_field_end().unwrap();
+        o.write_field_stop().unwrap();
+        o.write_struct_end().unwrap();
+        o.flush().unwrap();
+    }
+    assert_eq!(bytes, expected);
+    let back: WithModes = fdrpc::decode(&expected, Vec::new()).unwrap();
+    assert_eq!(
+        back,
+        WithModes {
+            mode: Mode::Write,
+            modes: vec![Mode::Read, Mode::Append]
+        }
+    );
+    // A value that is no variant is a typed error, not a panic.
+    let mut bad = Vec::new();
+    {
+        let mut o = TCompactOutputProtocol::new(&mut bad);
+        o.write_struct_begin(&TStructIdentifier::new("WithModes"))
+            .unwrap();
+        o.write_field_begin(&fid("mode", TType::I32, 1)).unwrap();
+        o.write_i32(3).unwrap();
+        o.write_field_end().unwrap();
+        o.write_field_begin(&fid("modes", TType::List, 2)).unwrap();
+        o.write_list_begin(&TListIdentifier::new(TType::I32, 0))
+            .unwrap();
+        o.write_list_end().unwrap();
+        o.write_field_end().unwrap();
+        o.write_field_stop().unwrap();
+        o.write_struct_end().unwrap();
+        o.flush().unwrap();
+    }
+    let err = fdrpc::decode::<WithModes>(&bad, Vec::new()).unwrap_err();
+    assert!(err.to_string().contains('3'), "{err}");
+    assert!(err.to_string().contains("mode"), "{err}");
+}

@@ -410,4 +410,48 @@ service S { void f(1: Bundle bundle, 2: map<i32, string> m, 3: Color c, 4: Pick 
             assert!(e.contains(says), "{args}: {e}");
         }
     }
+
+    /// Integers are range-checked against their Thrift type, `binary` is base64 and travels
+    /// as exactly its bytes.
+    #[test]
+    fn integers_fit_their_type_and_binaries_are_their_bytes() {
+        let schema = Schema::parse(IDL).unwrap();
+        let fds = FdSource::default();
+        let build = Build {
+            schema: &schema,
+            fds: &fds,
+        };
+        let i32_ty = Type::I32;
+        for (n, fits) in [
+            (json!(2_147_483_647), true),
+            (json!(-2_147_483_648), true),
+            (json!(2_147_483_648_i64), false),
+            (json!(-2_147_483_649_i64), false),
+            (json!(1.5), false),
+        ] {
+            match build.value(&i32_ty, &n, "n") {
+                Ok(Out::I32(v)) => assert!(fits && json!(v) == n, "{n}"),
+                Ok(other) => panic!("{n}: {other:?}"),
+                Err(e) => assert!(!fits && e.contains("`n`: expected i32"), "{n}: {e}"),
+            }
+        }
+        match build.value(&Type::I64, &json!(2_147_483_648_i64), "n") {
+            Ok(Out::I64(v)) => assert_eq!(v, 2_147_483_648),
+            other => panic!("{other:?}"),
+        }
+        // "AP8H" is base64 for the bytes 0, 255, 7.
+        match build.value(&Type::Binary, &json!("AP8H"), "b") {
+            Ok(Out::Binary(v)) => assert_eq!(v, [0, 255, 7]),
+            other => panic!("{other:?}"),
+        }
+        let e = build
+            .value(&Type::Binary, &json!("not base64!"), "b")
+            .unwrap_err();
+        assert!(e.contains("`b`: binary is base64"), "{e}");
+        // A string is its UTF-8 bytes, not base64.
+        match build.value(&Type::String, &json!("AP8H"), "s") {
+            Ok(Out::Binary(v)) => assert_eq!(v, b"AP8H"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -156,6 +156,8 @@ fn echo_takes_fds_the_shell_opened_and_describes_the_ones_it_returns() {
     }
     assert_eq!(echoed["spare"]["path"], other.to_str().unwrap());
     assert_eq!(echoed["spare"]["size"], 7);
+    // `--push-fd PATH` opens the file for reading only.
+    assert_eq!(echoed["spare"]["flags"], json!(["read_only"]));
 }
 
 #[test]
@@ -372,6 +374,11 @@ fn failures_have_distinct_statuses_and_say_what_is_wrong() {
             "cannot connect",
         ),
         (vec!["call", sock(&s)], 2, "METHOD"),
+        (
+            vec!["call", sock(&s), "memfds", r#"{"count": 2147483648}"#],
+            2,
+            "`count`: expected i32",
+        ),
     ] {
         let out = fdrpc(&args);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
