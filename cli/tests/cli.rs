@@ -476,3 +476,47 @@ fn calls_carry_the_trace_of_traceparent_and_exec_continues_it() {
     assert_eq!(seen.len(), 2);
     assert!(seen[0] != seen[1] && !seen.contains(&0x0af7651916cd43dd8448eb211c80319c));
 }
+
+/// A stream that ends with its declared error: served by a small service of this test.
+mod countdown {
+    #[derive(fdrpc::Message, Debug)]
+    pub struct Liftoff {
+        pub reason: String,
+    }
+
+    #[fdrpc::service]
+    pub trait Countdown {
+        /// `from`, `from - 1`, ..., 1, then the error.
+        async fn count(&self, from: i32) -> fdrpc::Stream<i32, Liftoff>;
+    }
+
+    pub struct CountdownImpl;
+
+    impl Countdown for CountdownImpl {
+        async fn count(&self, from: i32) -> fdrpc::Stream<i32, Liftoff> {
+            let items = (1..=from).rev().map(Ok).chain(std::iter::once(Err(Liftoff {
+                reason: "liftoff".into(),
+            })));
+            fdrpc::Stream::new(futures_util::stream::iter(items))
+        }
+    }
+}
+
+#[test]
+fn a_stream_that_ends_with_its_declared_error_prints_it_and_exits_1() {
+    let _check = fd_leak_check();
+    let s = ThreadServer::start(fdrpc::Server::new, || {
+        countdown::CountdownServer::new(countdown::CountdownImpl)
+    });
+    let out = fdrpc(&["call", sock(&s), "count", r#"{"from": 3}"#]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        lines(&out),
+        [
+            json!(3),
+            json!(2),
+            json!(1),
+            json!({"error": {"reason": "liftoff"}})
+        ]
+    );
+}
