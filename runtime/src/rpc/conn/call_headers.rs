@@ -31,8 +31,11 @@ pub(crate) fn parse_timeout(v: &[u8]) -> Option<Option<Duration>> {
 /// A timeout in whole milliseconds, for `client_timeout`: rounded up, so that a timeout below
 /// a millisecond is not sent as 0 (none); at most [`MAX_TIMEOUT_MS`].
 pub(crate) fn timeout_ms(d: Duration) -> u64 {
-    let ms = d.as_nanos().div_ceil(1_000_000).max(1);
-    u64::try_from(ms).unwrap_or(u64::MAX).min(MAX_TIMEOUT_MS)
+    // In u64 (a u128 division is a library call, on every call a client makes): seconds
+    // beyond `MAX_TIMEOUT_MS` saturate before they could overflow.
+    let whole = d.as_secs().saturating_mul(1000);
+    let part = u64::from(d.subsec_nanos().div_ceil(1_000_000));
+    whole.saturating_add(part).clamp(1, MAX_TIMEOUT_MS)
 }
 
 /// The headers of a call this side sends, formatted without allocating.
@@ -122,6 +125,22 @@ mod tests {
         assert_eq!(timeout_ms(Duration::from_micros(1500)), 2);
         assert_eq!(timeout_ms(Duration::from_millis(250)), 250);
         assert_eq!(timeout_ms(Duration::MAX), MAX_TIMEOUT_MS);
+        // As the u128 arithmetic it replaces, at the edges.
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(999_999),
+            Duration::from_nanos(1_000_001),
+            Duration::new(1, 999_999_999),
+            Duration::from_millis(MAX_TIMEOUT_MS - 1),
+            Duration::from_millis(MAX_TIMEOUT_MS) + Duration::from_nanos(1),
+            Duration::new(u64::MAX / 1000, 0),
+        ] {
+            let old = u64::try_from(d.as_nanos().div_ceil(1_000_000).max(1))
+                .unwrap_or(u64::MAX)
+                .min(MAX_TIMEOUT_MS);
+            assert_eq!(timeout_ms(d), old, "{d:?}");
+        }
     }
 
     #[test]
