@@ -87,15 +87,22 @@ fn a_slow_steady_reader_is_served_to_the_end_of_a_long_stream() {
     let server = server();
     let sock = UnixStream::connect(&server.path).unwrap();
     sock.set_nonblocking(true).unwrap();
-    let count = 4000;
+    let count = 20_000;
     Raw::new(sock.try_clone().unwrap()).send(&endless_credit_call(count), &[]);
-    // 512 bytes a millisecond: the socket, once full, becomes writable again only after
-    // many times the stall timeout, yet the reader never stops taking.
+    // 2 KiB a millisecond, about 1.5 MB in all: the socket, once full, becomes writable again
+    // only once most of it is read, yet the reader never stops taking. (The kernel frees what
+    // a peer reads a whole buffer of a `sendmsg`, up to ~100 KiB, at a time: that is the
+    // grain at which the server can see it read, and a reader must take that much per stall
+    // timeout. At 512 bytes a millisecond, two busy loops beside the test slowed this
+    // reader below it, 4 to 9 runs in 20, and the server rightly dropped it.)
     let (mut bytes, mut fds_in) = (Vec::new(), 0);
-    let mut buf = [0u8; 512];
+    // The whole frames counted so far, and where they end: each read parses only what is
+    // new (parsing everything again each time made the reader itself the slow part).
+    let (mut items, mut ended, mut whole) = (0, false, 0);
+    let mut buf = [0u8; 2048];
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60);
-    loop {
+    while !ended {
         assert!(Instant::now() < deadline, "the stream never ended");
         let Some((n, fds)) = read_some(&sock, &mut buf) else {
             panic!(
@@ -107,13 +114,12 @@ fn a_slow_steady_reader_is_served_to_the_end_of_a_long_stream() {
         bytes.extend_from_slice(&buf[..n]);
         fds_in += fds.len();
         drop(fds);
-        if bytes.len() > 200 && count_items(&bytes).1 {
-            break;
+        let (more, end, at) = count_items(&bytes[whole..]);
+        (items, ended, whole) = (items + more, end, whole + at);
+        if !ended {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(1));
     }
-    let (items, ended, whole) = count_items(&bytes);
-    assert!(ended);
     assert_eq!(whole, bytes.len(), "a frame was cut off");
     assert_eq!(items, count as usize);
     assert_eq!(fds_in, count as usize);

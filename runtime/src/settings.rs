@@ -138,6 +138,11 @@ impl Settings {
 
     /// Sets how long a frame may stay half-received, received fds unclaimed, or queued frames
     /// unread by the peer, before the connection is closed (at least 10 ms).
+    ///
+    /// A peer counts as reading while the socket takes more from this side or the kernel
+    /// frees what the peer has read, which it does a whole buffer of one write at a time (up
+    /// to about 100 KiB on Linux): a peer must read at least that much per stall timeout,
+    /// 10 KiB a second at the default.
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.stall_timeout = timeout.max(MIN_STALL_TIMEOUT);
         self

@@ -80,6 +80,14 @@ impl Conn {
         (self.send.pending_bytes(), self.send.pending_fds())
     }
 
+    /// Bytes written to the socket since the connection began: it only grows, and grows only
+    /// when the socket took more, which is how a driver tells a peer that reads from one
+    /// that does not (the backlog alone can stay level while both sides work: the writer
+    /// drains it as fast as a producer refills it).
+    pub(crate) fn written_total(&self) -> u64 {
+        self.send.written()
+    }
+
     /// Queues one frame. Every frame this side sends goes through here.
     /// The message is left empty, its inline buffer kept for reuse.
     pub(super) fn push(

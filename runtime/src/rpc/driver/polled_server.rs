@@ -304,14 +304,16 @@ fn read_loop(
     }
 }
 
-/// Whether the peer takes what this side writes: the backlog or the bytes it has not read
-/// (`SIOCOUTQ`) going down is progress; none for the stall timeout while frames wait means
-/// the peer is not reading.
+/// Whether the peer takes what this side writes: the socket taking more bytes, or the bytes
+/// the peer has not read (`SIOCOUTQ`) or the backlog going down, is progress; none for the
+/// stall timeout while frames wait means the peer is not reading. (As the tokio driver's
+/// `PeerProgress`: bytes written in all only grow, where the backlog can look level at two
+/// looks with both sides working in between.)
 #[derive(Debug, Default)]
 struct WriteProgress {
-    /// Backlog bytes, backlog fds, bytes the peer has not read: when progress was last seen,
-    /// and when.
-    last: Option<((usize, usize, usize), Instant)>,
+    /// Bytes written in all, bytes the peer has not read, backlog bytes and fds: when
+    /// progress was last seen, and when.
+    last: Option<((u64, usize, usize, usize), Instant)>,
 }
 
 impl WriteProgress {
@@ -325,15 +327,20 @@ impl WriteProgress {
         stall: Duration,
         now: Instant,
     ) -> Result<(), ConnectionError> {
-        let (bytes, fds) = conn.lock().backlog();
+        let ((bytes, fds), written) = {
+            let c = conn.lock();
+            (c.backlog(), c.written_total())
+        };
         if bytes == 0 && fds == 0 {
             self.last = None;
             return Ok(());
         }
         let unread = super::outq::unread_by_peer(conn.socket_fd()).unwrap_or(0);
-        let seen = (bytes, fds, unread);
+        let seen = (written, unread, bytes, fds);
         match self.last {
-            Some((last, since)) if !(seen.0 < last.0 || seen.1 < last.1 || seen.2 < last.2) => {
+            Some((last, since))
+                if !(seen.0 > last.0 || seen.1 < last.1 || seen.2 < last.2 || seen.3 < last.3) =>
+            {
                 if now >= since + stall {
                     let e = ConnectionError::new(TransportError::FdStream(
                         FdStreamError::NotReading(stall),

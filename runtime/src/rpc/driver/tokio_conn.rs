@@ -506,12 +506,16 @@ impl TokioConn {
 }
 
 /// Whether the peer takes what this side sends: its unread byte count in the socket
-/// (`SIOCOUTQ`) or this side's backlog going down is progress; none for the stall timeout means
-/// the peer is not reading. (A full socket turns writable only when most of it is read, so the
-/// writer's own progress says nothing about a peer that reads slowly but steadily.)
+/// (`SIOCOUTQ`) or this side's backlog going down, or the socket taking more bytes, is
+/// progress; none for the stall timeout means the peer is not reading. (A full socket turns
+/// writable only when most of it is read, so the writer's own progress says nothing about a
+/// peer that reads slowly but steadily. The bytes written in all only grow: the backlog,
+/// which a producer refills as the writer drains it, can look level at two looks with both
+/// sides working in between.)
 struct PeerProgress {
-    /// Backlog bytes, backlog fds, bytes the peer has not read: when last looked at.
-    last: (usize, usize, usize),
+    /// Bytes written to the socket in all, bytes the peer has not read, backlog bytes and
+    /// fds: when last looked at.
+    last: (u64, usize, usize, usize),
     deadline: tokio::time::Instant,
     every: Duration,
 }
@@ -525,9 +529,13 @@ impl PeerProgress {
         }
     }
 
-    fn seen(conn: &TokioConn) -> (usize, usize, usize) {
-        let (b, f) = conn.backlog();
-        (b, f, conn.socket.unread_by_peer().unwrap_or(0))
+    fn seen(conn: &TokioConn) -> (u64, usize, usize, usize) {
+        let ((bytes, fds), written) = {
+            let c = conn.lock();
+            (c.backlog(), c.written_total())
+        };
+        let unread = conn.socket.unread_by_peer().unwrap_or(0);
+        (written, unread, bytes, fds)
     }
 
     /// When to look next, if nothing else happens first.
@@ -544,7 +552,7 @@ impl PeerProgress {
         let seen = Self::seen(conn);
         let last = std::mem::replace(&mut self.last, seen);
         let now = tokio::time::Instant::now();
-        if seen.0 < last.0 || seen.1 < last.1 || seen.2 < last.2 {
+        if seen.0 > last.0 || seen.1 < last.1 || seen.2 < last.2 || seen.3 < last.3 {
             self.deadline = now + conn.stall;
         } else if now >= self.deadline {
             return Err(ConnectionError::new(TransportError::FdStream(
