@@ -128,13 +128,8 @@ pub mod __private {
 
     /// What a method's error type must be: a [`Message`]. Generated code names the error type
     /// `E` as `<E as Exception>::Itself`, so a type that is not a message is reported once, at
-    /// the type, with this rule (and no generated argument struct listed as a type that
-    /// follows it).
-    #[diagnostic::on_unimplemented(
-        message = "the error type `{Self}` must derive `fdrpc::Message`",
-        label = "not a message",
-        note = "a method's error travels as a Thrift exception: a struct or enum with `#[derive(fdrpc::Message)]` (wrap a `String` in one, e.g. `struct Denied {{ reason: String }}`)"
-    )]
+    /// the type, with `Message`'s own message (the impl is `do_not_recommend`, so no
+    /// generated argument struct is listed as a type that implements it).
     pub trait Exception {
         /// `Self`.
         type Itself: Message;
