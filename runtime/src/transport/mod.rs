@@ -24,4 +24,4 @@ pub(crate) mod unix;
 
 pub use recv_queue::{Fill, ReceivedFrame, RecvQueue};
 pub use send_queue::SendQueue;
-pub use unix::SCM_MAX_FD;
+pub use unix::{SCM_MAX_FD, SenderCredentials};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::error::{FdStreamError, FrameError, TransportError};
 use super::frame::{self, Frame};
-use super::unix::{self, Received};
+use super::unix::{self, Received, SenderCredentials};
 use crate::codec::fd_table::Fds;
 use crate::settings::Settings;
 
@@ -44,6 +44,8 @@ pub struct RecvQueue {
     partial_since: Option<Instant>,
     /// When the last read that brought bytes returned.
     last_read: Option<Instant>,
+    /// Who sent the bytes of the last read that said (`SO_PASSCRED` sockets only).
+    sender: Option<SenderCredentials>,
     claimed: i64,
     limits: RecvLimits,
     eof: bool,
@@ -149,6 +151,7 @@ impl RecvQueue {
             arrivals: VecDeque::new(),
             partial_since: None,
             last_read: None,
+            sender: None,
             claimed: 0,
             limits,
             eof: false,
@@ -170,6 +173,13 @@ impl RecvQueue {
             (a, b) => a.or(b)?,
         };
         Some(since + timeout)
+    }
+
+    /// Who sent the bytes of the last read, on a socket with `SO_PASSCRED` set (the kernel
+    /// attaches them to every read there, and never merges two senders' bytes in one read);
+    /// `None` on other sockets.
+    pub fn sender(&self) -> Option<SenderCredentials> {
+        self.sender
     }
 
     /// When the last read that brought bytes returned: every frame returned so far had
@@ -289,6 +299,9 @@ impl RecvQueue {
             self.end += got.bytes;
         }
         self.last_read = Some(now);
+        if got.sender.is_some() {
+            self.sender = got.sender;
+        }
         if self.partial_since.is_none() {
             self.partial_since = Some(now);
         }
@@ -511,6 +524,7 @@ mod tests {
                 bytes,
                 truncated: false,
                 unexpected_control: false,
+                sender: None,
             })
         });
         let Ok(Fill::Read(bytes)) = got else {
@@ -558,6 +572,7 @@ mod tests {
                     bytes: n,
                     truncated: false,
                     unexpected_control: false,
+                    sender: None,
                 })
             });
             let Ok(Fill::Read(n)) = got else {
