@@ -70,9 +70,9 @@ pub use fd::shared_memory::{MemfdMap, MemfdWriter};
 pub use idl::{Described, INTROSPECTION_METHOD};
 pub use rpc::{
     ApplicationError, ApplicationErrorKind, BlockingClient, BlockingServer, BlockingStreaming,
-    CallEnd, CallError, CallHook, CallOutcome, ConnectionError, Context, MethodName,
-    PeerCredentials, RpcError, Service, ServiceSet, Shutdown, Stream, Streaming, TraceContext,
-    Traced,
+    CallEnd, CallError, CallHook, CallOutcome, ClientEnd, ConnectionError, Context, MethodName,
+    PeerCredentials, Protocol, RpcError, ServeEndpointError, ServedBy, ServerEnd, Service,
+    ServiceSet, Shutdown, Stream, Streaming, TraceContext, Traced, endpoints,
 };
 pub use rpc::{BridgeAlreadySet, TraceBridge, set_trace_bridge};
 #[cfg(feature = "tokio")]
@@ -86,7 +86,7 @@ pub use transport::error::{FdStreamError, FrameError, TransportError};
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __fdrpc_if_tokio {
-    ($($item:item)*) => { $($item)* };
+    ($($t:tt)*) => { $($t)* };
 }
 
 /// Expands to its input when the runtime is built with tokio, to nothing otherwise: generated
@@ -95,7 +95,7 @@ macro_rules! __fdrpc_if_tokio {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __fdrpc_if_tokio {
-    ($($item:item)*) => {};
+    ($($t:tt)*) => {};
 }
 
 /// Items generated code uses. Not public API: may change in any release.

@@ -23,6 +23,9 @@ pub(crate) enum Kind {
     InetSocket(SocketType),
     /// A memfd (or other sealable file) carrying at least these seals.
     Sealed(SealFlags),
+    /// A Unix stream socket connected to a peer: neither listening nor unconnected (an
+    /// endpoint of a service).
+    ConnectedUnixStream,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             },
             Kind::InetSocket(ty) => format!("an inet {} socket", socket_type_name(*ty)),
             Kind::Sealed(seals) => format!("a memfd sealed with {}", seal_names(*seals)),
+            Kind::ConnectedUnixStream => "a connected unix stream socket".to_owned(),
         }
     }
 }
@@ -166,6 +170,26 @@ pub(crate) fn require(fd: &OwnedFd, kind: &Kind) -> Result<(), DecodeError> {
             Err(rustix::io::Errno::INVAL) => false,
             Err(e) => return Err(io_err(e)),
         },
+        Kind::ConnectedUnixStream => {
+            let unix_stream = Kind::Socket {
+                domain: Some(AddressFamily::UNIX),
+                ty: SocketType::STREAM,
+            };
+            require(fd, &unix_stream).map_err(|_| mismatch(kind, describe_fd(fd)))?;
+            if rustix::net::sockopt::socket_acceptconn(fd).map_err(io_err)? {
+                return Err(mismatch(kind, "a listening unix stream socket".to_owned()));
+            }
+            match rustix::net::getpeername(fd) {
+                Ok(_) => true,
+                Err(rustix::io::Errno::NOTCONN) => {
+                    return Err(mismatch(
+                        kind,
+                        "an unconnected unix stream socket".to_owned(),
+                    ));
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
     };
     if ok {
         Ok(())

@@ -14,7 +14,7 @@
 //!   by name and given back (the `wl_shm_pool` model).
 
 pub(crate) mod checked;
-mod inspect;
+pub(crate) mod inspect;
 pub(crate) mod pool;
 pub(crate) mod shared_memory;
 mod std_types;

@@ -11,6 +11,7 @@
 //! - `server`: [`Server`], [`Service`] and dispatch, [`Context`], [`PeerCredentials`].
 //! - `stream`: [`Stream`], [`Streaming`], [`BlockingStreaming`], sinks and producers.
 //! - `trace`: [`TraceContext`], the W3C trace context calls carry.
+//! - `endpoint`: [`ClientEnd`] and [`ServerEnd`]: services as fields, typed by [`Protocol`].
 //! - `error`, `app_exception`: [`RpcError`], [`CallError`], [`ConnectionError`],
 //!   [`ApplicationError`]: how calls fail.
 //!
@@ -22,6 +23,7 @@ pub(crate) mod client;
 pub(crate) mod conn;
 pub(crate) mod deadline;
 pub(crate) mod driver;
+pub(crate) mod endpoint;
 mod error;
 mod method_name;
 pub(crate) mod server;
@@ -32,11 +34,13 @@ pub use app_exception::{ApplicationError, ApplicationErrorKind};
 pub use client::BlockingClient;
 #[cfg(feature = "tokio")]
 pub use client::Client;
+pub use endpoint::{ClientEnd, Protocol, ServedBy, ServerEnd, endpoints};
 pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_undeclared};
 pub use method_name::MethodName;
 pub use server::{
     BlockingServer, BoxFuture, CallEnd, CallHook, CallOutcome, Context, Dispatch, HandlerReply,
-    Incoming, PeerCredentials, ReplyError, Service, ServiceSet, Shutdown, StreamReply, StreamSlot,
+    Incoming, PeerCredentials, ReplyError, ServeEndpointError, Service, ServiceSet, Shutdown,
+    StreamReply, StreamSlot,
 };
 #[cfg(feature = "tokio")]
 pub use server::{IntoConnection, IntoListener, Listener, Server};

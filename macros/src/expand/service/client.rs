@@ -43,6 +43,7 @@ const CLIENT_ITEMS: &[(&str, Clash)] = &[
         Clash::Refuse("its handle without a timeout"),
     ),
     ("client", Clash::Refuse("the untyped client underneath")),
+    ("closed", Clash::Yield),
     ("idl", Clash::Yield),
 ];
 
@@ -155,6 +156,21 @@ impl ServiceGenerator<'_> {
                 /// The untyped client underneath.
                 pub fn client(&self) -> &#untyped {
                     &self.inner
+                }
+            },
+            "closed" if blocking => quote! {
+                /// Blocks until the server closes the connection (or it fails) and returns
+                /// why: the death notification of a service. Calls on other threads go on
+                /// meanwhile.
+                pub fn closed(&self) -> #krate::ConnectionError {
+                    self.inner.closed()
+                }
+            },
+            "closed" => quote! {
+                /// Waits until the server closes the connection (or it fails) and returns
+                /// why: the death notification of a service. Calls go on meanwhile.
+                pub async fn closed(&self) -> #krate::ConnectionError {
+                    self.inner.closed().await
                 }
             },
             "idl" => quote! {

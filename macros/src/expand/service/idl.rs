@@ -102,6 +102,11 @@ impl ServiceGenerator<'_> {
         let methods = service.methods.iter().map(|m| &m.name);
         quote! {
             fn __fdrpc_describe(mut __idl: &mut #p::Idl) {
+                // Once per document: an endpoint of this service in its own methods (or in
+                // another's that this one's name) describes it again.
+                if !__idl.begin(::core::concat!("service ", #name)) {
+                    return;
+                }
                 let mut __functions: #p::Vec<#p::IdlFunction> = #p::Vec::new();
                 #(__functions.push(#functions);)*
                 __functions.push(#p::introspection_function());

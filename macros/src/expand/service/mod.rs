@@ -9,11 +9,13 @@
 //!   have besides the service's methods.
 //! - `server`: `{Trait}Server`, which dispatches calls to an implementation.
 //! - `methods`: `{Trait}Method`, the methods as an enum that knows their wire names.
+//! - `protocol`: `{Trait}Protocol`, the service as a type, for `ClientEnd`/`ServerEnd`.
 
 mod args;
 mod client;
 mod idl;
 mod methods;
+mod protocol;
 mod server;
 mod trait_def;
 
@@ -35,6 +37,7 @@ pub(crate) struct ServiceGenerator<'a> {
     client: Ident,
     blocking: Ident,
     server: Ident,
+    protocol: Ident,
 }
 
 impl<'a> ServiceGenerator<'a> {
@@ -48,6 +51,7 @@ impl<'a> ServiceGenerator<'a> {
             client: format_ident!("{}Client", t),
             blocking: format_ident!("{}BlockingClient", t),
             server: format_ident!("{}Server", t),
+            protocol: format_ident!("{}Protocol", t),
         }
     }
 
@@ -136,9 +140,12 @@ impl ToTokens for ServiceGenerator<'_> {
         let server_type = self.server_type();
         let server_impl = self.server_impl();
         let methods = self.method_enum();
+        let protocol_type = self.protocol_type();
+        let protocol_impl = self.protocol_impl();
         tokens.extend(quote! {
             #trait_def
             #methods
+            #protocol_type
             #blocking_type
             #[doc(hidden)]
             #[allow(non_camel_case_types, clippy::all)]
@@ -147,6 +154,7 @@ impl ToTokens for ServiceGenerator<'_> {
                 #idl
                 #blocking_impl
                 #server_impl
+                #protocol_impl
                 #p::if_tokio! {
                     #async_impl
                 }

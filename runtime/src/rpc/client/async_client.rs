@@ -172,6 +172,17 @@ impl Client {
         self.inner.conn.dead().is_some()
     }
 
+    /// Waits until the connection ends (the server closed it, went away or broke the
+    /// protocol, or it failed here) and returns why: the death notification of a service,
+    /// as Binder's `linkToDeath`. Pending calls fail with the same error.
+    /// [`ConnectionError::is_closed`] tells a close from a failure.
+    ///
+    /// The reader that notices runs whether or not calls are pending, so this returns as
+    /// soon as the peer's end is closed.
+    pub async fn closed(&self) -> ConnectionError {
+        self.conn().ended_with().await
+    }
+
     fn conn(&self) -> &Arc<TokioConn> {
         &self.inner.conn
     }

@@ -14,7 +14,7 @@ use crate::idl::INTROSPECTION_METHOD;
 use crate::rpc::conn::{CallOptions, Reply, Started};
 use crate::rpc::deadline::Deadline;
 use crate::rpc::driver::blocking_conn::BlockingConn;
-use crate::rpc::error::RpcError;
+use crate::rpc::error::{ConnectionError, RpcError};
 use crate::rpc::method_name::MethodName;
 use crate::rpc::stream::{BlockingSink, BlockingStreaming, SinkFeeder};
 use crate::settings::Settings;
@@ -98,6 +98,13 @@ impl BlockingClient {
     /// Whether the connection has failed or closed.
     pub fn is_closed(&self) -> bool {
         self.conn.is_dead()
+    }
+
+    /// Blocks until the server closes the connection (or it fails) and returns why: the
+    /// death notification of a service, as Binder's `linkToDeath`. It only watches the
+    /// socket (`POLLRDHUP`): calls on other threads go on meanwhile.
+    pub fn closed(&self) -> ConnectionError {
+        self.conn.wait_closed()
     }
 
     /// Starts a call and writes it.

@@ -77,6 +77,18 @@ impl BlockingConn {
         self.lock().conn.dead().is_some()
     }
 
+    /// Waits until the peer has closed the connection (or it failed); returns why.
+    pub(crate) fn wait_closed(&self) -> ConnectionError {
+        if let Err(e) = unix::wait_hangup(self.socket.as_fd()) {
+            return ConnectionError::new(e.into());
+        }
+        self.lock()
+            .conn
+            .dead()
+            .cloned()
+            .unwrap_or_else(|| ConnectionError::new(TransportError::Closed))
+    }
+
     #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::polled_server::{BudgetShare, Slot};
 use crate::rpc::conn::IncomingCall;
+use crate::transport::{RecvQueue, SenderCredentials};
 
 /// What a call holds while it runs: its slot among the calls in flight and, if its frame
 /// carried fds, their share of the server-wide fd budget.
@@ -23,6 +24,26 @@ pub(crate) enum CallPermit {
     Polled(Slot, Option<BudgetShare>),
 }
 
+/// When a call arrived and, on a connection that asks for them (`SO_PASSCRED`: a served
+/// endpoint), who sent it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    /// The read that completed the call (its deadline counts from then).
+    pub(crate) at: Option<Instant>,
+    pub(crate) sender: Option<SenderCredentials>,
+}
+
+impl Arrival {
+    /// What `rq`'s last read says of the calls it completed.
+    #[inline]
+    pub(crate) fn of(rq: &RecvQueue) -> Arrival {
+        Arrival {
+            at: rq.last_read_at(),
+            sender: rq.sender(),
+        }
+    }
+}
+
 /// Work the reader finishes before it reads the next frame.
 pub(crate) type Inline = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
@@ -35,7 +56,7 @@ pub(crate) trait CallSink {
     fn dispatch(
         &self,
         call: IncomingCall<'_>,
-        arrived: Option<Instant>,
+        arrived: Arrival,
         permit: CallPermit,
         cx: &mut std::task::Context<'_>,
     ) -> Option<Inline>;

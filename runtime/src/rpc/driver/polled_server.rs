@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::call_sink::{CallPermit, CallSink};
+use super::call_sink::{Arrival, CallPermit, CallSink};
 use super::polled_conn::{LoopWake, PolledConn, Tasks};
 use crate::rpc::conn::Received;
 use crate::rpc::error::ConnectionError;
@@ -197,7 +197,7 @@ fn read_loop(
             && oneway.is_none()
             && in_flight.count.load(Ordering::Acquire) < settings.max_in_flight
         {
-            let arrived = rq.last_read_at();
+            let arrived = Arrival::of(&rq);
             let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? else {
                 break;
             };

@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::call_sink::{CallPermit, CallSink};
+use super::call_sink::{Arrival, CallPermit, CallSink};
 use super::call_slots::CallSlots;
 
 use super::socket::try_fill;
@@ -86,7 +86,7 @@ pub(crate) async fn read_calls(
         }
         // A call that is complete now arrived with the last read (its deadline counts from
         // then).
-        let arrived = rq.last_read_at();
+        let arrived = Arrival::of(&rq);
         let frame = match rq.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => {

@@ -339,6 +339,20 @@ impl TokioConn {
         }
     }
 
+    /// Waits until the connection ends; returns why.
+    pub(crate) async fn ended_with(&self) -> ConnectionError {
+        loop {
+            // `fail` wakes every waiter of `drained` after marking the connection dead.
+            let notified = self.drained.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(why) = self.dead() {
+                return why;
+            }
+            notified.await;
+        }
+    }
+
     /// Waits until everything queued so far has been written (or the connection ended).
     pub(crate) async fn drained(&self) {
         self.wait_backlog_below(0, 0).await;

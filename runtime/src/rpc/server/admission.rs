@@ -50,7 +50,7 @@ impl ServerConfig {
 pub(crate) fn admit(
     stream: impl AsFd,
     authorize: Option<&Authorize>,
-) -> Result<Arc<PeerCredentials>, ConnectionError> {
+) -> Result<PeerCredentials, ConnectionError> {
     let io = |e: io::Error| ConnectionError::new(e.into());
     let peer = match PeerCredentials::of(stream) {
         Ok(peer) => peer,
@@ -72,7 +72,7 @@ pub(crate) fn admit(
             )));
         }
     }
-    Ok(Arc::new(peer))
+    Ok(peer)
 }
 
 /// The `connection` span of `peer`'s connection, if a subscriber wants it.

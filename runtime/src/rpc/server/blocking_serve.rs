@@ -13,6 +13,7 @@ use super::admission::{
 };
 use super::dispatch::{Served, Serving};
 use super::hooks::{CallHook, Hooks};
+use super::host::{Caller, Host, ServeEndpointError};
 use super::peer::PeerCredentials;
 use super::services::ServiceSet;
 use crate::rpc::driver::handle::Driven;
@@ -145,6 +146,8 @@ struct Shared {
     budget: Arc<FdBudget>,
     hooks: Option<Hooks>,
     authorize: Option<Arc<Authorize>>,
+    /// `None` for a connection served alone.
+    host: Option<Host>,
 }
 
 impl BlockingServer {
@@ -182,13 +185,14 @@ impl BlockingServer {
         self
     }
 
-    fn shared(&self) -> Arc<Shared> {
-        Arc::new(Shared {
+    fn shared(&self, host: Option<Host>) -> Shared {
+        Shared {
             budget: FdBudget::new(&self.config.settings),
             hooks: (!self.config.hooks.is_empty()).then(|| self.config.hooks.as_slice().into()),
             authorize: self.config.authorize.clone(),
             settings: self.config.settings.clone(),
-        })
+            host,
+        }
     }
 
     /// Serves `service` on `listener` (a std `UnixListener`, or the `OwnedFd` of a listening
@@ -221,8 +225,17 @@ impl BlockingServer {
         let wake = Arc::new(LoopWake::new()?);
         shutdown.watch(&wake);
         let service = Arc::new(service);
-        let shared = self.shared();
         let live = Arc::new(AtomicUsize::new(0));
+        let adopted = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new_cyclic(|shared| {
+            self.shared(Some(Host::Blocking(BlockingHost {
+                live: live.clone(),
+                max: self.config.settings.max_connections,
+                shutdown: shutdown.clone(),
+                shared: shared.clone(),
+                threads: adopted.clone(),
+            })))
+        });
         let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
         let result = loop {
             if shutdown.is_shutdown() {
@@ -279,6 +292,16 @@ impl BlockingServer {
         for t in threads {
             let _ = t.join();
         }
+        // The endpoints' threads (which may have adopted more meanwhile).
+        loop {
+            let batch = std::mem::take(&mut *lock(&adopted));
+            if batch.is_empty() {
+                break;
+            }
+            for t in batch {
+                let _ = t.join();
+            }
+        }
         result
     }
 
@@ -301,9 +324,71 @@ impl BlockingServer {
         serve_one(
             UnixStream::from(fd),
             &service,
-            &self.shared(),
+            &self.shared(None),
             &Shutdown::new(),
         )
+    }
+}
+
+/// Locks `m`, whatever a panicking holder left in it (a list of threads to join).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The blocking server's side of [`Host`]: serves an endpoint on a thread of its own, counted
+/// with the accepted connections and joined at shutdown.
+#[derive(Clone)]
+pub(crate) struct BlockingHost {
+    live: Arc<AtomicUsize>,
+    max: usize,
+    shutdown: Shutdown,
+    shared: Weak<Shared>,
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+impl BlockingHost {
+    pub(crate) fn adopt<S: ServiceSet>(
+        &self,
+        stream: UnixStream,
+        service: S,
+    ) -> Result<(), ServeEndpointError> {
+        let shared = match self.shared.upgrade() {
+            Some(shared) if !self.shutdown.is_shutdown() => shared,
+            _ => return Err(ServeEndpointError::ShuttingDown),
+        };
+        let taken = self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(ServeEndpointError::TooManyConnections(self.max));
+        }
+        let peer = match PeerCredentials::of(&stream) {
+            Ok(peer) => peer,
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                return Err(e.into());
+            }
+        };
+        let (shutdown, live) = (self.shutdown.clone(), self.live.clone());
+        let spawned = std::thread::Builder::new()
+            .name("fdrpc-endpoint".into())
+            .spawn(move || {
+                // Failures are logged where they happen, with their peer.
+                let _ = serve_admitted(stream, peer, &service, &shared, &shutdown);
+                live.fetch_sub(1, Ordering::AcqRel);
+            });
+        match spawned {
+            Ok(t) => {
+                lock(&self.threads).push(t);
+                Ok(())
+            }
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -314,10 +399,22 @@ fn serve_one<S: ServiceSet + ?Sized>(
     shared: &Shared,
     shutdown: &Shutdown,
 ) -> Result<(), ConnectionError> {
-    let io = |e: io::Error| ConnectionError::new(e.into());
     let peer = admit(&stream, shared.authorize.as_deref())?;
+    serve_admitted(stream, peer, service, shared, shutdown)
+}
+
+/// Serves one connection whose peer is admitted, on this thread.
+fn serve_admitted<S: ServiceSet + ?Sized>(
+    stream: UnixStream,
+    peer: PeerCredentials,
+    service: &S,
+    shared: &Shared,
+    shutdown: &Shutdown,
+) -> Result<(), ConnectionError> {
+    let io = |e: io::Error| ConnectionError::new(e.into());
     let span = connection_span(&peer);
     let _entered = span.as_ref().map(tracing::Span::enter);
+    let caller = Caller::new(peer, shared.host.clone());
     let conn = PolledConn::new(stream, &shared.settings).map_err(io)?;
     shutdown.watch(conn.loop_wake());
     // The handlers that wait run as the connection's tasks: its end stops them.
@@ -325,7 +422,7 @@ fn serve_one<S: ServiceSet + ?Sized>(
     let serving = Serving {
         services: service,
         served: &served,
-        peer: &peer,
+        caller: &caller,
         hooks: shared.hooks.as_ref(),
     };
     serve_polled(

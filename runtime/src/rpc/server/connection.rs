@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::dispatch::{Served, Serving};
 use super::hooks::Hooks;
-use super::peer::PeerCredentials;
+use super::host::{Caller, Host};
 use super::services::ServiceSet;
 use crate::rpc::conn::Role;
 use crate::rpc::driver::handle::Driven;
@@ -19,17 +19,24 @@ use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 use crate::transport::error::TransportError;
 
-/// What the connections of one server share: its settings, its fd budget and its hooks.
+/// What the connections of one server share: its settings, its fd budget, its hooks, and
+/// its accept loop (to serve endpoints).
 pub(crate) struct ServerShared {
     settings: Settings,
     /// Fds received and not yet released, over all connections.
     budget: Arc<Semaphore>,
     /// `None` if the server has none.
     hooks: Option<Hooks>,
+    /// `None` for a connection served alone.
+    pub(crate) host: Option<Host>,
 }
 
 impl ServerShared {
-    pub(crate) fn new(settings: &Settings, hooks: &[Arc<dyn super::CallHook>]) -> Self {
+    pub(crate) fn new(
+        settings: &Settings,
+        hooks: &[Arc<dyn super::CallHook>],
+        host: Option<Host>,
+    ) -> Self {
         // Every setting is in range already (`Settings`' setters keep it there), and the
         // receive queue takes the server's fds-per-frame bound (`RecvQueue::for_server`).
         let settings = settings.clone();
@@ -37,6 +44,7 @@ impl ServerShared {
             budget: Arc::new(Semaphore::new(settings.fd_budget)),
             settings,
             hooks: (!hooks.is_empty()).then(|| hooks.into()),
+            host,
         }
     }
 }
@@ -49,7 +57,7 @@ impl ServerShared {
 /// Why the connection ended, if not by a clean close or `stop`.
 pub(crate) async fn run_connection<S: ServiceSet>(
     stream: UnixStream,
-    peer: Arc<PeerCredentials>,
+    caller: Arc<Caller>,
     service: Arc<S>,
     shared: &ServerShared,
     stop: watch::Receiver<bool>,
@@ -70,7 +78,7 @@ pub(crate) async fn run_connection<S: ServiceSet>(
     let serving = Serving {
         services: &*service,
         served: &served,
-        peer: &peer,
+        caller: &caller,
         hooks: shared.hooks.as_ref(),
     };
     read_calls(&conn, settings, &shared.budget, &serving, stop).await

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::host::{Caller, ServeEndpointError};
 use super::peer::PeerCredentials;
+use crate::rpc::endpoint::{ServedBy, ServerEnd};
 use crate::rpc::trace::TraceContext;
 
 /// The call's context, passed to methods that declare a `cx: &fdrpc::Context` parameter (it is
 /// not on the wire), and to [`CallHook`](crate::CallHook)s.
 #[derive(Debug, Clone)]
 pub struct Context {
-    peer: Arc<PeerCredentials>,
+    caller: Arc<Caller>,
     service: &'static str,
     method: &'static str,
     seqid: i32,
@@ -21,7 +23,7 @@ pub struct Context {
 impl Context {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn new(
-        peer: Arc<PeerCredentials>,
+        caller: Arc<Caller>,
         service: &'static str,
         method: &'static str,
         seqid: i32,
@@ -29,7 +31,7 @@ impl Context {
         trace: TraceContext,
     ) -> Self {
         Context {
-            peer,
+            caller,
             service,
             method,
             seqid,
@@ -40,7 +42,7 @@ impl Context {
 
     /// The credentials of the calling process (`SO_PEERCRED` when it connected).
     pub fn peer(&self) -> &PeerCredentials {
-        &self.peer
+        &self.caller.peer
     }
 
     /// The service's Thrift name.
@@ -78,5 +80,31 @@ impl Context {
     /// on.
     pub fn trace(&self) -> &TraceContext {
         &self.trace
+    }
+
+    /// Serves `implementation` on `end` as one more connection of the server that runs this
+    /// call: under its settings and hooks, counted in its
+    /// [`max_connections`](crate::Settings::max_connections), and ended by its shutdown
+    /// (gracefully: calls in flight finish) or when it is dropped. Returns at once; the
+    /// endpoint is served until its peer closes it. The server's authorization hook is not
+    /// asked: the server made or received the end itself.
+    ///
+    /// This is how a handler hands out a session: make a pair with
+    /// [`endpoints`](crate::endpoints), serve the server end here, return the client end.
+    ///
+    /// # Errors
+    ///
+    /// The server has no room for another connection, is shutting down, or serves this
+    /// connection alone (`serve_connection`); `end` is closed then, and its peer sees the
+    /// connection end.
+    pub fn serve<P: ServedBy<T>, T>(
+        &self,
+        end: ServerEnd<P>,
+        implementation: T,
+    ) -> Result<(), ServeEndpointError> {
+        match &self.caller.host {
+            Some(host) => host.adopt(end.into_stream(), P::server(implementation)),
+            None => Err(ServeEndpointError::NoServer),
+        }
     }
 }

@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use super::context::Context;
 use super::handlers::{Handlers, RunningHandler};
 use super::hooks::{CallOutcome, Hooks, Observed};
+use super::host::Caller;
 use super::peer::PeerCredentials;
 use super::service::{BoxFuture, CallInfo, Dispatch, HandlerReply, Incoming, ReplyError};
 use super::services::ServiceSet;
@@ -26,7 +27,7 @@ use crate::idl::Idl;
 use crate::rpc::app_exception::ApplicationErrorKind;
 use crate::rpc::conn::{Conn, Ending, IncomingCall};
 use crate::rpc::deadline::Deadline;
-use crate::rpc::driver::call_sink::{CallPermit, CallSink, Inline};
+use crate::rpc::driver::call_sink::{Arrival, CallPermit, CallSink, Inline};
 use crate::rpc::driver::handle::Driven;
 use crate::rpc::method_name::plain_method;
 use crate::rpc::stream::{ErasedProducer, produce};
@@ -63,7 +64,7 @@ pub(crate) struct Serving<'a, S: ?Sized> {
     pub(crate) services: &'a S,
     /// The connection: its driver and its handlers.
     pub(crate) served: &'a Arc<Served>,
-    pub(crate) peer: &'a Arc<PeerCredentials>,
+    pub(crate) caller: &'a Arc<Caller>,
     /// The server's hooks; `None` if it has none.
     pub(crate) hooks: Option<&'a Hooks>,
 }
@@ -73,7 +74,7 @@ impl<S: ServiceSet + ?Sized> CallSink for Serving<'_, S> {
     fn dispatch(
         &self,
         call: IncomingCall<'_>,
-        arrived: Option<Instant>,
+        arrived: Arrival,
         permit: CallPermit,
         cx: &mut std::task::Context<'_>,
     ) -> Option<Inline> {
@@ -90,10 +91,11 @@ impl<S: ServiceSet + ?Sized> CallSink for Serving<'_, S> {
 pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     at: &Serving<'_, S>,
     call: IncomingCall<'_>,
-    arrived: Option<Instant>,
+    arrival: Arrival,
     permit: CallPermit,
     cx: &mut std::task::Context<'_>,
 ) -> Option<BoxFuture<()>> {
+    let arrived = arrival.at;
     let conn = &at.served.conn;
     let IncomingCall {
         mut header,
@@ -156,12 +158,21 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
     };
     let deadline = timeout.map(|t| Deadline::from(arrived.unwrap_or_else(Instant::now), t));
     let fds_in = fds.len();
-    let scope = CallScope::new(service.name(), method, seqid, at.peer, fds_in, trace);
+    // On a served endpoint, who sent this call (the kernel's word), not who made the pair.
+    let sent_by;
+    let caller = match arrival.sender {
+        Some(sender) => {
+            sent_by = at.caller.sent_by(sender);
+            &sent_by
+        }
+        None => at.caller,
+    };
+    let scope = CallScope::new(service.name(), method, seqid, &caller.peer, fds_in, trace);
     let trace = scope.trace;
     let observed = match at.hooks {
         Some(hooks) => {
             let cx = Context::new(
-                at.peer.clone(),
+                caller.clone(),
                 service.name(),
                 method,
                 seqid,
@@ -183,7 +194,7 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         None => None,
     };
     let info = CallInfo {
-        peer: at.peer,
+        caller,
         service: service.name(),
         credit,
         deadline: deadline.map(|d| d.at()),

@@ -19,6 +19,8 @@
 //! - `service`: [`Service`] and the types generated code uses to dispatch.
 //! - `services`: [`ServiceSet`]: one service or several on one socket (`Service:method`).
 //! - `context`, `peer`: [`Context`] and [`PeerCredentials`]: who is calling.
+//! - `host`: what a call's context shares with its connection (its peer, and the server
+//!   that serves it, which [`Context::serve`] hands endpoints to).
 
 mod admission;
 #[cfg(feature = "tokio")]
@@ -30,6 +32,7 @@ mod context;
 mod dispatch;
 mod handlers;
 mod hooks;
+mod host;
 #[cfg(feature = "tokio")]
 mod listener;
 mod peer;
@@ -41,6 +44,7 @@ mod services;
 pub use blocking_serve::{BlockingServer, Shutdown};
 pub use context::Context;
 pub use hooks::{CallEnd, CallHook, CallOutcome};
+pub use host::ServeEndpointError;
 #[cfg(feature = "tokio")]
 pub use listener::{IntoConnection, IntoListener, Listener};
 pub use peer::PeerCredentials;

@@ -30,6 +30,21 @@ impl PeerCredentials {
         })
     }
 
+    /// The credentials the kernel attached to a call (`SCM_CREDENTIALS`), with no pidfd.
+    pub(crate) fn sent(sender: crate::transport::SenderCredentials) -> Self {
+        PeerCredentials {
+            pid: sender.pid,
+            uid: sender.uid,
+            gid: sender.gid,
+            pidfd: None,
+        }
+    }
+
+    /// Whether these are `sender`'s credentials.
+    pub(crate) fn is(&self, sender: &crate::transport::SenderCredentials) -> bool {
+        (self.pid, self.uid, self.gid) == (sender.pid, sender.uid, sender.gid)
+    }
+
     /// The peer's process id when it connected.
     pub fn pid(&self) -> i32 {
         self.pid

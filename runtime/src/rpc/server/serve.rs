@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -15,6 +15,7 @@ use super::admission::{
 };
 use super::connection::{ServerShared, run_connection};
 use super::hooks::CallHook;
+use super::host::{Caller, Host, ServeEndpointError};
 use super::listener::{IntoConnection, IntoListener};
 use super::peer::PeerCredentials;
 use super::services::ServiceSet;
@@ -127,9 +128,21 @@ impl Server {
     ) -> std::io::Result<()> {
         let listener = listener.into_listener()?;
         let service = Arc::new(service);
-        let shared = Arc::new(ServerShared::new(&self.config.settings, &self.config.hooks));
-        let (stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(self.config.settings.max_connections));
+        // Endpoints that handlers serve here ([`Context::serve`](super::Context::serve)) come
+        // to this loop, to be one more of its connections.
+        let (adopt_tx, mut adopted) = mpsc::unbounded_channel();
+        let host = TokioHost {
+            adopt: adopt_tx,
+            slots: slots.clone(),
+            max: self.config.settings.max_connections,
+        };
+        let shared = Arc::new(ServerShared::new(
+            &self.config.settings,
+            &self.config.hooks,
+            Some(Host::Tokio(host)),
+        ));
+        let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         let mut signal = std::pin::pin!(signal);
         let result = loop {
@@ -159,9 +172,14 @@ impl Server {
                         let _ = serve_one(stream, service, authorize.as_deref(), &shared, stop).await;
                     });
                 }
+                Some(launch) = adopted.recv() => {
+                    conns.spawn(launch(shared.clone(), stop_rx.clone()));
+                }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         };
+        // Endpoints served from now on are refused (and those sent, not yet taken, closed).
+        drop(adopted);
         let _ = stop_tx.send(true);
         while conns.join_next().await.is_some() {}
         result
@@ -183,7 +201,7 @@ impl Server {
             .into_connection()
             .map_err(|e| ConnectionError::new(e.into()))?;
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let shared = ServerShared::new(&self.config.settings, &self.config.hooks);
+        let shared = ServerShared::new(&self.config.settings, &self.config.hooks, None);
         serve_one(
             stream,
             Arc::new(service),
@@ -205,9 +223,63 @@ async fn serve_one<S: ServiceSet>(
 ) -> Result<(), ConnectionError> {
     let peer = admit(&stream, authorize)?;
     let span = connection_span(&peer);
-    let serving = run_connection(stream, peer, service, shared, stop);
+    let caller = Caller::new(peer, shared.host.clone());
+    let serving = run_connection(stream, caller, service, shared, stop);
     match span {
         Some(span) => serving.instrument(span).await,
         None => serving.await,
+    }
+}
+
+/// Starts serving an adopted endpoint, given the server's shared state and stop signal.
+type Launch =
+    Box<dyn FnOnce(Arc<ServerShared>, watch::Receiver<bool>) -> crate::rpc::BoxFuture<()> + Send>;
+
+/// The tokio server's side of [`Host`]: hands endpoints to its accept loop.
+#[derive(Clone)]
+pub(crate) struct TokioHost {
+    adopt: mpsc::UnboundedSender<Launch>,
+    /// The server's connection slots: an endpoint takes one, as an accepted connection does.
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl TokioHost {
+    pub(crate) fn adopt<S: ServiceSet>(
+        &self,
+        stream: std::os::unix::net::UnixStream,
+        service: S,
+    ) -> Result<(), ServeEndpointError> {
+        if self.adopt.is_closed() {
+            return Err(ServeEndpointError::ShuttingDown);
+        }
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ServeEndpointError::TooManyConnections(self.max))?;
+        // Its credentials are read here, so that an error is the caller's to see.
+        let peer = PeerCredentials::of(&stream)?;
+        stream.set_nonblocking(true)?;
+        let launch: Launch = Box::new(move |shared, stop| {
+            Box::pin(async move {
+                let _slot = slot;
+                let Ok(stream) = UnixStream::from_std(stream) else {
+                    return;
+                };
+                let span = connection_span(&peer);
+                let caller = Caller::new(peer, shared.host.clone());
+                let serving = run_connection(stream, caller, Arc::new(service), &shared, stop);
+                // Failures are logged where they happen, with their peer.
+                let _ = match span {
+                    Some(span) => serving.instrument(span).await,
+                    None => serving.await,
+                };
+            })
+        });
+        // Refused once the accept loop has stopped: the launch (and the stream) is dropped.
+        self.adopt
+            .send(launch)
+            .map_err(|_| ServeEndpointError::ShuttingDown)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::context::Context;
-use super::peer::PeerCredentials;
+use super::host::Caller;
 use crate::codec::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::codec::wire::{Field, Wire};
 use crate::codec::{Decoder, Encoder, MessageHeader, MessageType};
@@ -76,7 +76,7 @@ pub struct Incoming<'a> {
 /// arguments.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallInfo<'a> {
-    pub(crate) peer: &'a Arc<PeerCredentials>,
+    pub(crate) caller: &'a Arc<Caller>,
     pub(crate) service: &'static str,
     /// `fdrpc-credit` of the call: the window the client grants a stream it opens.
     pub(crate) credit: u32,
@@ -179,7 +179,7 @@ impl<'a> Incoming<'a> {
     pub fn context(&self, method: &'static str) -> Context {
         let call = &self.call;
         Context::new(
-            call.peer.clone(),
+            call.caller.clone(),
             call.service,
             method,
             self.header.seqid,

@@ -1,0 +1,6 @@
+#[fdrpc::service]
+trait Broker {
+    async fn open_session(&self) -> fdrpc::ClientEnd<String>;
+}
+
+fn main() {}
