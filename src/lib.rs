@@ -175,6 +175,98 @@
 //!   budget are one [`Settings`], each with a safe default; hostile input gets a typed error,
 //!   never a panic or a leaked fd.
 //!
+//! # Services as fields
+//!
+//! A connected socket can carry a whole service. Every `#[fdrpc::service] trait Session`
+//! generates `SessionProtocol`, and [`ClientEnd<SessionProtocol>`](ClientEnd) and
+//! [`ServerEnd<SessionProtocol>`](ServerEnd) are wire types like any fd: an argument, a
+//! result, an error, a field, in a `Vec` or `Option`, a stream item. A client end becomes the
+//! generated client ([`ClientEnd::into_client`], [`ClientEnd::into_blocking_client`]); a server
+//! end is served with an implementation of the trait ([`ServerEnd::serve`],
+//! [`ServerEnd::serve_blocking`], or [`Context::serve`]: on the server that runs the handler).
+//! [`endpoints`] makes a connected pair. It is how privilege separation is built (a broker
+//! checks its caller once, then hands out a session that can do only what that caller may),
+//! how callbacks are built (a client passes a client end of a service it serves itself), and
+//! how a service hands out per-object interfaces.
+//!
+//! ```
+//! use fdrpc::{ClientEnd, Context};
+//!
+//! #[derive(fdrpc::Message, Debug)]
+//! pub struct Denied { pub reason: String }
+//!
+//! /// What one user may do.
+//! #[fdrpc::service]
+//! pub trait Session {
+//!     async fn user(&self) -> String;
+//! }
+//!
+//! #[fdrpc::service]
+//! pub trait Broker {
+//!     async fn open_session(&self, cx: &Context, user: String)
+//!         -> Result<ClientEnd<SessionProtocol>, Denied>;
+//! }
+//!
+//! struct UserSession(String);
+//! impl Session for UserSession {
+//!     async fn user(&self) -> String { self.0.clone() }
+//! }
+//!
+//! struct Gate;
+//! impl Broker for Gate {
+//!     async fn open_session(&self, cx: &Context, user: String)
+//!         -> Result<ClientEnd<SessionProtocol>, Denied>
+//!     {
+//!         // The one check, at the door: the session's rights follow from it.
+//!         if user == "root" && cx.peer().uid() != 0 {
+//!             return Err(Denied { reason: "only root opens root's session".into() });
+//!         }
+//!         let (client, server) = fdrpc::endpoints::<SessionProtocol>()
+//!             .map_err(|e| Denied { reason: e.to_string() })?;
+//!         // One more connection of this server: its limits, its shutdown.
+//!         cx.serve(server, UserSession(user)).map_err(|e| Denied { reason: e.to_string() })?;
+//!         Ok(client)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("fdrpc-doc-endpoints-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let path = dir.join("broker.sock");
+//! let listener = fdrpc::Listener::bind(&path)?;
+//! tokio::spawn(fdrpc::Server::new().serve(listener, BrokerServer::new(Gate)));
+//! let broker = BrokerClient::connect(&path).await?;
+//! let session = broker.open_session("alice".into()).await?.into_client()?;
+//! assert_eq!(session.user().await?, "alice");
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **Lifetimes follow the connection.** A served end stops being served when its peer
+//!   closes it, when its server shuts down (gracefully: calls in flight finish) or is
+//!   dropped, and its implementation is dropped then. The client sees
+//!   [`RpcError::Connection`], and can wait for it: `closed()` on the generated clients (a
+//!   death notification, as Binder's `linkToDeath`). An end served with [`Context::serve`]
+//!   counts as a connection of its server ([`Settings::max_connections`]; a full server
+//!   refuses it with [`ServeEndpointError`]) and shares its fd budget and hooks; the
+//!   server's authorization hook is not asked.
+//! - **Who is calling.** `SO_PEERCRED` is taken when a socket is made: on a pair it names
+//!   the process that made the pair (the broker), wherever the ends go. So the server end
+//!   [`endpoints`] makes has `SO_PASSCRED` set, and [`Context::peer`] of a call on a served
+//!   endpoint is what the kernel attached to that call: the process that sent it, whoever
+//!   holds the client end now (pid 0 if the kernel could not name it, e.g. from another pid
+//!   namespace; no pidfd).
+//! - **On arrival** an end must be a connected Unix stream socket: a file, a listening or
+//!   unconnected socket is a typed decode error. Nothing on the wire says which service the
+//!   other end speaks: the type is the two programs' agreement, as every field type is.
+//! - **Misuse is a compile error**: `ClientEnd<String>` ("`String` is not an fdrpc service
+//!   protocol"), a client end where a server end is expected, an implementation of another
+//!   trait.
+//! - The IDL names each end's service: `typedef i32 SessionClientEnd (fdrpc.fd =
+//!   "unix_stream_socket", fdrpc.endpoint = "client:Session")`, and describes `Session` too.
+//!
 //! # Attributes
 //!
 //! Every attribute the two macros take, in one place (the details are on [`Message`] and
@@ -276,7 +368,8 @@
 //! - [`Listener`], [`systemd`] (socket activation, readiness, the fd store) and [`child`] (a
 //!   worker process with a connection) for daemons.
 //! - [`Context`]: the caller's credentials ([`PeerCredentials`]), the deadline, the trace
-//!   ([`TraceContext`]; see [Tracing](#tracing)).
+//!   ([`TraceContext`]; see [Tracing](#tracing)), and [`Context::serve`] for endpoints (see
+//!   [Services as fields](#services-as-fields)).
 //! - [`SealedMemfd`]: shared memory read in place ([`SealedMemfd::map`]) and written in place
 //!   ([`MemfdWriter`]), safe between processes that do not trust each other.
 //! - [`Channel`]: single messages with fds over a socket, without a service.

@@ -35,11 +35,16 @@ pub const FD_NAME: &str = "fdrpc";
 /// fd 3 named [`FD_NAME`] (`LISTEN_FDS=1`). Returns the child and this process's end, to
 /// serve or call on. The child takes its end with [`connection`].
 ///
+/// `SO_PEERCRED` on a socketpair names the process that made it (this one), so this end has
+/// `SO_PASSCRED` set: served here, each call's [`Context::peer`](crate::Context::peer) is the
+/// process that sent it (the child, or whoever it passed its end to).
+///
 /// # Errors
 ///
 /// The errors of creating the socketpair and of spawning.
 pub fn spawn(command: &mut Command) -> io::Result<(Child, UnixStream)> {
     let (mine, theirs) = UnixStream::pair()?;
+    crate::rpc::endpoint::ask_sender_credentials(&mine)?;
     let child = spawn_with_fds(command, vec![(FD_NAME.to_owned(), OwnedFd::from(theirs))])?;
     Ok((child, mine))
 }

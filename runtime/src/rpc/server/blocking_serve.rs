@@ -146,8 +146,7 @@ struct Shared {
     budget: Arc<FdBudget>,
     hooks: Option<Hooks>,
     authorize: Option<Arc<Authorize>>,
-    /// `None` for a connection served alone.
-    host: Option<Host>,
+    host: Host,
 }
 
 impl BlockingServer {
@@ -185,7 +184,7 @@ impl BlockingServer {
         self
     }
 
-    fn shared(&self, host: Option<Host>) -> Shared {
+    fn shared(&self, host: Host) -> Shared {
         Shared {
             budget: FdBudget::new(&self.config.settings),
             hooks: (!self.config.hooks.is_empty()).then(|| self.config.hooks.as_slice().into()),
@@ -228,13 +227,13 @@ impl BlockingServer {
         let live = Arc::new(AtomicUsize::new(0));
         let adopted = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new_cyclic(|shared| {
-            self.shared(Some(Host::Blocking(BlockingHost {
+            self.shared(Host::Blocking(BlockingHost {
                 live: live.clone(),
                 max: self.config.settings.max_connections,
                 shutdown: shutdown.clone(),
                 shared: shared.clone(),
                 threads: adopted.clone(),
-            })))
+            }))
         });
         let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
         let result = loop {
@@ -292,21 +291,14 @@ impl BlockingServer {
         for t in threads {
             let _ = t.join();
         }
-        // The endpoints' threads (which may have adopted more meanwhile).
-        loop {
-            let batch = std::mem::take(&mut *lock(&adopted));
-            if batch.is_empty() {
-                break;
-            }
-            for t in batch {
-                let _ = t.join();
-            }
-        }
+        join_all(&adopted);
         result
     }
 
     /// Serves `service` on one connected stream (a std `UnixStream`, or the `OwnedFd` of one)
-    /// on the calling thread, until the peer closes it.
+    /// on the calling thread, until the peer closes it, and the endpoints its handlers served
+    /// ([`Context::serve`](super::Context::serve), each on a thread of its own) until theirs
+    /// do.
     ///
     /// # Errors
     ///
@@ -321,12 +313,35 @@ impl BlockingServer {
         let io = |e: io::Error| ConnectionError::new(e.into());
         let fd: OwnedFd = stream.into();
         check_unix_stream(&fd, false).map_err(io)?;
-        serve_one(
-            UnixStream::from(fd),
-            &service,
-            &self.shared(None),
-            &Shutdown::new(),
-        )
+        let shutdown = Shutdown::new();
+        // This connection, and the endpoints its handlers serve.
+        let live = Arc::new(AtomicUsize::new(1));
+        let adopted = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new_cyclic(|shared| {
+            self.shared(Host::Blocking(BlockingHost {
+                live,
+                max: self.config.settings.max_connections,
+                shutdown: shutdown.clone(),
+                shared: shared.clone(),
+                threads: adopted.clone(),
+            }))
+        });
+        let ended = serve_one(UnixStream::from(fd), &service, &shared, &shutdown);
+        join_all(&adopted);
+        ended
+    }
+}
+
+/// Joins the endpoints' threads, and those they started meanwhile.
+fn join_all(threads: &Mutex<Vec<std::thread::JoinHandle<()>>>) {
+    loop {
+        let batch = std::mem::take(&mut *lock(threads));
+        if batch.is_empty() {
+            break;
+        }
+        for t in batch {
+            let _ = t.join();
+        }
     }
 }
 

@@ -27,16 +27,11 @@ pub(crate) struct ServerShared {
     budget: Arc<Semaphore>,
     /// `None` if the server has none.
     hooks: Option<Hooks>,
-    /// `None` for a connection served alone.
-    pub(crate) host: Option<Host>,
+    pub(crate) host: Host,
 }
 
 impl ServerShared {
-    pub(crate) fn new(
-        settings: &Settings,
-        hooks: &[Arc<dyn super::CallHook>],
-        host: Option<Host>,
-    ) -> Self {
+    pub(crate) fn new(settings: &Settings, hooks: &[Arc<dyn super::CallHook>], host: Host) -> Self {
         // Every setting is in range already (`Settings`' setters keep it there), and the
         // receive queue takes the server's fds-per-frame bound (`RecvQueue::for_server`).
         let settings = settings.clone();

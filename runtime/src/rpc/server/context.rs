@@ -94,17 +94,15 @@ impl Context {
     ///
     /// # Errors
     ///
-    /// The server has no room for another connection, is shutting down, or serves this
-    /// connection alone (`serve_connection`); `end` is closed then, and its peer sees the
-    /// connection end.
+    /// The server has no room for another connection or is shutting down; `end` is closed
+    /// then, and its peer sees the connection end.
     pub fn serve<P: ServedBy<T>, T>(
         &self,
         end: ServerEnd<P>,
         implementation: T,
     ) -> Result<(), ServeEndpointError> {
-        match &self.caller.host {
-            Some(host) => host.adopt(end.into_stream(), P::server(implementation)),
-            None => Err(ServeEndpointError::NoServer),
-        }
+        self.caller
+            .host
+            .adopt(end.into_stream(), P::server(implementation))
     }
 }

@@ -11,23 +11,22 @@ use super::peer::PeerCredentials;
 use super::services::ServiceSet;
 use crate::transport::SenderCredentials;
 
-/// The peer of one connection, and the server that serves it (if it can adopt endpoints).
+/// The peer of one connection, and the server that serves it.
 pub(crate) struct Caller {
     pub(crate) peer: PeerCredentials,
-    pub(crate) host: Option<Host>,
+    pub(crate) host: Host,
 }
 
 impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caller")
             .field("peer", &self.peer)
-            .field("hosted", &self.host.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Caller {
-    pub(crate) fn new(peer: PeerCredentials, host: Option<Host>) -> Arc<Self> {
+    pub(crate) fn new(peer: PeerCredentials, host: Host) -> Arc<Self> {
         Arc::new(Caller { peer, host })
     }
 
@@ -56,12 +55,6 @@ pub enum ServeEndpointError {
     /// The server is shutting down (or has stopped).
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// The call came on a connection served alone (`serve_connection`), with no server
-    /// around it to serve another; serve the end with `ServerEnd::serve` instead.
-    #[error(
-        "this connection is served alone (`serve_connection`): no server can take the endpoint; serve it with `ServerEnd::serve`"
-    )]
-    NoServer,
     /// The endpoint's socket could not be set up (its credentials read, or a thread started
     /// for it on the blocking server).
     #[error("could not serve the endpoint: {0}")]

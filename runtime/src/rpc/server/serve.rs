@@ -140,7 +140,7 @@ impl Server {
         let shared = Arc::new(ServerShared::new(
             &self.config.settings,
             &self.config.hooks,
-            Some(Host::Tokio(host)),
+            Host::Tokio(host),
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
@@ -186,7 +186,9 @@ impl Server {
     }
 
     /// Serves `service` on one connected stream (a tokio or std `UnixStream`, or the `OwnedFd`
-    /// of one) until the peer closes it. Dropping the future closes the connection at once.
+    /// of one) until the peer closes it, and the endpoints its handlers served
+    /// ([`Context::serve`](super::Context::serve)) until theirs do. Dropping the future closes
+    /// every one of them at once.
     ///
     /// # Errors
     ///
@@ -200,16 +202,45 @@ impl Server {
         let stream = stream
             .into_connection()
             .map_err(|e| ConnectionError::new(e.into()))?;
+        let settings = &self.config.settings;
+        let slots = Arc::new(Semaphore::new(settings.max_connections));
+        // This connection's own slot.
+        let _slot = slots.clone().try_acquire_owned().ok();
+        let (adopt_tx, mut adopted) = mpsc::unbounded_channel();
+        let host = TokioHost {
+            adopt: adopt_tx,
+            slots,
+            max: settings.max_connections,
+        };
+        let shared = Arc::new(ServerShared::new(
+            settings,
+            &self.config.hooks,
+            Host::Tokio(host),
+        ));
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let shared = ServerShared::new(&self.config.settings, &self.config.hooks, None);
-        serve_one(
+        let serving = serve_one(
             stream,
             Arc::new(service),
             self.config.authorize.as_deref(),
             &shared,
-            stop_rx,
-        )
-        .await
+            stop_rx.clone(),
+        );
+        let mut serving = std::pin::pin!(serving);
+        let mut ended = None;
+        let mut endpoints = JoinSet::new();
+        loop {
+            tokio::select! {
+                result = &mut serving, if ended.is_none() => ended = Some(result),
+                Some(launch) = adopted.recv() => {
+                    endpoints.spawn(launch(shared.clone(), stop_rx.clone()));
+                }
+                Some(_) = endpoints.join_next(), if !endpoints.is_empty() => {}
+            }
+            if ended.is_some() && endpoints.is_empty() && adopted.is_empty() {
+                break;
+            }
+        }
+        ended.unwrap_or(Ok(()))
     }
 }
 
