@@ -19,7 +19,8 @@ use crate::{Exit, Failure};
 /// What `fdrpc call` was asked.
 #[derive(Debug, clap::Args)]
 pub struct CallArgs {
-    /// The server's socket (a path, or `@name` for an abstract one).
+    /// The server's socket: a path, `@name` for an abstract one, or `fd:N` for a connection
+    /// this command inherited as fd N (an endpoint `--exec` passed, say).
     pub socket: PathBuf,
     /// The method: its name, or `Service:method` on a server of several services.
     pub method: String,
@@ -37,8 +38,14 @@ pub struct CallArgs {
     /// Seconds to wait for the reply (0: as long as it takes; default 25).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Runs COMMAND with the returned fds passed as LISTEN_FDS (fd 3 on), named in
-    /// LISTEN_FDNAMES by where they are in the result; exits with its status.
+    /// Then calls METHOD (with the JSON arguments, `{}` if left out) on the service endpoint
+    /// the reply returned (its one `client_end:Service` fd), and prints that reply too; an
+    /// endpoint hands out a service of its own (`open_session --then user`).
+    #[arg(long, num_args = 1..=2, value_names = ["METHOD", "JSON"])]
+    pub then: Vec<String>,
+    /// Runs COMMAND with the returned fds (of the last call) passed as LISTEN_FDS (fd 3 on),
+    /// named in LISTEN_FDNAMES by where they are in the result; exits with its status. An
+    /// endpoint passed so is a connection the command can call on (`fdrpc call fd:3 ...`).
     #[arg(long, requires = "command")]
     pub exec: bool,
     /// The command for --exec, after `--`.
@@ -72,9 +79,7 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let client = fdrpc::Client::connect(&args.socket)
-        .await
-        .map_err(|e| Failure::Rpc(format!("cannot connect to {}: {e}", args.socket.display())))?;
+    let client = connect(&args.socket).await?;
     let client = match args.timeout {
         Some(s) if s <= 0.0 => client.without_timeout(),
         Some(s) => client.with_timeout(
@@ -83,21 +88,97 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
         ),
         None => client,
     };
+    let fds = Arc::new(fds);
+    let (exit, mut returned) = call_method(&client, &args.method, &json, &fds, &saves).await?;
+    if exit != Exit::Success {
+        return Ok(exit);
+    }
+    if let Some((method, rest)) = args.then.split_first() {
+        let json: Value = match rest.first() {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| Failure::Usage(format!("--then {method}: not JSON: {e}")))?,
+            None => Value::Object(serde_json::Map::new()),
+        };
+        let endpoint = take_client_end(&mut returned, method)?;
+        let client = fdrpc::Client::from_std(std::os::unix::net::UnixStream::from(endpoint))
+            .map_err(|e| Failure::Rpc(format!("--then {method}: {e}")))?;
+        let client = match args.timeout {
+            Some(s) if s <= 0.0 => client.without_timeout(),
+            Some(s) => client.with_timeout(Duration::from_secs_f64(s)),
+            None => client,
+        };
+        let (exit, then_returned) = call_method(&client, method, &json, &fds, &[]).await?;
+        if exit != Exit::Success {
+            return Ok(exit);
+        }
+        returned = then_returned;
+    }
+    if args.exec {
+        return exec(&args.command, returned);
+    }
+    Ok(Exit::Success)
+}
+
+/// Connects to `socket`: a path, `@name`, or `fd:N` (an inherited connection).
+async fn connect(socket: &std::path::Path) -> Result<fdrpc::Client, Failure> {
+    let shown = socket.display();
+    if let Some(n) = socket.to_str().and_then(|s| s.strip_prefix("fd:")) {
+        let n: std::os::fd::RawFd = n
+            .parse()
+            .map_err(|_| Failure::Usage(format!("{shown}: expected fd:N with N a number")))?;
+        let fd = fds::inherited(n).map_err(|e| Failure::Usage(format!("{shown}: {e}")))?;
+        let kind = rustix::net::sockopt::socket_type(&fd).ok();
+        if kind != Some(rustix::net::SocketType::STREAM) {
+            return Err(Failure::Usage(format!("{shown}: not a stream socket")));
+        }
+        return fdrpc::Client::from_std(std::os::unix::net::UnixStream::from(fd))
+            .map_err(|e| Failure::Rpc(format!("{shown}: {e}")));
+    }
+    fdrpc::Client::connect(socket)
+        .await
+        .map_err(|e| Failure::Rpc(format!("cannot connect to {shown}: {e}")))
+}
+
+/// The one client end among the fds a reply returned, for `--then`.
+fn take_client_end(
+    returned: &mut Vec<ReturnedFd>,
+    method: &str,
+) -> Result<std::os::fd::OwnedFd, Failure> {
+    let ends: Vec<usize> = (0..returned.len())
+        .filter(|&i| {
+            crate::schema::endpoint_service(&returned[i].kind)
+                .is_some_and(|(side, _)| side == "client_end")
+        })
+        .collect();
+    match ends.as_slice() {
+        [i] => Ok(returned.remove(*i).fd),
+        found => Err(Failure::Usage(format!(
+            "--then {method}: the reply returned {} client endpoints; --then needs exactly one",
+            found.len()
+        ))),
+    }
+}
+
+/// Calls `method` on `client` with `json` and prints the reply (and a stream's items);
+/// returns how it ended and the fds it returned. `saves` are done on the reply's fds.
+async fn call_method(
+    client: &fdrpc::Client,
+    method: &str,
+    json: &Value,
+    fds: &Arc<FdSource>,
+    saves: &[(String, PathBuf)],
+) -> Result<(Exit, Vec<ReturnedFd>), Failure> {
     let idl = client
         .introspect()
         .await
         .map_err(|e| Failure::Rpc(format!("introspection failed: {e}")))?;
     let schema = Arc::new(Schema::parse(&idl).map_err(Failure::Rpc)?);
-    let f = schema
-        .function(&args.method)
-        .map_err(Failure::Usage)?
-        .clone();
-    let fds = Arc::new(fds);
+    let f = schema.function(method).map_err(Failure::Usage)?.clone();
     let build = Build {
         schema: &schema,
-        fds: &fds,
+        fds,
     };
-    let call_args = Args(build.args(&f.params, &json).map_err(Failure::Usage)?);
+    let call_args = Args(build.args(&f.params, json).map_err(Failure::Usage)?);
     // The name the server routes: `Service:method` when it serves several.
     let wire = fdrpc::MethodName::from(schema.display_name(&f));
 
@@ -106,7 +187,7 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
             .oneway(wire.clone(), call_args)
             .map_err(|e| Failure::Rpc(e.to_string()))?;
         client.flush().await;
-        return Ok(Exit::Success);
+        return Ok((Exit::Success, Vec::new()));
     }
     let sink = f.sink.as_ref().map(|s| {
         let (items, bad) = stdin_items(schema.clone(), fds.clone(), s.item.clone());
@@ -149,14 +230,14 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
     let (exit, returned) = print_reply(&schema, &f, reply)?;
     // Fds of a declared exception (a log memfd) can be saved too; nothing is streamed or run
     // after one.
-    save(&saves, &returned)?;
+    save(saves, &returned)?;
     if exit != Exit::Success {
-        return Ok(exit);
+        return Ok((exit, returned));
     }
     if let Some(mut items) = items {
         let stream = f.stream.as_ref().map(|s| (&s.item, s.error.as_ref()));
         let Some((item_type, error_type)) = stream else {
-            return Ok(Exit::Success);
+            return Ok((Exit::Success, returned));
         };
         // Ctrl-C, or a reader that goes away (`| head`), ends the stream: it is dropped, which
         // cancels it at the server. A write that waits for a slow reader is interrupted too.
@@ -166,7 +247,7 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
         loop {
             let next = tokio::select! {
                 next = items.next() => next,
-                _ = &mut interrupted => return Ok(Exit::Success),
+                _ = &mut interrupted => return Ok((Exit::Success, returned)),
             };
             let line = match next {
                 None => break,
@@ -183,7 +264,7 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
                     let mut render = Render::new(&schema, table);
                     let value = render.value(error_type, raw, "").map_err(Failure::Rpc)?;
                     print_line(&serde_json::json!({ "error": value }));
-                    return Ok(Exit::ServiceError);
+                    return Ok((Exit::ServiceError, returned));
                 }
                 Some(Err(fdrpc::CallError::Rpc(e))) => return Err(Failure::Rpc(e.to_string())),
                 Some(Ok(Item::ToSend(_)) | Err(fdrpc::CallError::Service(Item::ToSend(_)))) => {
@@ -196,19 +277,18 @@ pub async fn run(args: CallArgs) -> Result<Exit, Failure> {
                     stdout.write_all(text.as_bytes()).await?;
                     stdout.flush().await
                 } => w,
-                _ = &mut interrupted => return Ok(Exit::Success),
+                _ = &mut interrupted => return Ok((Exit::Success, returned)),
             };
             match written {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Exit::Success),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok((Exit::Success, returned));
+                }
                 Err(e) => return Err(Failure::Usage(format!("writing stdout: {e}"))),
             }
         }
     }
-    if args.exec {
-        return exec(&args.command, returned);
-    }
-    Ok(Exit::Success)
+    Ok((Exit::Success, returned))
 }
 
 /// Copies the content of the returned fds `saves` names to their paths.

@@ -149,6 +149,8 @@ impl Field for Item {
 pub struct ReturnedFd {
     pub path: String,
     pub fd: OwnedFd,
+    /// The fd's kind as the IDL declares it (`any`, `client_end:Session`, ...).
+    pub kind: String,
 }
 
 /// Renders received values as JSON, claiming their fds from the frame's table.
@@ -199,15 +201,19 @@ impl<'s> Render<'s> {
                 .get(name)
                 .and_then(|values| values.iter().find(|(_, v)| *v == n))
                 .map_or_else(|| n.into(), |(v, _)| Value::String(v.clone())),
-            (Type::Fd(_), Raw::I32(index)) => {
+            (Type::Fd(kind), Raw::I32(index)) => {
                 let fd = self
                     .table
                     .claim(index)
                     .map_err(|e| format!("{}: {e}", shown(path)))?;
-                let described = fds::describe(&fd);
+                let mut described = fds::describe(&fd);
+                if crate::schema::endpoint_service(kind).is_some() {
+                    described["endpoint"] = Value::String(kind.clone());
+                }
                 self.fds.push(ReturnedFd {
                     path: path.to_owned(),
                     fd,
+                    kind: kind.clone(),
                 });
                 described
             }

@@ -66,7 +66,7 @@ impl FdSource {
 }
 
 /// A copy (close-on-exec) of fd `n`, which this process inherited.
-fn inherited(n: RawFd) -> io::Result<OwnedFd> {
+pub fn inherited(n: RawFd) -> io::Result<OwnedFd> {
     // `fcntl` on a raw number: an fd that is not open is EBADF, with no `BorrowedFd` made
     // for it.
     // SAFETY: F_DUPFD_CLOEXEC reads no memory; it only duplicates `n` if it is open.

@@ -8,6 +8,8 @@
 //! fdrpc call /run/broker.sock whoami
 //! fdrpc call --push-fd 3 /run/s.sock echo '{"bundle": {"label": "x", "fds": [0]}}' 3<file
 //! fdrpc call /run/s.sock open '{"path": "/etc/hostname"}' --exec -- cat /dev/fd/3
+//! fdrpc call /run/s.sock open_session '{"user": "kim"}' --then greet '{"greeting": "hi"}'
+//! fdrpc call /run/s.sock open_session '{"user": "kim"}' --exec -- fdrpc call fd:3 greet
 //! ```
 //!
 //! Exit status: 0 success, 1 the method's declared exception (printed as JSON), 2 a usage

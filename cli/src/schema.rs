@@ -90,6 +90,7 @@ impl std::fmt::Display for Type {
             Type::String => f.write_str("string"),
             Type::Binary => f.write_str("binary"),
             Type::Fd(kind) if kind == "any" => f.write_str("fd"),
+            Type::Fd(kind) if endpoint_service(kind).is_some() => f.write_str(kind),
             Type::Fd(kind) => write!(f, "fd:{kind}"),
             Type::List(t) => write!(f, "list<{t}>"),
             Type::Set(t) => write!(f, "set<{t}>"),
@@ -180,9 +181,15 @@ impl Schema {
         for item in &file.items {
             match item {
                 Item::Typedef(t) => {
-                    let alias = match annotation(&t.annotations, "fdrpc.fd") {
-                        Some(kind) => Alias::Fd(kind),
-                        None => Alias::Of(t.r#type.clone()),
+                    let endpoint = annotation(&t.annotations, "fdrpc.endpoint");
+                    let alias = match (annotation(&t.annotations, "fdrpc.fd"), endpoint) {
+                        // `client:Session` -> the fd kind `client_end:Session` (FIDL's words).
+                        (Some(_), Some(end)) => match end.split_once(':') {
+                            Some((side, service)) => Alias::Fd(format!("{side}_end:{service}")),
+                            None => Alias::Fd(end),
+                        },
+                        (Some(kind), None) => Alias::Fd(kind),
+                        (None, _) => Alias::Of(t.r#type.clone()),
                     };
                     aliases.insert(t.alias.0.to_string(), alias);
                 }
@@ -381,6 +388,12 @@ impl Names {
             }
         })
     }
+}
+
+/// The service of an endpoint's fd kind (`client_end:Session` or `server_end:Session`).
+pub fn endpoint_service(kind: &str) -> Option<(&str, &str)> {
+    let (side, service) = kind.split_once(':')?;
+    matches!(side, "client_end" | "server_end").then_some((side, service))
 }
 
 /// The value of annotation `key`, if present.

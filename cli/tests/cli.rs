@@ -520,3 +520,114 @@ fn a_stream_that_ends_with_its_declared_error_prints_it_and_exits_1() {
         ]
     );
 }
+
+/// A service whose method returns an endpoint: a session of its own.
+mod sessions {
+    use fdrpc::{ClientEnd, Context};
+
+    #[fdrpc::service]
+    pub trait Lobby {
+        async fn open_session(&self, cx: &Context, user: String) -> ClientEnd<SessionProtocol>;
+        async fn two_sessions(&self, cx: &Context) -> Vec<ClientEnd<SessionProtocol>>;
+    }
+
+    #[fdrpc::service]
+    pub trait Session {
+        async fn greet(&self, greeting: String) -> String;
+    }
+
+    pub struct LobbyImpl;
+
+    struct SessionImpl(String);
+
+    impl Session for SessionImpl {
+        async fn greet(&self, greeting: String) -> String {
+            format!("{greeting}, {}", self.0)
+        }
+    }
+
+    fn session(cx: &Context, user: String) -> ClientEnd<SessionProtocol> {
+        let (client, server) = fdrpc::endpoints::<SessionProtocol>().unwrap();
+        cx.serve(server, SessionImpl(user)).unwrap();
+        client
+    }
+
+    impl Lobby for LobbyImpl {
+        async fn open_session(&self, cx: &Context, user: String) -> ClientEnd<SessionProtocol> {
+            session(cx, user)
+        }
+        async fn two_sessions(&self, cx: &Context) -> Vec<ClientEnd<SessionProtocol>> {
+            vec![session(cx, "a".into()), session(cx, "b".into())]
+        }
+    }
+}
+
+/// An endpoint in the IDL and the JSON description; `--then` calls on the one a reply
+/// returned; `--exec` hands it to a command, which calls on it as `fd:3`.
+#[test]
+fn a_returned_endpoint_is_called_with_then_or_handed_to_exec() {
+    let _check = fd_leak_check();
+    let s = ThreadServer::start(fdrpc::Server::new, || {
+        sessions::LobbyServer::new(sessions::LobbyImpl)
+    });
+    let out = fdrpc(&["introspect", sock(&s)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let idl = String::from_utf8(out.stdout).unwrap();
+    assert!(idl.contains("fdrpc.endpoint = \"client:Session\""), "{idl}");
+    assert!(idl.contains("service Session"), "{idl}");
+    let out = fdrpc(&["introspect", "--json", sock(&s)]);
+    let described: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        described.to_string().contains("\"client_end:Session\""),
+        "{described:#}"
+    );
+
+    let out = fdrpc(&[
+        "call",
+        sock(&s),
+        "open_session",
+        r#"{"user": "kim"}"#,
+        "--then",
+        "greet",
+        r#"{"greeting": "hello"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let l = lines(&out);
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert_eq!(l[0]["endpoint"], "client_end:Session");
+    assert_eq!(l[0]["kind"], "socket");
+    assert_eq!(l[1], json!("hello, kim"));
+
+    let out = fdrpc(&[
+        "call",
+        sock(&s),
+        "open_session",
+        r#"{"user": "lee"}"#,
+        "--exec",
+        "--",
+        BIN,
+        "call",
+        "fd:3",
+        "greet",
+        r#"{"greeting": "hi"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out)[1], json!("hi, lee"));
+
+    // Two endpoints: `--then` cannot choose, and says so.
+    let out = fdrpc(&["call", sock(&s), "two_sessions", "--then", "greet"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("returned 2 client endpoints"),
+        "{}",
+        stderr(&out)
+    );
+    // `fd:N` that is not a connection.
+    let out = fdrpc(&["call", "fd:0", "greet"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fd:0: not a stream socket"),
+        "{}",
+        stderr(&out)
+    );
+}
