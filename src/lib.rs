@@ -267,6 +267,52 @@
 //! - The IDL names each end's service: `typedef i32 SessionClientEnd (fdrpc.fd =
 //!   "unix_stream_socket", fdrpc.endpoint = "client:Session")`, and describes `Session` too.
 //!
+//! A callback is the same thing the other way round: the client serves a service of its own
+//! and passes its client end; the server calls it while the client's call is still running.
+//!
+//! ```
+//! use fdrpc::ClientEnd;
+//!
+//! #[fdrpc::service]
+//! pub trait Progress {
+//!     async fn done(&self, percent: u32);
+//! }
+//!
+//! #[fdrpc::service]
+//! pub trait Copier {
+//!     async fn copy(&self, progress: ClientEnd<ProgressProtocol>) -> u64;
+//! }
+//!
+//! struct Copy;
+//! impl Copier for Copy {
+//!     async fn copy(&self, progress: ClientEnd<ProgressProtocol>) -> u64 {
+//!         let progress = progress.into_client().expect("in a tokio runtime");
+//!         for percent in [50, 100] {
+//!             let _ = progress.done(percent).await; // the caller may have gone
+//!         }
+//!         4096
+//!     }
+//! }
+//!
+//! struct Print;
+//! impl Progress for Print {
+//!     async fn done(&self, percent: u32) {
+//!         println!("{percent}%");
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (copier_end, server_end) = fdrpc::endpoints::<CopierProtocol>()?;
+//! # tokio::spawn(server_end.serve(Copy));
+//! # let copier = copier_end.into_client()?;
+//! let (progress, end) = fdrpc::endpoints::<ProgressProtocol>()?;
+//! tokio::spawn(end.serve(Print)); // ends when the copier drops its client end
+//! assert_eq!(copier.copy(progress).await?, 4096);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Attributes
 //!
 //! Every attribute the two macros take, in one place (the details are on [`Message`] and

@@ -51,6 +51,12 @@ pub trait Broker {
     async fn watch(&self, listener: ClientEnd<ListenerProtocol>, n: i32) -> i64;
     /// Calls through a session someone else was given.
     async fn relay(&self, session: ClientEnd<SessionProtocol>) -> String;
+    /// A session per user, as a stream.
+    async fn sessions(
+        &self,
+        cx: &Context,
+        users: Vec<String>,
+    ) -> fdrpc::Stream<ClientEnd<SessionProtocol>>;
 }
 
 /// A callback a client serves.
@@ -173,6 +179,21 @@ impl Broker for Brokerage {
         }
         sum
     }
+    async fn sessions(
+        &self,
+        cx: &Context,
+        users: Vec<String>,
+    ) -> fdrpc::Stream<ClientEnd<SessionProtocol>> {
+        let ends: Vec<_> = users
+            .into_iter()
+            .map(|user| self.open_session(cx, user))
+            .collect();
+        let mut opened = Vec::new();
+        for end in ends {
+            opened.push(end.await.unwrap());
+        }
+        fdrpc::Stream::from_stream(futures::stream::iter(opened))
+    }
     async fn relay(&self, session: ClientEnd<SessionProtocol>) -> String {
         if tokio::runtime::Handle::try_current().is_ok() {
             session.into_client().unwrap().user().await.unwrap()
@@ -264,6 +285,31 @@ fn a_server_end_sent_as_an_argument_is_served_there() {
     drop((bob, refused, broker));
     await_ended(&brokerage, 1);
     drop(server);
+}
+
+/// Endpoints as stream items: each arrives served and callable.
+#[test]
+fn endpoints_arrive_as_stream_items() {
+    let brokerage = Brokerage::default();
+    let b = brokerage.clone();
+    run_async(async move {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let server = serve_connection(theirs, BrokerServer::new(b));
+        let broker = BrokerClient::from_std(ours).unwrap();
+        let mut items = broker
+            .sessions(vec!["ann".into(), "ben".into(), "cat".into()])
+            .await
+            .unwrap();
+        let mut users = Vec::new();
+        while let Some(end) = futures::StreamExt::next(&mut items).await {
+            let session = end.unwrap().into_client().unwrap();
+            users.push(session.user().await.unwrap());
+        }
+        assert_eq!(users, ["ann", "ben", "cat"]);
+        drop((items, broker));
+        server.await.unwrap();
+    });
+    await_ended(&brokerage, 3);
 }
 
 /// A callback: the client serves a listener, passes its client end, and the service calls
