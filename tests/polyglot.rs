@@ -28,21 +28,28 @@ use conformance::{
     Bundle, ConformanceBlockingClient, ConformanceClient, ConformanceImpl, ConformanceServer,
 };
 
-/// Whether the Thrift compiler and Python's `thrift` package are here.
+/// The Python that runs the peers: `FDRPC_PYTHON` (CI: a fresh virtual environment with the
+/// package of `python/` installed), or `python3`.
+fn python() -> String {
+    std::env::var("FDRPC_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether the Thrift compiler, and a Python with the `fdrpc` package (`python/`) and the
+/// `thrift` package installed, are here.
 fn tools_present() -> bool {
     interop_tools(
         "interop",
         &[
             ("thrift compiler", runs("thrift", &["--version"])),
             (
-                "python thrift",
+                "python fdrpc and thrift",
                 runs(
-                    "python3",
-                    &["-E", "-c", "import thrift.protocol.THeaderProtocol"],
+                    &python(),
+                    &["-E", "-c", "import fdrpc, thrift.protocol.THeaderProtocol"],
                 ),
             ),
         ],
-        "install thrift-compiler and `pip install thrift`",
+        "install thrift-compiler and `pip install ./python` (set FDRPC_PYTHON to a venv's python)",
     )
 }
 
@@ -84,7 +91,7 @@ async fn run_python_client(script: &str, path: &Path, gen_dir: &Path) -> String 
     let args = (script, path.to_owned(), gen_dir.to_owned());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("timeout")
-            .args(["120", "python3", "-E"])
+            .args(["120", &python(), "-E"])
             .arg(&args.0)
             .arg(&args.1)
             .arg(&args.2)
@@ -400,7 +407,7 @@ fn the_rust_client_calls_a_stock_python_server_with_fds() {
     let path = dir.join("python.sock");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/server.py");
     let mut child = Command::new("timeout")
-        .args(["120", "python3", "-E"])
+        .args(["120", &python(), "-E"])
         .arg(&script)
         .arg(&path)
         .arg(&gen_dir)

@@ -13,7 +13,7 @@ from conformance.ttypes import Bundle, Failure  # noqa: E402
 from thrift.protocol.THeaderProtocol import THeaderProtocol  # noqa: E402
 from thrift.transport.THeaderTransport import THeaderClientType  # noqa: E402
 
-from fdrpc_shim import FdHeaderTransport, FdSocket  # noqa: E402
+from fdrpc import FdHeaderTransport, FdSocket  # noqa: E402
 
 
 def check(ok, what):

@@ -16,7 +16,7 @@ from thrift.protocol.THeaderProtocol import THeaderProtocol  # noqa: E402
 from thrift.protocol.TMultiplexedProtocol import TMultiplexedProtocol  # noqa: E402
 from thrift.transport.THeaderTransport import THeaderClientType  # noqa: E402
 
-from fdrpc_shim import FdHeaderTransport, FdSocket  # noqa: E402
+from fdrpc import FdHeaderTransport, FdSocket  # noqa: E402
 
 
 def check(ok, what):

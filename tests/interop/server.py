@@ -15,7 +15,7 @@ from thrift.protocol.THeaderProtocol import THeaderProtocol  # noqa: E402
 from thrift.transport.THeaderTransport import THeaderClientType  # noqa: E402
 from thrift.transport.TTransport import TTransportException  # noqa: E402
 
-from fdrpc_shim import FdHeaderTransport, FdSocket  # noqa: E402
+from fdrpc import FdHeaderTransport, FdSocket  # noqa: E402
 
 
 class Handler:

@@ -1,0 +1,287 @@
+"""Tests of the fdrpc Python package against Python peers on socketpairs: the three defects
+of the shim it replaced (stream control frames run as calls, fds left after close, a late
+stream item read as the next call's reply), owned fds, timeouts. Every test checks that the
+process's fd count is where it started.
+
+Needs the stock Thrift compiler (`thrift`) to generate the stubs; without it the tests are
+skipped, unless FDRPC_REQUIRE_INTEROP=1 (CI), where they fail."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import fdrpc
+from thrift.protocol.THeaderProtocol import THeaderProtocol
+from thrift.Thrift import TMessageType, TType
+from thrift.transport.THeaderTransport import THeaderClientType
+
+IDL = """
+typedef i32 fd (fdrpc.fd = "any")
+
+service Calc {
+  i32 add(1: i32 a, 2: i32 b),
+  fd open_memfd(1: string text),
+  void tail(1: i32 count) (fdrpc.stream = "fd"),
+  string whoami(),
+  i32 slow(1: i32 ms),
+}
+"""
+
+_GEN = None
+
+
+def calc():
+    """The generated `calc.Calc` module (compiled once per run)."""
+    global _GEN
+    if _GEN is None:
+        if shutil.which("thrift") is None:
+            if os.environ.get("FDRPC_REQUIRE_INTEROP") == "1":
+                raise RuntimeError("the thrift compiler is required (FDRPC_REQUIRE_INTEROP=1)")
+            raise unittest.SkipTest("no thrift compiler")
+        out = tempfile.mkdtemp(prefix="fdrpc-py-test-")
+        path = os.path.join(out, "calc.thrift")
+        with open(path, "w") as f:
+            f.write(IDL)
+        subprocess.run(["thrift", "--gen", "py", "-out", out, path], check=True)
+        sys.path.insert(0, out)
+        _GEN = importlib.import_module("calc.Calc")
+    return _GEN
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def memfd(text: str) -> fdrpc.Fd:
+    fd = fdrpc.Fd(os.memfd_create("test", os.MFD_CLOEXEC))
+    os.write(fd.fileno(), text.encode())
+    return fd
+
+
+class Handler:
+    def __init__(self, conn: fdrpc.ServerConnection) -> None:
+        self.conn = conn
+        self.calls = []
+        self.replied = []
+
+    def add(self, a, b):
+        self.calls.append((a, b))
+        return a + b
+
+    def open_memfd(self, text):
+        fd = memfd(text)
+        # Kept until the connection ends: the reply is written after this returns.
+        self.replied.append(fd)
+        return self.conn.attach(fd)
+
+    def whoami(self):
+        return "python"
+
+    def slow(self, ms):
+        time.sleep(ms / 1000)
+        return ms
+
+
+class Served:
+    """A Calc server on one end of a socketpair, on a thread; the other end for the test."""
+
+    def __init__(self) -> None:
+        self.client_sock, server_sock = socket.socketpair()
+        self.handlers = []
+
+        def make(conn):
+            h = Handler(conn)
+            self.handlers.append(h)
+            return calc().Processor(h)
+
+        self.thread = threading.Thread(target=fdrpc.serve_connection, args=(server_sock, make))
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join(10)
+        if self.thread.is_alive():
+            raise AssertionError("the server did not end within 10 s")
+        for h in self.handlers:
+            for fd in h.replied:
+                fd.close()
+
+
+class FdCountTest(unittest.TestCase):
+    def setUp(self) -> None:
+        calc()
+        self.before = fd_count()
+
+    def tearDown(self) -> None:
+        deadline = time.monotonic() + 5
+        while fd_count() != self.before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(fd_count(), self.before, "fds leaked or closed twice")
+
+
+class StreamControlFramesAreNotCalls(FdCountTest):
+    """Defect 1: a late `credit` or a `cancel` sent to a Python server ran as a oneway call of
+    the stream's method with every argument None, and killed the connection."""
+
+    def test_a_late_credit_and_a_cancel_are_dropped_and_the_connection_goes_on(self):
+        served = Served()
+        with fdrpc.from_socket(served.client_sock, calc().Client) as conn:
+            conn.control("add", 7, b"credit", 16)
+            conn.control("add", 8, b"cancel")
+            self.assertEqual(conn.client.add(2, 3), 5)
+        served.join()
+        self.assertEqual(served.handlers[0].calls, [(2, 3)])
+        self.assertEqual(served.handlers[0].conn.protocol.dropped, 2)
+
+
+class CloseClosesEveryFd(FdCountTest):
+    """Defect 2: the fds of the last reply that nobody took stayed open after close."""
+
+    def test_an_fd_nobody_took_is_closed_with_the_connection(self):
+        served = Served()
+        with fdrpc.from_socket(served.client_sock, calc().Client) as conn:
+            conn.client.open_memfd("ignored")
+            # The reply's fd is held, not taken: one more fd than before the call.
+            self.assertEqual(len(conn.transport.received), 1)
+        served.join()
+
+    def test_a_taken_fd_is_owned_and_closed_by_its_object(self):
+        served = Served()
+        with fdrpc.from_socket(served.client_sock, calc().Client) as conn:
+            with conn.take(conn.client.open_memfd("hello")) as fd:
+                self.assertEqual(os.pread(fd.fileno(), 16, 0), b"hello")
+                self.assertFalse(os.get_inheritable(fd.fileno()))
+            self.assertTrue(fd.closed)
+            with self.assertRaises(fdrpc.FdStreamError):
+                conn.take(0)  # taken already
+        served.join()
+
+
+def fake_stream_server(sock: socket.socket, items: int, log: list) -> None:
+    """Answers `tail` with an opening reply and `items` fd items at once (so late ones are in
+    flight when the client cancels), then answers `whoami`; records the frames it got."""
+    trans = fdrpc.FdHeaderTransport(fdrpc.FdSocket(sock))
+    proto = THeaderProtocol(trans, [THeaderClientType.HEADERS])
+    held = []
+    try:
+        while True:
+            try:
+                name, _, seqid = proto.readMessageBegin()
+            except Exception:  # noqa: BLE001 (the client closed)
+                return
+            kind = trans.get_headers().get(b"fdrpc-stream")
+            proto.skip(TType.STRUCT)
+            proto.readMessageEnd()
+            log.append((name, kind))
+            if kind is not None:
+                continue
+            proto.writeMessageBegin(name, TMessageType.REPLY, seqid)
+            proto.writeStructBegin("result")
+            if name == "whoami":
+                proto.writeFieldBegin("success", TType.STRING, 0)
+                proto.writeString("after the stream")
+                proto.writeFieldEnd()
+            proto.writeFieldStop()
+            proto.writeStructEnd()
+            proto.writeMessageEnd()
+            trans.flush()
+            if name != "tail":
+                continue
+            for i in range(items):
+                fd = memfd(str(i))
+                held.append(fd)
+                trans.set_header(b"fdrpc-stream", b"item")
+                index = trans.attach(fd)
+                proto.writeMessageBegin(name, TMessageType.REPLY, seqid)
+                proto.writeStructBegin("item")
+                proto.writeFieldBegin("success", TType.I32, 0)
+                proto.writeI32(index)
+                proto.writeFieldEnd()
+                proto.writeFieldStop()
+                proto.writeStructEnd()
+                proto.writeMessageEnd()
+                trans.flush()
+            trans.set_header(b"fdrpc-stream", b"end")
+            proto.writeMessageBegin(name, TMessageType.REPLY, seqid)
+            proto.writeStructBegin("end")
+            proto.writeFieldStop()
+            proto.writeStructEnd()
+            proto.writeMessageEnd()
+            trans.flush()
+    finally:
+        trans.close()
+        for fd in held:
+            fd.close()
+
+
+class AbandonedStreams(FdCountTest):
+    """Defect 3: after a stream was given up, its late items were read as the next call's
+    reply (stock clients send seqid 0 and do not check the method name)."""
+
+    def test_a_call_after_a_cancelled_stream_gets_its_own_reply(self):
+        mine, theirs = socket.socketpair()
+        log: list = []
+        server = threading.Thread(target=fake_stream_server, args=(theirs, 5, log))
+        server.start()
+        with fdrpc.from_socket(mine, calc().Client) as conn:
+            items = conn.stream("tail", 5, item=fdrpc.FD, window=8)
+            with next(items) as first:
+                self.assertEqual(os.pread(first.fileno(), 8, 0), b"0")
+            items.close()
+            # Four late items are on their way: skipped, with their fds.
+            self.assertEqual(conn.client.whoami(), "after the stream")
+        server.join(10)
+        self.assertFalse(server.is_alive())
+        self.assertEqual(log, [("tail", None), ("tail", b"cancel"), ("whoami", None)])
+
+    def test_a_whole_stream_is_read_granting_credit_as_it_goes(self):
+        mine, theirs = socket.socketpair()
+        log: list = []
+        server = threading.Thread(target=fake_stream_server, args=(theirs, 3, log))
+        server.start()
+        with fdrpc.from_socket(mine, calc().Client) as conn:
+            got = []
+            for fd in conn.stream("tail", 3, item=fdrpc.FD, window=2):
+                with fd:
+                    got.append(os.pread(fd.fileno(), 8, 0))
+            self.assertEqual(got, [b"0", b"1", b"2"])
+            self.assertEqual(conn.client.whoami(), "after the stream")
+        server.join(10)
+        self.assertFalse(server.is_alive())
+        # Half the window (1) granted after each item; no cancel after the end.
+        self.assertEqual(log, [("tail", None)] + [("tail", b"credit")] * 3 + [("whoami", None)])
+
+
+class Timeouts(FdCountTest):
+    def test_a_call_times_out_and_its_late_reply_does_not_answer_the_next(self):
+        served = Served()
+        with fdrpc.from_socket(served.client_sock, calc().Client, timeout=0.05) as conn:
+            with self.assertRaises(TimeoutError):
+                conn.client.slow(300)
+            conn.protocol.timeout = 10
+            # The late reply (300) comes first and is skipped: this call gets its own.
+            self.assertEqual(conn.client.add(1, 1), 2)
+        served.join()
+
+
+class Packaging(unittest.TestCase):
+    def test_the_version_is_the_crates(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        cargo = os.path.join(root, "Cargo.toml")
+        if not os.path.exists(cargo):
+            self.skipTest("not in the repository")
+        with open(cargo) as f:
+            text = f.read()
+        self.assertIn('version = "%s"' % fdrpc.__version__, text)
+
+
+if __name__ == "__main__":
+    unittest.main()
