@@ -16,7 +16,7 @@
 #include <thrift/protocol/TCompactProtocol.h>
 
 #include "Conformance.h"
-#include "fdrpc_shim.h"
+#include <fdrpc/thrift.h>
 
 using apache::thrift::protocol::TCompactProtocol;
 

@@ -1,5 +1,5 @@
 // fdrpc for stock Apache Thrift in C++: a socket transport that carries fds, and a THeader
-// transport that says how many each frame owns. The C++ counterpart of fdrpc_shim.py, and all
+// transport that says how many each frame owns. The C++ counterpart of the Python package, and all
 // that C++ needs beyond libthrift (docs/PROTOCOL.md, "Writing a client in another language"):
 //
 // - FdSocket sends bytes with sendmsg + SCM_RIGHTS and receives with recvmsg
