@@ -1,20 +1,15 @@
-"""fdrpc streams from a stock Python Thrift client: the server stream `memfds` and the sink
-`total_size`, driven by hand from docs/PROTOCOL.md ("Streams and sinks") on top of the code the
-thrift compiler generated. Usage: streams_client.py SOCKET GEN_DIR"""
+"""fdrpc streams from Python through the fdrpc package, against the Rust server: the server
+stream `memfds` (items are owned fds, credit granted as they are consumed, a stream given up
+early with the next call answered correctly) and the sink `total_size` (memfds sent as the
+server grants credit). Usage: streams_client.py SOCKET GEN_DIR"""
 
 import os
-import socket
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, sys.argv[2])
 
+import fdrpc  # noqa: E402
 from conformance import Conformance  # noqa: E402
-from thrift.protocol.THeaderProtocol import THeaderProtocol  # noqa: E402
-from thrift.Thrift import TMessageType, TType  # noqa: E402
-from thrift.transport.THeaderTransport import THeaderClientType  # noqa: E402
-
-from fdrpc import FdHeaderTransport, FdSocket  # noqa: E402
 
 
 def check(ok, what):
@@ -22,125 +17,38 @@ def check(ok, what):
     if not ok:
         raise RuntimeError(f"check failed: {what!r}")
 
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-sock.connect(sys.argv[1])
-trans = FdHeaderTransport(FdSocket(sock))
-proto = THeaderProtocol(trans, [THeaderClientType.HEADERS])
-client = Conformance.Client(proto)
 
+before = len(os.listdir("/proc/self/fd"))
+with fdrpc.connect(sys.argv[1], Conformance.Client) as conn:
+    # Server streams, with small windows: credit is granted many times.
+    for count, window in [(40, 4), (7, 2)]:
+        got = 0
+        for fd in conn.stream("memfds", count, item=fdrpc.FD, window=window):
+            with fd:
+                check(os.pread(fd.fileno(), 64, 0).decode() == str(got), got)
+                check(os.get_inheritable(fd.fileno()) is False, "close-on-exec")
+            got += 1
+        check(got == count, (got, count))
 
-def control(method, seqid, kind, credit=None):
-    """Sends a stream control frame: a ONEWAY message with an empty struct."""
-    trans.set_header(b"fdrpc-stream", kind)
-    if credit is not None:
-        trans.set_header(b"fdrpc-credit", str(credit).encode())
-    proto.writeMessageBegin(method, TMessageType.ONEWAY, seqid)
-    proto.writeStructBegin("control")
-    proto.writeFieldStop()
-    proto.writeStructEnd()
-    proto.writeMessageEnd()
-    trans.flush()
+    # A stream given up after two items: its late items are skipped, with their fds, and the
+    # next call gets its own reply.
+    items = conn.stream("memfds", 50, item=fdrpc.FD, window=16)
+    for _ in range(2):
+        next(items).close()
+    items.close()
+    check(conn.client.whoami().pid == os.getpid(), "whoami after a cancelled stream")
 
+    # A sink: memfds of known sizes, sent as the server grants credit.
+    sizes = [i % 9 + 1 for i in range(60)]
 
-def read_frame():
-    """Reads a frame: (stream kind or None, credit, field 0 index or None, name, seqid)."""
-    name, mtype, seqid = proto.readMessageBegin()
-    headers = trans.get_headers()
-    kind = headers.get(b"fdrpc-stream")
-    credit = int(headers.get(b"fdrpc-credit", b"0"))
-    return kind, credit, name, mtype, seqid
+    def memfds():
+        for size in sizes:
+            with fdrpc.Fd(os.memfd_create("sink", os.MFD_CLOEXEC)) as fd:
+                os.write(fd.fileno(), b"x" * size)
+                yield fd
 
-
-def read_item_struct():
-    """Reads a result struct whose field 0 is an fd index; returns the index or None."""
-    index = None
-    proto.readStructBegin()
-    while True:
-        _, ftype, fid = proto.readFieldBegin()
-        if ftype == TType.STOP:
-            break
-        if fid == 0 and ftype == TType.I32:
-            index = proto.readI32()
-        else:
-            proto.skip(ftype)
-        proto.readFieldEnd()
-    proto.readStructEnd()
-    proto.readMessageEnd()
-    return index
-
-
-def server_stream(count, window):
-    """Asks for `count` memfds with a window of `window`, granting more after every half."""
-    trans.set_header(b"fdrpc-credit", str(window).encode())
-    client.send_memfds(count)
-    seqid = client._seqid
-    client.recv_memfds()  # the opening reply
-    got = 0
-    taken_since_grant = 0
-    while True:
-        kind, _, name, mtype, sid = read_frame()
-        check(name == "memfds" and sid == seqid and mtype == TMessageType.REPLY, (name, sid, mtype))
-        if kind == b"end":
-            read_item_struct()
-            break
-        check(kind == b"item", kind)
-        fd = trans.take(read_item_struct())
-        check(os.pread(fd, 64, 0).decode() == str(got), (got, os.pread(fd, 64, 0)))
-        check(os.get_inheritable(fd) is False, 'os.get_inheritable(fd) is False')
-        os.close(fd)
-        got += 1
-        taken_since_grant += 1
-        if taken_since_grant == window // 2:
-            control("memfds", seqid, b"credit", taken_since_grant)
-            taken_since_grant = 0
-    check(got == count, got)
-
-
-# Server streams, twice on the same seqid (the generated client always sends 0).
-server_stream(40, 4)
-server_stream(7, 2)
-
-# Sink: send memfds of known sizes as the server grants credit, then the end, then read the
-# final reply.
-sizes = [i % 9 + 1 for i in range(60)]
-client.send_total_size()
-seqid = client._seqid
-credit = 0
-sent = 0
-while sent < len(sizes):
-    while credit == 0:
-        kind, granted, name, mtype, sid = read_frame()
-        check(kind == b"credit" and sid == seqid, (kind, sid))
-        read_item_struct()
-        credit += granted
-    fd = os.memfd_create("sink", os.MFD_CLOEXEC)
-    os.write(fd, b"x" * sizes[sent])
-    trans.set_header(b"fdrpc-stream", b"item")
-    index = trans.attach(fd)
-    proto.writeMessageBegin("total_size", TMessageType.ONEWAY, seqid)
-    proto.writeStructBegin("item")
-    proto.writeFieldBegin("success", TType.I32, 0)
-    proto.writeI32(index)
-    proto.writeFieldEnd()
-    proto.writeFieldStop()
-    proto.writeStructEnd()
-    proto.writeMessageEnd()
-    trans.flush()
-    os.close(fd)
-    credit -= 1
-    sent += 1
-control("total_size", seqid, b"end")
-# Credit frames may still come before the reply.
-while True:
-    kind, _, name, mtype, sid = read_frame()
-    if kind is None:
-        break
-    read_item_struct()
-result = Conformance.total_size_result()
-result.read(proto)
-proto.readMessageEnd()
-check(result.success == sum(sizes), (result.success, sum(sizes)))
-
-trans.close_received()
-sock.close()
+    total = conn.sink("total_size", items=memfds(), item=fdrpc.FD)
+    check(total == sum(sizes), (total, sum(sizes)))
+after = len(os.listdir("/proc/self/fd"))
+check(after == before, ("fds leaked", before, after))
 print("python streams: all passed")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from typing import Any, Callable, Generic, Iterator, Optional, Tuple, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Optional, Tuple, TypeVar
 
 from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TApplicationException, TMessageType, TType
@@ -50,6 +50,7 @@ class CallProtocol(THeaderProtocol):
         self.timeout = timeout
         self._next = 1
         self._awaiting: Optional[Tuple[str, int]] = None
+        self._pushed: Optional[Tuple[str, int, int]] = None
         self.last_seqid = 0
 
     def writeMessageBegin(self, name: str, ttype: int, seqid: int) -> None:  # noqa: N802
@@ -75,9 +76,21 @@ class CallProtocol(THeaderProtocol):
                 return
 
     def read_frame_begin(self, deadline: Optional[float]) -> Tuple[str, int, int]:
-        """The message header of the next frame."""
+        """The message header of the next frame (or of the one pushed back)."""
+        if self._pushed is not None:
+            header, self._pushed = self._pushed, None
+            return header
         self.wait_readable(deadline)
         return super().readMessageBegin()
+
+    def push_back(self, header: Tuple[str, int, int]) -> None:
+        """Makes the frame whose header was just read (its body unread) the next one read."""
+        self._pushed = header
+
+    def awaits(self, name: str, seqid: int) -> bool:
+        """Whether the frame just read (``name``, ``seqid``) is the reply being waited for."""
+        a = self._awaiting
+        return self.fdtrans.stream_kind() is None and a is not None and (name, seqid) == a
 
     def skip_frame(self) -> None:
         """Skips the rest of the frame whose header was just read, closing its fds."""
@@ -95,47 +108,58 @@ class CallProtocol(THeaderProtocol):
                 # The call is given up: its reply, if it comes, is skipped.
                 self._awaiting = None
                 raise
-            if (
-                self.fdtrans.stream_kind() is None
-                and awaiting is not None
-                and seqid == awaiting[1]
-                and name == awaiting[0]
-            ):
+            if awaiting is not None and self.awaits(name, seqid):
                 self._awaiting = None
                 return name, mtype, seqid
             self.skip_frame()
 
 
-def FD(proto: CallProtocol) -> Fd:  # noqa: N802 (a constant-like item reader)
-    """Item reader for a stream of fds: each item an owned :class:`Fd`."""
-    return proto.fdtrans.take_fd(proto.readI32())
+class Item:
+    """How one stream or sink item travels: its Thrift type, and how to read and write it
+    (``FD``, ``I32``, ``I64``, ``STRING``, or :func:`struct`). Calling it reads one."""
+
+    def __init__(
+        self,
+        ttype: int,
+        read: Callable[[CallProtocol], Any],
+        write: Callable[[CallProtocol, Any], None],
+    ) -> None:
+        self.ttype, self.read, self.write = ttype, read, write
+
+    def __call__(self, proto: CallProtocol) -> Any:
+        return self.read(proto)
 
 
-def I32(proto: CallProtocol) -> int:  # noqa: N802
-    """Item reader for a stream of ``i32``."""
-    return proto.readI32()
+FD = Item(
+    TType.I32,
+    lambda proto: proto.fdtrans.take_fd(proto.readI32()),
+    lambda proto, fd: proto.writeI32(proto.fdtrans.attach(fd)),
+)
+"""An fd item: read as an owned :class:`Fd`; written from an ``Fd`` or a raw descriptor (the
+caller keeps it)."""
+
+I32 = Item(TType.I32, lambda proto: proto.readI32(), lambda proto, v: proto.writeI32(v))
+"""An ``i32`` item."""
+
+I64 = Item(TType.I64, lambda proto: proto.readI64(), lambda proto, v: proto.writeI64(v))
+"""An ``i64`` item."""
+
+STRING = Item(
+    TType.STRING, lambda proto: proto.readString(), lambda proto, v: proto.writeString(v)
+)
+"""A ``string`` item."""
 
 
-def I64(proto: CallProtocol) -> int:  # noqa: N802
-    """Item reader for a stream of ``i64``."""
-    return proto.readI64()
-
-
-def STRING(proto: CallProtocol) -> str:  # noqa: N802
-    """Item reader for a stream of ``string``."""
-    return proto.readString()
-
-
-def struct(cls: Callable[[], Any]) -> Callable[[CallProtocol], Any]:
-    """Item reader for a stream of generated structs ``cls`` (fd fields hold indices: take
-    them with :meth:`Connection.take` before the next item is read)."""
+def struct(cls: Callable[[], Any]) -> Item:
+    """A generated struct ``cls`` as an item (its fd fields hold indices: take them with
+    :meth:`Connection.take` before the next item is read)."""
 
     def read(proto: CallProtocol) -> Any:
         value = cls()
         value.read(proto)
         return value
 
-    return read
+    return Item(TType.STRUCT, read, lambda proto, v: v.write(proto))
 
 
 class StreamError(Exception):
@@ -158,9 +182,9 @@ class Stream(Generic[T]):
         conn: "Connection",
         method: str,
         seqid: int,
-        item: Callable[[CallProtocol], T],
+        item: Item,
         window: int,
-        error: Optional[Callable[[CallProtocol], Any]],
+        error: Optional[Item],
     ) -> None:
         self._conn, self._method, self._seqid = conn, method, seqid
         self._item, self._error = item, error
@@ -201,7 +225,7 @@ class Stream(Generic[T]):
         proto.fdtrans.close_received()
         raise exc
 
-    def _read_field(self, wanted: int, reader: Optional[Callable[[CallProtocol], Any]]) -> Any:
+    def _read_field(self, wanted: int, reader: Optional[Item]) -> Any:
         proto = self._conn.protocol
         value = None
         proto.readStructBegin()
@@ -259,9 +283,9 @@ class Connection(Generic[T]):
         self,
         method: str,
         *args: Any,
-        item: Callable[[CallProtocol], Any],
+        item: Item,
         window: int = 64,
-        error: Optional[Callable[[CallProtocol], Any]] = None,
+        error: Optional[Item] = None,
     ) -> Stream[Any]:
         """Calls the stream method ``method`` (the generated ``send_``/``recv_`` pair) with
         ``args`` and returns its items; ``item`` reads one (:data:`FD`, :data:`I32`,
@@ -271,6 +295,52 @@ class Connection(Generic[T]):
         seqid = self.protocol.last_seqid
         getattr(self.client, "recv_" + method)()
         return Stream(self, _plain(method), seqid, item, window, error)
+
+    def sink(self, method: str, *args: Any, items: Iterable[Any], item: Item) -> Any:
+        """Calls the sink method ``method`` (the generated ``send_``/``recv_`` pair, whose
+        arguments leave the sink out) with ``args``, sends ``items`` as the server grants
+        credit, then ``end``, and returns the reply (its declared exception is raised). If
+        the server answers or sends ``cancel`` before the items ran out, no more are sent."""
+        getattr(self.client, "send_" + method)(*args)
+        seqid = self.protocol.last_seqid
+        name = _plain(method)
+        proto = self.protocol
+        credit = 0
+        source = iter(items)
+        ended = False
+        while not ended:
+            while credit == 0 and not ended:
+                deadline = None if proto.timeout is None else time.monotonic() + proto.timeout
+                header = proto.read_frame_begin(deadline)
+                kind = self.transport.stream_kind()
+                if proto.awaits(header[0], header[2]):
+                    # The handler returned before the sink's end: its reply is next.
+                    proto.push_back(header)
+                    return getattr(self.client, "recv_" + method)()
+                if header[2] == seqid and kind == b"credit":
+                    credit += int(self.transport.get_headers().get(b"fdrpc-credit", b"0"))
+                elif header[2] == seqid and kind == b"cancel":
+                    ended = True
+                proto.skip_frame()
+            if ended:
+                break
+            try:
+                value = next(source)
+            except StopIteration:
+                self.control(name, seqid, b"end")
+                break
+            self.transport.set_header(b"fdrpc-stream", b"item")
+            THeaderProtocol.writeMessageBegin(proto, name, TMessageType.ONEWAY, seqid)
+            proto.writeStructBegin("item")
+            proto.writeFieldBegin("success", item.ttype, 0)
+            item.write(proto, value)
+            proto.writeFieldEnd()
+            proto.writeFieldStop()
+            proto.writeStructEnd()
+            proto.writeMessageEnd()
+            self.transport.flush()
+            credit -= 1
+        return getattr(self.client, "recv_" + method)()
 
     def control(self, method: str, seqid: int, kind: bytes, credit: Optional[int] = None) -> None:
         """Sends a stream control frame (``credit``, ``cancel``, ``end``) for ``seqid``."""
