@@ -272,6 +272,39 @@ class Timeouts(FdCountTest):
         served.join()
 
 
+class Asyncio(FdCountTest):
+    def test_calls_fds_and_a_cancelled_stream_from_coroutines(self):
+        import asyncio
+
+        async def run():
+            mine, theirs = socket.socketpair()
+            log: list = []
+            server = threading.Thread(target=fake_stream_server, args=(theirs, 4, log))
+            server.start()
+            async with fdrpc.aio.from_socket(mine, calc().Client) as conn:
+                items = await conn.stream("tail", 4, item=fdrpc.FD, window=8)
+                first = await items.__anext__()
+                with first:
+                    self.assertEqual(os.pread(first.fileno(), 8, 0), b"0")
+                await items.close()
+                # Two coroutines call at once: each gets its own reply, one after the other.
+                a, b = await asyncio.gather(conn.call("whoami"), conn.call("whoami"))
+                self.assertEqual((a, b), ("after the stream", "after the stream"))
+            await asyncio.to_thread(server.join, 10)
+            self.assertEqual(
+                log, [("tail", None), ("tail", b"cancel"), ("whoami", None), ("whoami", None)]
+            )
+
+            served = Served()
+            async with fdrpc.aio.from_socket(served.client_sock, calc().Client) as conn:
+                self.assertEqual(await conn.call("add", 20, 22), 42)
+                with conn.take(await conn.call("open_memfd", "async")) as fd:
+                    self.assertEqual(os.pread(fd.fileno(), 8, 0), b"async")
+            await asyncio.to_thread(served.join)
+
+        asyncio.run(run())
+
+
 class Packaging(unittest.TestCase):
     def test_the_version_is_the_crates(self):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -30,6 +30,7 @@ from .client import (
     from_socket,
     struct,
 )
+from . import aio
 from .fd import Fd
 from .server import ServerConnection, ServerProtocol, serve, serve_connection
 from .transport import SCM_MAX_FD, FdHeaderTransport, FdSocket, FdStreamError
@@ -50,6 +51,7 @@ __all__ = [
     "FdSocket",
     "FdStreamError",
     "Item",
+    "aio",
     "ServerConnection",
     "ServerProtocol",
     "Stream",
