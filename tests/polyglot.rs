@@ -467,10 +467,34 @@ fn the_rust_client_calls_a_stock_python_server_with_fds() {
     assert_eq!(contents(&back), b"kept in python");
     drop(back);
     assert!(client.withdraw("k".into()).unwrap().is_none());
+    // A server stream produced in Python as this client grants credit (150 items: more than
+    // one window), each item an fd.
+    let items: Vec<OwnedFd> = client
+        .memfds(150)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(items.len(), 150);
+    for (i, fd) in items.iter().enumerate() {
+        assert_eq!(contents(fd), i.to_string().as_bytes());
+        assert!(is_cloexec(fd));
+    }
+    drop(items);
+    // One given up after an item: the Python producer is closed by the cancel, its late
+    // items are dropped here, and the next call gets its own reply.
+    let mut given_up = client.memfds(100).unwrap();
+    assert_eq!(contents(&given_up.next().unwrap().unwrap()), b"0");
+    drop(given_up);
     assert_eq!(client.whoami().unwrap().pid, std::process::id() as i32);
     drop(client);
     let status = child.wait().unwrap();
     assert!(status.success(), "python server failed: {status}");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut said).unwrap();
+    assert!(
+        said.contains("connection closed, 1 streams cancelled"),
+        "the python server said: {said}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from thrift.protocol.THeaderProtocol import THeaderProtocol
-from thrift.Thrift import TType
+from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.THeaderTransport import THeaderClientType
 from thrift.transport.TTransport import TTransportException
 
@@ -23,24 +23,86 @@ from .fd import Fd
 from .transport import FdHeaderTransport, FdSocket
 
 
+class _Producer:
+    """A server stream being produced: its items, its call, and the credit the client gave."""
+
+    def __init__(self, name: str, seqid: int, items: Iterator[Any], item: Any, credit: int):
+        self.name, self.seqid = name, seqid
+        self.items, self.item, self.credit = items, item, credit
+
+
 class ServerProtocol(THeaderProtocol):
-    """The server's protocol: stream frames are dropped, never handed to the processor."""
+    """The server's protocol: stream frames never reach the processor. Control frames of a
+    stream this connection produces (``credit``, ``cancel``) are routed to it, others are
+    dropped with their fds; between frames, the streams send what their credit allows."""
 
     def __init__(self, trans: FdHeaderTransport) -> None:
         super().__init__(trans, [THeaderClientType.HEADERS])
         self.fdtrans = trans
         self.dropped = 0
+        self.streams: Dict[int, _Producer] = {}
+        # The call being handled: its wire name, seqid, and the window it grants a stream.
+        self.current: Tuple[str, int, int] = ("", 0, 16)
 
     def readMessageBegin(self) -> Tuple[str, int, int]:  # noqa: N802
         while True:
+            self.pump()
             name, mtype, seqid = super().readMessageBegin()
-            if self.fdtrans.stream_kind() is None:
+            headers = self.fdtrans.get_headers()
+            kind = headers.get(b"fdrpc-stream")
+            if kind is None:
+                window = headers.get(b"fdrpc-credit", b"16")
+                self.current = (name, seqid, int(window) if window.isdigit() else 16)
                 return name, mtype, seqid
-            # A stream frame for a stream this server does not have: dropped, fds closed.
+            producer = self.streams.get(seqid)
+            if producer is not None and kind == b"credit":
+                producer.credit += int(headers.get(b"fdrpc-credit", b"0"))
+            elif producer is not None and kind == b"cancel":
+                # The client wants no more: nothing more is sent, not even `end`.
+                del self.streams[seqid]
+                close = getattr(producer.items, "close", None)
+                if close is not None:
+                    close()
+            else:
+                # A stream frame for no stream of ours (a late credit, a call's cancel).
+                self.dropped += 1
             self.skip(TType.STRUCT)
             super().readMessageEnd()
             self.fdtrans.close_received()
-            self.dropped += 1
+
+    def pump(self) -> None:
+        """Sends every item the streams have credit for, and the end of those that ended."""
+        for seqid in list(self.streams):
+            producer = self.streams[seqid]
+            while producer.credit > 0:
+                try:
+                    value = next(producer.items)
+                except StopIteration:
+                    self._frame(producer, b"end", None)
+                    del self.streams[seqid]
+                    break
+                except Exception as e:  # noqa: BLE001 (the producer failed: the stream aborts)
+                    self._frame(producer, b"abort", e)
+                    del self.streams[seqid]
+                    break
+                self._frame(producer, b"item", value)
+                producer.credit -= 1
+
+    def _frame(self, producer: _Producer, kind: bytes, value: Any) -> None:
+        self.fdtrans.set_header(b"fdrpc-stream", kind)
+        THeaderProtocol.writeMessageBegin(self, producer.name, TMessageType.REPLY, producer.seqid)
+        if kind == b"abort":
+            TApplicationException(TApplicationException.INTERNAL_ERROR, str(value)).write(self)
+        else:
+            self.writeStructBegin(kind.decode())
+            if kind == b"item":
+                self.writeFieldBegin("success", producer.item.ttype, 0)
+                producer.item.write(self, value)
+                self.writeFieldEnd()
+            self.writeFieldStop()
+            self.writeStructEnd()
+        self.writeMessageEnd()
+        self.fdtrans.flush()
 
 
 class ServerConnection:
@@ -49,6 +111,7 @@ class ServerConnection:
     def __init__(self, sock: socket.socket) -> None:
         self.transport = FdHeaderTransport(FdSocket(sock))
         self.protocol = ServerProtocol(self.transport)
+        self._opened: Optional[_Producer] = None
 
     def attach(self, fd: Union[int, Fd]) -> int:
         """Adds ``fd`` to the reply being built (the handler keeps its own descriptor: close
@@ -56,9 +119,29 @@ class ServerConnection:
         returns the index for the fd field."""
         return self.transport.attach(fd)
 
+    def attach_owned(self, fd: Union[int, Fd]) -> int:
+        """As :meth:`attach`, handing ``fd`` over: it is closed once the reply is written."""
+        return self.transport.attach_owned(fd)
+
     def take(self, index: int) -> Fd:
         """The fd at ``index`` of the call being handled, owned by the caller from now on."""
         return self.transport.take_fd(index)
+
+    def stream_reply(self, items: Iterable[Any], item: Any) -> None:
+        """Makes the call being handled (a stream method: ``fdrpc.stream`` in the IDL, a
+        ``void`` function to the generated code) answer with a stream of ``items`` once its
+        opening reply is written; ``item`` says how one travels (``fdrpc.FD``, ...).
+        Items are taken from the iterable as the client grants credit, and the connection
+        serves other calls meanwhile; a ``cancel`` closes the iterable (a generator's
+        ``finally`` runs), and an exception from it aborts the stream."""
+        name, seqid, window = self.protocol.current
+        self._opened = _Producer(name, seqid, iter(items), item, window)
+
+    def opened(self) -> None:
+        """After the call's reply is written: starts the stream it opened, if any."""
+        producer, self._opened = self._opened, None
+        if producer is not None:
+            self.protocol.streams[producer.seqid] = producer
 
     def peer(self) -> Tuple[int, int, int]:
         """``(pid, uid, gid)`` of the peer (``SO_PEERCRED``, taken when it connected)."""
@@ -85,6 +168,7 @@ def serve_connection(sock: socket.socket, make_processor: Callable[[ServerConnec
         while True:
             try:
                 processor.process(conn.protocol, conn.protocol)
+                conn.opened()
             except TTransportException as e:
                 if e.type == TTransportException.END_OF_FILE:
                     return

@@ -111,6 +111,8 @@ class FdHeaderTransport(THeaderTransport):
         super().__init__(fdsock, [THeaderClientType.HEADERS], THeaderSubprotocolID.COMPACT)
         self.fdsock = fdsock
         self.pending: List[int] = []
+        # Fds handed over with `attach_owned`: closed once their frame is written.
+        self.owned: List[Union[int, Fd]] = []
         self.sent = 0
         self.claimed = 0
         self.received: List[Optional[int]] = []
@@ -122,6 +124,12 @@ class FdHeaderTransport(THeaderTransport):
         self.pending.append(fd.fileno() if isinstance(fd, Fd) else fd)
         return len(self.pending) - 1
 
+    def attach_owned(self, fd: Union[int, Fd]) -> int:
+        """As :meth:`attach`, but the transport takes ``fd`` and closes it once the frame
+        carrying it is written (or the connection closes)."""
+        self.owned.append(fd)
+        return self.attach(fd)
+
     def flush(self) -> None:
         n = len(self.pending)
         if n:
@@ -129,7 +137,18 @@ class FdHeaderTransport(THeaderTransport):
             self.set_header(b"fdrpc-fd-seq", str(self.sent).encode())
         self.fdsock.out_fds, self.pending = self.pending, []
         self.sent += n
-        super().flush()
+        try:
+            super().flush()
+        finally:
+            self._close_owned()
+
+    def _close_owned(self) -> None:
+        owned, self.owned = self.owned, []
+        for fd in owned:
+            if isinstance(fd, Fd):
+                fd.close()
+            else:
+                os.close(fd)
 
     def readFrame(self, req_sz: int) -> None:  # noqa: N802 (Thrift's name)
         super().readFrame(req_sz)
@@ -178,4 +197,5 @@ class FdHeaderTransport(THeaderTransport):
         frame nobody took, and those received for frames not yet read."""
         self.close_received()
         self.pending = []
+        self._close_owned()
         self.fdsock.close()
