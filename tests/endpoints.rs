@@ -51,6 +51,12 @@ pub trait Broker {
     async fn watch(&self, listener: ClientEnd<ListenerProtocol>, n: i32) -> i64;
     /// Calls through a session someone else was given.
     async fn relay(&self, session: ClientEnd<SessionProtocol>) -> String;
+    /// Waits at the gate, then opens a session.
+    async fn open_session_after_gate(
+        &self,
+        cx: &Context,
+        user: String,
+    ) -> Result<ClientEnd<SessionProtocol>, Denied>;
     /// A session per user, as a stream.
     async fn sessions(
         &self,
@@ -179,6 +185,15 @@ impl Broker for Brokerage {
         }
         sum
     }
+    async fn open_session_after_gate(
+        &self,
+        cx: &Context,
+        user: String,
+    ) -> Result<ClientEnd<SessionProtocol>, Denied> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.unwrap().forget();
+        self.open_session(cx, user).await
+    }
     async fn sessions(
         &self,
         cx: &Context,
@@ -292,6 +307,7 @@ fn a_server_end_sent_as_an_argument_is_served_there() {
 fn endpoints_arrive_as_stream_items() {
     let brokerage = Brokerage::default();
     let b = brokerage.clone();
+    let broker_state = brokerage.clone();
     run_async(async move {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let server = serve_connection(theirs, BrokerServer::new(b));
@@ -306,7 +322,19 @@ fn endpoints_arrive_as_stream_items() {
             users.push(session.user().await.unwrap());
         }
         assert_eq!(users, ["ann", "ben", "cat"]);
-        drop((items, broker));
+        drop(items);
+        // The sessions ended; the connection that opened them is served on.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while brokerage_ended(&broker_state) < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sessions did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let none = broker.sessions(Vec::new()).await.unwrap();
+        assert_eq!(futures::StreamExt::count(none).await, 0);
+        drop(broker);
         server.await.unwrap();
     });
     await_ended(&brokerage, 3);
@@ -433,13 +461,29 @@ fn dropping_the_server_closes_its_endpoints() {
 /// connection and one session fit, a second session is refused with why.
 #[test]
 fn served_endpoints_count_toward_max_connections() {
+    count_toward_max_connections(|b| {
+        ThreadServer::start(
+            || fdrpc::Server::with_settings(fdrpc::Settings::default().max_connections(2)),
+            move || BrokerServer::new(b),
+        )
+    });
+}
+
+/// The same on the blocking server.
+#[test]
+fn served_endpoints_count_toward_max_connections_on_the_blocking_server() {
+    count_toward_max_connections(|b| {
+        ThreadServer::start_blocking(
+            || fdrpc::BlockingServer::with_settings(fdrpc::Settings::default().max_connections(2)),
+            move || BrokerServer::new(b),
+        )
+    });
+}
+
+fn count_toward_max_connections(start: impl FnOnce(Brokerage) -> ThreadServer) {
     let brokerage = Brokerage::default();
     let _check = fd_leak_check();
-    let b = brokerage.clone();
-    let server = ThreadServer::start(
-        || fdrpc::Server::with_settings(fdrpc::Settings::default().max_connections(2)),
-        move || BrokerServer::new(b),
-    );
+    let server = start(brokerage.clone());
     let broker = BrokerBlockingClient::connect(&server.path).unwrap();
     let first = broker.open_session("frank".into()).unwrap();
     match broker.open_session("grace".into()) {
@@ -471,8 +515,12 @@ fn the_blocking_server_serves_sessions_too() {
     let brokerage = Brokerage::default();
     let _check = fd_leak_check();
     let b = brokerage.clone();
-    let server =
-        ThreadServer::start_blocking(fdrpc::BlockingServer::new, move || BrokerServer::new(b));
+    // Calls in flight at shutdown get a third of a second to finish.
+    let settings = fdrpc::Settings::default().stall_timeout(Duration::from_millis(300));
+    let server = ThreadServer::start_blocking(
+        move || fdrpc::BlockingServer::with_settings(settings),
+        move || BrokerServer::new(b),
+    );
     let broker = BrokerBlockingClient::connect(&server.path).unwrap();
     let heidi = broker
         .open_session("heidi".into())
@@ -486,10 +534,55 @@ fn the_blocking_server_serves_sessions_too() {
         "ivan"
     );
     await_ended(&brokerage, 1);
-    drop(heidi);
-    await_ended(&brokerage, 2);
-    drop(broker);
+    // Heidi's session has a call in flight, which never finishes, when the server stops:
+    // the graceful shutdown gives it the stall timeout, then ends the session, and returns
+    // only once the session's thread is done (its implementation dropped).
+    let in_flight = {
+        let heidi = heidi.clone();
+        std::thread::spawn(move || heidi.after_gate(1))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while brokerage.waiting.load(Ordering::SeqCst) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the call never reached the gate");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     drop(server);
+    assert_eq!(brokerage.ended.load(Ordering::SeqCst), 2);
+    assert!(in_flight.join().unwrap().is_err());
+    assert!(heidi.closed().is_closed());
+    drop((heidi, broker));
+}
+
+/// A shutting-down server takes no more endpoints: a handler that serves one after the
+/// shutdown began is told so (the blocking server, whose shutdown flag is set at once).
+#[test]
+fn a_shutting_down_server_refuses_new_endpoints() {
+    let brokerage = Brokerage::default();
+    let _check = fd_leak_check();
+    let b = brokerage.clone();
+    let mut server =
+        ThreadServer::start_blocking(fdrpc::BlockingServer::new, move || BrokerServer::new(b));
+    let broker = BrokerBlockingClient::connect(&server.path).unwrap();
+    let late = {
+        let broker = broker.clone();
+        std::thread::spawn(move || broker.open_session_after_gate("lou".into()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while brokerage.waiting.load(Ordering::SeqCst) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the gate"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.begin_shutdown();
+    brokerage.gate.add_permits(1);
+    match late.join().unwrap() {
+        Err(fdrpc::CallError::Service(d)) => assert_eq!(d.reason, "the server is shutting down"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    await_ended(&brokerage, 1);
+    drop((broker, server));
 }
 
 /// `SO_PEERCRED` on a pair's end names the process that made the pair (the broker), so a
@@ -678,6 +771,10 @@ fn the_idl_names_the_service_of_each_endpoint() {
         assert_eq!(idl.matches(service).count(), 1, "{service} in:\n{idl}");
     }
     assert!(idl.contains("SessionClientEnd open_session("), "{idl}");
+}
+
+fn brokerage_ended(b: &Brokerage) -> usize {
+    b.ended.load(Ordering::SeqCst)
 }
 
 fn tempdir() -> std::path::PathBuf {
