@@ -164,6 +164,33 @@ class FdHeaderTransport : public apache::thrift::transport::THeaderTransport {
     return attach(fd);
   }
 
+  // Marks the next message written as a stream frame of `kind` (`item`, `end`, `credit`,
+  // `cancel`, ...: docs/PROTOCOL.md, "Streams and sinks"), with `credit` for a `credit`.
+  void stream_frame(const std::string& kind, int64_t credit = -1) {
+    stream_kind_ = kind;
+    stream_credit_ = credit;
+  }
+
+  // Whether frames with an `fdrpc-stream` header are dropped when read (with their fds), as
+  // they are by default: a stock generated client or Processor would take a stream frame
+  // for a reply or a call (a late `credit` run as a call with every argument unset; a late
+  // stream item read as the next call's reply). Turn it off to read streams by hand.
+  void drop_stream_frames(bool drop) { drop_stream_frames_ = drop; }
+
+  // Frames dropped so far.
+  uint64_t dropped() const { return dropped_; }
+
+  // Closes the connection and every fd it holds: the last message's that nobody took, and
+  // those received for messages not yet read.
+  void close() override {
+    close_received();
+    for (int fd : owned_) ::close(fd);
+    owned_.clear();
+    pending_.clear();
+    // Not THeaderTransport::close, which flushes first: closing must not write.
+    sock_->close();
+  }
+
   void flush() override {
     // The THeader seqid is the message's (docs/PROTOCOL.md): THeaderProtocol would set it,
     // but it makes its own THeaderTransport, so TCompactProtocol is used over this one and
@@ -179,6 +206,12 @@ class FdHeaderTransport : public apache::thrift::transport::THeaderTransport {
       setSequenceNumber(static_cast<int32_t>(seqid));
     }
     clearHeaders();
+    if (!stream_kind_.empty()) {
+      setHeader("fdrpc-stream", stream_kind_);
+      if (stream_credit_ >= 0) setHeader("fdrpc-credit", std::to_string(stream_credit_));
+      stream_kind_.clear();
+      stream_credit_ = -1;
+    }
     if (!pending_.empty()) {
       setHeader("fdrpc-fds", std::to_string(pending_.size()));
       setHeader("fdrpc-fd-seq", std::to_string(sent_));
@@ -210,6 +243,16 @@ class FdHeaderTransport : public apache::thrift::transport::THeaderTransport {
 
  protected:
   bool readFrame() override {
+    for (;;) {
+      if (!readOneFrame()) return false;
+      if (!drop_stream_frames_ || getHeaders().count("fdrpc-stream") == 0) return true;
+      close_received();
+      ++dropped_;
+    }
+  }
+
+ private:
+  bool readOneFrame() {
     if (!THeaderTransport::readFrame()) return false;
     const auto& headers = getHeaders();
     auto n_it = headers.find("fdrpc-fds");
@@ -236,6 +279,10 @@ class FdHeaderTransport : public apache::thrift::transport::THeaderTransport {
   std::vector<int> received_;
   int64_t sent_ = 0;
   int64_t claimed_ = 0;
+  std::string stream_kind_;
+  int64_t stream_credit_ = -1;
+  bool drop_stream_frames_ = true;
+  uint64_t dropped_ = 0;
 };
 
 // A connected AF_UNIX stream socket to `path`.
