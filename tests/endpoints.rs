@@ -543,7 +543,10 @@ fn the_blocking_server_serves_sessions_too() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while brokerage.waiting.load(Ordering::SeqCst) < 1 {
-        assert!(std::time::Instant::now() < deadline, "the call never reached the gate");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the gate"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     drop(server);
