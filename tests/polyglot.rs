@@ -486,6 +486,11 @@ fn the_rust_client_calls_a_stock_python_server_with_fds() {
     assert_eq!(contents(&given_up.next().unwrap().unwrap()), b"0");
     drop(given_up);
     assert_eq!(client.whoami().unwrap().pid, std::process::id() as i32);
+    // A sink consumed in Python, granting credit 16 items at a time.
+    let files = (0..100).map(|i| OwnedFd::from(memfd(&vec![1; i % 7 + 1])));
+    let expected: i64 = (0..100).map(|i| (i % 7 + 1) as i64).sum();
+    assert_eq!(client.total_size(files).unwrap(), expected);
+    assert_eq!(client.whoami().unwrap().pid, std::process::id() as i32);
     drop(client);
     let status = child.wait().unwrap();
     assert!(status.success(), "python server failed: {status}");

@@ -33,6 +33,7 @@ service Calc {
   void tail(1: i32 count) (fdrpc.stream = "fd"),
   string whoami(),
   i32 slow(1: i32 ms),
+  i64 total_size() (fdrpc.sink = "fd"),
 }
 """
 
@@ -89,6 +90,13 @@ class Handler:
     def slow(self, ms):
         time.sleep(ms / 1000)
         return ms
+
+    def total_size(self):
+        total = 0
+        for fd in self.conn.sink_items(item=fdrpc.FD, window=4):
+            with fd:
+                total += os.fstat(fd.fileno()).st_size
+        return total
 
 
 class Served:
@@ -258,6 +266,46 @@ class AbandonedStreams(FdCountTest):
         self.assertFalse(server.is_alive())
         # Half the window (1) granted after each item; no cancel after the end.
         self.assertEqual(log, [("tail", None)] + [("tail", b"credit")] * 3 + [("whoami", None)])
+
+
+class Sinks(FdCountTest):
+    def test_a_python_server_consumes_a_sink_fed_from_an_iterable(self):
+        served = Served()
+        sizes = [i % 5 + 1 for i in range(11)]
+        with fdrpc.from_socket(served.client_sock, calc().Client) as conn:
+            total = conn.sink("total_size", items=(memfd("x" * n) for n in sizes), item=fdrpc.FD)
+            self.assertEqual(total, sum(sizes))
+            self.assertEqual(conn.client.add(1, 2), 3)
+        served.join()
+
+    def test_a_call_that_arrives_while_a_sink_is_open_is_answered_first(self):
+        served = Served()
+        with fdrpc.from_socket(served.client_sock, calc().Client) as conn:
+            conn.client.send_total_size()
+            sink = conn.protocol.last_seqid
+            conn.client.send_whoami()
+            # The server's credit frame comes first (skipped), then whoami's reply, while the
+            # sink is still open on the server.
+            self.assertEqual(conn.client.recv_whoami(), "python")
+            for n in (3, 4):
+                with memfd("y" * n) as fd:
+                    conn.transport.set_header(b"fdrpc-stream", b"item")
+                    index = conn.attach(fd)
+                    THeaderProtocol.writeMessageBegin(
+                        conn.protocol, "total_size", TMessageType.ONEWAY, sink
+                    )
+                    conn.protocol.writeStructBegin("item")
+                    conn.protocol.writeFieldBegin("success", TType.I32, 0)
+                    conn.protocol.writeI32(index)
+                    conn.protocol.writeFieldEnd()
+                    conn.protocol.writeFieldStop()
+                    conn.protocol.writeStructEnd()
+                    conn.protocol.writeMessageEnd()
+                    conn.transport.flush()
+            conn.control("total_size", sink, b"end")
+            conn.protocol._awaiting = ("total_size", sink)  # the reply still to come
+            self.assertEqual(conn.client.recv_total_size(), 7)
+        served.join()
 
 
 class Timeouts(FdCountTest):

@@ -1,6 +1,7 @@
 """A Conformance server written with the stock Apache Thrift library and the fdrpc package,
 for the Rust client to call: fds both ways, a declared exception with an fd, a server stream
-(`memfds`) produced as the client grants credit. Usage: server.py SOCKET GEN_DIR (serves one
+(`memfds`) produced as the client grants credit, a sink (`total_size`) consumed as it
+grants credit. Usage: server.py SOCKET GEN_DIR (serves one
 connection, then exits)."""
 
 import os
@@ -75,7 +76,11 @@ class Handler:
         self.conn.stream_reply(items(), item=fdrpc.FD)
 
     def total_size(self):
-        raise NotImplementedError("a Python server does not consume sinks yet")
+        total = 0
+        for fd in self.conn.sink_items(item=fdrpc.FD, window=16):
+            with fd:
+                total += os.fstat(fd.fileno()).st_size
+        return total
 
     def _fdrpc_idl(self):
         return open(os.path.join(sys.argv[2], "..", "conformance.thrift")).read()

@@ -9,6 +9,7 @@ up. Run as calls, they would invoke the method with every argument ``None``. The
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.THeaderTransport import THeaderClientType
 from thrift.transport.TTransport import TTransportException
 
+from .client import StreamError
 from .fd import Fd
 from .transport import FdHeaderTransport, FdSocket
 
@@ -31,6 +33,42 @@ class _Producer:
         self.items, self.item, self.credit = items, item, credit
 
 
+class _Sink:
+    """A sink being consumed: what arrived and was not yet taken, and how it ended."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+        self.queue: collections.deque = collections.deque()
+        self.done = False
+        self.error: Optional[BaseException] = None
+
+    def take(self, proto: "ServerProtocol", kind: bytes) -> None:
+        """Reads the data frame of ``kind`` whose header was just read."""
+        if kind == b"abort":
+            exc = TApplicationException()
+            exc.read(proto)
+            self.done, self.error = True, exc
+        else:
+            value = None
+            proto.readStructBegin()
+            while True:
+                _, ftype, fid = proto.readFieldBegin()
+                if ftype == TType.STOP:
+                    break
+                if kind == b"item" and fid == 0:
+                    value = self.item.read(proto)
+                else:
+                    proto.skip(ftype)
+                proto.readFieldEnd()
+            proto.readStructEnd()
+            if kind == b"item":
+                self.queue.append(value)
+            else:
+                self.done = True
+                if kind == b"error":
+                    self.error = StreamError(None)
+
+
 class ServerProtocol(THeaderProtocol):
     """The server's protocol: stream frames never reach the processor. Control frames of a
     stream this connection produces (``credit``, ``cancel``) are routed to it, others are
@@ -41,34 +79,60 @@ class ServerProtocol(THeaderProtocol):
         self.fdtrans = trans
         self.dropped = 0
         self.streams: Dict[int, _Producer] = {}
+        self.sinks: Dict[int, _Sink] = {}
+        self._pushed: Optional[Tuple[str, int, int]] = None
         # The call being handled: its wire name, seqid, and the window it grants a stream.
         self.current: Tuple[str, int, int] = ("", 0, 16)
 
     def readMessageBegin(self) -> Tuple[str, int, int]:  # noqa: N802
         while True:
             self.pump()
-            name, mtype, seqid = super().readMessageBegin()
-            headers = self.fdtrans.get_headers()
-            kind = headers.get(b"fdrpc-stream")
-            if kind is None:
-                window = headers.get(b"fdrpc-credit", b"16")
-                self.current = (name, seqid, int(window) if window.isdigit() else 16)
-                return name, mtype, seqid
-            producer = self.streams.get(seqid)
-            if producer is not None and kind == b"credit":
-                producer.credit += int(headers.get(b"fdrpc-credit", b"0"))
-            elif producer is not None and kind == b"cancel":
-                # The client wants no more: nothing more is sent, not even `end`.
-                del self.streams[seqid]
-                close = getattr(producer.items, "close", None)
-                if close is not None:
-                    close()
-            else:
-                # A stream frame for no stream of ours (a late credit, a call's cancel).
-                self.dropped += 1
+            header = self.read_frame_begin()
+            if not self.route(header):
+                return header
+
+    def read_frame_begin(self) -> Tuple[str, int, int]:
+        """The message header of the next frame (or of the one pushed back)."""
+        if self._pushed is not None:
+            header, self._pushed = self._pushed, None
+            return header
+        return super().readMessageBegin()
+
+    def push_back(self, header: Tuple[str, int, int]) -> None:
+        """Makes the call whose header was just read (its body unread) the next one read."""
+        self._pushed = header
+
+    def route(self, header: Tuple[str, int, int]) -> bool:
+        """Handles the frame whose header was just read if it is a stream frame (True); a
+        call is left to the caller (False) and becomes the call being handled."""
+        name, _, seqid = header
+        headers = self.fdtrans.get_headers()
+        kind = headers.get(b"fdrpc-stream")
+        if kind is None:
+            window = headers.get(b"fdrpc-credit", b"16")
+            self.current = (name, seqid, int(window) if window.isdigit() else 16)
+            return False
+        sink = self.sinks.get(seqid)
+        producer = self.streams.get(seqid)
+        if sink is not None and kind in (b"item", b"end", b"error", b"abort"):
+            sink.take(self, kind)
+        elif producer is not None and kind == b"credit":
+            producer.credit += int(headers.get(b"fdrpc-credit", b"0"))
             self.skip(TType.STRUCT)
-            super().readMessageEnd()
-            self.fdtrans.close_received()
+        elif producer is not None and kind == b"cancel":
+            # The client wants no more: nothing more is sent, not even `end`.
+            del self.streams[seqid]
+            close = getattr(producer.items, "close", None)
+            if close is not None:
+                close()
+            self.skip(TType.STRUCT)
+        else:
+            # A stream frame for no stream of ours (a late credit, a call's cancel).
+            self.dropped += 1
+            self.skip(TType.STRUCT)
+        super().readMessageEnd()
+        self.fdtrans.close_received()
+        return True
 
     def pump(self) -> None:
         """Sends every item the streams have credit for, and the end of those that ended."""
@@ -87,6 +151,18 @@ class ServerProtocol(THeaderProtocol):
                     break
                 self._frame(producer, b"item", value)
                 producer.credit -= 1
+
+    def control(self, name: str, seqid: int, kind: bytes, credit: Optional[int] = None) -> None:
+        """Sends a stream control frame (``credit``, ``cancel``) for ``seqid``."""
+        self.fdtrans.set_header(b"fdrpc-stream", kind)
+        if credit is not None:
+            self.fdtrans.set_header(b"fdrpc-credit", str(credit).encode())
+        THeaderProtocol.writeMessageBegin(self, name, TMessageType.REPLY, seqid)
+        self.writeStructBegin("control")
+        self.writeFieldStop()
+        self.writeStructEnd()
+        self.writeMessageEnd()
+        self.fdtrans.flush()
 
     def _frame(self, producer: _Producer, kind: bytes, value: Any) -> None:
         self.fdtrans.set_header(b"fdrpc-stream", kind)
@@ -112,6 +188,8 @@ class ServerConnection:
         self.transport = FdHeaderTransport(FdSocket(sock))
         self.protocol = ServerProtocol(self.transport)
         self._opened: Optional[_Producer] = None
+        # Set by serve_connection: serves calls that arrive while a sink handler reads.
+        self.processor: Any = None
 
     def attach(self, fd: Union[int, Fd]) -> int:
         """Adds ``fd`` to the reply being built (the handler keeps its own descriptor: close
@@ -136,6 +214,43 @@ class ServerConnection:
         ``finally`` runs), and an exception from it aborts the stream."""
         name, seqid, window = self.protocol.current
         self._opened = _Producer(name, seqid, iter(items), item, window)
+
+    def sink_items(self, item: Any, window: int = 64) -> Iterator[Any]:
+        """The items of the sink of the call being handled (a method whose IDL says
+        ``fdrpc.sink = "<item>"``: its generated handler takes every argument but the
+        stream), for its handler to iterate: credit is granted ``window`` items at a time
+        (half again as half is consumed), ``item`` says how one travels (``fdrpc.FD``, ...).
+        Calls that arrive meanwhile on the connection are served in between. Ends with the
+        client's ``end``; raises ``StreamError`` for its ``error`` and
+        ``TApplicationException`` for its ``abort``."""
+        proto = self.protocol
+        name, seqid, _ = proto.current
+        sink = _Sink(item)
+        proto.sinks[seqid] = sink
+        try:
+            proto.control(name, seqid, b"credit", window)
+            consumed = 0
+            while True:
+                while sink.queue:
+                    value = sink.queue.popleft()
+                    consumed += 1
+                    if consumed >= max(1, window // 2) and not sink.done:
+                        proto.control(name, seqid, b"credit", consumed)
+                        consumed = 0
+                    yield value
+                if sink.done:
+                    if sink.error is not None:
+                        raise sink.error
+                    return
+                proto.pump()
+                header = proto.read_frame_begin()
+                if not proto.route(header):
+                    # A call while the sink is open: served now, then back to the sink.
+                    proto.push_back(header)
+                    self.processor.process(proto, proto)
+                    self.opened()
+        finally:
+            proto.sinks.pop(seqid, None)
 
     def opened(self) -> None:
         """After the call's reply is written: starts the stream it opened, if any."""
@@ -165,6 +280,7 @@ def serve_connection(sock: socket.socket, make_processor: Callable[[ServerConnec
     conn = ServerConnection(sock)
     try:
         processor = make_processor(conn)
+        conn.processor = processor
         while True:
             try:
                 processor.process(conn.protocol, conn.protocol)
