@@ -15,6 +15,15 @@ trait Notes {
     async fn note(&self, cx: &fdrpc::Context, n: i32);
     async fn notes(&self) -> Vec<i32>;
     async fn numbers(&self, n: u32, cx: &fdrpc::Context) -> fdrpc::Stream<u32>;
+    /// The call's seqid and the milliseconds left before its deadline, as the handler sees
+    /// them.
+    async fn seen(&self, cx: &fdrpc::Context) -> Seen;
+}
+
+#[derive(fdrpc::Message, Debug)]
+struct Seen {
+    seqid: i32,
+    left_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -37,6 +46,39 @@ impl Notes for NotesImpl {
         let uid = cx.peer().uid();
         fdrpc::Stream::iter((0..n).map(move |i| i + uid))
     }
+    async fn seen(&self, cx: &fdrpc::Context) -> Seen {
+        let left_ms = cx.deadline().map(|d| {
+            d.saturating_duration_since(std::time::Instant::now())
+                .as_millis() as i64
+        });
+        Seen {
+            seqid: cx.seqid(),
+            left_ms,
+        }
+    }
+}
+
+/// The context carries the call's own seqid (the client counts up) and the deadline the
+/// client's timeout set (none without one).
+#[test]
+fn the_context_has_the_calls_seqid_and_deadline() {
+    run_async(async {
+        let (a, server) = serve_for_blocking(NotesServer::new(NotesImpl::default()));
+        let client = NotesClient::new(fdrpc::Client::from_std(a).unwrap());
+        let first = client
+            .with_timeout(std::time::Duration::from_secs(60))
+            .seen()
+            .await
+            .unwrap();
+        assert!(first.seqid >= 1, "{first:?}");
+        let left = first.left_ms.expect("a call with a timeout has a deadline");
+        assert!(left > 0 && left <= 60_000, "{left} ms left");
+        let second = client.without_timeout().seen().await.unwrap();
+        assert_eq!(second.seqid, first.seqid + 1);
+        assert_eq!(second.left_ms, None);
+        drop(client);
+        server.await.unwrap();
+    });
 }
 
 #[test]

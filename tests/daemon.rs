@@ -115,6 +115,19 @@ fn bind_replaces_only_a_stale_socket_file() {
     });
 }
 
+/// A bare file name binds in the working directory (its parent, "", is taken as ".").
+#[test]
+fn a_bare_file_name_binds_in_the_working_directory() {
+    run_async(async {
+        let name = format!("fdrpc-test-relative-{}.sock", std::process::id());
+        let bound = fdrpc::Listener::bind(&name);
+        let here = std::path::Path::new(&name).exists();
+        let _ = std::fs::remove_file(&name);
+        drop(bound.unwrap());
+        assert!(here, "no socket file {name} in the working directory");
+    });
+}
+
 #[test]
 fn abstract_names_for_servers_and_both_clients() {
     run_async(async {

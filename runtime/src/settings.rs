@@ -216,8 +216,12 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(25);
 /// Half the soft `RLIMIT_NOFILE`, between 512 and 65536.
 fn default_fd_budget() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let soft = limit.current.unwrap_or(u64::MAX);
-    usize::try_from(soft / 2)
+    fd_budget_for(limit.current)
+}
+
+/// The default fd budget under the soft `RLIMIT_NOFILE` `soft` (`None`: unlimited).
+fn fd_budget_for(soft: Option<u64>) -> usize {
+    usize::try_from(soft.unwrap_or(u64::MAX) / 2)
         .unwrap_or(usize::MAX)
         .clamp(512, 65536)
 }
@@ -225,6 +229,19 @@ fn default_fd_budget() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Half the soft fd limit, between 512 and 65536: a process allowed 1024 fds (the usual
+    /// soft limit) budgets 512 for peers' fds, never all of them.
+    #[test]
+    fn the_default_fd_budget_is_half_the_soft_limit_within_bounds() {
+        assert_eq!(fd_budget_for(Some(1024)), 512);
+        assert_eq!(fd_budget_for(Some(4000)), 2000);
+        assert_eq!(fd_budget_for(Some(100)), 512);
+        assert_eq!(fd_budget_for(Some(1 << 20)), 65536);
+        assert_eq!(fd_budget_for(None), 65536);
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        assert_eq!(Settings::default().fd_budget, fd_budget_for(soft));
+    }
 
     #[test]
     fn out_of_range_values_are_taken_as_the_nearest_bound() {

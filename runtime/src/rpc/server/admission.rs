@@ -98,3 +98,34 @@ pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
         )
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Out of fds or memory for a moment, or a peer gone before its accept: retried. A broken
+    /// listener: not (retrying it would spin for ever).
+    #[test]
+    fn only_passing_accept_errors_are_retried() {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::ECONNABORTED,
+            libc::EINTR,
+        ] {
+            assert!(
+                is_transient_accept_error(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK, libc::EOPNOTSUPP] {
+            assert!(
+                !is_transient_accept_error(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        assert!(!is_transient_accept_error(&io::Error::other("no errno")));
+    }
+}
