@@ -115,6 +115,65 @@ fn bind_replaces_only_a_stale_socket_file() {
     });
 }
 
+const CONNECT_AS_NOBODY: &str = "FDRPC_TEST_CONNECT_AS_NOBODY";
+
+/// The peer's credentials are its own: a process running as another user (uid and gid
+/// 65534, started by this one when it runs as root) is seen with them, by the authorization
+/// hook and by `cx.peer()` (its `whoami`).
+#[test]
+fn the_peers_uid_and_gid_are_its_own() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("SKIPPED: needs root to start a process as another user");
+        return;
+    }
+    run_async(async {
+        let name = format!("@fdrpc-test-nobody-{}", std::process::id());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let server = tokio::spawn(
+            fdrpc::Server::new()
+                .authorize(move |peer| {
+                    record.lock().unwrap().push((peer.uid(), peer.gid()));
+                    true
+                })
+                .serve(
+                    fdrpc::Listener::bind(&name).unwrap(),
+                    ConformanceServer::new(ConformanceImpl::default()),
+                ),
+        );
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "connects_as_nobody", "--test-threads=1"])
+            .env(CONNECT_AS_NOBODY, &name);
+        std::os::unix::process::CommandExt::uid(&mut child, 65534);
+        std::os::unix::process::CommandExt::gid(&mut child, 65534);
+        let out = tokio::task::spawn_blocking(move || child.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the child failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(*seen.lock().unwrap(), [(65534, 65534)]);
+        server.abort();
+        let _ = server.await;
+    });
+}
+
+/// The child of `the_peers_uid_and_gid_are_its_own` (a no-op in a normal run): connects and
+/// checks what the server saw.
+#[test]
+fn connects_as_nobody() {
+    let Some(name) = std::env::var_os(CONNECT_AS_NOBODY) else {
+        return;
+    };
+    let client = ConformanceBlockingClient::connect(&name).unwrap();
+    let peer = client.whoami().unwrap();
+    assert_eq!((peer.uid, peer.gid), (65534, 65534));
+    assert_eq!(peer.pid, std::process::id() as i32);
+}
+
 /// A bare file name binds in the working directory (its parent, "", is taken as ".").
 #[test]
 fn a_bare_file_name_binds_in_the_working_directory() {

@@ -30,6 +30,8 @@ pub trait Session {
     async fn after_gate(&self, n: i32) -> i32;
     /// The pid `cx.peer()` reports for this call.
     async fn peer_pid(&self, cx: &Context) -> i32;
+    /// Whether `cx.peer()` has a pidfd.
+    async fn peer_has_pidfd(&self, cx: &Context) -> bool;
 }
 
 /// A broker: checks its caller once, then hands out sessions.
@@ -105,6 +107,9 @@ impl Session for UserSession {
     }
     async fn peer_pid(&self, cx: &Context) -> i32 {
         cx.peer().pid()
+    }
+    async fn peer_has_pidfd(&self, cx: &Context) -> bool {
+        cx.peer().pidfd().is_some()
     }
 }
 
@@ -597,7 +602,7 @@ fn a_sessions_caller_is_whoever_holds_its_end_now() {
     let _check = fd_leak_check();
     let server = broker_server(&brokerage);
     let broker = BrokerBlockingClient::connect(&server.path).unwrap();
-    let kim = broker.open_session("kim".into()).unwrap();
+    let mut kim = broker.open_session("kim".into()).unwrap();
     let (session, theirs) = fdrpc::endpoints::<SessionProtocol>().unwrap();
     let served = std::thread::spawn(move || {
         theirs.serve_blocking(UserSession {
@@ -608,6 +613,21 @@ fn a_sessions_caller_is_whoever_holds_its_end_now() {
         })
     });
     let mine = std::process::id() as i32;
+    // Called by the process that made the pair, a session keeps what the connection knew of
+    // its peer: its pidfd too (where the kernel gives one), which credentials taken from a
+    // call do not have.
+    let (probe, _other) = UnixStream::pair().unwrap();
+    if fdrpc::PeerCredentials::of(&probe)
+        .unwrap()
+        .pidfd()
+        .is_some()
+    {
+        let here = ClientEnd::<SessionProtocol>::new(kim.into_stream());
+        let stream = here.into_stream();
+        let check = ClientEnd::<SessionProtocol>::new(stream.try_clone().unwrap());
+        assert!(check.into_blocking_client().peer_has_pidfd().unwrap());
+        kim = ClientEnd::new(stream);
+    }
     // Each called here first, through a dup of its end: the calls are this process's.
     let mut ends = Vec::new();
     for end in [kim, session] {
