@@ -930,3 +930,31 @@ mod several_services {
         });
     }
 }
+
+/// A service behind an `Arc` is the same service: its IDL, its name (a multiplexed call
+/// routes by it), its methods (a call is dispatched by them) and its description (what
+/// introspection returns).
+#[test]
+fn a_service_behind_an_arc_serves_and_describes_itself() {
+    run_async(async {
+        let service = std::sync::Arc::new(ConformanceServer::new(ConformanceImpl::default()));
+        assert_eq!(fdrpc::Service::idl(&*service), ConformanceClient::idl());
+        assert_eq!(fdrpc::Service::idl(&service), ConformanceClient::idl());
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = fdrpc::Server::new().serve_connection(b, service).await;
+        });
+        let untyped = fdrpc::Client::new(a).unwrap();
+        let plain = ConformanceClient::new(untyped.clone());
+        let multiplexed = ConformanceClient::multiplexed(untyped.clone());
+        let me = std::process::id() as i32;
+        assert_eq!(plain.whoami().await.unwrap().pid, me);
+        assert_eq!(multiplexed.whoami().await.unwrap().pid, me);
+        assert_eq!(
+            untyped.introspect().await.unwrap(),
+            ConformanceClient::idl()
+        );
+        drop((plain, multiplexed, untyped));
+        server.await.unwrap();
+    });
+}
