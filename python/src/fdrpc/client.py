@@ -114,6 +114,24 @@ class CallProtocol(THeaderProtocol):
             self.skip_frame()
 
 
+def read_field(proto: Any, wanted: int, reader: Optional["Item"]) -> Any:
+    """Reads a struct, returning field ``wanted`` read by ``reader`` (None if absent or no
+    reader) and skipping every other field: a stream frame's payload."""
+    value = None
+    proto.readStructBegin()
+    while True:
+        _, ftype, fid = proto.readFieldBegin()
+        if ftype == TType.STOP:
+            break
+        if fid == wanted and reader is not None:
+            value = reader.read(proto)
+        else:
+            proto.skip(ftype)
+        proto.readFieldEnd()
+    proto.readStructEnd()
+    return value
+
+
 class Item:
     """How one stream or sink item travels: its Thrift type, and how to read and write it
     (``FD``, ``I32``, ``I64``, ``STRING``, or :func:`struct`). Calling it reads one."""
@@ -227,18 +245,7 @@ class Stream(Generic[T]):
 
     def _read_field(self, wanted: int, reader: Optional[Item]) -> Any:
         proto = self._conn.protocol
-        value = None
-        proto.readStructBegin()
-        while True:
-            _, ftype, fid = proto.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == wanted and reader is not None:
-                value = reader(proto)
-            else:
-                proto.skip(ftype)
-            proto.readFieldEnd()
-        proto.readStructEnd()
+        value = read_field(proto, wanted, reader)
         proto.readMessageEnd()
         return value
 

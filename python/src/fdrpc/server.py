@@ -20,7 +20,7 @@ from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.THeaderTransport import THeaderClientType
 from thrift.transport.TTransport import TTransportException
 
-from .client import StreamError
+from .client import StreamError, read_field
 from .fd import Fd
 from .transport import FdHeaderTransport, FdSocket
 
@@ -49,18 +49,7 @@ class _Sink:
             exc.read(proto)
             self.done, self.error = True, exc
         else:
-            value = None
-            proto.readStructBegin()
-            while True:
-                _, ftype, fid = proto.readFieldBegin()
-                if ftype == TType.STOP:
-                    break
-                if kind == b"item" and fid == 0:
-                    value = self.item.read(proto)
-                else:
-                    proto.skip(ftype)
-                proto.readFieldEnd()
-            proto.readStructEnd()
+            value = read_field(proto, 0, self.item if kind == b"item" else None)
             if kind == b"item":
                 self.queue.append(value)
             else:
