@@ -21,8 +21,9 @@ import unittest
 
 import fdrpc
 from thrift.protocol.THeaderProtocol import THeaderProtocol
-from thrift.Thrift import TMessageType, TType
+from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.THeaderTransport import THeaderClientType
+from thrift.transport.TTransport import TTransportException
 
 IDL = """
 typedef i32 fd (fdrpc.fd = "any")
@@ -33,7 +34,8 @@ service Calc {
   void tail(1: i32 count) (fdrpc.stream = "fd"),
   string whoami(),
   i32 slow(1: i32 ms),
-  i64 total_size() (fdrpc.sink = "fd"),
+  i64 total_size() (fdrpc.sink = "fd", fdrpc.sink_error = "i32"),
+  void countdown(1: i32 start, 2: i32 fail_with) (fdrpc.stream = "i32", fdrpc.stream_error = "i32"),
 }
 """
 
@@ -93,10 +95,26 @@ class Handler:
 
     def total_size(self):
         total = 0
-        for fd in self.conn.sink_items(item=fdrpc.FD, window=4):
-            with fd:
-                total += os.fstat(fd.fileno()).st_size
+        try:
+            for fd in self.conn.sink_items(item=fdrpc.FD, window=4, error=fdrpc.I32):
+                with fd:
+                    total += os.fstat(fd.fileno()).st_size
+        except fdrpc.StreamError as e:
+            return -e.value  # the client's declared error, answered as a negative total
         return total
+
+    def countdown(self, start, fail_with):
+        """start, start - 1, ..., 1; then the declared error `fail_with` unless it is 0, or an
+        abort if it is -1 (a producer that fails)."""
+
+        def items():
+            yield from range(start, 0, -1)
+            if fail_with == -1:
+                raise ValueError("the producer broke")
+            if fail_with:
+                raise fdrpc.StreamError(fail_with)
+
+        self.conn.stream_reply(items(), item=fdrpc.I32, error=fdrpc.I32)
 
 
 class Served:
@@ -306,6 +324,170 @@ class Sinks(FdCountTest):
             conn.protocol._awaiting = ("total_size", sink)  # the reply still to come
             self.assertEqual(conn.client.recv_total_size(), 7)
         served.join()
+
+
+class StreamErrors(FdCountTest):
+    """A producer's declared error, both ways, and a producer that fails."""
+
+    def test_a_python_producer_ends_its_stream_with_its_declared_error(self):
+        served = Served()
+        with fdrpc.from_socket(served.client_sock, calc().Client) as conn:
+            items = conn.stream("countdown", 3, 42, item=fdrpc.I32, error=fdrpc.I32)
+            got = []
+            with self.assertRaises(fdrpc.StreamError) as raised:
+                for value in items:
+                    got.append(value)
+            self.assertEqual(got, [3, 2, 1])
+            self.assertEqual(raised.exception.value, 42)
+            self.assertIsInstance(raised.exception, fdrpc.Error)
+            # Without an error reader the error frame still ends the stream (value None).
+            items = conn.stream("countdown", 1, 7, item=fdrpc.I32)
+            self.assertEqual(next(items), 1)
+            with self.assertRaises(fdrpc.StreamError) as raised:
+                next(items)
+            self.assertIsNone(raised.exception.value)
+            self.assertEqual(list(conn.stream("countdown", 2, 0, item=fdrpc.I32)), [2, 1])
+            # A producer that fails aborts its stream, naming the cause; the connection goes on.
+            items = conn.stream("countdown", 1, -1, item=fdrpc.I32, error=fdrpc.I32)
+            self.assertEqual(next(items), 1)
+            with self.assertRaises(TApplicationException) as aborted:
+                next(items)
+            self.assertIn("the producer broke", aborted.exception.message)
+            self.assertEqual(conn.client.add(1, 2), 3)
+        served.join()
+
+    def test_a_sink_fed_by_python_ends_with_its_declared_error(self):
+        served = Served()
+
+        def failing(error):
+            for text in ("abc", "de"):
+                with memfd(text) as fd:
+                    yield fd
+            raise error
+
+        with fdrpc.from_socket(served.client_sock, calc().Client) as conn:
+            total = conn.sink(
+                "total_size",
+                items=failing(fdrpc.StreamError(9)),
+                item=fdrpc.FD,
+                error=fdrpc.I32,
+            )
+            self.assertEqual(total, -9)
+            # Any other exception aborts the sink: the server answers with an exception, the
+            # caller sees its own exception, and the connection goes on.
+            with self.assertLogs(level="ERROR") as logged, self.assertRaises(KeyError):
+                conn.sink("total_size", items=failing(KeyError("mine")), item=fdrpc.FD)
+            # The handler's sink ended with the abort, naming the client's exception.
+            self.assertIn("TApplicationException: 'mine'", "\n".join(logged.output))
+            self.assertEqual(conn.client.add(2, 2), 4)
+        served.join()
+
+
+class ProtocolErrors(FdCountTest):
+    """The peer breaking the protocol gets the package's own exceptions, and a server closes
+    the connection."""
+
+    def test_garbage_instead_of_a_reply_is_a_protocol_error(self):
+        mine, theirs = socket.socketpair()
+        with fdrpc.from_socket(mine, calc().Client) as conn:
+            theirs.sendall(b"\x00\x00\x00\x10" + b"not a header frame")
+            with self.assertRaises(fdrpc.ProtocolError):
+                conn.client.add(1, 2)
+        theirs.close()
+
+    def test_a_bad_fd_count_or_stream_kind_is_a_protocol_error(self):
+        for header, value in (
+            (b"fdrpc-fds", b"-1"),
+            (b"fdrpc-fds", b"two"),
+            (b"fdrpc-fd-seq", b"9"),
+            (b"fdrpc-stream", b"bogus"),
+        ):
+            mine, theirs = socket.socketpair()
+            with fdrpc.from_socket(mine, calc().Client) as conn:
+                peer = fdrpc.FdHeaderTransport(fdrpc.FdSocket(theirs))
+                proto = THeaderProtocol(peer, [THeaderClientType.HEADERS])
+                peer.set_header(header, value)
+                proto.writeMessageBegin("add", TMessageType.REPLY, 1)
+                proto.writeStructBegin("result")
+                proto.writeFieldStop()
+                proto.writeStructEnd()
+                proto.writeMessageEnd()
+                peer.flush()
+                with self.assertRaises(fdrpc.ProtocolError, msg=repr((header, value))) as raised:
+                    conn.client.add(1, 2)
+                if header != b"fdrpc-stream":
+                    self.assertIsInstance(raised.exception, fdrpc.FdStreamError)
+                peer.close()
+
+    def test_a_server_closes_a_connection_that_sends_garbage(self):
+        served = Served()
+        with self.assertLogs("fdrpc", "WARNING") as logged:
+            served.client_sock.sendall(b"\x00\x00\x00\x10" + b"not a header frame")
+            served.join()
+        self.assertIn("broke the protocol", logged.output[0])
+        self.assertEqual(served.client_sock.recv(16), b"")
+        served.client_sock.close()
+
+    def test_closed_connections_and_timeouts_are_fdrpc_errors_and_standard_ones(self):
+        mine, theirs = socket.socketpair()
+        with fdrpc.from_socket(mine, calc().Client, timeout=0.05) as conn:
+            with self.assertRaises(fdrpc.Timeout) as raised:
+                conn.client.add(1, 2)
+            self.assertIsInstance(raised.exception, TimeoutError)
+            theirs.close()
+            with self.assertRaises(fdrpc.ConnectionClosed) as raised:
+                conn.client.add(1, 2)
+            self.assertIsInstance(raised.exception, TTransportException)
+            self.assertEqual(raised.exception.type, TTransportException.END_OF_FILE)
+
+
+class Servers(FdCountTest):
+    def test_a_server_block_serves_and_closes_everything_at_its_end(self):
+        path = os.path.join(tempfile.mkdtemp(prefix="fdrpc-py-server-"), "calc.sock")
+        handlers = []
+
+        class Owning(Handler):
+            def open_memfd(self, text):
+                return self.conn.attach_owned(memfd(text))
+
+        def make(conn):
+            handlers.append(Owning(conn))
+            return calc().Processor(handlers[-1])
+
+        with fdrpc.Server(path, make) as server:
+            server.start()
+            with fdrpc.connect(path, calc().Client) as conn:
+                self.assertEqual(conn.client.add(20, 22), 42)
+                with conn.take(conn.client.open_memfd("from a server")) as fd:
+                    self.assertEqual(os.pread(fd.fileno(), 32, 0), b"from a server")
+            # A client still connected when the block ends.
+            lingering = fdrpc.connect(path, calc().Client)
+            self.assertEqual(lingering.client.add(1, 1), 2)
+            self.assertEqual(server.connections(), 1)
+        self.assertFalse(os.path.exists(path))
+        with self.assertRaises(fdrpc.ConnectionClosed):
+            lingering.client.add(1, 1)
+        lingering.close()
+        with self.assertRaises(OSError):
+            fdrpc.connect(path, calc().Client)
+        self.assertEqual([h.calls for h in handlers], [[(20, 22)], [(1, 1)]])
+        os.rmdir(os.path.dirname(path))
+
+    def test_serve_until_stop_is_set(self):
+        path = os.path.join(tempfile.mkdtemp(prefix="fdrpc-py-server-"), "calc.sock")
+        ready, stop = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=fdrpc.serve, args=(path, lambda c: calc().Processor(Handler(c)), ready, stop)
+        )
+        thread.start()
+        self.assertTrue(ready.wait(10))
+        with fdrpc.connect(path, calc().Client) as conn:
+            self.assertEqual(conn.client.whoami(), "python")
+        stop.set()
+        thread.join(10)
+        self.assertFalse(thread.is_alive())
+        self.assertFalse(os.path.exists(path))
+        os.rmdir(os.path.dirname(path))
 
 
 class Timeouts(FdCountTest):

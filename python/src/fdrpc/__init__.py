@@ -12,6 +12,10 @@ the code its compiler generates, file descriptors included.
             with memfd:
                 ...
 
+Errors: every exception the package raises on its own derives from :class:`fdrpc.Error`
+(:class:`ProtocolError`, :class:`FdStreamError`, :class:`ConnectionClosed`,
+:class:`Timeout`, :class:`StreamError`); declared exceptions are the generated classes.
+
 See docs/python.md in the repository for ownership rules, streams and serving.
 """
 
@@ -25,15 +29,15 @@ from .client import (
     Connection,
     Item,
     Stream,
-    StreamError,
     connect,
     from_socket,
     struct,
 )
 from . import aio
+from .errors import ConnectionClosed, Error, FdStreamError, ProtocolError, StreamError, Timeout
 from .fd import Fd
-from .server import ServerConnection, ServerProtocol, serve, serve_connection
-from .transport import SCM_MAX_FD, FdHeaderTransport, FdSocket, FdStreamError
+from .server import Server, ServerConnection, ServerProtocol, serve, serve_connection
+from .transport import SCM_MAX_FD, FdHeaderTransport, FdSocket
 
 __version__ = "0.1.0"
 
@@ -46,16 +50,21 @@ __all__ = [
     "STRING",
     "CallProtocol",
     "Connection",
+    "ConnectionClosed",
+    "Error",
     "Fd",
     "FdHeaderTransport",
     "FdSocket",
     "FdStreamError",
     "Item",
-    "aio",
+    "ProtocolError",
+    "Server",
     "ServerConnection",
     "ServerProtocol",
     "Stream",
     "StreamError",
+    "Timeout",
+    "aio",
     "connect",
     "from_socket",
     "serve",

@@ -59,7 +59,7 @@ class AsyncConnection:
 
     async def call(self, method: str, *args: Any) -> Any:
         """Calls ``method`` of the generated client with ``args``; returns its result (its
-        declared exception is raised, ``TimeoutError`` after the connection's timeout)."""
+        declared exception is raised, :class:`fdrpc.Timeout` after the connection's timeout)."""
         async with self._lock:
             return await asyncio.to_thread(getattr(self.sync.client, method), *args)
 
@@ -86,11 +86,18 @@ class AsyncConnection:
             )
         return AsyncStream(self, stream)
 
-    async def sink(self, method: str, *args: Any, items: Iterable[Any], item: _client.Item) -> Any:
+    async def sink(
+        self,
+        method: str,
+        *args: Any,
+        items: Iterable[Any],
+        item: _client.Item,
+        error: Optional[_client.Item] = None,
+    ) -> Any:
         """As :meth:`fdrpc.Connection.sink` (``items`` is iterated in the worker thread)."""
         async with self._lock:
             return await asyncio.to_thread(
-                lambda: self.sync.sink(method, *args, items=items, item=item)
+                lambda: self.sync.sink(method, *args, items=items, item=item, error=error)
             )
 
     async def close(self) -> None:

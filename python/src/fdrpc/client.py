@@ -8,8 +8,8 @@ protocol that makes stock generated code safe on fdrpc's wire:
   that timed out, the late items of a cancelled stream) is skipped and its fds closed. Stock
   ``recv_*`` code checks neither, so without this a late stream item is read as the next
   call's reply.
-- each call waits at most ``timeout`` seconds for its reply (``TimeoutError``; the
-  connection stays usable).
+- each call waits at most ``timeout`` seconds for its reply (:class:`~fdrpc.Timeout`, a
+  ``TimeoutError``; the connection stays usable).
 - server streams are iterators (:meth:`Connection.stream`) that grant credit as items are
   consumed and send ``cancel`` when dropped early.
 - the connection is a context manager that closes the socket and every fd nobody took.
@@ -26,8 +26,9 @@ from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.THeaderTransport import THeaderClientType
 
+from .errors import StreamError, Timeout
 from .fd import Fd
-from .transport import FdHeaderTransport, FdSocket
+from .transport import FdHeaderTransport, FdSocket, header_int
 
 T = TypeVar("T")
 
@@ -62,7 +63,7 @@ class CallProtocol(THeaderProtocol):
         super().writeMessageBegin(name, ttype, seqid)
 
     def wait_readable(self, deadline: Optional[float]) -> None:
-        """Waits until a frame starts to arrive, or raises ``TimeoutError`` at ``deadline``
+        """Waits until a frame starts to arrive, or raises :class:`Timeout` at ``deadline``
         (checked only between frames, so a timeout never leaves half a frame read)."""
         sock = self.fdtrans.fdsock
         if deadline is None or sock.rbuf or sock.sock is None:
@@ -70,7 +71,7 @@ class CallProtocol(THeaderProtocol):
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("no reply within %.3g s" % self.timeout)
+                raise Timeout("no reply within %.3g s" % (self.timeout or 0.0))
             ready, _, _ = select.select([sock.sock], [], [], left)
             if ready:
                 return
@@ -104,7 +105,7 @@ class CallProtocol(THeaderProtocol):
         while True:
             try:
                 name, mtype, seqid = self.read_frame_begin(deadline)
-            except TimeoutError:
+            except Timeout:
                 # The call is given up: its reply, if it comes, is skipped.
                 self._awaiting = None
                 raise
@@ -130,6 +131,39 @@ def read_field(proto: Any, wanted: int, reader: Optional["Item"]) -> Any:
         proto.readFieldEnd()
     proto.readStructEnd()
     return value
+
+
+def write_data_frame(
+    proto: Any,
+    name: str,
+    mtype: int,
+    seqid: int,
+    kind: bytes,
+    value: Any = None,
+    codec: Optional["Item"] = None,
+) -> None:
+    """Writes and sends a stream data frame (docs/PROTOCOL.md, "Stream frames"): ``item``
+    (field 0 = ``value`` written by ``codec``), ``error`` (field 1 = ``value``, written by
+    ``codec``), ``end``, or ``abort`` (a ``TApplicationException`` naming ``value``).
+    ``mtype`` is ONEWAY from a client, REPLY from a server."""
+    if kind == b"error" and codec is None:
+        # No declared error to write it as: the producer gave up instead.
+        kind, value = b"abort", "stream error with no error codec: %r" % (value,)
+    proto.fdtrans.set_header(b"fdrpc-stream", kind)
+    THeaderProtocol.writeMessageBegin(proto, name, mtype, seqid)
+    if kind == b"abort":
+        TApplicationException(TApplicationException.INTERNAL_ERROR, str(value)).write(proto)
+    else:
+        proto.writeStructBegin(kind.decode())
+        if codec is not None and kind in (b"item", b"error"):
+            proto.writeFieldBegin("success" if kind == b"item" else "error", codec.ttype,
+                                  0 if kind == b"item" else 1)
+            codec.write(proto, value)
+            proto.writeFieldEnd()
+        proto.writeFieldStop()
+        proto.writeStructEnd()
+    proto.writeMessageEnd()
+    proto.fdtrans.flush()
 
 
 class Item:
@@ -178,16 +212,6 @@ def struct(cls: Callable[[], Any]) -> Item:
         return value
 
     return Item(TType.STRUCT, read, lambda proto, v: v.write(proto))
-
-
-class StreamError(Exception):
-    """The stream ended with its declared error (``value``: field 1 of the ``error`` frame,
-    read as an ``i32``/struct is not known here, so the raw struct is skipped: ``value`` is
-    None unless an error reader was given)."""
-
-    def __init__(self, value: Any) -> None:
-        super().__init__(value)
-        self.value = value
 
 
 class Stream(Generic[T]):
@@ -303,11 +327,23 @@ class Connection(Generic[T]):
         getattr(self.client, "recv_" + method)()
         return Stream(self, _plain(method), seqid, item, window, error)
 
-    def sink(self, method: str, *args: Any, items: Iterable[Any], item: Item) -> Any:
+    def sink(
+        self,
+        method: str,
+        *args: Any,
+        items: Iterable[Any],
+        item: Item,
+        error: Optional[Item] = None,
+    ) -> Any:
         """Calls the sink method ``method`` (the generated ``send_``/``recv_`` pair, whose
         arguments leave the sink out) with ``args``, sends ``items`` as the server grants
         credit, then ``end``, and returns the reply (its declared exception is raised). If
-        the server answers or sends ``cancel`` before the items ran out, no more are sent."""
+        the server answers or sends ``cancel`` before the items ran out, no more are sent.
+
+        If the iterable raises :class:`StreamError`, its ``value`` is sent (written by
+        ``error``) as the sink's declared error in place of ``end``, and the reply returned
+        as usual. Any other exception from it aborts the sink (an ``abort`` frame naming it;
+        the server answers ``PROTOCOL_ERROR``) and is raised again here."""
         getattr(self.client, "send_" + method)(*args)
         seqid = self.protocol.last_seqid
         name = _plain(method)
@@ -325,7 +361,7 @@ class Connection(Generic[T]):
                     proto.push_back(header)
                     return getattr(self.client, "recv_" + method)()
                 if header[2] == seqid and kind == b"credit":
-                    credit += int(self.transport.get_headers().get(b"fdrpc-credit", b"0"))
+                    credit += header_int(self.transport.get_headers(), b"fdrpc-credit", 0)
                 elif header[2] == seqid and kind == b"cancel":
                     ended = True
                 proto.skip_frame()
@@ -336,16 +372,19 @@ class Connection(Generic[T]):
             except StopIteration:
                 self.control(name, seqid, b"end")
                 break
-            self.transport.set_header(b"fdrpc-stream", b"item")
-            THeaderProtocol.writeMessageBegin(proto, name, TMessageType.ONEWAY, seqid)
-            proto.writeStructBegin("item")
-            proto.writeFieldBegin("success", item.ttype, 0)
-            item.write(proto, value)
-            proto.writeFieldEnd()
-            proto.writeFieldStop()
-            proto.writeStructEnd()
-            proto.writeMessageEnd()
-            self.transport.flush()
+            except StreamError as e:
+                # The producer's declared error ends the sink; the handler answers.
+                write_data_frame(proto, name, TMessageType.ONEWAY, seqid, b"error", e.value, error)
+                break
+            except Exception as e:
+                # The producer failed: the sink is aborted, the server answers PROTOCOL_ERROR.
+                write_data_frame(proto, name, TMessageType.ONEWAY, seqid, b"abort", e)
+                try:
+                    getattr(self.client, "recv_" + method)()
+                except TApplicationException:
+                    pass
+                raise
+            write_data_frame(proto, name, TMessageType.ONEWAY, seqid, b"item", value, item)
             credit -= 1
         return getattr(self.client, "recv_" + method)()
 

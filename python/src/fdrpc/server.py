@@ -10,34 +10,43 @@ up. Run as calls, they would invoke the method with every argument ``None``. The
 from __future__ import annotations
 
 import collections
+import logging
 import os
+import select
 import socket
 import threading
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from thrift.protocol.THeaderProtocol import THeaderProtocol
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.THeaderTransport import THeaderClientType
 from thrift.transport.TTransport import TTransportException
 
-from .client import StreamError, read_field
+from .client import read_field, write_data_frame
+from .errors import ConnectionClosed, ProtocolError, StreamError
 from .fd import Fd
-from .transport import FdHeaderTransport, FdSocket
+from .transport import FdHeaderTransport, FdSocket, header_int
+
+
+_log = logging.getLogger("fdrpc")
 
 
 class _Producer:
     """A server stream being produced: its items, its call, and the credit the client gave."""
 
-    def __init__(self, name: str, seqid: int, items: Iterator[Any], item: Any, credit: int):
+    def __init__(
+        self, name: str, seqid: int, items: Iterator[Any], item: Any, error: Any, credit: int
+    ):
         self.name, self.seqid = name, seqid
-        self.items, self.item, self.credit = items, item, credit
+        self.items, self.item, self.error, self.credit = items, item, error, credit
 
 
 class _Sink:
     """A sink being consumed: what arrived and was not yet taken, and how it ended."""
 
-    def __init__(self, item: Any) -> None:
-        self.item = item
+    def __init__(self, item: Any, error: Any) -> None:
+        self.item, self.error_codec = item, error
         self.queue: collections.deque = collections.deque()
         self.done = False
         self.error: Optional[BaseException] = None
@@ -48,14 +57,13 @@ class _Sink:
             exc = TApplicationException()
             exc.read(proto)
             self.done, self.error = True, exc
+        elif kind == b"item":
+            self.queue.append(read_field(proto, 0, self.item))
         else:
-            value = read_field(proto, 0, self.item if kind == b"item" else None)
-            if kind == b"item":
-                self.queue.append(value)
-            else:
-                self.done = True
-                if kind == b"error":
-                    self.error = StreamError(None)
+            value = read_field(proto, 1, self.error_codec if kind == b"error" else None)
+            self.done = True
+            if kind == b"error":
+                self.error = StreamError(value)
 
 
 class ServerProtocol(THeaderProtocol):
@@ -96,7 +104,7 @@ class ServerProtocol(THeaderProtocol):
         call is left to the caller (False) and becomes the call being handled."""
         name, _, seqid = header
         headers = self.fdtrans.get_headers()
-        kind = headers.get(b"fdrpc-stream")
+        kind = self.fdtrans.stream_kind()
         if kind is None:
             window = headers.get(b"fdrpc-credit", b"16")
             self.current = (name, seqid, int(window) if window.isdigit() else 16)
@@ -105,8 +113,14 @@ class ServerProtocol(THeaderProtocol):
         producer = self.streams.get(seqid)
         if sink is not None and kind in (b"item", b"end", b"error", b"abort"):
             sink.take(self, kind)
-        elif producer is not None and kind == b"credit":
-            producer.credit += int(headers.get(b"fdrpc-credit", b"0"))
+            super().readMessageEnd()
+            # The frame's fds stay until the next frame is read: a struct item's or the
+            # error's fd fields are indices the handler takes (those it leaves are closed).
+            return True
+        if producer is not None and kind == b"credit":
+            if b"fdrpc-credit" not in headers:
+                raise ProtocolError("a credit frame without fdrpc-credit")
+            producer.credit += header_int(headers, b"fdrpc-credit", 0)
             self.skip(TType.STRUCT)
         elif producer is not None and kind == b"cancel":
             # The client wants no more: nothing more is sent, not even `end`.
@@ -131,14 +145,19 @@ class ServerProtocol(THeaderProtocol):
                 try:
                     value = next(producer.items)
                 except StopIteration:
-                    self._frame(producer, b"end", None)
+                    self._frame(producer, b"end")
+                    del self.streams[seqid]
+                    break
+                except StreamError as e:
+                    # The producer's declared error ends the stream.
+                    self._frame(producer, b"error", e.value, producer.error)
                     del self.streams[seqid]
                     break
                 except Exception as e:  # noqa: BLE001 (the producer failed: the stream aborts)
                     self._frame(producer, b"abort", e)
                     del self.streams[seqid]
                     break
-                self._frame(producer, b"item", value)
+                self._frame(producer, b"item", value, producer.item)
                 producer.credit -= 1
 
     def control(self, name: str, seqid: int, kind: bytes, credit: Optional[int] = None) -> None:
@@ -153,21 +172,8 @@ class ServerProtocol(THeaderProtocol):
         self.writeMessageEnd()
         self.fdtrans.flush()
 
-    def _frame(self, producer: _Producer, kind: bytes, value: Any) -> None:
-        self.fdtrans.set_header(b"fdrpc-stream", kind)
-        THeaderProtocol.writeMessageBegin(self, producer.name, TMessageType.REPLY, producer.seqid)
-        if kind == b"abort":
-            TApplicationException(TApplicationException.INTERNAL_ERROR, str(value)).write(self)
-        else:
-            self.writeStructBegin(kind.decode())
-            if kind == b"item":
-                self.writeFieldBegin("success", producer.item.ttype, 0)
-                producer.item.write(self, value)
-                self.writeFieldEnd()
-            self.writeFieldStop()
-            self.writeStructEnd()
-        self.writeMessageEnd()
-        self.fdtrans.flush()
+    def _frame(self, producer: _Producer, kind: bytes, value: Any = None, codec: Any = None) -> None:
+        write_data_frame(self, producer.name, TMessageType.REPLY, producer.seqid, kind, value, codec)
 
 
 class ServerConnection:
@@ -194,27 +200,29 @@ class ServerConnection:
         """The fd at ``index`` of the call being handled, owned by the caller from now on."""
         return self.transport.take_fd(index)
 
-    def stream_reply(self, items: Iterable[Any], item: Any) -> None:
+    def stream_reply(self, items: Iterable[Any], item: Any, error: Any = None) -> None:
         """Makes the call being handled (a stream method: ``fdrpc.stream`` in the IDL, a
         ``void`` function to the generated code) answer with a stream of ``items`` once its
         opening reply is written; ``item`` says how one travels (``fdrpc.FD``, ...).
         Items are taken from the iterable as the client grants credit, and the connection
         serves other calls meanwhile; a ``cancel`` closes the iterable (a generator's
-        ``finally`` runs), and an exception from it aborts the stream."""
+        ``finally`` runs). The iterable raising :class:`StreamError` ends the stream with
+        its declared error (``value``, written by ``error``); any other exception from it
+        aborts the stream (an ``abort`` naming it)."""
         name, seqid, window = self.protocol.current
-        self._opened = _Producer(name, seqid, iter(items), item, window)
+        self._opened = _Producer(name, seqid, iter(items), item, error, window)
 
-    def sink_items(self, item: Any, window: int = 64) -> Iterator[Any]:
+    def sink_items(self, item: Any, window: int = 64, error: Any = None) -> Iterator[Any]:
         """The items of the sink of the call being handled (a method whose IDL says
         ``fdrpc.sink = "<item>"``: its generated handler takes every argument but the
         stream), for its handler to iterate: credit is granted ``window`` items at a time
         (half again as half is consumed), ``item`` says how one travels (``fdrpc.FD``, ...).
         Calls that arrive meanwhile on the connection are served in between. Ends with the
-        client's ``end``; raises ``StreamError`` for its ``error`` and
-        ``TApplicationException`` for its ``abort``."""
+        client's ``end``; raises :class:`StreamError` for its ``error`` (its ``value`` read by
+        ``error``) and ``TApplicationException`` for its ``abort``."""
         proto = self.protocol
         name, seqid, _ = proto.current
-        sink = _Sink(item)
+        sink = _Sink(item, error)
         proto.sinks[seqid] = sink
         try:
             proto.control(name, seqid, b"credit", window)
@@ -258,28 +266,190 @@ class ServerConnection:
         pid, uid, gid = _struct.unpack("3i", creds)
         return pid, uid, gid
 
+    def shutdown(self) -> None:
+        """Shuts the socket down both ways (the thread serving it ends at its next read);
+        closing is left to that thread."""
+        sock = self.transport.fdsock.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self) -> None:
+        """Closes the socket and every fd the connection still holds."""
         self.transport.close()
+
+
+def _serve(conn: ServerConnection, make_processor: Callable[[ServerConnection], Any]) -> None:
+    """Serves ``conn`` until its peer closes it, or it is shut down, or the peer breaks the
+    protocol (logged: the connection is closed, as fdrpc's own servers do)."""
+    processor = make_processor(conn)
+    conn.processor = processor
+    while True:
+        try:
+            processor.process(conn.protocol, conn.protocol)
+            conn.opened()
+        except ConnectionClosed:
+            return
+        except TTransportException as e:
+            if e.type in (TTransportException.END_OF_FILE, TTransportException.NOT_OPEN):
+                return
+            raise
+        except ProtocolError as e:
+            _log.warning("closing a connection that broke the protocol: %s", e)
+            return
 
 
 def serve_connection(sock: socket.socket, make_processor: Callable[[ServerConnection], Any]) -> None:
     """Serves one connected socket (which it owns) until the peer closes it:
     ``make_processor(connection)`` returns the generated ``Service.Processor`` over a handler
-    (which may keep ``connection`` for fds). Every fd still held is closed at the end."""
+    (which may keep ``connection`` for fds). Every fd still held is closed at the end. A
+    peer that breaks the protocol is logged (logger ``fdrpc``) and its connection closed."""
     conn = ServerConnection(sock)
     try:
-        processor = make_processor(conn)
-        conn.processor = processor
-        while True:
-            try:
-                processor.process(conn.protocol, conn.protocol)
-                conn.opened()
-            except TTransportException as e:
-                if e.type == TTransportException.END_OF_FILE:
-                    return
-                raise
+        _serve(conn, make_processor)
     finally:
         conn.close()
+
+
+class Server:
+    """A server listening at ``path`` (``@name`` for an abstract socket), serving each
+    connection on a thread of its own (see :func:`serve_connection`). The socket is bound
+    and listening once the constructor returns, so clients may connect at once; calls are
+    answered once :meth:`serve_forever` runs (or :meth:`start` runs it on a thread).
+
+    A context manager: leaving the block (or :meth:`close`) stops accepting, shuts every
+    open connection down (their threads end at their next read, closing every fd they
+    hold), waits for them up to ``join_timeout`` seconds, and removes the socket file::
+
+        with fdrpc.Server("/run/calc.sock", lambda conn: Calc.Processor(Handler(conn))) as s:
+            s.start()
+            ...                                   # serving until the block ends
+    """
+
+    def __init__(
+        self,
+        path: str,
+        make_processor: Callable[[ServerConnection], Any],
+        backlog: int = 64,
+        join_timeout: float = 5.0,
+    ) -> None:
+        self.path = path
+        self.make_processor = make_processor
+        self.join_timeout = join_timeout
+        self._lock = threading.Lock()
+        self._conns: Set[ServerConnection] = set()
+        self._threads: List[threading.Thread] = []
+        self._accepting: Optional[threading.Thread] = None
+        self._stopping = False
+        self._closed = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._ino: Optional[int] = None
+        try:
+            self._listener.bind("\0" + path[1:] if path.startswith("@") else path)
+            if not path.startswith("@"):
+                self._ino = os.stat(path).st_ino
+            self._listener.listen(backlog)
+        except BaseException:
+            self._listener.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+
+    def serve_forever(self) -> None:
+        """Accepts and serves connections until :meth:`shutdown` or :meth:`close`."""
+        while True:
+            ready, _, _ = select.select([self._listener, self._wake_r], [], [])
+            with self._lock:
+                if self._stopping:
+                    return
+            if self._listener in ready:
+                try:
+                    sock, _ = self._listener.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue
+                self._spawn(sock)
+
+    def start(self) -> "Server":
+        """Runs :meth:`serve_forever` on a thread; returns the server."""
+        if self._accepting is None:
+            self._accepting = threading.Thread(target=self.serve_forever, daemon=True)
+            self._accepting.start()
+        return self
+
+    def _spawn(self, sock: socket.socket) -> None:
+        sock.settimeout(None)
+        conn = ServerConnection(sock)
+        with self._lock:
+            if self._stopping:
+                conn.close()
+                return
+            self._conns.add(conn)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self._threads.append(thread)
+        thread.start()
+
+    def _run(self, conn: ServerConnection) -> None:
+        try:
+            _serve(conn, self.make_processor)
+        finally:
+            # Under the lock: close() never shuts down a socket whose number was reused.
+            with self._lock:
+                self._conns.discard(conn)
+                conn.close()
+
+    def connections(self) -> int:
+        """How many connections are being served."""
+        with self._lock:
+            return len(self._conns)
+
+    def shutdown(self) -> None:
+        """Stops accepting connections (those open are served on)."""
+        with self._lock:
+            self._stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Stops accepting, shuts every connection down and waits for their threads (up to
+        ``join_timeout`` seconds: a handler still running then is left to finish on its
+        own), closes the listener and removes the socket file. Idempotent."""
+        self.shutdown()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in self._conns:
+                conn.shutdown()
+            threads = list(self._threads)
+        accepting = self._accepting
+        if accepting is not None and accepting is not threading.current_thread():
+            accepting.join(self.join_timeout)
+        deadline = time.monotonic() + self.join_timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        # The socket file, if it is still the one this server bound.
+        if self._ino is not None:
+            try:
+                if os.stat(self.path).st_ino == self._ino:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def serve(
@@ -288,25 +458,17 @@ def serve(
     ready: Optional[threading.Event] = None,
     stop: Optional[threading.Event] = None,
 ) -> None:
-    """Listens at ``path`` and serves each connection on a thread of its own (see
-    :func:`serve_connection`) until ``stop`` is set."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(path)
-        listener.listen(64)
-        listener.settimeout(0.2)
+    """Listens at ``path`` and serves each connection on a thread of its own until ``stop``
+    is set (a :class:`Server` run in this thread; its connections are shut down at the end)."""
+    with Server(path, make_processor) as server:
         if ready is not None:
             ready.set()
-        while stop is None or not stop.is_set():
-            try:
-                sock, _ = listener.accept()
-            except socket.timeout:
-                continue
-            sock.settimeout(None)
-            threading.Thread(target=serve_connection, args=(sock, make_processor), daemon=True).start()
-    finally:
-        listener.close()
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        if stop is not None:
+            event = stop
+
+            def stopper() -> None:
+                event.wait()
+                server.shutdown()
+
+            threading.Thread(target=stopper, daemon=True).start()
+        server.serve_forever()

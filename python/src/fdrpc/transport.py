@@ -20,23 +20,41 @@ import array
 import collections
 import os
 import socket
-from typing import Deque, List, Optional, Union
+from typing import Deque, Dict, List, Optional, Type, Union
 
 from thrift.transport.THeaderTransport import (
     THeaderClientType,
     THeaderSubprotocolID,
     THeaderTransport,
 )
+from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportBase, TTransportException
 
+from .errors import ConnectionClosed, FdStreamError, ProtocolError
 from .fd import Fd
 
 SCM_MAX_FD = 253
 """Linux's most fds one ``sendmsg`` may carry."""
 
 
-class FdStreamError(Exception):
-    """The fd stream is broken (docs/PROTOCOL.md section 3): the connection must be closed."""
+STREAM_KINDS = (b"item", b"error", b"end", b"abort", b"credit", b"cancel")
+"""The values of the ``fdrpc-stream`` header (docs/PROTOCOL.md, "Stream frames")."""
+
+
+def header_int(
+    headers: Dict[bytes, bytes],
+    name: bytes,
+    default: int,
+    error: Type[ProtocolError] = ProtocolError,
+) -> int:
+    """The non-negative decimal integer in header ``name`` (``default`` when absent); any
+    other value raises ``error``."""
+    value = headers.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or len(value) > 10:
+        raise error("header %r is not a count: %r" % (name.decode(), value[:32]))
+    return int(value)
 
 
 class FdSocket(TTransportBase):
@@ -65,7 +83,7 @@ class FdSocket(TTransportBase):
 
     def read(self, sz: int) -> bytes:
         if self.sock is None:
-            raise TTransportException(TTransportException.NOT_OPEN, "closed")
+            raise ConnectionClosed("the connection is closed", TTransportException.NOT_OPEN)
         if not self.rbuf:
             # Not socket.recv_fds: it ignores its flags, so the fds would not be close-on-exec.
             data, ancdata, flags, _ = self.sock.recvmsg(
@@ -79,7 +97,7 @@ class FdSocket(TTransportBase):
             if flags & socket.MSG_CTRUNC:
                 raise FdStreamError("control data truncated: fds were lost")
             if not data:
-                raise TTransportException(TTransportException.END_OF_FILE, "peer closed")
+                raise ConnectionClosed("the peer closed the connection")
             self.rbuf += data
         out = bytes(self.rbuf[:sz])
         del self.rbuf[:sz]
@@ -90,18 +108,21 @@ class FdSocket(TTransportBase):
 
     def flush(self) -> None:
         if self.sock is None:
-            raise TTransportException(TTransportException.NOT_OPEN, "closed")
+            raise ConnectionClosed("the connection is closed", TTransportException.NOT_OPEN)
         data, fds = self._wbuf, self.out_fds
         self._wbuf, self.out_fds = b"", []
         # Every fd rides with the first byte of a sendmsg that starts at or before its frame's
         # last byte; more than 253 go in several sendmsg calls of one byte each.
-        while fds:
-            batch, fds = fds[:SCM_MAX_FD], fds[SCM_MAX_FD:]
-            n = 1 if fds else len(data)
-            sent = socket.send_fds(self.sock, [data[:n]], batch)
-            data = data[sent:]
-        while data:
-            data = data[self.sock.send(data) :]
+        try:
+            while fds:
+                batch, fds = fds[:SCM_MAX_FD], fds[SCM_MAX_FD:]
+                n = 1 if fds else len(data)
+                sent = socket.send_fds(self.sock, [data[:n]], batch)
+                data = data[sent:]
+            while data:
+                data = data[self.sock.send(data) :]
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise ConnectionClosed("the peer closed the connection: %s" % e) from e
 
 
 class FdHeaderTransport(THeaderTransport):
@@ -151,12 +172,21 @@ class FdHeaderTransport(THeaderTransport):
                 os.close(fd)
 
     def readFrame(self, req_sz: int) -> None:  # noqa: N802 (Thrift's name)
-        super().readFrame(req_sz)
+        try:
+            super().readFrame(req_sz)
+        except ConnectionClosed:
+            raise
+        except TTransportException as e:
+            if e.type == TTransportException.END_OF_FILE:
+                raise ConnectionClosed("the peer closed the connection: %s" % e.message) from e
+            raise ProtocolError("not a THeader frame: %s" % e.message) from e
+        except TApplicationException as e:
+            raise ProtocolError("not a THeader frame: %s" % e.message) from e
         headers = self.get_headers()
-        n = int(headers.get(b"fdrpc-fds", b"0"))
-        seq = headers.get(b"fdrpc-fd-seq")
-        if seq is not None and int(seq) != self.claimed:
-            raise FdStreamError("fd sequence mismatch: %s != %d" % (seq, self.claimed))
+        n = header_int(headers, b"fdrpc-fds", 0, FdStreamError)
+        seq = header_int(headers, b"fdrpc-fd-seq", self.claimed, FdStreamError)
+        if seq != self.claimed:
+            raise FdStreamError("fd sequence mismatch: %d != %d" % (seq, self.claimed))
         if n > len(self.fdsock.fifo):
             raise FdStreamError("frame declares %d fds, %d arrived" % (n, len(self.fdsock.fifo)))
         self.close_received()
@@ -182,8 +212,13 @@ class FdHeaderTransport(THeaderTransport):
 
     def stream_kind(self) -> Optional[bytes]:
         """The ``fdrpc-stream`` header of the last frame read (``b"item"``, ``b"credit"``,
-        ...), or None: a frame that has one is never a call or a call's reply."""
-        return self.get_headers().get(b"fdrpc-stream")
+        ...), or None: a frame that has one is never a call or a call's reply. A kind that
+        is not one of the six is a :class:`ProtocolError` (docs/PROTOCOL.md: "Malformed
+        stream frames end the connection")."""
+        kind = self.get_headers().get(b"fdrpc-stream")
+        if kind is not None and kind not in STREAM_KINDS:
+            raise ProtocolError("unknown stream frame kind %r" % kind[:32])
+        return kind
 
     def close_received(self) -> None:
         """Closes the fds of the last frame read that nobody took."""
