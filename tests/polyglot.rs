@@ -529,3 +529,140 @@ fn a_live_server_answers_introspection_with_its_idl() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// Streams and sinks that end with their declared error (an error carrying an fd), between
+/// Rust and the Python package, both ways.
+mod countdown {
+    use std::os::fd::OwnedFd;
+
+    use futures::StreamExt;
+
+    #[derive(fdrpc::Message, Debug)]
+    pub struct Refusal {
+        pub why: String,
+        pub log: Option<OwnedFd>,
+    }
+
+    #[fdrpc::service]
+    pub trait Countdown {
+        /// `from`, `from - 1`, ..., 1, then the error `Refusal { why: "liftoff", log }`, its
+        /// log a memfd holding "from {from}".
+        async fn countdown(&self, from: i32) -> fdrpc::Stream<i32, Refusal>;
+        /// "{sum of the items} then {why}: {the log's text}" for a sink that ends with its
+        /// error, "{sum} then end" for one that ends.
+        async fn tally(&self, items: fdrpc::Stream<i32, Refusal>) -> String;
+    }
+
+    pub struct CountdownImpl;
+
+    impl Countdown for CountdownImpl {
+        async fn countdown(&self, from: i32) -> fdrpc::Stream<i32, Refusal> {
+            let log = super::memfd(format!("from {from}").as_bytes());
+            let items = (1..=from).rev().map(Ok).chain(std::iter::once(Err(Refusal {
+                why: "liftoff".into(),
+                log: Some(log.into()),
+            })));
+            fdrpc::Stream::new(futures::stream::iter(items))
+        }
+        async fn tally(&self, mut items: fdrpc::Stream<i32, Refusal>) -> String {
+            let mut sum = 0;
+            while let Some(item) = items.next().await {
+                match item {
+                    Ok(n) => sum += n,
+                    Err(refusal) => {
+                        let log = refusal
+                            .log
+                            .as_ref()
+                            .map(super::contents)
+                            .unwrap_or_default();
+                        return format!(
+                            "{sum} then {}: {}",
+                            refusal.why,
+                            String::from_utf8_lossy(&log)
+                        );
+                    }
+                }
+            }
+            format!("{sum} then end")
+        }
+    }
+}
+
+/// The Python package's client reads a Rust stream's declared error (with its fd) and ends a
+/// sink with one; the Rust client reads a Python producer's declared error and ends a sink
+/// served in Python with one.
+#[test]
+fn declared_stream_errors_cross_between_rust_and_python_both_ways() {
+    let _check = fd_leak_check();
+    if !tools_present() {
+        return;
+    }
+    let dir = tempdir("countdown");
+    let gen_dir = compile(&dir, "countdown", &countdown::CountdownClient::idl());
+    let path = dir.join("rust.sock");
+    run_async(async {
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(fdrpc::Server::new().serve_with_shutdown(
+            listener,
+            countdown::CountdownServer::new(countdown::CountdownImpl),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let out = run_python_client("stream_errors.py", &path, &gen_dir).await;
+        assert!(out.contains("client passed"), "{out}");
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    });
+    // The other way: the same script serves, the Rust client calls.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/stream_errors.py");
+    let served = dir.join("python.sock");
+    let mut child = Command::new("timeout")
+        .args(["120", &python(), "-E"])
+        .arg(&script)
+        .arg(&served)
+        .arg(&gen_dir)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready, "ready\n");
+    let client = countdown::CountdownBlockingClient::connect(&served)
+        .unwrap()
+        .with_timeout(Duration::from_secs(20));
+    let mut items = client.countdown(3).unwrap();
+    let got: Vec<i32> = items.by_ref().take(3).map(|i| i.unwrap()).collect();
+    assert_eq!(got, [3, 2, 1]);
+    let refusal = items.next().unwrap().unwrap_err().into_service().unwrap();
+    assert_eq!(refusal.why, "python liftoff");
+    let log = refusal.log.unwrap();
+    assert!(is_cloexec(&log));
+    assert_eq!(contents(&log), b"python from 3");
+    assert!(items.next().is_none());
+    drop((items, log));
+    let log = memfd(b"rust's reason");
+    let sent = [
+        Ok(5),
+        Ok(6),
+        Err(countdown::Refusal {
+            why: "rust stops".into(),
+            log: Some(log.into()),
+        }),
+    ];
+    assert_eq!(
+        client.tally(sent).unwrap(),
+        "11 then rust stops: rust's reason"
+    );
+    assert_eq!(client.tally([Ok(1), Ok(2)]).unwrap(), "3 then end");
+    drop(client);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "python server failed: {status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
