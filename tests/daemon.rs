@@ -637,3 +637,44 @@ fn the_mode_holds_from_the_first_connection() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// Calls every notification function under the fake manager of the test below; exits
+/// non-zero (a failed assertion) unless each says it sent.
+#[test]
+#[ignore = "runs only with NOTIFY_SOCKET set, started by the test below"]
+fn notify_child() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    use fdrpc::systemd::{State, notify, remove_stored_fd, store_fd};
+    let file = std::fs::File::open("/dev/null").unwrap();
+    assert!(notify(&[State::Status("checking")]).unwrap());
+    assert!(store_fd("kept", &file).unwrap());
+    assert!(remove_stored_fd("kept").unwrap());
+    assert!(notify(&[State::Stopping]).unwrap());
+}
+
+/// Under a service manager each call sends its message and says so (`Ok(true)`); without one
+/// (the runtime's unit tests) each says it did nothing.
+#[test]
+fn under_a_service_manager_every_notification_is_sent_and_says_so() {
+    let _check = fd_leak_check();
+    let dir = tempdir("notify");
+    let notify = NotifySocket::bind(&dir);
+    let status = child_command("notify_child")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    let stored = notify.expect(&["STATUS=checking", "FDSTORE=1", "FDNAME=kept"]);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, "kept");
+    drop(stored);
+    assert!(
+        notify
+            .expect(&["FDSTOREREMOVE=1", "FDNAME=kept"])
+            .is_empty()
+    );
+    assert!(notify.expect(&["STOPPING=1"]).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -414,6 +414,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_child_that_cannot_take_its_fds_is_not_spawned() {
+        use std::os::unix::process::CommandExt;
+        let fds: Vec<(String, OwnedFd)> = (0..3)
+            .map(|i| {
+                let (mine, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+                (format!("s{i}"), mine.into())
+            })
+            .collect();
+        let mut command = Command::new("true");
+        // SAFETY: setrlimit is a system call; nothing is allocated in the child.
+        unsafe {
+            command.pre_exec(|| {
+                // Fd 4 and up cannot be made: the second fd's dup2 fails.
+                let limit = libc::rlimit {
+                    rlim_cur: 4,
+                    rlim_max: 4,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        match spawn_with_fds(&mut command, fds) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}"),
+            Ok(mut child) => panic!("spawned: {:?}", child.wait()),
+        }
+    }
+
     #[cfg(feature = "tokio")]
     #[tokio::test]
     async fn a_name_not_passed_takes_the_one_unnamed_socket_and_nothing_else() {
@@ -428,10 +458,14 @@ mod tests {
         let mut fds = ListenFds {
             fds: vec![(UNNAMED.into(), file()), (UNNAMED.into(), listening(&a))],
         };
+        assert_eq!((fds.len(), fds.is_empty()), (2, false));
+        assert_eq!(fds.names().collect::<Vec<_>>(), [UNNAMED, UNNAMED]);
         let listener = fds.take_listener(Some("broker")).unwrap().unwrap();
         std::os::unix::net::UnixStream::connect(&a).unwrap();
         drop(listener);
         assert_eq!(fds.len(), 1, "the file stays");
+        assert!(fds.take_named(UNNAMED).is_some());
+        assert_eq!((fds.len(), fds.is_empty()), (0, true));
         // Two unnamed sockets: which one is meant cannot be told.
         let _ = std::fs::remove_file(&a);
         let mut fds = ListenFds {
@@ -446,6 +480,7 @@ mod tests {
         let mut fds = ListenFds {
             fds: vec![("admin".into(), file()), (UNNAMED.into(), listening(&a))],
         };
+        assert_eq!(fds.names().collect::<Vec<_>>(), ["admin", UNNAMED]);
         assert!(fds.take_listener(Some("broker")).unwrap().is_none());
         assert_eq!(fds.into_iter().count(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -455,7 +490,9 @@ mod tests {
     fn fd_names_follow_systemds_rule() {
         check_name("broker").unwrap();
         check_name(&"x".repeat(255)).unwrap();
-        for bad in ["", "a:b", "a\nb", &"x".repeat(256)] {
+        // The bounds of "control character": space and `~` are fine, 0x1f and DEL are not.
+        check_name("a b~").unwrap();
+        for bad in ["", "a:b", "a\nb", "a\x1fb", "a\x7fb", &"x".repeat(256)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

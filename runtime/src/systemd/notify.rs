@@ -85,3 +85,31 @@ pub fn remove_stored_fd(name: &str) -> io::Result<bool> {
     sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)])?;
     Ok(true)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Without a service manager every call says it did nothing (`tests/daemon.rs` runs a
+    /// daemon under a fake one, where they say they did).
+    #[test]
+    fn without_a_service_manager_nothing_is_sent_and_each_call_says_so() {
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            // Run under a service manager: these calls would reach it.
+            return;
+        }
+        assert!(!managed());
+        assert!(!notify(&[State::Ready, State::Status("up")]).unwrap());
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(!store_fd("kept", &file).unwrap());
+        assert!(!remove_stored_fd("kept").unwrap());
+        // A name systemd would refuse is refused first, manager or not.
+        for bad in ["", "a:b", "line\nbreak"] {
+            let e = store_fd(bad, &file).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+            let e = remove_stored_fd(bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+}
