@@ -92,6 +92,10 @@ fn right_kinds_are_accepted() {
     let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"data").unwrap();
     let got = send_as::<WantsSealed>(sealed).unwrap();
     assert_eq!(got.fd.read_all().unwrap(), b"data");
+    assert_eq!(
+        (got.fd.len().unwrap(), got.fd.is_empty().unwrap()),
+        (4, false)
+    );
     let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"shrink").unwrap();
     let got = send_as::<WantsShrinkSealed>(sealed).unwrap();
     assert_eq!(got.fd.read_all().unwrap(), b"shrink");
@@ -191,7 +195,20 @@ fn a_sealed_memfd_maps_read_only_and_an_unsealed_one_is_refused() {
         );
     }
     let empty = fdrpc::SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::with_contents("e", b"").unwrap();
+    assert!(empty.is_empty().unwrap());
     assert!(empty.map().unwrap().is_empty());
+    // A mapping is unmapped when dropped (a name no other test uses: /proc/self/maps is
+    // the whole process's).
+    let sealed = fdrpc::SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::with_contents(
+        "typed-fds-unmapped",
+        b"as bytes",
+    )
+    .unwrap();
+    let map = sealed.map().unwrap();
+    assert_eq!(AsRef::<[u8]>::as_ref(&map), b"as bytes");
+    assert_eq!(mapped_as("typed-fds-unmapped"), 1);
+    drop(map);
+    assert_eq!(mapped_as("typed-fds-unmapped"), 0);
 }
 
 #[test]
@@ -199,6 +216,7 @@ fn a_memfd_written_in_place_is_sealed_for_good() {
     use std::io::Write;
     let _check = fd_leak_check();
     let mut w = fdrpc::SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::writer("w", 1 << 20).unwrap();
+    assert_eq!(w.len(), 1 << 20);
     assert!(w.iter().all(|&b| b == 0));
     for (i, b) in w.iter_mut().enumerate() {
         *b = (i % 251) as u8;
@@ -218,4 +236,16 @@ fn a_memfd_written_in_place_is_sealed_for_good() {
     let (bytes, fds) = fdrpc::encode(sealed).unwrap();
     let back: fdrpc::SealedMemfd = fdrpc::decode(&bytes, fds).unwrap();
     assert_eq!(back.map().unwrap()[250], 250);
+    // A writer dropped unsealed unmaps its memory (a name no other test uses).
+    let w = fdrpc::SealedMemfd::<{ fdrpc::seals::IMMUTABLE }>::writer("typed-fds-w", 4096).unwrap();
+    assert_eq!(mapped_as("typed-fds-w"), 1);
+    drop(w);
+    assert_eq!(mapped_as("typed-fds-w"), 0);
+}
+
+/// How many mappings of this process map the memfd named `name`.
+fn mapped_as(name: &str) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let needle = format!("/memfd:{name} ");
+    maps.lines().filter(|l| l.contains(&needle)).count()
 }

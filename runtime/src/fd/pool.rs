@@ -1095,6 +1095,24 @@ mod tests {
         buf.lend(len).unwrap()
     }
 
+    /// The lines of `/proc/self/maps` that map the memfd named `name`.
+    fn mappings_of(name: &str) -> usize {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let needle = format!("/memfd:{name} ");
+        maps.lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    #[test]
+    fn a_pool_and_its_readers_unmap_everything_when_dropped() {
+        let name = format!("unmap-check-{}", std::process::id());
+        let pool = Pool::new(&name, 4096, 2).unwrap();
+        let reader = pool.share().unwrap().map().unwrap();
+        let view = reader.open(lend(&pool, 7, 100)).unwrap();
+        assert!(mappings_of(&name) >= 2, "the sender's and the reader's");
+        drop((view, reader, pool));
+        assert_eq!(mappings_of(&name), 0);
+    }
+
     /// A release record written by hand, as a hostile receiver would.
     fn release_raw(shared_releases: &OwnedFd, bytes: &[u8]) {
         assert_eq!(
@@ -1107,13 +1125,20 @@ mod tests {
     fn a_buffer_is_lent_read_and_given_back_and_its_slot_reused() {
         let pool = Pool::new("t", 100, 2).unwrap();
         assert_eq!(pool.slot_size(), rustix::param::page_size());
+        assert_eq!(pool.slots(), 2);
+        let other = Pool::new("t", 100, 3).unwrap();
+        assert_eq!(other.slots(), 3);
+        assert_ne!(pool.id(), other.id());
+        let shared = other.share().unwrap();
+        assert_eq!(shared.id(), other.id());
+        drop((other, shared));
         let reader = pool.share().unwrap().map().unwrap();
         let mut slots = std::collections::HashSet::new();
         for round in 0..10u8 {
             let lent = lend(&pool, round, 3000);
             slots.insert(lent.slot);
             let view = reader.open(lent).unwrap();
-            assert_eq!(view.len(), 3000);
+            assert_eq!((view.len(), view.is_empty()), (3000, false));
             assert!(view.to_vec().iter().all(|&b| b == round));
             assert_eq!(pool.stats().lent, 1);
             drop(view);
@@ -1128,6 +1153,13 @@ mod tests {
             );
         }
         assert!(slots.len() <= 2, "{slots:?}");
+        let empty = lend(&pool, 0, 0);
+        assert_eq!(
+            (empty.pool(), empty.len(), empty.is_empty()),
+            (pool.id(), 0, true)
+        );
+        let view = reader.open(empty).unwrap();
+        assert_eq!((view.len(), view.is_empty()), (0, true));
     }
 
     #[test]
@@ -1165,6 +1197,24 @@ mod tests {
         let lent = lend(&pool, 0, 1);
         pool.take_back(lent);
         assert_eq!(pool.stats().free, 1);
+        // Only a buffer this pool lent, under the generation it is lent under, comes back: not
+        // another pool's (same slot, same generation), not one already given back.
+        let other = Pool::new("t", 4096, 1).unwrap();
+        other.take_back(lend(&other, 0, 1));
+        let theirs = lend(&other, 0, 1);
+        let mine = lend(&pool, 0, 1);
+        assert_eq!(
+            (theirs.slot, theirs.generation),
+            (mine.slot, mine.generation)
+        );
+        pool.take_back(theirs);
+        assert_eq!((pool.stats().lent, pool.stats().free), (1, 0));
+        pool.take_back(mine);
+        assert_eq!((pool.stats().lent, pool.stats().free), (0, 1));
+        pool.take_back(mine);
+        assert_eq!((pool.stats().lent, pool.stats().free), (0, 1));
+        other.take_back(theirs);
+        assert_eq!(other.stats().free, 1);
     }
 
     #[test]
@@ -1303,14 +1353,40 @@ mod tests {
             shared.map_within(4096 * 3),
             Err(PoolError::Invalid(_))
         ));
-        let lying = SharedPool {
+        let shape = |slot_size: u64, slots: u32| SharedPool {
             id: 1,
-            slot_size: 4096,
-            slots: 8,
-            memfd,
-            releases,
+            slot_size,
+            slots,
+            memfd: memfd.try_clone().unwrap(),
+            releases: releases.try_clone().unwrap(),
         };
-        assert!(matches!(lying.map(), Err(PoolError::Invalid(_))));
+        // Larger than its memfd.
+        assert!(matches!(shape(4096, 8).map(), Err(PoolError::Invalid(_))));
+        // Not a pool's shape: no slots, more than the most, slots of no or part pages.
+        let page = rustix::param::page_size() as u64;
+        for (slot_size, slots) in [
+            (page, 0),
+            (page, MAX_POOL_SLOTS + 1),
+            (0, 1),
+            (page + 1, 1),
+            (page / 2, 2),
+        ] {
+            let got = shape(slot_size, slots).map_within(u64::MAX);
+            // Refused for its shape, before the memfd's size is looked at.
+            assert!(
+                matches!(got, Err(PoolError::Invalid(e)) if !e.contains("smaller")),
+                "{slot_size} x {slots}"
+            );
+        }
+        // At the bounds: as many slots as allowed (the shape passes; the memfd is too small),
+        // and exactly as large as the limit.
+        assert!(matches!(
+            shape(page, MAX_POOL_SLOTS).map_within(u64::MAX),
+            Err(PoolError::Invalid(e)) if e.contains("smaller")
+        ));
+        let exact = shape(4096, 4).map_within(4096 * 4).unwrap();
+        assert_eq!((exact.id(), exact.inner.slots), (1, 4));
+        drop((exact, memfd, releases));
         assert!(pool.share().is_err(), "shared once");
     }
 
@@ -1333,8 +1409,13 @@ mod tests {
             assert_eq!(&dst[..n], want, "at {offset}");
         }
         let mut joined = Vec::new();
-        view.for_each_chunk(|c| joined.extend_from_slice(c));
+        let mut chunks = 0;
+        view.for_each_chunk(|c| {
+            joined.extend_from_slice(c);
+            chunks += 1;
+        });
         assert!(joined == expected);
+        assert_eq!(chunks, 1, "8000 bytes fit one 16 KiB chunk");
         assert!(view.to_vec() == expected);
         // SAFETY: this test's own pool, written before it was lent and not since.
         assert!(unsafe { view.as_slice_unchecked() } == &expected[..]);
@@ -1345,6 +1426,26 @@ mod tests {
         let pool = Pool::new("t", 4096, 2).unwrap();
         let (bytes, fds) = crate::encode(pool.share().unwrap()).unwrap();
         let shared: SharedPool = crate::decode(&bytes, fds).unwrap();
+        let nonblocking = |fd: &OwnedFd| {
+            rustix::fs::fcntl_getfl(fd)
+                .unwrap()
+                .contains(OFlags::NONBLOCK)
+        };
+        assert!(nonblocking(&shared.releases), "still non-blocking");
+        // A release pipe another implementation left blocking is made non-blocking on arrival.
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        assert!(!nonblocking(&w));
+        let theirs = SharedPool {
+            id: shared.id,
+            slot_size: shared.slot_size,
+            slots: shared.slots,
+            memfd: shared.memfd.try_clone().unwrap(),
+            releases: w,
+        };
+        let (bytes, fds) = crate::encode(theirs).unwrap();
+        let theirs: SharedPool = crate::decode(&bytes, fds).unwrap();
+        assert!(nonblocking(&theirs.releases));
+        drop((theirs, r));
         let reader = shared.map().unwrap();
         let lent = lend(&pool, 9, 5);
         let (bytes, fds) = crate::encode(lent).unwrap();
