@@ -96,6 +96,9 @@ fn right_kinds_are_accepted() {
         (got.fd.len().unwrap(), got.fd.is_empty().unwrap()),
         (4, false)
     );
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut &got.fd, &mut read).unwrap();
+    assert_eq!(read, b"data");
     let sealed = SealedMemfd::<{ seals::IMMUTABLE }>::with_contents("x", b"shrink").unwrap();
     let got = send_as::<WantsShrinkSealed>(sealed).unwrap();
     assert_eq!(got.fd.read_all().unwrap(), b"shrink");

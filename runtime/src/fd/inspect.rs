@@ -202,3 +202,124 @@ fn is_socket(fd: &OwnedFd) -> Result<bool, DecodeError> {
     let st = rustix::fs::fstat(fd).map_err(io_err)?;
     Ok(FileType::from_raw_mode(st.st_mode) == FileType::Socket)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// The error a field requiring `kind` reports for `fd`.
+    fn refusal(fd: &OwnedFd, kind: &Kind) -> String {
+        match require(fd, kind) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{kind:?} accepted"),
+        }
+    }
+
+    /// What arrived, and what was wanted, are named in words a user knows.
+    #[test]
+    fn a_refusal_names_what_was_expected_and_what_arrived() {
+        let open = |path: &str, flags: OFlags| -> OwnedFd {
+            rustix::fs::open(path, flags | OFlags::CLOEXEC, rustix::fs::Mode::empty()).unwrap()
+        };
+        let dir = open("/", OFlags::RDONLY);
+        let null = open("/dev/null", OFlags::RDONLY);
+        let link_path = std::env::temp_dir().join(format!("fdrpc-inspect-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link_path);
+        std::os::unix::fs::symlink("/", &link_path).unwrap();
+        let link = open(link_path.to_str().unwrap(), OFlags::PATH | OFlags::NOFOLLOW);
+        std::fs::remove_file(&link_path).unwrap();
+        let (seqpacket, _other) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let file = |ft| Kind::File(ft);
+        let stream = |domain| Kind::Socket {
+            domain,
+            ty: SocketType::STREAM,
+        };
+        let cases: [(&OwnedFd, Kind, &str); 8] = [
+            (
+                &dir,
+                file(FileType::RegularFile),
+                "expected a regular file, found a directory",
+            ),
+            (
+                &null,
+                file(FileType::Directory),
+                "expected a directory, found a character device",
+            ),
+            (
+                &link,
+                file(FileType::Fifo),
+                "expected a pipe, found a symlink",
+            ),
+            (
+                &dir,
+                file(FileType::Socket),
+                "expected a socket, found a directory",
+            ),
+            (
+                &dir,
+                file(FileType::BlockDevice),
+                "expected a block device, found a directory",
+            ),
+            (
+                &seqpacket,
+                stream(Some(AddressFamily::UNIX)),
+                "expected a unix stream socket, found a seqpacket socket",
+            ),
+            (
+                &dir,
+                stream(Some(AddressFamily::INET)),
+                "expected a stream socket, found a directory",
+            ),
+            (
+                &dir,
+                Kind::Socket {
+                    domain: None,
+                    ty: SocketType::RAW,
+                },
+                "expected a raw socket, found a directory",
+            ),
+        ];
+        for (fd, kind, said) in cases {
+            assert_eq!(refusal(fd, &kind), said);
+        }
+    }
+
+    #[test]
+    fn an_inet_socket_field_takes_ipv4_and_ipv6_sockets_of_its_type_only() {
+        let inet = Kind::InetSocket(SocketType::STREAM);
+        let tcp4: OwnedFd = std::net::TcpListener::bind("127.0.0.1:0").unwrap().into();
+        require(&tcp4, &inet).unwrap();
+        // An IPv6 socket, where the kernel has IPv6 (unbound: no address needed).
+        if let Ok(tcp6) = rustix::net::socket(AddressFamily::INET6, SocketType::STREAM, None) {
+            require(&tcp6, &inet).unwrap();
+        }
+        let udp: OwnedFd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().into();
+        assert_eq!(
+            refusal(&udp, &inet),
+            "expected an inet stream socket, found a datagram socket"
+        );
+        let (unix, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let unix = OwnedFd::from(unix);
+        assert_eq!(
+            refusal(&unix, &inet),
+            "expected an inet stream socket, found a stream socket"
+        );
+        let dir = rustix::fs::open(
+            "/",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            refusal(&dir, &inet),
+            "expected an inet stream socket, found a directory"
+        );
+    }
+}

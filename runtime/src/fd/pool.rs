@@ -1136,6 +1136,7 @@ mod tests {
         let mut slots = std::collections::HashSet::new();
         for round in 0..10u8 {
             let lent = lend(&pool, round, 3000);
+            assert_eq!((lent.len(), lent.is_empty()), (3000, false));
             slots.insert(lent.slot);
             let view = reader.open(lent).unwrap();
             assert_eq!((view.len(), view.is_empty()), (3000, false));
@@ -1354,7 +1355,7 @@ mod tests {
             Err(PoolError::Invalid(_))
         ));
         let shape = |slot_size: u64, slots: u32| SharedPool {
-            id: 1,
+            id: 7,
             slot_size,
             slots,
             memfd: memfd.try_clone().unwrap(),
@@ -1385,7 +1386,7 @@ mod tests {
             Err(PoolError::Invalid(e)) if e.contains("smaller")
         ));
         let exact = shape(4096, 4).map_within(4096 * 4).unwrap();
-        assert_eq!((exact.id(), exact.inner.slots), (1, 4));
+        assert_eq!((exact.id(), exact.inner.slots), (7, 4));
         drop((exact, memfd, releases));
         assert!(pool.share().is_err(), "shared once");
     }
