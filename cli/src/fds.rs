@@ -179,3 +179,52 @@ pub fn save(fd: &OwnedFd, path: &Path) -> io::Result<u64> {
     let mut input = File::from(fd.try_clone()?);
     io::copy(&mut input, &mut out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn open_with(path: &str, flags: OFlags) -> OwnedFd {
+        rustix::fs::open(path, flags | OFlags::CLOEXEC, rustix::fs::Mode::empty()).unwrap()
+    }
+
+    /// Every kind of fd is described by its kind and flags, a memfd with its seals.
+    #[test]
+    fn a_returned_fd_is_described_by_kind_flags_and_seals() {
+        let kind = |fd: &OwnedFd| describe(fd)["kind"].clone();
+        let flags = |fd: &OwnedFd| describe(fd)["flags"].clone();
+        assert_eq!(kind(&open_with("/", OFlags::RDONLY)), "directory");
+        let null = open_with("/dev/null", OFlags::WRONLY | OFlags::APPEND);
+        assert_eq!(kind(&null), "character_device");
+        assert_eq!(flags(&null), json!(["write_only", "append"]));
+        let rw = open_with("/dev/null", OFlags::RDWR | OFlags::NONBLOCK);
+        assert_eq!(flags(&rw), json!(["read_write", "nonblock"]));
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        assert_eq!((kind(&r), flags(&r)), ("pipe".into(), json!(["read_only"])));
+        assert_eq!(flags(&w), json!(["write_only"]));
+        let dir = std::env::temp_dir().join(format!("fdrpc-cli-fds-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        std::os::unix::fs::symlink("/", &dir).unwrap();
+        let link = open_with(dir.to_str().unwrap(), OFlags::PATH | OFlags::NOFOLLOW);
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(kind(&link), "symlink");
+        assert_eq!(flags(&link), json!(["read_only", "path"]));
+        let memfd = rustix::fs::memfd_create(
+            "described",
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )
+        .unwrap();
+        rustix::io::write(&memfd, b"four").unwrap();
+        rustix::fs::fcntl_add_seals(&memfd, SealFlags::SHRINK | SealFlags::WRITE).unwrap();
+        let d = describe(&memfd);
+        assert_eq!(
+            (&d["kind"], &d["size"], &d["seals"]),
+            (&json!("memfd"), &json!(4), &json!(["shrink", "write"]))
+        );
+        assert_eq!(d["path"], "/memfd:described (deleted)");
+        let file = describe(&open_with("/proc/self/exe", OFlags::RDONLY));
+        assert_eq!(file["kind"], "file");
+        assert!(file.get("seals").is_none(), "{file}");
+    }
+}

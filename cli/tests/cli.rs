@@ -119,11 +119,13 @@ fn whoami_prints_the_caller_as_the_server_saw_it() {
     let child = Command::new(BIN)
         .args(["call", sock(&s), "whoami"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
+    assert_eq!(stderr(&out), "", "nothing to warn about");
     let me: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(me["pid"], json!(pid));
     assert_eq!(me["uid"], json!(rustix::process::getuid().as_raw()));
@@ -184,6 +186,19 @@ fn a_returned_fd_is_handed_to_exec_and_its_status_is_ours() {
     assert_eq!(described["path"], file.to_str().unwrap());
     assert_eq!(l.next(), Some("1 result"));
     assert_eq!(l.next(), Some("through fd 3"));
+    // A command killed by a signal: 128 + its number, as a shell reports it.
+    let out = fdrpc(&[
+        "call",
+        sock(&s),
+        "open",
+        &args,
+        "--exec",
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]);
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
 }
 
 #[test]
@@ -339,7 +354,17 @@ fn failures_have_distinct_statuses_and_say_what_is_wrong() {
         (
             vec!["call", sock(&s), "open", r#"{"pat": "x"}"#],
             2,
-            "no parameter `pat`",
+            "no parameter `pat`; the parameters are: path (string)",
+        ),
+        (
+            vec![
+                "call",
+                sock(&s),
+                "echo",
+                r#"{"bundle": {"label": "x", "fds": [{"path": "/", "mode": "w"}]}}"#,
+            ],
+            2,
+            r#"expected {"path": "..."}"#,
         ),
         (
             vec![
@@ -374,6 +399,11 @@ fn failures_have_distinct_statuses_and_say_what_is_wrong() {
             "cannot connect",
         ),
         (vec!["call", sock(&s)], 2, "METHOD"),
+        (
+            vec!["call", sock(&s), "whoami", "--save-fd", "log="],
+            2,
+            "--save-fd log=: expected FIELD=PATH",
+        ),
         (
             vec!["call", sock(&s), "memfds", r#"{"count": 2147483648}"#],
             2,
@@ -534,6 +564,8 @@ mod sessions {
     #[fdrpc::service]
     pub trait Session {
         async fn greet(&self, greeting: String) -> String;
+        /// Milliseconds left until the call's deadline, or -1 for a call without one.
+        async fn left(&self, cx: &Context) -> i64;
     }
 
     pub struct LobbyImpl;
@@ -543,6 +575,10 @@ mod sessions {
     impl Session for SessionImpl {
         async fn greet(&self, greeting: String) -> String {
             format!("{greeting}, {}", self.0)
+        }
+        async fn left(&self, cx: &Context) -> i64 {
+            cx.remaining()
+                .map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         }
     }
 
@@ -627,6 +663,179 @@ fn a_returned_endpoint_is_called_with_then_or_handed_to_exec() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("fd:0: not a stream socket"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `--timeout 0` means no deadline, on the call and on `--then`'s; a positive one is carried;
+/// `--exec` runs after a `--then` that succeeded, and its status is the command's.
+#[test]
+fn timeouts_reach_both_calls_and_exec_follows_then() {
+    let _check = fd_leak_check();
+    let s = server();
+    let left = |extra: &[&str]| -> i64 {
+        let mut args = vec!["call", sock(&s), "sleep", r#"{"ms": 1}"#];
+        args.extend_from_slice(extra);
+        let out = fdrpc(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        lines(&out)[0].as_i64().unwrap()
+    };
+    assert_eq!(left(&["--timeout", "0"]), -1, "no deadline");
+    let carried = left(&["--timeout", "30"]);
+    assert!((1..=30_000).contains(&carried), "{carried}");
+
+    let lobby = ThreadServer::start(fdrpc::Server::new, || {
+        sessions::LobbyServer::new(sessions::LobbyImpl)
+    });
+    let then_left = |timeout: &str| -> i64 {
+        let out = fdrpc(&[
+            "call",
+            sock(&lobby),
+            "open_session",
+            r#"{"user": "kim"}"#,
+            "--timeout",
+            timeout,
+            "--then",
+            "left",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        lines(&out)[1].as_i64().unwrap()
+    };
+    assert_eq!(then_left("0"), -1);
+    let carried = then_left("30");
+    assert!((1..=30_000).contains(&carried), "{carried}");
+    let out = fdrpc(&[
+        "call",
+        sock(&lobby),
+        "open_session",
+        r#"{"user": "kim"}"#,
+        "--then",
+        "greet",
+        r#"{"greeting": "hi"}"#,
+        "--exec",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+}
+
+/// A stream's lines that cannot be written (a full disk) end the command with a usage
+/// failure naming the cause, not as if the reader had gone away.
+#[test]
+fn a_stream_that_cannot_be_written_fails_with_the_cause() {
+    let _check = fd_leak_check();
+    let s = server();
+    let mut child = Command::new(BIN)
+        .args(["call", sock(&s), "memfds", r#"{"count": 3}"#])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "fdrpc did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writing stdout: No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Enums and maps, both ways.
+mod shapes {
+    use std::collections::BTreeMap;
+
+    #[derive(fdrpc::Message, Debug, Clone, Copy, PartialEq)]
+    pub enum Level {
+        Low,
+        High = 10,
+    }
+
+    #[fdrpc::service]
+    pub trait Shapes {
+        /// `High` for each count of 10 or more, else `Low`, in key order.
+        async fn levels(&self, counts: BTreeMap<String, i32>) -> Vec<Level>;
+        /// The levels counted by name.
+        async fn count(&self, levels: Vec<Level>) -> BTreeMap<String, i32>;
+        /// The sum of key times value.
+        async fn weigh(&self, weights: BTreeMap<i32, i32>) -> i64;
+    }
+
+    pub struct ShapesImpl;
+
+    impl Shapes for ShapesImpl {
+        async fn levels(&self, counts: BTreeMap<String, i32>) -> Vec<Level> {
+            counts
+                .values()
+                .map(|&n| if n >= 10 { Level::High } else { Level::Low })
+                .collect()
+        }
+        async fn count(&self, levels: Vec<Level>) -> BTreeMap<String, i32> {
+            let mut out = BTreeMap::new();
+            for l in levels {
+                *out.entry(format!("{l:?}")).or_insert(0) += 1;
+            }
+            out
+        }
+        async fn weigh(&self, weights: BTreeMap<i32, i32>) -> i64 {
+            weights
+                .iter()
+                .map(|(&k, &v)| i64::from(k) * i64::from(v))
+                .sum()
+        }
+    }
+}
+
+#[test]
+fn enums_and_maps_are_json_by_name() {
+    let _check = fd_leak_check();
+    let s = ThreadServer::start(fdrpc::Server::new, || {
+        shapes::ShapesServer::new(shapes::ShapesImpl)
+    });
+    let out = fdrpc(&[
+        "call",
+        sock(&s),
+        "levels",
+        r#"{"counts": {"a": 1, "b": 12, "c": 10}}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out), [json!(["Low", "High", "High"])]);
+    let out = fdrpc(&[
+        "call",
+        sock(&s),
+        "count",
+        r#"{"levels": ["High", "Low", "High"]}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out), [json!({"High": 2, "Low": 1})]);
+    // A map whose keys are not strings is a list of [key, value] pairs, not an object.
+    let out = fdrpc(&[
+        "call",
+        sock(&s),
+        "weigh",
+        r#"{"weights": [[2, 3], [10, 1]]}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out), [json!(16)]);
+    let out = fdrpc(&["call", sock(&s), "weigh", r#"{"weights": {"2": 3}}"#]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected map<i32, i32>, as a list of [key, value] pairs"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fdrpc(&["call", sock(&s), "levels", r#"{"counts": 5}"#]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected map<string, i32>, as an object"),
         "{}",
         stderr(&out)
     );
