@@ -590,3 +590,75 @@ mod hygiene {
         let _ = r#Kind::r#A(1);
     }
 }
+
+/// `#[fdrpc(binary)]` sees an `Option` through what macros wrap a type in: a `$t:ty` of
+/// `macro_rules!` (an invisible group) and parentheses.
+#[test]
+#[allow(unused_parens)] // the point: a parenthesized type (the derive's code spans it too)
+fn binary_sees_an_option_through_macro_groups_and_parentheses() {
+    macro_rules! with_field {
+        ($name:ident, $t:ty) => {
+            #[derive(fdrpc::Message, Debug, PartialEq)]
+            struct $name {
+                #[fdrpc(binary)]
+                data: $t,
+            }
+        };
+    }
+    with_field!(Grouped, Option<Vec<u8>>);
+    #[derive(fdrpc::Message, Debug, PartialEq)]
+    struct Parenthesized {
+        #[fdrpc(binary)]
+        data: (Option<Vec<u8>>),
+    }
+    let (bytes, _) = fdrpc::encode(Grouped {
+        data: Some(vec![1, 2]),
+    })
+    .unwrap();
+    assert_eq!(
+        fdrpc::decode::<Grouped>(&bytes, vec![]).unwrap(),
+        Grouped {
+            data: Some(vec![1, 2])
+        }
+    );
+    let (same, _) = fdrpc::encode(Parenthesized {
+        data: Some(vec![1, 2]),
+    })
+    .unwrap();
+    assert_eq!(same, bytes, "both as optional binary");
+    let (none, _) = fdrpc::encode(Parenthesized { data: None }).unwrap();
+    assert_eq!(
+        fdrpc::decode::<Grouped>(&none, vec![]).unwrap(),
+        Grouped { data: None }
+    );
+}
+
+/// A union variant's `#[fdrpc(id = N)]` is its field id on the wire and in the IDL; the others
+/// count from 1 by position.
+#[test]
+fn a_union_variants_id_is_its_field_id() {
+    #[derive(fdrpc::Message, Debug, PartialEq)]
+    enum Shape {
+        Dot,
+        #[fdrpc(id = 7)]
+        Circle(i32),
+    }
+    #[derive(fdrpc::Message, Debug, PartialEq)]
+    struct Holder {
+        shape: Shape,
+    }
+    let idl = fdrpc::message_idl::<Holder>();
+    assert!(idl.contains("7: i32 Circle"), "{idl}");
+    assert!(idl.contains("1: "), "{idl}");
+    // Field 1 (the holder's `shape`): a struct whose field 7 is an i32 (compact: delta 7,
+    // type 5), zigzag 21 = -11.
+    let (bytes, _) = fdrpc::encode(Holder {
+        shape: Shape::Circle(-11),
+    })
+    .unwrap();
+    assert_eq!(bytes, [0x1c, 0x75, 21, 0, 0]);
+    assert_eq!(
+        fdrpc::decode::<Holder>(&bytes, vec![]).unwrap().shape,
+        Shape::Circle(-11)
+    );
+}

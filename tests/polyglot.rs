@@ -223,6 +223,21 @@ fn every_service_idl_is_accepted_by_the_thrift_compiler() {
     ] {
         assert!(kinds.contains(needle), "missing {needle:?} in\n{kinds}");
     }
+    // Doc comments travel as IDL comments: the service's, and each method's.
+    assert!(
+        kinds.contains("A service using every kind of type and method."),
+        "{kinds}"
+    );
+    let conformance = ConformanceClient::idl();
+    for doc in [
+        "The bundle as received: same label, the same open file descriptions.",
+        "`count` memfds; the i-th (from 0) holds the decimal text of i.",
+    ] {
+        assert!(
+            conformance.contains(doc),
+            "missing {doc:?} in\n{conformance}"
+        );
+    }
     // Compiled for another language too.
     let out = Command::new("thrift")
         .args(["--gen", "cpp", "-out"])
