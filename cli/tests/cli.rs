@@ -168,17 +168,21 @@ fn a_returned_fd_is_handed_to_exec_and_its_status_is_ours() {
     let s = server();
     let file = scratch("opened.txt", "through fd 3\n");
     let args = json!({"path": file.to_str().unwrap()}).to_string();
-    let out = fdrpc(&[
-        "call",
-        sock(&s),
-        "open",
-        &args,
-        "--exec",
-        "--",
-        "sh",
-        "-c",
-        "echo \"$LISTEN_FDS $LISTEN_FDNAMES\"; cat <&3; exit 7",
-    ]);
+    // `open`, its fd handed to `sh -c SCRIPT`.
+    let exec = |script: &str| {
+        fdrpc(&[
+            "call",
+            sock(&s),
+            "open",
+            &args,
+            "--exec",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let out = exec("echo \"$LISTEN_FDS $LISTEN_FDNAMES\"; cat <&3; exit 7");
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut l = text.lines();
@@ -187,17 +191,7 @@ fn a_returned_fd_is_handed_to_exec_and_its_status_is_ours() {
     assert_eq!(l.next(), Some("1 result"));
     assert_eq!(l.next(), Some("through fd 3"));
     // A command killed by a signal: 128 + its number, as a shell reports it.
-    let out = fdrpc(&[
-        "call",
-        sock(&s),
-        "open",
-        &args,
-        "--exec",
-        "--",
-        "sh",
-        "-c",
-        "kill -TERM $$",
-    ]);
+    let out = exec("kill -TERM $$");
     assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
 }
 

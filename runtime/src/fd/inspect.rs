@@ -216,12 +216,13 @@ mod tests {
         }
     }
 
+    fn open(path: &str, flags: OFlags) -> OwnedFd {
+        rustix::fs::open(path, flags | OFlags::CLOEXEC, rustix::fs::Mode::empty()).unwrap()
+    }
+
     /// What arrived, and what was wanted, are named in words a user knows.
     #[test]
     fn a_refusal_names_what_was_expected_and_what_arrived() {
-        let open = |path: &str, flags: OFlags| -> OwnedFd {
-            rustix::fs::open(path, flags | OFlags::CLOEXEC, rustix::fs::Mode::empty()).unwrap()
-        };
         let dir = open("/", OFlags::RDONLY);
         let null = open("/dev/null", OFlags::RDONLY);
         let link_path = std::env::temp_dir().join(format!("fdrpc-inspect-{}", std::process::id()));
@@ -311,12 +312,7 @@ mod tests {
             refusal(&unix, &inet),
             "expected an inet stream socket, found a stream socket"
         );
-        let dir = rustix::fs::open(
-            "/",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap();
+        let dir = open("/", OFlags::RDONLY);
         assert_eq!(
             refusal(&dir, &inet),
             "expected an inet stream socket, found a directory"
