@@ -499,6 +499,64 @@ service B {
     }
 
     #[test]
+    fn fds_are_found_in_maps_on_either_side_and_through_structs() {
+        let s = Schema::parse(IDL).unwrap();
+        let fd = || Box::new(Type::Fd("any".into()));
+        let string = || Box::new(Type::String);
+        assert!(Type::Map(fd(), string()).holds_fds(&s));
+        assert!(Type::Map(string(), Box::new(Type::List(fd()))).holds_fds(&s));
+        assert!(!Type::Map(string(), string()).holds_fds(&s));
+        assert!(Type::Map(string(), Box::new(Type::Struct("Bundle".into()))).holds_fds(&s));
+        assert!(!Type::Set(Box::new(Type::Enum("Color".into()))).holds_fds(&s));
+    }
+
+    #[test]
+    fn types_display_as_the_idl_writes_them() {
+        for (ty, shown) in [
+            (Type::Fd("any".into()), "fd"),
+            (Type::Fd("sealed_memfd".into()), "fd:sealed_memfd"),
+            (Type::Fd("client_end:Session".into()), "client_end:Session"),
+            (Type::Fd("server_end:Session".into()), "server_end:Session"),
+            (Type::Fd("other_end:Session".into()), "fd:other_end:Session"),
+            (
+                Type::Map(Box::new(Type::String), Box::new(Type::Struct("B".into()))),
+                "map<string, B>",
+            ),
+        ] {
+            assert_eq!(ty.to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn methods_are_named_plainly_when_one_service_is_served() {
+        let s = Schema::parse("service Only { void ping(), }").unwrap();
+        let ping = s.function("ping").unwrap();
+        assert_eq!(s.display_name(ping), "ping");
+        let two = Schema::parse(IDL).unwrap();
+        assert_eq!(two.display_name(two.function("fire").unwrap()), "A:fire");
+    }
+
+    #[test]
+    fn types_nest_32_deep_and_no_deeper() {
+        let nested = |n: usize| format!("{}i32{}", "list<".repeat(n), ">".repeat(n));
+        let ok = Schema::parse(&format!("struct S {{ 1: required {} x, }}", nested(32)));
+        let mut ty = &ok.unwrap().structs["S"].fields[0].ty;
+        let mut depth = 0;
+        while let Type::List(inner) = ty {
+            ty = inner;
+            depth += 1;
+        }
+        assert_eq!((depth, ty), (32, &Type::I32));
+        let e =
+            Schema::parse(&format!("struct S {{ 1: required {} x, }}", nested(33))).unwrap_err();
+        assert!(e.contains("nest too deep"), "{e}");
+        // A typedef that names itself through another ends there too, not in a stack overflow.
+        let e =
+            Schema::parse("typedef B A\ntypedef A B\nstruct S { 1: required A a, }").unwrap_err();
+        assert!(e.contains("nest too deep"), "{e}");
+    }
+
+    #[test]
     fn a_type_that_names_nothing_is_an_error() {
         let e = Schema::parse("struct S { 1: required Missing m, }").unwrap_err();
         assert!(e.contains("Missing"), "{e}");

@@ -25,8 +25,13 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn blank(&mut self) {
-        while self.s[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += 1;
+        // By the character's length: a server's IDL may hold any Unicode space.
+        while let Some(c) = self.s[self.pos..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.pos += c.len_utf8();
         }
     }
 
@@ -141,5 +146,21 @@ mod tests {
         for bad in ["", "list<", "map<string>", "list<fd>>", "<fd>"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_keep_underscores_and_dots_and_any_space_separates() {
+        assert_eq!(
+            show(&parse("list<my_mod.Bundle_2>").unwrap()),
+            "list<my_mod.Bundle_2>"
+        );
+        // U+3000 and U+00A0 are spaces of three and two bytes: skipped whole, not byte by
+        // byte into the middle of a character.
+        assert_eq!(
+            show(&parse("\u{3000}map<\u{a0}string,\u{3000}fd\u{a0}>\u{3000}").unwrap()),
+            "map<string,fd>"
+        );
+        let e = parse("list<fd>\u{3000}é").unwrap_err();
+        assert!(e.contains("unexpected `é`"), "{e}");
     }
 }
