@@ -57,18 +57,19 @@ pub(crate) fn write_frame_parts(
     payload: &[u8],
     elsewhere: usize,
 ) -> Result<(), FrameError> {
+    // One reservation for the whole frame (the fd headers' numbers take at most 20 digits
+    // each, every varint of a header at most 10 bytes): a frame is written per call, and
+    // growing the buffer as it goes cost more than the writing.
+    let strings: usize = extra.iter().map(|(k, v)| k.len() + v.len() + 20).sum();
+    out.reserve(FIXED + 8 + 80 + strings + payload.len());
     let start = out.len();
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&MAGIC.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(seqid as u32).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
+    let [s0, s1, s2, s3] = (seqid as u32).to_be_bytes();
+    let [m0, m1] = MAGIC.to_be_bytes();
+    out.extend_from_slice(&[0, 0, 0, 0, m0, m1, 0, 0, s0, s1, s2, s3, 0, 0]);
     let header_start = out.len();
-    varint::write(out, PROTOCOL_COMPACT);
-    varint::write(out, 0);
     let count = extra.len() + if fds > 0 { 2 } else { 0 };
     if count > 0 {
-        varint::write(out, INFO_KEYVALUE);
+        out.extend_from_slice(&[PROTOCOL_COMPACT as u8, 0, INFO_KEYVALUE as u8]);
         varint::write(out, count as u64);
         if fds > 0 {
             let mut num = itoa::Buffer::new();
@@ -81,13 +82,13 @@ pub(crate) fn write_frame_parts(
             push_str(out, k.as_bytes());
             push_str(out, v.as_bytes());
         }
+    } else {
+        out.extend_from_slice(&[PROTOCOL_COMPACT as u8, 0]);
     }
-    while !(out.len() - header_start).is_multiple_of(4) {
-        out.push(0);
-    }
-    let header_words = (out.len() - header_start) / 4;
-    let header_words = u16::try_from(header_words).map_err(|_| FrameError::BadLength {
-        len: header_words as u64 * 4,
+    let padded = (out.len() - header_start).next_multiple_of(4);
+    out.resize(header_start + padded, 0);
+    let header_words = u16::try_from(padded / 4).map_err(|_| FrameError::BadLength {
+        len: padded as u64,
         max: u16::MAX as usize * 4,
     })?;
     out.extend_from_slice(payload);
@@ -190,7 +191,20 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, FrameError> {
+        // Every varint of a header fdrpc writes is one byte: read it here, the rest out of line.
+        if let [b, rest @ ..] = self.buf {
+            if *b < 0x80 {
+                self.buf = rest;
+                return Ok(u64::from(*b));
+            }
+        }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, FrameError> {
         let (v, len) = varint::read(self.buf, 64).map_err(|e| match e {
             VarintError::Truncated => FrameError::Malformed("header ends inside a varint"),
             VarintError::TooLong => FrameError::Malformed("varint too long"),
@@ -199,14 +213,19 @@ impl<'a> Cursor<'a> {
         Ok(v)
     }
 
+    #[inline(always)]
     fn string(&mut self) -> Result<&'a [u8], FrameError> {
         let len = self.varint()?;
-        if len > self.buf.len() as u64 {
-            return Err(FrameError::Malformed("header string runs past the header"));
+        match self
+            .buf
+            .split_at_checked(usize::try_from(len).unwrap_or(usize::MAX))
+        {
+            Some((s, rest)) => {
+                self.buf = rest;
+                Ok(s)
+            }
+            None => Err(FrameError::Malformed("header string runs past the header")),
         }
-        let (s, rest) = self.buf.split_at(len as usize);
-        self.buf = rest;
-        Ok(s)
     }
 }
 
@@ -309,16 +328,21 @@ pub fn parse_frame(frame: &[u8]) -> Result<Frame<'_>, FrameError> {
         for _ in 0..count {
             let k = cur.string()?;
             let v = cur.string()?;
-            if k == HEADER_FDS.as_bytes() {
-                if std::mem::replace(&mut fds_seen, true) {
-                    return Err(FrameError::Malformed("`fdrpc-fds` given twice"));
+            // A match on the literals compares lengths first: most keys differ there.
+            match k {
+                b"fdrpc-fds" => {
+                    if std::mem::replace(&mut fds_seen, true) {
+                        return Err(FrameError::Malformed("`fdrpc-fds` given twice"));
+                    }
+                    out.fds = parse_int(v, HEADER_FDS)?;
                 }
-                out.fds = parse_int(v, HEADER_FDS)?;
-            } else if k == HEADER_FD_SEQ.as_bytes() {
-                if std::mem::replace(&mut seq_seen, true) {
-                    return Err(FrameError::Malformed("`fdrpc-fd-seq` given twice"));
+                b"fdrpc-fd-seq" => {
+                    if std::mem::replace(&mut seq_seen, true) {
+                        return Err(FrameError::Malformed("`fdrpc-fd-seq` given twice"));
+                    }
+                    out.fd_seq = Some(parse_int(v, HEADER_FD_SEQ)?);
                 }
-                out.fd_seq = Some(parse_int(v, HEADER_FD_SEQ)?);
+                _ => {}
             }
         }
         // Only the first section is kept for `headers()`; fdrpc writes one.
