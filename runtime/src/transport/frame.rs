@@ -419,6 +419,25 @@ mod tests {
     }
 
     #[test]
+    fn headers_of_every_length_round_trip() {
+        // Lengths around the one-byte varint's edge (127, 128) and two bytes' (16383, 16384).
+        for n in [0, 1, 127, 128, 129, 300, 16383, 16384] {
+            let (key, value) = ("k".repeat(n.max(1)), "v".repeat(n));
+            let mut out = Vec::new();
+            write_frame(&mut out, 9, 2, 40, &[(&key, &value), ("x", "y")], b"body").unwrap();
+            assert_eq!(frame_len(&out, 1 << 20).unwrap(), Some(out.len()), "{n}");
+            let f = parse_frame(&out).unwrap();
+            assert_eq!((f.seqid, f.fds, f.fd_seq), (9, 2, Some(40)), "{n}");
+            assert_eq!(f.header(&key), Some(value.as_bytes()), "{n}");
+            assert_eq!(f.header("x"), Some(&b"y"[..]), "{n}");
+            assert_eq!(f.headers().count(), 4, "{n}");
+            assert_eq!(f.payload, b"body");
+            let header = usize::from(u16::from_be_bytes([out[12], out[13]])) * 4;
+            assert_eq!(FIXED + header + 4, out.len(), "{n}");
+        }
+    }
+
+    #[test]
     fn no_fds_no_headers() {
         let mut out = Vec::new();
         write_frame(&mut out, -1, 0, 99, &[], b"x").unwrap();
