@@ -312,6 +312,21 @@ pub fn idle_connections(path: &str, conns: usize) -> Vec<UnixStream> {
         .collect()
 }
 
+/// `conns` connections that each made one call and then wait, held for `hold`: what a
+/// daemon's clients cost it between their calls.
+pub fn connections_after_a_call(path: &str, conns: usize, hold: std::time::Duration) {
+    rt().block_on(async move {
+        let mut clients = Vec::new();
+        for _ in 0..conns {
+            let c = BenchClient::connect(path).await.unwrap();
+            let back = c.call_nofd(fdrpc::Binary(payload())).await.unwrap();
+            assert_eq!(back.0.len(), payload().len());
+            clients.push(c);
+        }
+        tokio::time::sleep(hold).await;
+    });
+}
+
 /// 64 calls in flight on each of `conns` connections.
 pub fn calls_in_flight(path: &str, conns: usize) {
     rt().block_on(async move {

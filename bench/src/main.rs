@@ -69,9 +69,9 @@ struct Options {
     /// against one server, its memory and fds checked flat).
     #[arg(long, value_name = "SECONDS", conflicts_with_all = ["only", "json"])]
     soak: Option<u64>,
-    /// Instead of the cases: the client half of a memory case (`idle` or `busy`), against a
+    /// Instead of the cases: the client half of a memory case (`idle`, `busy` or `called`), against a
     /// server started by hand at PATH (under `heaptrack`, say).
-    #[arg(long, num_args = 2, value_names = ["idle|busy", "PATH"], conflicts_with_all = ["only", "json", "soak"])]
+    #[arg(long, num_args = 2, value_names = ["idle|busy|called", "PATH"], conflicts_with_all = ["only", "json", "soak"])]
     drive_memory: Option<Vec<String>>,
 }
 
@@ -838,8 +838,11 @@ fn main() {
                 std::thread::sleep(Duration::from_secs(1));
             }
             (Some("busy"), Some(path)) => fdrpc_cases::calls_in_flight(path, 100),
+            (Some("called"), Some(path)) => {
+                fdrpc_cases::connections_after_a_call(path, 1000, Duration::from_secs(1));
+            }
             _ => {
-                eprintln!("fdrpc-bench: --drive-memory idle|busy PATH");
+                eprintln!("fdrpc-bench: --drive-memory idle|busy|called PATH");
                 std::process::exit(2);
             }
         }
@@ -888,6 +891,7 @@ fn main() {
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); selected.len()];
     let mut mem_idle = Vec::new();
     let mut mem_busy = Vec::new();
+    let mut mem_called = Vec::new();
     for rep in 0..reps {
         for (k, case) in selected.iter().enumerate() {
             samples[k].push(run_case(case, pin, iters));
@@ -901,6 +905,9 @@ fn main() {
             mem_busy.push(memory_case("busy", pin, |p| {
                 fdrpc_cases::calls_in_flight(p, 100)
             }));
+            mem_called.push(memory_case("called", pin, |p| {
+                fdrpc_cases::connections_after_a_call(p, 1000, Duration::from_millis(300));
+            }));
         }
         eprintln!("rep {}/{reps} done at {:.0?}", rep + 1, started.elapsed());
     }
@@ -912,6 +919,11 @@ fn main() {
     if run_memory {
         summaries.push(summarize("memory_1000_idle_connections", "MiB", &mem_idle));
         summaries.push(summarize("memory_100x64_calls_in_flight", "MiB", &mem_busy));
+        summaries.push(summarize(
+            "memory_1000_connections_after_a_call",
+            "MiB",
+            &mem_called,
+        ));
     }
 
     if json {

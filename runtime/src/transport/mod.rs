@@ -12,6 +12,7 @@
 //!   carries many frames and their fds, never an fd after the frame that owns it.
 //! - [`RecvQueue`]: bytes and fds received, cut into frames; each complete frame takes its
 //!   fds from the head of the fd FIFO after checking its count and sequence.
+//! - `spare_reads`: the read buffers of connections waiting for data, kept per thread.
 //! - `error`: [`FrameError`](crate::FrameError), [`FdStreamError`](crate::FdStreamError),
 //!   [`TransportError`](crate::TransportError).
 
@@ -20,6 +21,7 @@ pub(crate) mod error;
 pub mod frame;
 mod recv_queue;
 mod send_queue;
+mod spare_reads;
 pub(crate) mod unix;
 
 pub use recv_queue::{Fill, ReceivedFrame, RecvQueue};

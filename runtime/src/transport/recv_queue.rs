@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::error::{FdStreamError, FrameError, TransportError};
 use super::frame::{self, Frame};
+use super::spare_reads;
 use super::unix::{self, Received, SenderCredentials};
 use crate::codec::fd_table::Fds;
 use crate::settings::Settings;
@@ -269,7 +270,10 @@ impl RecvQueue {
         }
         let got = match result {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.park();
+                return Ok(Fill::WouldBlock);
+            }
             Err(e) => return Err(e.into()),
         };
         if got.truncated {
@@ -308,9 +312,21 @@ impl RecvQueue {
         Ok(Fill::Read(got.bytes))
     }
 
+    /// While the socket is empty: a buffer that holds no bytes goes back to this thread's
+    /// spares (the connection may wait a long time), to be taken again by the next read.
+    fn park(&mut self) {
+        if self.start == self.end && !self.buf.is_empty() {
+            spare_reads::give(std::mem::take(&mut self.buf));
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
     /// Makes sure there is free space after `end`: enough for the frame being received if
     /// its length is known, and at least a read chunk otherwise.
     fn make_room(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = spare_reads::take();
+        }
         let pending = self.end - self.start;
         // (For a frame already complete this asks no more room than a read: it is all
         // buffered. The drivers take complete frames before reading again anyway.)
@@ -532,6 +548,41 @@ mod tests {
         };
         rq.start = rq.end - keep;
         bytes
+    }
+
+    /// A read that finds the socket empty.
+    fn would_block(rq: &mut RecvQueue) {
+        let unused = std::io::stdin();
+        let got = rq.fill_with(unused.as_fd(), |_, _, _| {
+            Err(io::ErrorKind::WouldBlock.into())
+        });
+        assert!(matches!(got, Ok(Fill::WouldBlock)), "{got:?}");
+    }
+
+    #[test]
+    fn a_connection_waiting_with_nothing_buffered_holds_no_read_buffer() {
+        let mut frame = Vec::new();
+        frame::write_frame(&mut frame, 1, 0, 0, &[], b"hello").unwrap();
+        let mut rq = RecvQueue::new(&Settings::default());
+        // Never sent anything: the read that found nothing gave its buffer back.
+        would_block(&mut rq);
+        assert_eq!(rq.buf.capacity(), 0);
+        // Half a frame buffered: the buffer stays while the rest is awaited.
+        feed(&mut rq, &frame[..7], usize::MAX);
+        would_block(&mut rq);
+        assert_eq!(rq.buffered_bytes(), 7);
+        assert!(rq.buf.len() >= FIRST_CHUNK);
+        feed(&mut rq, &frame[7..], usize::MAX);
+        assert_eq!(rq.next_frame().unwrap().unwrap().frame.payload, b"hello");
+        // All taken: the next empty read gives it back, and the read after takes it again
+        // (the same memory, from this thread's spares) and reads into it as before.
+        let memory = rq.buf.as_ptr();
+        would_block(&mut rq);
+        assert_eq!(rq.buf.capacity(), 0);
+        feed(&mut rq, &frame, usize::MAX);
+        assert_eq!(rq.buf.as_ptr(), memory);
+        assert_eq!(rq.next_frame().unwrap().unwrap().frame.payload, b"hello");
+        assert!(rq.next_frame().unwrap().is_none());
     }
 
     #[test]
