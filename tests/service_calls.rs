@@ -149,6 +149,36 @@ fn oneway_deposits_are_seen_by_a_later_withdraw() {
     });
 }
 
+/// A oneway goes out as a ONEWAY message, and its caller goes on without a reply: here
+/// the peer is a raw socket that never answers.
+#[test]
+fn a_oneway_is_sent_as_one_and_waits_for_no_reply() {
+    // (`run_async` checks the fd count before and after.)
+    run_async(async {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let a = tokio::net::UnixStream::from_std(a).unwrap();
+        let client = ConformanceClient::new(fdrpc::Client::new(a).unwrap());
+        let sent = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.deposit("k".into(), memfd(b"kept").into()),
+        )
+        .await;
+        sent.expect("the oneway waited for a reply").unwrap();
+        client.client().flush().await;
+        let mut raw = common::raw::Raw::new(b);
+        match raw.next(Duration::from_secs(30)) {
+            common::raw::Got::Reply { ty, name, fds, .. } => {
+                assert_eq!(ty, fdrpc::codec::MessageType::Oneway);
+                assert_eq!(name, "deposit");
+                assert_eq!(fds.len(), 1);
+                assert_eq!(contents(&fds[0]), b"kept");
+            }
+            other => panic!("expected the oneway's frame, got {other:?}"),
+        }
+    });
+}
+
 /// A call's future is what a caller keeps per call in flight (and moves into a task or a
 /// `FuturesUnordered`): the plain call path keeps it small. (It was 1336 bytes when plain
 /// calls shared the sink and stream machinery; the bound leaves room for compiler changes.)

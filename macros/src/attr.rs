@@ -287,6 +287,49 @@ mod tests {
     }
 
     #[test]
+    fn a_macros_expression_group_is_looked_through() {
+        // What `$id:expr` becomes inside a `macro_rules!`: an invisible group.
+        let grouped = syn::Expr::Group(syn::ExprGroup {
+            attrs: Vec::new(),
+            group_token: Default::default(),
+            expr: Box::new(syn::parse_str("-5").unwrap()),
+        });
+        assert_eq!(int_of(&grouped), Some(-5));
+    }
+
+    #[test]
+    fn a_misplaced_key_says_where_it_belongs() {
+        let cx = Ctxt::new();
+        let attrs: Vec<Attribute> =
+            vec![syn::parse_quote!(#[fdrpc(crate = ::fdrpc, oneway, name = "x", colour)])];
+        Attrs::from_syn(&cx, Position::Field, &attrs);
+        let errors: Vec<String> = cx
+            .check()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "`#[fdrpc(crate)]` is not allowed on a field; it belongs on the struct or enum",
+                "`#[fdrpc(oneway)]` is not allowed on a field; it belongs on a service method",
+                "`#[fdrpc(name)]` is not allowed on a field; it belongs on a service method",
+                "unknown fdrpc attribute `colour`; expected one of `id`, `rename`, `binary`, `fd`",
+            ]
+        );
+    }
+
+    #[test]
+    fn oneway_is_a_methods_key() {
+        let cx = Ctxt::new();
+        let a: Vec<Attribute> = vec![syn::parse_quote!(#[fdrpc(oneway)])];
+        let parsed = Attrs::from_syn(&cx, Position::Method, &a);
+        assert!(parsed.oneway.get().is_some());
+        cx.check().unwrap();
+    }
+
+    #[test]
     fn thrift_identifiers() {
         for ok in ["a", "_x", "Broker", "a.b_c9"] {
             assert!(is_thrift_identifier(ok), "{ok}");

@@ -474,6 +474,120 @@ mod tests {
         assert!(!is_unit(&ty("(i32,)")));
     }
 
+    /// `ty` wrapped in the invisible group a `macro_rules!` `$t:ty` makes.
+    fn grouped(ty: Type) -> Type {
+        Type::Group(syn::TypeGroup {
+            attrs: Vec::new(),
+            group_token: Default::default(),
+            elem: Box::new(ty),
+        })
+    }
+
+    #[test]
+    fn types_are_seen_through_groups_and_parentheses() {
+        assert_eq!(last_ident(&grouped(ty("a::Bundle"))).unwrap(), "Bundle");
+        assert_eq!(last_ident(&ty("(a::Bundle)")).unwrap(), "Bundle");
+        assert!(
+            last_ident(&ty("<T as Trait>::Bundle")).is_none(),
+            "a qualified path"
+        );
+        assert!(is_unit(&grouped(ty("()"))));
+        assert!(!is_unit(&grouped(ty("i32"))));
+    }
+
+    #[test]
+    fn only_a_pair_is_a_first_response_and_a_stream() {
+        let out: ReturnType = syn::parse_str("-> (A, B, fdrpc::Stream<i32>)").unwrap();
+        let r = Return::from_syn(&out);
+        assert!(r.stream.is_none(), "a triple is a plain value");
+        assert!(matches!(r.value, Some(Type::Tuple(t)) if t.elems.len() == 3));
+    }
+
+    fn options(args: &str) -> (ServiceOptions, Vec<String>) {
+        let cx = Ctxt::new();
+        let parsed = syn::parse::Parser::parse_str(ServiceArgs::parse_terminated, args).unwrap();
+        let out = ServiceOptions::from_syn(&cx, &parsed);
+        let errors = match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        };
+        (out, errors)
+    }
+
+    #[test]
+    fn service_options_are_taken_once_and_in_their_form() {
+        let (o, errors) = options("crate = my::fdrpc, rename = \"Broker\"");
+        assert_eq!(errors, Vec::<String>::new());
+        let krate = o.krate.unwrap();
+        assert_eq!(quote::quote!(#krate).to_string(), "my :: fdrpc");
+        assert_eq!(o.rename.unwrap().value(), "Broker");
+        let (o, errors) = options("crate = a, crate = b, rename = \"X\", rename = \"Y\"");
+        assert_eq!(errors, ["`crate` given twice", "`rename` given twice"]);
+        let krate = o.krate.unwrap();
+        assert_eq!(quote::quote!(#krate).to_string(), "a", "the first is kept");
+        assert_eq!(o.rename.unwrap().value(), "X");
+        let (o, errors) = options("crate = \"fdrpc\", rename = Broker");
+        assert!(o.krate.is_none() && o.rename.is_none());
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("`crate` takes the path"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("`rename` takes the Thrift service name"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn fdrpc_attributes_are_fdrpc_and_oneway_only() {
+        let is = |a: Attribute| is_fdrpc_attr(&a);
+        assert!(is(syn::parse_quote!(#[fdrpc(rename = "x")])));
+        assert!(is(syn::parse_quote!(#[oneway])));
+        assert!(!is(syn::parse_quote!(#[doc = "kept"])));
+        assert!(!is(syn::parse_quote!(#[allow(unused)])));
+    }
+
+    fn param(text: &str) -> (Ident, Vec<String>) {
+        let f: syn::Signature = syn::parse_str(&format!("fn f({text})")).unwrap();
+        let Some(syn::FnArg::Typed(pt)) = f.inputs.first() else {
+            panic!("{text}");
+        };
+        let cx = Ctxt::new();
+        let p = Param::from_syn(&cx, pt, &[]);
+        let errors = match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        };
+        (p.ident, errors)
+    }
+
+    #[test]
+    fn a_parameter_is_a_plain_name_or_a_stand_in() {
+        assert_eq!(param("x: i32").0, "x");
+        assert_eq!(param("ref x: i32").0, "__fdrpc_param");
+        assert_eq!(param("x @ _: i32").0, "__fdrpc_param");
+        assert_eq!(
+            param("mut x: i32").0,
+            "x",
+            "`mut` is the handler's business"
+        );
+    }
+
+    #[test]
+    fn keys_on_a_context_or_a_sink_are_left_to_the_checks() {
+        // Not on the wire: the checks say so, once; the keys are not also validated here.
+        assert_eq!(
+            param("#[fdrpc(colour)] cx: &fdrpc::Context").1,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            param("#[fdrpc(colour)] s: fdrpc::Stream<i32>").1,
+            Vec::<String>::new()
+        );
+        assert_eq!(param("#[fdrpc(colour)] x: i32").1.len(), 1);
+    }
+
     #[test]
     fn context_kinds() {
         assert_eq!(
