@@ -142,3 +142,72 @@ pub(crate) fn check_type(cx: &Ctxt, ty: &Type) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn errors(run: impl FnOnce(&Ctxt)) -> Vec<String> {
+        let cx = Ctxt::new();
+        run(&cx);
+        match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn type_errors(ty: &str) -> Vec<String> {
+        let ty: Type = syn::parse_str(ty).unwrap();
+        errors(|cx| check_type(cx, &ty))
+    }
+
+    #[test]
+    fn descriptors_that_own_nothing_are_found_inside_any_type() {
+        for (ty, what) in [
+            ("*const u8", "a raw pointer cannot travel"),
+            ("(&OwnedFd)", "a reference cannot travel"),
+            ("[RawFd]", "`RawFd` is a bare descriptor number"),
+            (
+                "[BorrowedFd<'static>; 2]",
+                "`BorrowedFd` cannot be received",
+            ),
+            ("(i32, Arc<OwnedFd>)", "`Arc<..>` shares ownership"),
+            ("Vec<Option<Rc<File>>>", "`Rc<..>` shares ownership"),
+        ] {
+            let errors = type_errors(ty);
+            assert!(
+                matches!(&errors[..], [one] if one.contains(what)),
+                "{ty}: {errors:?}"
+            );
+        }
+        let grouped = Type::Group(syn::TypeGroup {
+            attrs: Vec::new(),
+            group_token: Default::default(),
+            elem: Box::new(syn::parse_str("RawFd").unwrap()),
+        });
+        assert_eq!(errors(|cx| check_type(cx, &grouped)).len(), 1);
+        for fine in ["OwnedFd", "Vec<(i32, OwnedFd)>", "[u8; 4]", "Option<File>"] {
+            assert_eq!(type_errors(fine), Vec::<String>::new(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn wire_names_are_unique() {
+        let span = Span::call_site();
+        let found =
+            errors(|cx| check_names(cx, [("a", span), ("b", span), ("a", span)].into_iter()));
+        assert_eq!(
+            found,
+            ["duplicate wire name `a`; change one `#[fdrpc(rename = ...)]`"]
+        );
+    }
+
+    #[test]
+    fn a_field_is_bytes_or_descriptors() {
+        let span = Some(Span::call_site());
+        assert_eq!(errors(|cx| check_binary_fd(cx, true, span)).len(), 1);
+        assert!(errors(|cx| check_binary_fd(cx, false, span)).is_empty());
+        assert!(errors(|cx| check_binary_fd(cx, true, None)).is_empty());
+    }
+}

@@ -323,3 +323,110 @@ fn check_wire_types(cx: &Ctxt, m: &Method<'_>) {
         check_type(cx, ty);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ast::service::ServiceOptions;
+
+    /// The errors the checks find in the trait `src`, in order.
+    fn errors(src: &str) -> Vec<String> {
+        let item: syn::ItemTrait = syn::parse_str(src).unwrap();
+        let cx = Ctxt::new();
+        let service = Service::from_syn(&cx, ServiceOptions::default(), &item);
+        check(&cx, &service);
+        match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn says(src: &str, what: &str) {
+        let errors = errors(src);
+        assert!(
+            matches!(&errors[..], [one] if one.contains(what)),
+            "{src}: expected one error saying {what:?}, got {errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_plain_service_passes() {
+        let ok = "trait S { async fn a(&self, n: i32, cx: &fdrpc::Context) -> i32; }";
+        assert_eq!(errors(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_trait_is_concrete_safe_and_only_methods() {
+        says("trait S<T> { async fn a(&self); }", "cannot be generic");
+        says(
+            "trait S where Self: Sized { async fn a(&self); }",
+            "cannot be generic",
+        );
+        says(
+            "unsafe trait S { async fn a(&self); }",
+            "cannot be `unsafe`",
+        );
+        says(
+            "trait S { const X: i32; async fn a(&self); }",
+            "holds only methods",
+        );
+    }
+
+    #[test]
+    fn a_method_is_an_ordinary_function() {
+        says("trait S { const async fn a(&self); }", "cannot be `const`");
+        says("trait S { fn a(&self); }", "must be `async fn`");
+        let both = errors("trait S { async unsafe fn a(&self); }");
+        assert_eq!(both, ["a service method cannot be `unsafe`"]);
+        says(
+            "trait S { async extern \"C\" fn a(&self); }",
+            "cannot have an ABI",
+        );
+    }
+
+    #[test]
+    fn parameters_take_only_what_describes_a_field() {
+        says(
+            "trait S { async fn a(&self, #[doc = \"x\"] n: i32); }",
+            "only `#[fdrpc(...)]` attributes",
+        );
+        says(
+            "trait S { async fn a(&self, #[fdrpc(id = 2)] cx: &fdrpc::Context); }",
+            "the context is not on the wire",
+        );
+        says(
+            "trait S { async fn a(&self, #[fdrpc(id = 2)] s: fdrpc::Stream<i32>); }",
+            "a stream parameter is not in the arguments struct",
+        );
+    }
+
+    #[test]
+    fn the_context_is_taken_by_shared_reference_once() {
+        says(
+            "trait S { async fn a(&self, cx: &mut fdrpc::Context); }",
+            "by shared reference",
+        );
+        says(
+            "trait S { async fn a(&self, cx: fdrpc::Context); }",
+            "by reference",
+        );
+        says(
+            "trait S { async fn a(&self, a: &fdrpc::Context, b: &fdrpc::Context); }",
+            "at most once",
+        );
+    }
+
+    #[test]
+    fn the_protocols_own_names_are_reserved() {
+        says("trait S { async fn __fdrpc_x(&self); }", "are reserved");
+        says(
+            "trait S { #[fdrpc(rename = \"_fdrpc_idl\")] async fn x(&self); }",
+            "are reserved",
+        );
+        assert_eq!(
+            errors("trait S { async fn fdrpc_x(&self); }"),
+            Vec::<String>::new()
+        );
+    }
+}
