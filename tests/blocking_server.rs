@@ -145,6 +145,10 @@ fn a_graceful_shutdown_lets_the_call_in_flight_finish_then_refuses_more() {
             )
         }
     });
+    // The accept loop counts from just before its first `accept`, a connection while it lives.
+    wait_until("the accept loop", Duration::from_secs(5), || {
+        shutdown.loops() == 1
+    });
     let client = WaiterBlockingClient::connect(&path).unwrap();
     let call = std::thread::spawn({
         let client = client.clone();
@@ -153,6 +157,7 @@ fn a_graceful_shutdown_lets_the_call_in_flight_finish_then_refuses_more() {
     wait_until("the call started", Duration::from_secs(5), || {
         started.load(Ordering::SeqCst) == 1
     });
+    assert_eq!(shutdown.loops(), 2);
     let asked = Instant::now();
     shutdown.shutdown();
     // The call in flight finishes and its reply (and fd) arrives.
@@ -161,6 +166,7 @@ fn a_graceful_shutdown_lets_the_call_in_flight_finish_then_refuses_more() {
     // Then the server returns: the connection is closed, and no new call is served.
     serving.join().unwrap().unwrap();
     assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!(shutdown.loops(), 0, "every loop ended");
     assert!(client.started().is_err(), "served after the shutdown");
     assert!(
         std::os::unix::net::UnixStream::connect(&path).is_err(),

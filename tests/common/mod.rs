@@ -347,15 +347,22 @@ impl ThreadServer {
         let shutdown = fdrpc::Shutdown::new();
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let stop = shutdown.clone();
-        let before = fd_count();
         let thread = std::thread::spawn(move || {
             server()
                 .serve_with_shutdown(listener, service(), &stop)
                 .unwrap();
         });
         // Listening, and its accept loop's one fd (the eventfd that wakes it) is open: counts
-        // taken from now on are stable.
-        await_fd_count("the blocking server's accept loop", |n| n > before);
+        // taken from now on are stable. (Waited for as the loop's registration, not as a
+        // rise in the fd count, which another test closing an fd at that moment can hide.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while shutdown.loops() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the blocking server's accept loop did not start within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         ThreadServer {
             path,
             dir,

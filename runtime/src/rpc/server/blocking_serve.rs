@@ -128,6 +128,20 @@ impl Shutdown {
         self.inner.stop.load(Ordering::Acquire)
     }
 
+    /// How many loops it would stop now: each server's accept loop (running from just before
+    /// its first `accept`) and each of their connections. Says when a server started on
+    /// another thread is accepting, and how many connections are still draining after
+    /// [`Shutdown::shutdown`].
+    ///
+    /// ```
+    /// let shutdown = fdrpc::Shutdown::new();
+    /// assert_eq!(shutdown.loops(), 0);
+    /// ```
+    pub fn loops(&self) -> usize {
+        let wakes = self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner());
+        wakes.iter().filter(|w| w.strong_count() > 0).count()
+    }
+
     fn watch(&self, wake: &Arc<LoopWake>) {
         let mut wakes = self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner());
         wakes.retain(|w| w.strong_count() > 0);
