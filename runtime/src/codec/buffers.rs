@@ -4,27 +4,53 @@
 //! ones (a 1 MiB `binary`), the page faults of fresh memory, which cost more than the copy.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
-/// Buffers kept per thread.
-const MAX_SPARE: usize = 4;
+/// Buffers kept per thread, in each list.
+pub(crate) const MAX_SPARE: usize = 4;
 /// A buffer larger than this is not kept: 1 MiB and room for its headers.
 pub(crate) const MAX_KEPT: usize = (1 << 20) + (64 << 10);
 /// The most capacity kept per thread in all: one large buffer and a few small ones, so a
 /// runtime with many worker threads holds a bounded amount of idle memory.
 const MAX_KEPT_TOTAL: usize = MAX_KEPT + (256 << 10);
 
+/// A thread's spare buffers: at most [`MAX_SPARE`], taken last in, first out. The mechanism
+/// of this module's encode buffers and of the receive queues' read buffers
+/// (`transport/spare_reads.rs`), which differ only in what they keep.
+pub(crate) type SpareList = RefCell<Vec<Vec<u8>>>;
+
 thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: SpareList = const { RefCell::new(Vec::new()) };
+}
+
+/// A spare buffer of `list` on this thread, as it was kept, or an empty one.
+#[inline]
+pub(crate) fn take_from(list: &'static LocalKey<SpareList>) -> Vec<u8> {
+    list.try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps `buf` in `list` on this thread if fewer than [`MAX_SPARE`] are kept and, with
+/// `max_total`, their capacities and its own stay within it; otherwise frees it.
+#[inline]
+pub(crate) fn keep_in(list: &'static LocalKey<SpareList>, buf: Vec<u8>, max_total: Option<usize>) {
+    let _ = list.try_with(|s| {
+        let mut spare = s.borrow_mut();
+        let room = max_total.is_none_or(|max| {
+            spare.iter().map(Vec::capacity).sum::<usize>() + buf.capacity() <= max
+        });
+        if spare.len() < MAX_SPARE && room {
+            spare.push(buf);
+        }
+    });
 }
 
 /// An empty buffer, with the capacity a spare one had, if any.
 #[inline]
 pub(crate) fn take() -> Vec<u8> {
-    SPARE
-        .try_with(|s| s.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    take_from(&SPARE)
 }
 
 /// Keeps `buf` for a later [`take`] on this thread, if it is worth keeping.
@@ -34,13 +60,7 @@ pub(crate) fn give(mut buf: Vec<u8>) {
         return;
     }
     buf.clear();
-    let _ = SPARE.try_with(|s| {
-        let mut spare = s.borrow_mut();
-        let kept: usize = spare.iter().map(Vec::capacity).sum();
-        if spare.len() < MAX_SPARE && kept + buf.capacity() <= MAX_KEPT_TOTAL {
-            spare.push(buf);
-        }
-    });
+    keep_in(&SPARE, buf, Some(MAX_KEPT_TOTAL));
 }
 
 #[cfg(test)]

@@ -193,7 +193,8 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     #[inline(always)]
     fn varint(&mut self) -> Result<u64, FrameError> {
-        // Every varint of a header fdrpc writes is one byte: read it here, the rest out of line.
+        // A header's varints are one byte but for strings of 128 bytes or more: read those here,
+        // the rest out of line.
         if let [b, rest @ ..] = self.buf {
             if *b < 0x80 {
                 self.buf = rest;

@@ -1,29 +1,25 @@
 //! Read buffers of connections that are waiting for data, kept per thread: a connection whose
 //! buffer holds nothing gives it back here when a read finds the socket empty, and takes one
-//! (this one, usually) when it next reads. A thousand idle connections then hold no read
-//! memory at all, where each held its first 4 KiB before; a busy connection takes back the
+//! (this one, usually) when it next reads. A thousand connections waiting between calls then
+//! hold no read memory, where each held 4 KiB or more before; a busy connection takes back the
 //! buffer it gave a moment ago, with its bytes still initialised (no zeroing, no `malloc`).
 
 use std::cell::RefCell;
 
-/// Buffers kept per thread: one per connection a thread serves in turn, for a few.
-const MAX_SPARE: usize = 4;
+use crate::codec::buffers::{self, SpareList};
+
 /// A buffer larger than this is not kept (a read buffer grows to 64 KiB and a frame's length).
 const MAX_KEPT: usize = 128 << 10;
 
 thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: SpareList = const { RefCell::new(Vec::new()) };
 }
 
 /// A read buffer: a spare one of this thread (its length and bytes as they were: only the
 /// receive queue's own offsets say which bytes mean anything), or an empty one.
 #[inline]
 pub(super) fn take() -> Vec<u8> {
-    SPARE
-        .try_with(|s| s.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    buffers::take_from(&SPARE)
 }
 
 /// Keeps `buf` for a later [`take`] on this thread, or frees it if enough are kept.
@@ -32,12 +28,7 @@ pub(super) fn give(buf: Vec<u8>) {
     if buf.is_empty() || buf.len() > MAX_KEPT {
         return;
     }
-    let _ = SPARE.try_with(|s| {
-        let mut spare = s.borrow_mut();
-        if spare.len() < MAX_SPARE {
-            spare.push(buf);
-        }
-    });
+    buffers::keep_in(&SPARE, buf, None);
 }
 
 #[cfg(test)]
@@ -53,11 +44,11 @@ mod tests {
         assert!(take().is_empty(), "none left");
         give(vec![0; MAX_KEPT + 1]);
         assert!(take().is_empty(), "too large to keep");
-        for _ in 0..MAX_SPARE + 3 {
+        for _ in 0..buffers::MAX_SPARE + 3 {
             give(vec![0; 16]);
         }
         let kept = std::iter::from_fn(|| Some(take()).filter(|v| !v.is_empty())).count();
-        assert_eq!(kept, MAX_SPARE);
+        assert_eq!(kept, buffers::MAX_SPARE);
         std::thread::spawn(|| assert!(take().is_empty(), "per thread"))
             .join()
             .unwrap();
