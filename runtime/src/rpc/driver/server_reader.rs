@@ -18,6 +18,8 @@ use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 use crate::transport::error::{FdStreamError, TransportError};
 use crate::transport::{RecvQueue, SCM_MAX_FD};
+use std::os::fd::OwnedFd;
+use tokio::io::unix::AsyncFdReadyGuard;
 
 /// Serves one connection until the peer closes it, it breaks the protocol, or `stop` says
 /// so; then lets calls in flight finish (for at most the stall timeout).
@@ -47,9 +49,30 @@ pub(crate) async fn read_calls(
     // `flush_inline` after the batch, without waking the writer: the reader defers from here
     // until it waits (each wait below ends the deferral first, and starts it again after).
     conn.defer_flush();
+    // Set when every buffered frame has been dispatched: the loop reads more first.
+    let mut drained = false;
     let ended: Result<(), ConnectionError> = loop {
         if *stop.borrow() {
             break Ok(());
+        }
+        if drained {
+            // The wait for data, where an idle connection spends its life, comes first in
+            // the loop, before a frame or a call is in scope: nothing of theirs is kept in
+            // the connection's future across it.
+            drained = false;
+            // Every buffered frame is dispatched: send the replies that are ready now.
+            conn.flush_inline();
+            // Let the other connections (and this one's handlers) run before reading more:
+            // a peer that keeps its socket full would otherwise hold the thread for a
+            // whole cooperative budget of reads, and the calls of every other connection
+            // wait (measured: a one-at-a-time call's p99 went to 25 ms beside a connection
+            // with 64 calls in flight).
+            tokio::task::yield_now().await;
+            match read_more(conn, &mut rq, budget, &mut parked, timeout, &mut stop).await {
+                Ok(true) => conn.defer_flush(),
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
         }
         // Take a call slot before reading the next frame: a peer that floods calls stops
         // being read, and its fds stay in the kernel's socket buffer, not ours.
@@ -57,13 +80,10 @@ pub(crate) async fn read_calls(
             Some(p) => p,
             None => {
                 conn.end_deferred();
-                let p = tokio::select! {
-                    p = in_flight.take() => p,
-                    _ = stop.changed() => break Ok(()),
-                    // Not reading, this side would not see the peer go: a peer that closed
-                    // with every call slot taken (sinks it never feeds, say) would leave its
-                    // handlers waiting for ever. Found by the `server_connection` fuzzer.
-                    () = peer_gone(conn) => break Ok(()),
+                // Boxed, as the other rare waits here: the connection's future holds only
+                // what the wait for data needs (every idle connection's cost).
+                let Some(p) = Box::pin(wait_slot(conn, &in_flight, &mut stop)).await else {
+                    break Ok(());
                 };
                 conn.defer_flush();
                 p
@@ -74,13 +94,10 @@ pub(crate) async fn read_calls(
         let (bytes, fds) = conn.backlog();
         if bytes > max_bytes || fds > max_fds {
             conn.end_deferred();
-            tokio::select! {
-                waited = conn.wait_room_while_peer_reads(max_bytes, max_fds) => {
-                    if let Err(e) = waited {
-                        break Err(e);
-                    }
-                }
-                _ = stop.changed() => break Ok(()),
+            match Box::pin(wait_room(conn, max_bytes, max_fds, &mut stop)).await {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
             }
             conn.defer_flush();
         }
@@ -90,23 +107,8 @@ pub(crate) async fn read_calls(
         let frame = match rq.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                drop(permit);
-                // Every buffered frame is dispatched: send the replies that are ready now.
-                conn.flush_inline();
-                // Let the other connections (and this one's handlers) run before reading more:
-                // a peer that keeps its socket full would otherwise hold the thread for a
-                // whole cooperative budget of reads, and the calls of every other connection
-                // wait (measured: a one-at-a-time call's p99 went to 25 ms beside a connection
-                // with 64 calls in flight).
-                tokio::task::yield_now().await;
-                match read_more(conn, &mut rq, budget, &mut parked, timeout, &mut stop).await {
-                    Ok(true) => {
-                        conn.defer_flush();
-                        continue;
-                    }
-                    Ok(false) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
+                drained = true;
+                continue;
             }
             Err(e) => break Err(ConnectionError::new(e)),
         };
@@ -186,9 +188,44 @@ pub(crate) async fn read_calls(
             in_flight.all_free().await;
             conn.drained().await;
         };
-        let _ = tokio::time::timeout(timeout, finish).await;
+        // Boxed: once per connection, and not carried by every waiting connection's future.
+        let _ = Box::pin(tokio::time::timeout(timeout, finish)).await;
     }
     ended
+}
+
+/// Waits for a call slot; `None` if the peer went or `stop` said so first.
+async fn wait_slot(
+    conn: &TokioConn,
+    in_flight: &Arc<CallSlots>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<super::call_slots::CallSlot> {
+    tokio::select! {
+        p = in_flight.take() => Some(p),
+        _ = stop.changed() => None,
+        // Not reading, this side would not see the peer go: a peer that closed with every
+        // call slot taken (sinks it never feeds, say) would leave its handlers waiting for
+        // ever. Found by the `server_connection` fuzzer.
+        () = peer_gone(conn) => None,
+    }
+}
+
+/// Waits until the replies unread by the peer are below the backlog's bounds (`Ok(true)`),
+/// unless `stop` says so first (`Ok(false)`).
+///
+/// # Errors
+///
+/// The peer stopped reading for the stall timeout, or the connection failed.
+async fn wait_room(
+    conn: &TokioConn,
+    max_bytes: usize,
+    max_fds: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<bool, ConnectionError> {
+    tokio::select! {
+        waited = conn.wait_room_while_peer_reads(max_bytes, max_fds) => waited.map(|()| true),
+        _ = stop.changed() => Ok(false),
+    }
 }
 
 /// Returns once the peer has closed its end entirely, looking every
@@ -203,6 +240,11 @@ async fn peer_gone(conn: &TokioConn) {
 /// Nothing complete is buffered: waits for data and reads it, within the fd budget, unless
 /// the peer stalls or `stop` says so. `Ok(false)` at a clean end (of the stream, or by
 /// `stop`).
+///
+/// An idle connection waits here, so what this future holds is what every idle connection
+/// costs: the socket's readiness is polled in place (its waker lives in the runtime's
+/// registration, not in a waiter node here), and the stall timer exists only while part of a
+/// frame, or an fd, is buffered (boxed then: an idle connection has none).
 async fn read_more(
     conn: &TokioConn,
     rq: &mut RecvQueue,
@@ -211,29 +253,52 @@ async fn read_more(
     timeout: std::time::Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<bool, ConnectionError> {
-    let deadline = rq
+    let mut stalled = rq
         .stall_deadline(timeout)
-        .map(tokio::time::Instant::from_std);
-    let stalled = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(stalled);
+        .map(|d| Box::pin(tokio::time::sleep_until(d.into())));
     let stalled_error = || ConnectionError::new(FdStreamError::Stalled(timeout).into());
     loop {
         // Wait for data first, then take a share of the fd budget for the one read that
         // follows: an idle connection holds none of it.
-        let mut ready = tokio::select! {
-            r = conn.socket().readable() => r.map_err(|e| ConnectionError::new(e.into()))?,
-            () = &mut stalled => return Err(stalled_error()),
-            _ = stop.changed() => return Ok(false),
+        let mut ready = {
+            let changed = stop.changed();
+            let mut changed = std::pin::pin!(changed);
+            let woke = std::future::poll_fn(|cx| {
+                // A stalled peer is dropped even if it is sending: bytes trickling in must not
+                // keep a frame that never completes alive.
+                if stalled
+                    .as_mut()
+                    .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+                {
+                    return Poll::Ready(Woke::Stalled);
+                }
+                if let Poll::Ready(r) = conn.socket().poll_read_ready(cx) {
+                    return Poll::Ready(Woke::Ready(r));
+                }
+                match changed.as_mut().poll(cx) {
+                    Poll::Ready(_) => Poll::Ready(Woke::Stop),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match woke {
+                Woke::Ready(r) => r.map_err(|e| ConnectionError::new(e.into()))?,
+                Woke::Stalled => return Err(stalled_error()),
+                Woke::Stop => return Ok(false),
+            }
         };
-        let reservation = tokio::select! {
-            r = budget.clone().acquire_many_owned(SCM_MAX_FD as u32) => r.ok(),
-            () = &mut stalled => return Err(stalled_error()),
-            _ = stop.changed() => return Ok(false),
+        let reservation = match budget.clone().try_acquire_many_owned(SCM_MAX_FD as u32) {
+            Ok(r) => Some(r),
+            Err(tokio::sync::TryAcquireError::Closed) => None,
+            // The budget is spent: wait for it (rare; boxed, so an idle connection's future
+            // does not carry this wait).
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match Box::pin(wait_budget(budget, stalled.as_mut(), stop)).await {
+                    Budget::Taken(r) => r,
+                    Budget::Stalled => return Err(stalled_error()),
+                    Budget::Stop => return Ok(false),
+                }
+            }
         };
         let Some(mut reservation) = reservation else {
             return Ok(false);
@@ -256,5 +321,39 @@ async fn read_more(
             Ok(Some(more)) => return Ok(more),
             Err(e) => return Err(ConnectionError::new(e)),
         }
+    }
+}
+
+/// What ended [`read_more`]'s wait for data.
+enum Woke<'a> {
+    Ready(std::io::Result<AsyncFdReadyGuard<'a, OwnedFd>>),
+    Stalled,
+    Stop,
+}
+
+/// What ended a wait for the fd budget.
+enum Budget {
+    /// The share, or `None` if the budget was closed.
+    Taken(Option<OwnedSemaphorePermit>),
+    Stalled,
+    Stop,
+}
+
+/// Waits for a read's share of the fd budget, unless the peer stalls or `stop` says so.
+async fn wait_budget(
+    budget: &Arc<Semaphore>,
+    stalled: Option<&mut std::pin::Pin<Box<tokio::time::Sleep>>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Budget {
+    let stalled = async {
+        match stalled {
+            Some(s) => s.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = budget.clone().acquire_many_owned(SCM_MAX_FD as u32) => Budget::Taken(r.ok()),
+        () = stalled => Budget::Stalled,
+        _ = stop.changed() => Budget::Stop,
     }
 }

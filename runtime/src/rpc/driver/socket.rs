@@ -50,6 +50,15 @@ impl Socket {
         self.read.readable().await
     }
 
+    /// Polls for readability, for the one task that reads: its waker is kept in the runtime's
+    /// registration (nothing is held in the caller's future).
+    pub(crate) fn poll_read_ready<'a>(
+        &'a self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<AsyncFdReadyGuard<'a, OwnedFd>>> {
+        self.read.poll_read_ready(cx)
+    }
+
     /// Waits until the socket is readable and reads once into `rq`. Returns `Ok(false)` at a
     /// clean end of stream.
     ///
