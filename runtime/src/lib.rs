@@ -115,8 +115,8 @@ pub mod __private {
     pub use crate::rpc::Streaming;
     pub use crate::rpc::{
         BlockingClient, BlockingSink, BlockingStreaming, BoxFuture, CallError, Dispatch,
-        ErasedProducer, HandlerReply, Incoming, ReplyError, RpcError, Service, SinkStatus, Stream,
-        StreamReply, StreamSlot, flatten_declared, flatten_undeclared, producer,
+        ErasedProducer, HandlerReply, Incoming, ReplyError, ReplyTo, RpcError, Service, SinkStatus,
+        Stream, StreamReply, StreamSlot, flatten_declared, flatten_undeclared, producer,
     };
     pub use core::convert::Infallible;
     pub use core::option::Option;

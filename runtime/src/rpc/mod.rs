@@ -39,8 +39,8 @@ pub use error::{CallError, ConnectionError, RpcError, flatten_declared, flatten_
 pub use method_name::MethodName;
 pub use server::{
     BlockingServer, BoxFuture, CallEnd, CallHook, CallOutcome, Context, Dispatch, HandlerReply,
-    Incoming, PeerCredentials, ReplyError, ServeEndpointError, Service, ServiceSet, Shutdown,
-    StreamReply, StreamSlot,
+    Incoming, PeerCredentials, ReplyError, ReplyTo, ServeEndpointError, Service, ServiceSet,
+    Shutdown, StreamReply, StreamSlot,
 };
 #[cfg(feature = "tokio")]
 pub use server::{IntoConnection, IntoListener, Listener, Server};

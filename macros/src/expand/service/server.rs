@@ -151,11 +151,14 @@ impl ServiceGenerator<'_> {
                 #wire => {
                     #prologue
                     #open_sink
-                    let mut __enc = __call.reply_encoder(#wire);
+                    // The encoder is made once the handler has its result: a handler that
+                    // waits keeps 24 bytes meanwhile, not an encoder with its buffer.
+                    let __reply = __call.reply_to(#wire);
                     #p::Dispatch::Reply(#p::Box::pin(async move {
                         let __ret = #invoke;
                         #check_sink
                         let __failed = #failed;
+                        let mut __enc = __reply.encoder();
                         #encode
                         #p::Result::Ok(#p::HandlerReply::new(__enc, __failed))
                     }))
@@ -195,9 +198,10 @@ impl ServiceGenerator<'_> {
                 #prologue
                 #open_sink
                 let __slot = __call.open_stream(#wire);
-                let mut __enc = __call.reply_encoder(#wire);
+                let __reply = __call.reply_to(#wire);
                 #p::Dispatch::Stream(__slot, #p::Box::pin(async move {
                     let __ret = #invoke;
+                    let mut __enc = __reply.encoder();
                     #reply
                 }))
             }

@@ -51,6 +51,7 @@ pub use peer::PeerCredentials;
 #[cfg(feature = "tokio")]
 pub use serve::Server;
 pub use service::{
-    BoxFuture, Dispatch, HandlerReply, Incoming, ReplyError, Service, StreamReply, StreamSlot,
+    BoxFuture, Dispatch, HandlerReply, Incoming, ReplyError, ReplyTo, Service, StreamReply,
+    StreamSlot,
 };
 pub use services::ServiceSet;

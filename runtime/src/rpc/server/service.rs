@@ -190,9 +190,33 @@ impl<'a> Incoming<'a> {
 
     /// An encoder holding the reply's message header; the handler appends the result struct.
     pub fn reply_encoder(&self, method: &'static str) -> Encoder {
+        self.reply_to(method).encoder()
+    }
+
+    /// Where the reply goes, for an encoder made once the handler has its result
+    /// ([`ReplyTo::encoder`]): what a handler that waits keeps meanwhile is 24 bytes, not an
+    /// encoder and its buffer (used by generated code).
+    pub fn reply_to(&self, method: &'static str) -> ReplyTo {
+        ReplyTo {
+            method,
+            seqid: self.header.seqid,
+        }
+    }
+}
+
+/// The method and sequence id a reply answers: see [`Incoming::reply_to`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTo {
+    method: &'static str,
+    seqid: i32,
+}
+
+impl ReplyTo {
+    /// An encoder holding the reply's message header; the handler appends the result struct.
+    pub fn encoder(self) -> Encoder {
         let mut enc = Encoder::new();
         // A name from the trait and an i32 always encode.
-        let _ = enc.write_message_header(method, MessageType::Reply, self.header.seqid);
+        let _ = enc.write_message_header(self.method, MessageType::Reply, self.seqid);
         enc
     }
 }
