@@ -64,25 +64,21 @@ impl Driven {
     }
 
     /// `fut`'s output, or `None` once `deadline` passes (`fut` is dropped then).
-    pub(crate) async fn until<F: Future>(
-        &self,
-        deadline: Option<Instant>,
-        fut: F,
-    ) -> Option<F::Output> {
-        let Some(at) = deadline else {
-            return Some(fut.await);
-        };
-        match self {
+    ///
+    /// A future of its own rather than an `async fn`: a handler that waits is held in it, and
+    /// an `async fn` would keep `fut` twice (as its argument and inside what it awaits).
+    pub(crate) fn until<F: Future>(&self, deadline: Option<Instant>, fut: F) -> Until<F> {
+        let timer = match (deadline, self) {
+            (None, _) => Timer::Never,
             #[cfg(feature = "tokio")]
-            Driven::Tokio(_) => tokio::time::timeout_at(at.into(), fut).await.ok(),
-            Driven::Polled(c) => {
-                Until {
-                    fut,
-                    sleep: c.sleep_until(at),
-                }
-                .await
-            }
-        }
+            (Some(at), Driven::Tokio(_)) => Timer::Tokio {
+                sleep: tokio::time::sleep_until(at.into()),
+            },
+            (Some(at), Driven::Polled(c)) => Timer::Polled {
+                sleep: c.sleep_until(at),
+            },
+        };
+        Until { fut, timer }
     }
 
     /// Has `f` called once the connection ends (the server stops its handlers then).
@@ -95,12 +91,35 @@ impl Driven {
     }
 }
 
+/// The clock of a driver: tokio's, or a polled connection's loop.
+#[cfg(feature = "tokio")]
+type TokioSleep = tokio::time::Sleep;
+/// (Without tokio, nothing makes this variant.)
+#[cfg(not(feature = "tokio"))]
+type TokioSleep = std::future::Pending<()>;
+
 pin_project_lite::pin_project! {
-    /// A future, until an instant on a polled connection's clock.
-    struct Until<F> {
+    /// A future, until an instant on its connection's clock: see [`Driven::until`].
+    pub(crate) struct Until<F> {
         #[pin]
         fut: F,
-        sleep: PolledSleep,
+        #[pin]
+        timer: Timer,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What ends an [`Until`] early.
+    #[project = TimerProj]
+    enum Timer {
+        Never,
+        Tokio {
+            #[pin]
+            sleep: TokioSleep,
+        },
+        Polled {
+            sleep: PolledSleep,
+        },
     }
 }
 
@@ -112,9 +131,15 @@ impl<F: Future> Future for Until<F> {
         if let Poll::Ready(v) = this.fut.poll(cx) {
             return Poll::Ready(Some(v));
         }
-        match Pin::new(this.sleep).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        let passed = match this.timer.project() {
+            TimerProj::Never => false,
+            TimerProj::Tokio { sleep } => sleep.poll(cx).is_ready(),
+            TimerProj::Polled { sleep } => Pin::new(sleep).poll(cx).is_ready(),
+        };
+        if passed {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
         }
     }
 }

@@ -276,16 +276,13 @@ impl Call {
             Some(outcome) => scope.in_scope(|| self.answer(outcome)),
             None => {
                 let (served, seqid) = (self.served.clone(), self.seqid);
-                spawn_handler(
-                    &served.clone(),
-                    seqid,
-                    scope.wrap(async move {
-                        match served.conn.until(self.deadline(), task).await {
-                            Some(outcome) => self.answer(outcome),
-                            None => self.time_out(),
-                        }
-                    }),
-                );
+                // A combinator, not an `async` block: this is what a waiting call holds, and
+                // a block would keep the handler's future twice (captured, and awaited).
+                let rest = served.conn.until(self.deadline(), task).map(|o| match o {
+                    Some(outcome) => self.answer(outcome),
+                    None => self.time_out(),
+                });
+                spawn_handler(&served, seqid, scope.wrap(rest));
             }
         }
     }
