@@ -347,6 +347,47 @@ fn half_a_frame_with_fds_then_silence() {
 }
 
 #[test]
+fn a_frame_trickled_in_a_byte_at_a_time_stalls_all_the_same() {
+    // Bytes that keep arriving do not keep a frame that never completes alive: the stall
+    // timeout counts from its first byte, not from the last read.
+    let h = Harness::start();
+    let mut raw = h.raw();
+    let fds = numbered(5);
+    let f = fd_frame(1, 5, 0, &call("echo", 1, &echo_args(&[0, 1, 2, 3, 4])));
+    raw.send(&f[..8], &borrowed(&fds));
+    let mut trickle = raw.sock.try_clone().unwrap();
+    let rest = f[8..f.len() - 1].to_vec();
+    let every = STALL / 15;
+    // The trickle would last this long: the stall must come well before it ends.
+    assert!(
+        every * rest.len() as u32 >= STALL * 3,
+        "frame too short to trickle"
+    );
+    let started = Instant::now();
+    let trickler = std::thread::spawn(move || {
+        for b in rest {
+            if std::io::Write::write_all(&mut trickle, &[b]).is_err() {
+                return true;
+            }
+            std::thread::sleep(every);
+        }
+        false
+    });
+    raw.expect_closed_within(STALL * 10);
+    assert!(
+        started.elapsed() >= STALL / 2,
+        "closed before the stall timeout"
+    );
+    assert!(
+        trickler.join().unwrap(),
+        "the connection outlived the trickle: its bytes kept the frame alive"
+    );
+    h.others_still_work();
+    drop((raw, fds));
+    h.settles();
+}
+
+#[test]
 fn the_parked_fd_is_the_peers_own_socket() {
     // The client parks its own end of the connection in a half-sent frame and closes its
     // copy: only the server now holds the socket that would tell it the peer is gone. The
