@@ -1,7 +1,6 @@
 //! The calls a client is waiting on, by sequence id, with their deadlines, and the
 //! allocation of sequence ids.
 
-use std::collections::VecDeque;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
@@ -11,7 +10,7 @@ use super::body::Body;
 use super::remember;
 use crate::codec::MessageType;
 use crate::codec::fd_table::Fds;
-use crate::rpc::deadline::Deadline;
+use crate::rpc::deadline::{Deadline, DueQueue};
 use crate::rpc::error::RpcError;
 use crate::rpc::method_name::MethodName;
 
@@ -38,9 +37,6 @@ struct Pending {
     expired: bool,
 }
 
-/// When a call with a deadline must have its reply: what [`Calls::expire`] looks at.
-type Due = (Instant, i32);
-
 /// The pending calls of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
@@ -48,12 +44,8 @@ pub(crate) struct Calls {
     /// zeroed header never matches a call.
     next: i32,
     pending: FxHashMap<i32, Pending>,
-    /// The deadlines of calls, in order. An entry stays after its call is answered (it is
-    /// skipped when it reaches the front); the queue is rebuilt from the pending calls when
-    /// such entries outnumber them, so it holds a few times the calls in flight at most.
-    /// Calls of one timeout come in deadline order, so an entry is nearly always appended;
-    /// one with a shorter timeout than those before it is inserted in its place.
-    due: VecDeque<Due>,
+    /// The deadlines of calls, in order: what [`Calls::expire`] looks at.
+    due: DueQueue<i32>,
     /// Calls whose caller took their expiry ([`Calls::expire`]) and has not forgotten them
     /// yet: [`Calls::forget`] says the server must be told.
     expired: FxHashSet<i32>,
@@ -89,49 +81,22 @@ impl Calls {
         let Some(at) = deadline.map(|d| d.at()) else {
             return;
         };
-        if self.due.len() >= 4 * self.pending.len() + 64 {
-            let mut live: Vec<Due> = self
-                .pending
-                .iter()
-                .filter(|(_, p)| p.outcome.is_none())
-                .filter_map(|(&id, p)| p.deadline.map(|d| (d.at(), id)))
-                .collect();
-            live.sort_unstable();
-            self.due = live.into();
-        } else if self.due.back().is_none_or(|&(last, _)| last <= at) {
-            self.due.push_back((at, seqid));
-        } else {
-            let place = self.due.partition_point(|&(d, _)| d <= at);
-            self.due.insert(place, (at, seqid));
-        }
-    }
-
-    /// Whether `due` is the deadline of a call still waiting for its reply.
-    fn is_live(&self, (at, seqid): &Due) -> bool {
-        self.pending
-            .get(seqid)
-            .is_some_and(|p| p.outcome.is_none() && p.deadline.is_some_and(|d| d.at() == *at))
+        let pending = &self.pending;
+        self.due.push(at, seqid, pending.len(), |at, seqid| {
+            is_live(pending, at, seqid)
+        });
     }
 
     /// The earliest deadline of a call still waiting.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(front) = self.due.front() {
-            if self.is_live(front) {
-                break;
-            }
-            self.due.pop_front();
-        }
-        self.due.front().map(|(at, _)| *at)
+        let pending = &self.pending;
+        self.due.first(|at, seqid| is_live(pending, at, seqid))
     }
 
     /// Fails every call whose deadline is `now` or earlier with [`RpcError::Timeout`]; adds
     /// their wakers to `wake`.
     pub(crate) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) {
-        while let Some((at, seqid)) = self.due.front().copied() {
-            if at > now {
-                break;
-            }
-            self.due.pop_front();
+        while let Some((at, seqid)) = self.due.pop_due(now) {
             let Some(p) = self.pending.get_mut(&seqid) else {
                 continue;
             };
@@ -212,6 +177,14 @@ impl Calls {
             }
         }
     }
+}
+
+/// Whether `at` is the deadline of call `seqid`, still waiting for its reply.
+#[inline]
+fn is_live(pending: &FxHashMap<i32, Pending>, at: Instant, seqid: i32) -> bool {
+    pending
+        .get(&seqid)
+        .is_some_and(|p| p.outcome.is_none() && p.deadline.is_some_and(|d| d.at() == at))
 }
 
 #[cfg(test)]
