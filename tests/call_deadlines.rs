@@ -280,6 +280,76 @@ fn a_client_timeout_header_sets_the_deadline_and_its_passing_is_answered_with_ti
     assert_eq!(dropped_count(&mut raw, 2), 1);
 }
 
+/// Calls of four timeouts waiting on one connection at once, each answered at its own
+/// deadline: the server's one deadline timer per connection is told of a deadline earlier
+/// than the one it waits for, and a handler that finishes in time is not timed out.
+fn calls_of_mixed_timeouts_time_out_each_at_its_own_deadline(server: ThreadServer) {
+    let mut raw = Raw::new(UnixStream::connect(&server.path).unwrap());
+    let start = Instant::now();
+    // (seqid, timeout, how long its handler sleeps), sent in this order, each but the first
+    // with a deadline earlier than those before it; each followed by a quick call whose
+    // answer says the server has read it (and has had time to wait for the deadlines so far).
+    let calls = [
+        (1, 700, 5_000),
+        (2, 400, 5_000),
+        (3, 150, 5_000),
+        (4, 700, 300),
+    ];
+    for (seqid, timeout, sleeps) in calls {
+        let timeout = timeout.to_string();
+        let sleep = call("sleep", seqid, &sleep_args(sleeps));
+        raw.send(&frame(seqid, &[("client_timeout", &timeout)], &sleep), &[]);
+        let quick = seqid + 10;
+        raw.send(
+            &frame(quick, &[], &call("sleep", quick, &sleep_args(0))),
+            &[],
+        );
+        match raw.next(WAIT) {
+            Got::Reply { ty, seqid: s, .. } => assert_eq!((ty, s), (MessageType::Reply, quick)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // In the order they end: 3 timed out, 4 answered after its 300 ms, then 2 and 1 timed out.
+    for (seqid, ends_after) in [(3, 150), (4, 300), (2, 400), (1, 700)] {
+        match raw.next(WAIT) {
+            Got::Reply {
+                ty, seqid: s, body, ..
+            } => {
+                assert_eq!(s, seqid, "answered out of order");
+                if seqid == 4 {
+                    assert_eq!(ty, MessageType::Reply, "finished in time");
+                } else {
+                    assert_eq!(ty, MessageType::Exception);
+                    assert_eq!(exception_code(&body), 12, "TApplicationException TIMEOUT");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        let elapsed = start.elapsed();
+        let expected = Duration::from_millis(ends_after);
+        assert!(
+            elapsed >= expected && elapsed < expected + Duration::from_millis(500),
+            "call {seqid} ended after {elapsed:?}, expected about {expected:?}"
+        );
+    }
+    assert_eq!(dropped_count(&mut raw, 5), 3);
+}
+
+#[test]
+fn calls_of_mixed_timeouts_on_one_connection_time_out_each_at_its_own_deadline() {
+    let _check = fd_leak_check();
+    calls_of_mixed_timeouts_time_out_each_at_its_own_deadline(conformance_server());
+}
+
+#[test]
+fn calls_of_mixed_timeouts_on_one_blocking_server_connection_time_out_each_at_its_own_deadline() {
+    let _check = fd_leak_check();
+    let server = ThreadServer::start_blocking(fdrpc::BlockingServer::new, || {
+        ConformanceServer::new(ConformanceImpl::default())
+    });
+    calls_of_mixed_timeouts_time_out_each_at_its_own_deadline(server);
+}
+
 #[test]
 fn the_handler_sees_the_client_timeout_and_zero_or_none_is_no_deadline() {
     let _check = fd_leak_check();

@@ -13,7 +13,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use super::context::Context;
-use super::handlers::{Handlers, RunningHandler};
+use super::handlers::{Handlers, RunningHandler, Stop, Tracking, Unbounded, Work};
 use super::hooks::{CallOutcome, Hooks, Observed};
 use super::host::Caller;
 use super::peer::PeerCredentials;
@@ -215,7 +215,8 @@ pub(crate) fn dispatch<S: ServiceSet + ?Sized>(
         Dispatch::Reply(fut) => call.reply(fut, scope, cx),
         Dispatch::Stream(slot, fut) => {
             let served = call.served.clone();
-            spawn_handler(&served, seqid, scope.wrap(call.stream(slot, fut)));
+            let work = Unbounded(Box::pin(scope.wrap(call.stream(slot, fut))));
+            spawn_handler(&served, seqid, work, None);
         }
         Dispatch::Oneway(fut) => return Some(Box::pin(scope.wrap(call.oneway(fut)))),
         Dispatch::BadArgs(e) => {
@@ -275,14 +276,13 @@ impl Call {
         match first {
             Some(outcome) => scope.in_scope(|| self.answer(outcome)),
             None => {
-                let (served, seqid) = (self.served.clone(), self.seqid);
-                // A combinator, not an `async` block: this is what a waiting call holds, and
-                // a block would keep the handler's future twice (captured, and awaited).
-                let rest = served.conn.until(self.deadline(), task).map(|o| match o {
-                    Some(outcome) => self.answer(outcome),
-                    None => self.time_out(),
-                });
-                spawn_handler(&served, seqid, scope.wrap(rest));
+                let (served, seqid, deadline) = (self.served.clone(), self.seqid, self.deadline());
+                let waiting = Waiting {
+                    handler: Some(task),
+                    call: Some(self),
+                    scope,
+                };
+                spawn_handler(&served, seqid, waiting, deadline);
             }
         }
     }
@@ -415,24 +415,76 @@ impl Call {
 
 /// Runs the rest of call `seqid`'s handler in a task of its own, registered with the
 /// connection's handlers so that the connection's end, or the caller's `cancel`, stops it at
-/// once (its future is dropped: what it holds, fds included, is closed). Nothing runs if the
-/// connection has ended already.
-fn spawn_handler(
-    served: &Arc<Served>,
-    seqid: i32,
-    work: impl Future<Output = ()> + Send + 'static,
-) {
+/// once (its work is dropped: what it holds, fds included, is closed), and `deadline`
+/// passing ends it as timed out (the connection's one deadline keeper says when). Nothing
+/// runs if the connection has ended already.
+fn spawn_handler(served: &Arc<Served>, seqid: i32, work: impl Work, deadline: Option<Instant>) {
     let (handler, task) = RunningHandler::new(work);
-    let Some(id) = served.handlers.track(seqid, handler.clone()) else {
-        // Dropped here, without any lock.
-        handler.stop();
-        return;
+    let id = match served.handlers.track(seqid, handler.clone(), deadline) {
+        Tracking::Tracked { id, keeper } => {
+            if keeper {
+                let kept = served.clone();
+                served
+                    .conn
+                    .spawn(async move { kept.handlers.keep_deadlines(&kept.conn).await });
+            }
+            id
+        }
+        Tracking::Closed => {
+            // Dropped here, without any lock.
+            handler.stop();
+            return;
+        }
     };
     let tracked = served.clone();
     served.conn.spawn(async move {
         task.await;
         tracked.handlers.untrack(seqid, id);
     });
+}
+
+/// A handler that did not finish on its first poll, with its call: answered when the handler
+/// finishes, or timed out when the connection's deadline keeper says its deadline passed.
+/// What a waiting call holds.
+struct Waiting {
+    handler: Option<Handling>,
+    /// Taken when the call is answered.
+    call: Option<Call>,
+    scope: CallScope,
+}
+
+/// A handler's future, its panics caught.
+type Handling = futures_util::future::CatchUnwind<
+    AssertUnwindSafe<BoxFuture<Result<HandlerReply, ReplyError>>>,
+>;
+
+impl Work for Waiting {
+    fn poll_work(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let Some(handler) = self.handler.as_mut() else {
+            return Poll::Ready(());
+        };
+        let _span = self.scope.span.as_ref().map(tracing::Span::enter);
+        let _trace = trace::enter(self.scope.trace);
+        let Poll::Ready(outcome) = Pin::new(handler).poll(cx) else {
+            return Poll::Pending;
+        };
+        self.handler = None;
+        if let Some(call) = self.call.take() {
+            call.answer(outcome);
+        }
+        Poll::Ready(())
+    }
+
+    fn expire(mut self) {
+        let _span = self.scope.span.as_ref().map(tracing::Span::enter);
+        let _trace = trace::enter(self.scope.trace);
+        // The handler's future first: what it holds (fds among it) is closed before the
+        // caller hears of it.
+        drop(self.handler.take());
+        if let Some(call) = self.call.take() {
+            call.time_out();
+        }
+    }
 }
 
 /// How a handler ended: its encoded reply or why there is none, or its panic.
