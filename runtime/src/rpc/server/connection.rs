@@ -1,6 +1,7 @@
 //! One server connection on tokio: its driver ([`TokioConn`], whose reader loop is
 //! [`read_calls`]), its handlers, and what the connections of one server share.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::UnixStream;
@@ -44,39 +45,47 @@ impl ServerShared {
     }
 }
 
-/// Serves one connection until the peer closes it, it breaks the protocol, or `stop` says
-/// so; then lets calls in flight finish (for at most the stall timeout) and closes it.
+/// Sets up one connection, and returns the future that serves it until the peer closes it,
+/// it breaks the protocol, or `stop` says so; then lets calls in flight finish (for at most
+/// the stall timeout) and closes it.
+///
+/// Not an `async fn`: the future is what every connection holds while it waits, and an
+/// `async fn` keeps a slot for each argument beside the copies it moves them into (the
+/// stream, `stop`); this one holds the connection's handles, and the reader.
 ///
 /// # Errors
 ///
-/// Why the connection ended, if not by a clean close or `stop`.
-pub(crate) async fn run_connection<S: ServiceSet>(
+/// The socket could not be registered with the runtime. The future's: why the connection
+/// ended, if not by a clean close or `stop`.
+pub(crate) fn run_connection<S: ServiceSet>(
     stream: UnixStream,
     caller: Arc<Caller>,
     service: Arc<S>,
-    shared: &ServerShared,
-    stop: watch::Receiver<bool>,
-) -> Result<(), ConnectionError> {
-    let settings = &shared.settings;
+    shared: Arc<ServerShared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<(), ConnectionError>> + Send + use<S>, ConnectionError> {
     let io = |e: std::io::Error| ConnectionError::new(e.into());
     let conn = TokioConn::new(
         Socket::from_tokio(stream).map_err(io)?,
         Role::Server,
-        settings,
+        &shared.settings,
     );
     // The handlers that wait run in tasks of their own: the end of the connection stops them.
     let served = Served::new(Driven::Tokio(conn.clone()));
-    // However this future ends (returned, or dropped because its server was), the connection
-    // closes now: the socket is shut down, the writer and the handlers' tasks stop, and every
-    // fd they held is closed.
-    let _teardown = Teardown { conn: conn.clone() };
-    let serving = Serving {
-        services: &*service,
-        served: &served,
-        caller: &caller,
-        hooks: shared.hooks.as_ref(),
-    };
-    read_calls(&conn, settings, &shared.budget, &serving, stop).await
+    // However the future ends (returned, or dropped because its server was), the connection
+    // closes then: the socket is shut down, the writer and the handlers' tasks stop, and
+    // every fd they held is closed.
+    let teardown = Teardown { conn: conn.clone() };
+    Ok(async move {
+        let _teardown = &teardown;
+        let serving = Serving {
+            services: &*service,
+            served: &served,
+            caller: &caller,
+            hooks: shared.hooks.as_ref(),
+        };
+        read_calls(&conn, &shared.settings, &shared.budget, &serving, &mut stop).await
+    })
 }
 
 /// Closes a connection when its task ends or is dropped; see [`run_connection`].

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{FutureExt, future};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -166,11 +167,10 @@ impl Server {
                     let service = service.clone();
                     let stop = stop_rx.clone();
                     let shared = shared.clone();
-                    conns.spawn(async move {
-                        let _slot = slot;
-                        // Failures are logged where they happen, with their peer.
-                        let _ = serve_one(stream, service, authorize.as_deref(), &shared, stop).await;
-                    });
+                    // Failures are logged where they happen, with their peer. The slot is
+                    // given back when the connection's future ends.
+                    let serving = serve_one(stream, service, authorize, shared, stop);
+                    conns.spawn(serving.map(move |_| drop(slot)));
                 }
                 Some(launch) = adopted.recv() => {
                     conns.spawn(launch(shared.clone(), stop_rx.clone()));
@@ -221,8 +221,8 @@ impl Server {
         let serving = serve_one(
             stream,
             Arc::new(service),
-            self.config.authorize.as_deref(),
-            &shared,
+            self.config.authorize.clone(),
+            shared.clone(),
             stop_rx.clone(),
         );
         let mut serving = std::pin::pin!(serving);
@@ -244,22 +244,32 @@ impl Server {
     }
 }
 
-/// Checks the peer of one accepted connection, then serves it.
-async fn serve_one<S: ServiceSet>(
+/// Checks the peer of one accepted connection, then serves it: a future that does both when
+/// first polled (the authorization hook runs in the connection's task, not the accept loop).
+///
+/// Combinators rather than an `async fn`: this is what an idle connection's task holds, and
+/// an `async fn` (or `async` block) keeps its arguments' slots for its whole life, beside
+/// what they were moved into; here the arguments and the connection's future share their
+/// storage.
+fn serve_one<S: ServiceSet>(
     stream: UnixStream,
     service: Arc<S>,
-    authorize: Option<&Authorize>,
-    shared: &ServerShared,
+    authorize: Option<Arc<Authorize>>,
+    shared: Arc<ServerShared>,
     stop: watch::Receiver<bool>,
-) -> Result<(), ConnectionError> {
-    let peer = admit(&stream, authorize)?;
-    let span = connection_span(&peer);
-    let caller = Caller::new(peer, shared.host.clone());
-    let serving = run_connection(stream, caller, service, shared, stop);
-    match span {
-        Some(span) => serving.instrument(span).await,
-        None => serving.await,
-    }
+) -> impl Future<Output = Result<(), ConnectionError>> + Send + use<S> {
+    future::lazy(move |_| {
+        let serving = admit(&stream, authorize.as_deref()).and_then(|peer| {
+            let span = connection_span(&peer).unwrap_or_else(tracing::Span::none);
+            let caller = Caller::new(peer, shared.host.clone());
+            run_connection(stream, caller, service, shared, stop).map(|f| f.instrument(span))
+        });
+        match serving {
+            Ok(serving) => future::Either::Right(serving),
+            Err(e) => future::Either::Left(future::ready(Err(e))),
+        }
+    })
+    .flatten()
 }
 
 /// Starts serving an adopted endpoint, given the server's shared state and stop signal.
@@ -300,7 +310,10 @@ impl TokioHost {
                 };
                 let span = connection_span(&peer);
                 let caller = Caller::new(peer, shared.host.clone());
-                let serving = run_connection(stream, caller, Arc::new(service), &shared, stop);
+                let Ok(serving) = run_connection(stream, caller, Arc::new(service), shared, stop)
+                else {
+                    return;
+                };
                 // Failures are logged where they happen, with their peer.
                 let _ = match span {
                     Some(span) => serving.instrument(span).await,
