@@ -91,7 +91,9 @@ pub(crate) struct Conn {
     /// Send-queue ranges of calls given up before any of their frame was written, and not
     /// yet taken back (something is queued behind them), sorted (see [`Conn::forget_call`]).
     abandoned: Vec<(u64, u64)>,
-    calls: Calls,
+    /// The calls waiting for replies: made at the first call (a server's connections make
+    /// none, and this is 104 bytes).
+    calls: Option<Box<Calls>>,
     routes: Routes,
     dead: Option<ConnectionError>,
     /// The window this side grants the streams and sinks it consumes.
@@ -150,7 +152,7 @@ impl Conn {
             send: SendQueue::new(),
             scratch: Vec::new(),
             abandoned: Vec::new(),
-            calls: Calls::default(),
+            calls: None,
             routes: Routes::default(),
             dead: None,
             window: settings.stream_window,
@@ -185,8 +187,9 @@ impl Conn {
             self.dead = Some(why);
         }
         let err = self.dead_or_closed();
-        self.calls
-            .fail_all(|| RpcError::Connection(err.clone()), wake);
+        if let Some(calls) = &mut self.calls {
+            calls.fail_all(|| RpcError::Connection(err.clone()), wake);
+        }
         self.routes
             .fail_all(|| RpcError::Connection(err.clone()), wake);
         self.send = SendQueue::new();

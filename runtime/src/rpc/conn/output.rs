@@ -147,7 +147,8 @@ impl Conn {
     /// the timer is not set. From then on the timer counts as set for it. A timer set too
     /// early fires, finds nothing due, and is set for what is.
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
-        let due = match (self.calls.next_deadline(), self.output.receive_stall) {
+        let calls = self.calls.as_mut().and_then(|c| c.next_deadline());
+        let due = match (calls, self.output.receive_stall) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }?;
@@ -177,7 +178,9 @@ impl Conn {
                 FdStreamError::Stalled(self.output.stall).into(),
             ));
         }
-        self.calls.expire(now, wake);
+        if let Some(calls) = &mut self.calls {
+            calls.expire(now, wake);
+        }
         Ok(())
     }
 

@@ -250,7 +250,11 @@ impl Conn {
         wake: &mut Vec<Waker>,
     ) {
         let seqid = header.seqid;
-        let Some(method) = self.calls.method(seqid).map(MethodName::as_str) else {
+        let Some(calls) = &mut self.calls else {
+            tracing::debug!(seqid, "fdrpc: discarding a reply; this side made no call");
+            return;
+        };
+        let Some(method) = calls.method(seqid).map(MethodName::as_str) else {
             tracing::debug!(seqid, "fdrpc: discarding a reply to a forgotten call");
             return;
         };
@@ -274,7 +278,7 @@ impl Conn {
                 format!("the server sent a {ty:?} message as a reply"),
             ))),
         };
-        wake.extend(self.calls.settle(seqid, outcome));
+        wake.extend(calls.settle(seqid, outcome));
     }
 
     // ------------------------------------------------------------------ consumers
@@ -287,12 +291,16 @@ impl Conn {
     ) -> Poll<Result<Reply, RpcError>> {
         // Only a call nobody knows of needs the error: it is not built on every poll.
         let dead = &self.dead;
-        self.calls.poll(seqid, waker, || {
+        let gone = || {
             RpcError::Connection(
                 dead.clone()
                     .unwrap_or_else(|| ConnectionError::new(TransportError::Closed)),
             )
-        })
+        };
+        match &mut self.calls {
+            Some(calls) => calls.poll(seqid, waker, gone),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     /// Registers the sink of call `seqid` on the server and grants the client its first

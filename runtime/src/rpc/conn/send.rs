@@ -201,11 +201,12 @@ impl Conn {
             return Err(RpcError::Connection(dead.clone()));
         }
         let routes = &self.routes;
-        let seqid = self.calls.next_seqid(|id| routes.contains(id));
+        let calls = self.calls.get_or_insert_with(Box::default);
+        let seqid = calls.next_seqid(|id| routes.contains(id));
         let waits = call.ty == MessageType::Call;
         let expires = call.deadline.filter(|_| waits && call.expire_here);
         if waits {
-            self.calls.wait(seqid, method.clone(), expires);
+            calls.wait(seqid, method.clone(), expires);
             if let Some(d) = expires {
                 self.output.deadline_added(d.at());
             }
@@ -277,7 +278,7 @@ impl Conn {
     /// socket) is taken out of the send queue with its fds, and the server never sees it.
     /// (Not a call with a sink: its items may be queued behind it.)
     pub(crate) fn forget_call(&mut self, call: &Started, method: &str, sent: bool) {
-        let waiting = self.calls.forget(call.seqid);
+        let waiting = self.calls.as_mut().is_some_and(|c| c.forget(call.seqid));
         if waiting && sent && call.outbox.is_none() && call.frame.0 >= self.send.written() {
             if self.take_back_unsent(call) {
                 tracing::debug!(seqid = call.seqid, method, "fdrpc: unsent call taken back");
