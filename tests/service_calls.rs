@@ -497,6 +497,12 @@ mod misbehaving {
                         let _ = stop_rx.await;
                     }),
             );
+            // A connection that made its call and waits, idle, when the server stops: its
+            // reader is waiting for data, and must be told.
+            let idle = SlowClient::connect(&path).await.unwrap();
+            drop(idle.sleep_then_fd(0).await.unwrap());
+            // (Its call started too.)
+            started_rx.recv().await.unwrap();
             let client = SlowClient::connect(&path).await.unwrap();
             let call = tokio::spawn({
                 let client = client.clone();
@@ -508,10 +514,17 @@ mod misbehaving {
             stop_tx.send(()).unwrap();
             let fd = call.await.unwrap().expect("the call in flight finishes");
             assert_eq!(contents(&fd), b"late");
-            server.await.unwrap().unwrap();
-            // The connection is closed now.
+            // The idle reader is told of the stop: the server returns, it does not wait for
+            // the client to go.
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("the server did not return after its shutdown")
+                .unwrap()
+                .unwrap();
+            // The connections are closed now.
             assert!(client.sleep_then_fd(0).await.is_err());
-            drop((client, fd));
+            assert!(idle.sleep_then_fd(0).await.is_err());
+            drop((client, idle, fd));
             std::fs::remove_dir_all(&dir).unwrap();
         });
     }

@@ -261,8 +261,6 @@ async fn read_more(
         // Wait for data first, then take a share of the fd budget for the one read that
         // follows: an idle connection holds none of it.
         let mut ready = {
-            let changed = stop.changed();
-            let mut changed = std::pin::pin!(changed);
             let woke = std::future::poll_fn(|cx| {
                 // A stalled peer is dropped even if it is sending: bytes trickling in must not
                 // keep a frame that never completes alive.
@@ -275,10 +273,14 @@ async fn read_more(
                 if let Poll::Ready(r) = conn.socket().poll_read_ready(cx) {
                     return Poll::Ready(Woke::Ready(r));
                 }
-                match changed.as_mut().poll(cx) {
-                    Poll::Ready(_) => Poll::Ready(Woke::Stop),
-                    Poll::Pending => Poll::Pending,
+                // The server tells the reader when it stops (`ServerShared::stop_readers`),
+                // after setting `stop`: polled until pending, so that the waker is registered.
+                while conn.poll_told(cx).is_ready() {
+                    if *stop.borrow() {
+                        return Poll::Ready(Woke::Stop);
+                    }
                 }
+                Poll::Pending
             })
             .await;
             match woke {

@@ -39,7 +39,9 @@ pub(crate) struct TokioConn {
     runtime: tokio::runtime::Handle,
     /// The writer made progress: the backlog shrank, or the queue emptied, or writing failed.
     drained: Notify,
-    /// Wakes the client's reader to look at the timer again ([`Conn::take_timer_moved`]).
+    /// Wakes the reader to look again: the client's at its timer
+    /// ([`Conn::take_timer_moved`]), the server's at its stop signal
+    /// ([`TokioConn::tell_reader`]).
     rearm: Rearm,
     /// Called once the connection ends (the server stops its handlers' tasks then).
     on_end: OnceLock<OnEnd>,
@@ -78,6 +80,19 @@ impl TokioConn {
     }
 
     /// The socket, for the reader.
+    /// Wakes the reader to look again (the server's reader: at its stop signal). A flag and
+    /// the reader's waker: what a server's idle connection waits on for the server's stop,
+    /// where a `watch::Receiver::changed` future would be 120 bytes in every one.
+    pub(crate) fn tell_reader(&self) {
+        self.rearm.set();
+    }
+
+    /// Ready once [`TokioConn::tell_reader`] was called since the last `Ready`; registers
+    /// `cx`'s waker when pending.
+    pub(crate) fn poll_told(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.rearm.poll(cx)
+    }
+
     pub(crate) fn socket(&self) -> &Socket {
         &self.socket
     }
@@ -586,8 +601,9 @@ impl std::fmt::Debug for OnEnd {
     }
 }
 
-/// Tells the client's reader to look at its timer again: a flag and the reader's waker, with
-/// no lock (a `Notify` takes one on every wait, and the reader waits once per read).
+/// Tells a reader to look again (the client's at its timer, the server's at its stop signal):
+/// a flag and the reader's waker, with no lock (a `Notify` takes one on every wait, and the
+/// reader waits once per read).
 #[derive(Debug, Default)]
 struct Rearm {
     set: AtomicBool,

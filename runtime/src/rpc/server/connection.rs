@@ -2,7 +2,7 @@
 //! [`read_calls`]), its handlers, and what the connections of one server share.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, watch};
@@ -29,6 +29,9 @@ pub(crate) struct ServerShared {
     /// `None` if the server has none.
     hooks: Option<Hooks>,
     pub(crate) host: Host,
+    /// The readers of the server's connections, to be told when it stops (see
+    /// [`ServerShared::stop_readers`]); those of ended connections are dropped as it grows.
+    readers: Mutex<Vec<Weak<TokioConn>>>,
 }
 
 impl ServerShared {
@@ -41,6 +44,26 @@ impl ServerShared {
             settings,
             hooks: (!hooks.is_empty()).then(|| hooks.into()),
             host,
+            readers: Mutex::default(),
+        }
+    }
+
+    /// Has the reader of `conn` told when the server stops.
+    fn add_reader(&self, conn: &Arc<TokioConn>) {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() == readers.capacity() {
+            // Before it grows: at most twice the connections that live.
+            readers.retain(|r| r.strong_count() > 0);
+        }
+        readers.push(Arc::downgrade(conn));
+    }
+
+    /// Tells every connection's reader that the server stops (its `stop` signal is set
+    /// already): an idle reader waits on its connection, not on the signal.
+    pub(crate) fn stop_readers(&self) {
+        let readers = std::mem::take(&mut *self.readers.lock().unwrap_or_else(|p| p.into_inner()));
+        for conn in readers.iter().filter_map(Weak::upgrade) {
+            conn.tell_reader();
         }
     }
 }
@@ -70,6 +93,7 @@ pub(crate) fn run_connection<S: ServiceSet>(
         Role::Server,
         &shared.settings,
     );
+    shared.add_reader(&conn);
     // The handlers that wait run in tasks of their own: the end of the connection stops them.
     let served = Served::new(Driven::Tokio(conn.clone()));
     // However the future ends (returned, or dropped because its server was), the connection

@@ -181,6 +181,7 @@ impl Server {
         // Endpoints served from now on are refused (and those sent, not yet taken, closed).
         drop(adopted);
         let _ = stop_tx.send(true);
+        shared.stop_readers();
         while conns.join_next().await.is_some() {}
         result
     }
