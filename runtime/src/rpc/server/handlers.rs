@@ -475,6 +475,17 @@ mod tests {
         }
     }
 
+    /// Drops and expiries counted, and a maker of [`Counted`] work that counts into them.
+    fn counters() -> (Arc<AtomicUsize>, Arc<AtomicUsize>, impl Fn() -> Counted) {
+        let (drops, expired) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (d, e) = (drops.clone(), expired.clone());
+        let counted = move || Counted {
+            _guard: Guard(d.clone()),
+            expired: e.clone(),
+        };
+        (drops, expired, counted)
+    }
+
     /// As if the keeper waited for `at`, with a waker.
     fn keeper_waits(h: &Handlers, at: Option<Instant>) {
         let mut t = h.lock();
@@ -543,11 +554,7 @@ mod tests {
 
     #[test]
     fn an_expired_handler_ends_as_timed_out_in_its_task_once_and_not_after_a_stop() {
-        let (drops, expired) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let counted = || Counted {
-            _guard: Guard(drops.clone()),
-            expired: expired.clone(),
-        };
+        let (drops, expired, counted) = counters();
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
 
@@ -580,11 +587,7 @@ mod tests {
 
     #[test]
     fn due_handlers_expire_and_the_keeper_is_started_once_and_told_of_earlier_deadlines() {
-        let (drops, expired) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let counted = || Counted {
-            _guard: Guard(drops.clone()),
-            expired: expired.clone(),
-        };
+        let (_drops, expired, counted) = counters();
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let t0 = Instant::now();
