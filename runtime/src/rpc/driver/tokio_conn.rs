@@ -79,7 +79,6 @@ impl TokioConn {
         })
     }
 
-    /// The socket, for the reader.
     /// Wakes the reader to look again (the server's reader: at its stop signal). A flag and
     /// the reader's waker: what a server's idle connection waits on for the server's stop,
     /// where a `watch::Receiver::changed` future would be 120 bytes in every one.
@@ -93,6 +92,7 @@ impl TokioConn {
         self.rearm.poll(cx)
     }
 
+    /// The socket, for the reader.
     pub(crate) fn socket(&self) -> &Socket {
         &self.socket
     }

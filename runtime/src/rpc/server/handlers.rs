@@ -18,6 +18,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
 use crate::rpc::deadline::DueQueue;
@@ -265,14 +267,14 @@ impl Handlers {
                 return Tracking::Closed;
             }
             let id = loop {
-                // One not in use, even after the count wraps.
+                // One not in use, even after the count wraps (one hash of the key either way).
                 t.next = t.next.wrapping_add(1) & (u32::MAX >> 1);
                 let id = HandlerId(t.next << 1 | u32::from(deadline.is_some()));
-                if !t.by_call.contains_key(&(seqid, id)) {
+                if let Entry::Vacant(slot) = t.by_call.entry((seqid, id)) {
+                    slot.insert(handler);
                     break id;
                 }
             };
-            t.by_call.insert((seqid, id), handler);
             let mut keeper = false;
             if let Some(at) = deadline {
                 let Tracked { by_call, timed, .. } = &mut *t;
