@@ -181,8 +181,18 @@ pub fn serve_listener(path: &str, threads: usize) {
     };
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(path).unwrap();
+        // SIGTERM ends it cleanly (its counts are reported as it returns); the memory cases
+        // kill it.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         let _ = fdrpc::Server::with_settings(fdrpc::Settings::default().max_connections(4096))
-            .serve(listener, BenchServer::new(BenchImpl::default()))
+            .serve_with_shutdown(
+                listener,
+                BenchServer::new(BenchImpl::default()),
+                async move {
+                    term.recv().await;
+                },
+            )
             .await;
     });
 }
@@ -407,6 +417,42 @@ pub fn async_fd_16x64(path: &str, iters: usize) -> Sample {
         crate::counts::add_ops(iters / 10);
         run(iters / 10).await;
         Sample::throughput(iters / 16 * 16, run(iters).await)
+    })
+}
+
+/// 100 connections to a single-threaded server, each with one call (1 fd each way) at a time:
+/// the server reads every connection once per call, and the connections take turns on its
+/// one thread (its per-thread spare read buffers are fewer than the connections).
+pub fn async_fd_100x1(path: &str, iters: usize) -> Sample {
+    const CONNECTIONS: usize = 100;
+    let path = path.to_owned();
+    rt().block_on(async move {
+        let mut clients = Vec::new();
+        for _ in 0..CONNECTIONS {
+            clients.push(BenchClient::connect(&path).await.unwrap());
+        }
+        let run = |total: usize| {
+            let clients = clients.clone();
+            async move {
+                let start = Instant::now();
+                let mut tasks = Vec::new();
+                for c in clients {
+                    tasks.push(tokio::spawn(async move {
+                        let data = fdrpc::Binary(payload());
+                        for _ in 0..total / CONNECTIONS {
+                            drop(c.call_fd(data.clone(), fd()).await.unwrap());
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        };
+        crate::counts::add_ops(iters / 10 / CONNECTIONS * CONNECTIONS);
+        run(iters / 10).await;
+        Sample::throughput(iters / CONNECTIONS * CONNECTIONS, run(iters).await)
     })
 }
 

@@ -254,6 +254,13 @@ fn cases() -> Vec<Case> {
             4.0,
         ),
         c(
+            "fdrpc_async_fd_100x1",
+            "ops/s",
+            FdrpcListener,
+            Path(fdrpc_cases::async_fd_100x1),
+            1.0,
+        ),
+        c(
             "fdrpc_blocking_fd",
             "ops/s",
             Fdrpc,
@@ -533,28 +540,38 @@ fn run_case(case: &Case, pin: Pin, iters: usize) -> Sample {
                 path.to_string_lossy().into_owned(),
                 cpu,
             ];
-            let mut child = spawn_server(&args, None);
+            let report = dir.join("counts");
+            let child = spawn_server_reporting(&args, None, Some(&report));
             while !path.exists() {
                 std::thread::sleep(Duration::from_millis(2));
             }
             let (counters, start) = counts::Counters::start();
             let mut sample = run(path.to_str().unwrap(), n);
             let mine = counters.finish(start);
-            sample.client = counts::PerOp::of(&mine, mine.ops);
-            let _ = child.kill();
-            let _ = child.wait();
+            // Ended by SIGTERM, it reports what it counted as it returns.
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::TERM,
+            );
+            reap(child);
+            let theirs = counts::read_report(&report);
             let _ = std::fs::remove_dir_all(&dir);
+            sample.client = counts::PerOp::of(&mine, mine.ops);
+            sample.server = theirs.and_then(|t| counts::PerOp::of(&t, mine.ops));
             sample
         }
     }
 }
 
-/// Peak RSS (VmHWM) of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+/// A process's peak RSS (`VmHWM`), and its anonymous and file-backed resident pages now
+/// (`RssAnon`, `RssFile`), in MiB.
+fn rss_mib(pid: u32) -> [Option<f64>; 3] {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    ["VmHWM:", "RssAnon:", "RssFile:"].map(|key| {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    })
 }
 
 fn memory_case(name: &'static str, pin: Pin, scenario: impl FnOnce(&str)) -> Sample {
@@ -576,12 +593,14 @@ fn memory_case(name: &'static str, pin: Pin, scenario: impl FnOnce(&str)) -> Sam
         std::thread::sleep(Duration::from_millis(5));
     }
     scenario(path.to_str().unwrap());
-    let rss = peak_rss_mib(child.id());
+    let [peak, anon, file] = rss_mib(child.id());
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     Sample {
-        rss_mib: rss,
+        rss_mib: peak,
+        rss_anon_mib: anon,
+        rss_file_mib: file,
         ..Sample::default()
     }
 }
@@ -815,6 +834,7 @@ fn main() {
         if let Some(cpu) = args.get(3).and_then(|c| c.parse().ok()) {
             pin_self(Some(cpu));
         }
+        let _report = counts::report_at_exit();
         ServerKind::serve_listener(&args[1], &args[2]);
         return;
     }
@@ -929,7 +949,7 @@ fn main() {
     if json {
         for s in &summaries {
             println!(
-                "{{\"case\": \"{}\", \"p50_us\": {}, \"p99_us\": {}, \"ops_per_s\": {}, \"peak_rss_mib\": {}, \"client_per_op\": {}, \"server_per_op\": {}}}",
+                "{{\"case\": \"{}\", \"p50_us\": {}, \"p99_us\": {}, \"ops_per_s\": {}, \"peak_rss_mib\": {}, \"rss_anon_mib\": {}, \"rss_file_mib\": {}, \"client_per_op\": {}, \"server_per_op\": {}}}",
                 s.case,
                 json_num(s.p50.map(|x| x.median)),
                 json_num(s.p99.map(|x| x.median)),
@@ -939,6 +959,8 @@ fn main() {
                     format!("{:.1}", s.ops.median)
                 },
                 json_num(s.rss.map(|x| x.median)),
+                json_num(s.rss_anon.map(|x| x.median)),
+                json_num(s.rss_file.map(|x| x.median)),
                 json_per_op(s.client.as_ref()),
                 json_per_op(s.server.as_ref()),
             );
@@ -949,16 +971,22 @@ fn main() {
         "pin: {pin:?}, {reps} repetitions, {iters} iterations per one-at-a-time case, wall time {:.0?}\n",
         started.elapsed()
     );
-    println!("| case | p50 µs | p99 µs | throughput | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| case | p50 µs | p99 µs | throughput | peak RSS MiB | of it at the end: anon / file MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for s in &summaries {
+        let split = match (s.rss_anon, s.rss_file) {
+            (Some(a), Some(f)) => format!("{:.2} / {:.2}", a.median, f.median),
+            _ => "–".into(),
+        };
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {split} |",
             s.case,
             fmt_spread(s.p50, 1),
             fmt_spread(s.p99, 1),
             fmt_ops(s),
-            fmt_spread(s.rss, 1)
+            fmt_spread(s.rss, 2)
         );
     }
     print_per_op(&summaries);

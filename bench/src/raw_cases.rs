@@ -421,8 +421,15 @@ pub fn serve_batched_listener(path: &str, threads: usize) {
         .unwrap();
     rt.block_on(async move {
         let listener = tokio::net::UnixListener::bind(path).unwrap();
+        // SIGTERM ends it (its counts are reported as it returns).
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         loop {
-            let Ok((s, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = term.recv() => return,
+            };
+            let Ok((s, _)) = accepted else {
                 return;
             };
             tokio::spawn(async move {

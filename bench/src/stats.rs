@@ -14,6 +14,11 @@ pub struct Sample {
     pub ops_per_s: f64,
     /// Peak resident memory of the server, for memory cases.
     pub rss_mib: Option<f64>,
+    /// Of the server's resident memory at the same moment (not the peak): its anonymous
+    /// pages (heap, stacks: what its connections hold) and its file-backed ones (the
+    /// binary's and libraries' pages, as many as the kernel mapped in around the ones run).
+    pub rss_anon_mib: Option<f64>,
+    pub rss_file_mib: Option<f64>,
     /// What an operation cost the client and the server besides time (see `counts`).
     pub client: Option<crate::counts::PerOp>,
     pub server: Option<crate::counts::PerOp>,
@@ -75,6 +80,8 @@ pub struct Summary {
     pub p99: Option<Spread>,
     pub ops: Spread,
     pub rss: Option<Spread>,
+    pub rss_anon: Option<Spread>,
+    pub rss_file: Option<Spread>,
     /// Medians over the repetitions, field by field.
     pub client: Option<PerOp>,
     pub server: Option<PerOp>,
@@ -108,6 +115,8 @@ pub fn summarize(case: &'static str, unit: &'static str, samples: &[Sample]) -> 
             max: 0.0,
         }),
         rss: opt(|s| s.rss_mib),
+        rss_anon: opt(|s| s.rss_anon_mib),
+        rss_file: opt(|s| s.rss_file_mib),
         client: median_per_op(samples.iter().filter_map(|s| s.client).collect()),
         server: median_per_op(samples.iter().filter_map(|s| s.server).collect()),
     }
