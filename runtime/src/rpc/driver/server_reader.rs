@@ -62,6 +62,10 @@ pub(crate) async fn read_calls(
             drained = false;
             // Every buffered frame is dispatched: send the replies that are ready now.
             conn.flush_inline();
+            // Its read buffer holds nothing now: the other connections may read into it
+            // while this one waits its turn (with many connections each holding one across
+            // the yield, a thread's few spares ran out and every read took a fresh one).
+            rq.release_if_empty();
             // Let the other connections (and this one's handlers) run before reading more:
             // a peer that keeps its socket full would otherwise hold the thread for a
             // whole cooperative budget of reads, and the calls of every other connection
