@@ -204,15 +204,6 @@ impl RecvQueue {
         self.eof
     }
 
-    /// Gives the read buffer back to this thread's spares if it holds no bytes, as a read
-    /// that finds the socket empty does: for a reader about to let other connections run
-    /// before it reads again, so that they can read into the same memory meanwhile. The next
-    /// read takes a buffer again.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn release_if_empty(&mut self) {
-        self.park();
-    }
-
     /// Reads once from `sock` (non-blocking).
     ///
     /// # Errors
@@ -592,36 +583,6 @@ mod tests {
         assert_eq!(rq.buf.as_ptr(), memory);
         assert_eq!(rq.next_frame().unwrap().unwrap().frame.payload, b"hello");
         assert!(rq.next_frame().unwrap().is_none());
-    }
-
-    #[test]
-    fn a_drained_connection_lends_its_buffer_to_the_next_one_to_read() {
-        let mut frame = Vec::new();
-        frame::write_frame(&mut frame, 1, 0, 0, &[], b"hello").unwrap();
-        let (mut first, mut second) = (
-            RecvQueue::new(&Settings::default()),
-            RecvQueue::new(&Settings::default()),
-        );
-        // Half a frame buffered: nothing is given up.
-        feed(&mut first, &frame[..7], usize::MAX);
-        first.release_if_empty();
-        assert_eq!(first.buffered_bytes(), 7);
-        feed(&mut first, &frame[7..], usize::MAX);
-        assert_eq!(first.next_frame().unwrap().unwrap().frame.payload, b"hello");
-        // Every frame taken: the buffer goes to this thread's spares before any read finds
-        // the socket empty, and another connection reads into the same memory.
-        let memory = first.buf.as_ptr();
-        first.release_if_empty();
-        assert_eq!(first.buf.capacity(), 0);
-        feed(&mut second, &frame, usize::MAX);
-        assert_eq!(second.buf.as_ptr(), memory);
-        assert_eq!(
-            second.next_frame().unwrap().unwrap().frame.payload,
-            b"hello"
-        );
-        // The first reads again into a buffer of its own.
-        feed(&mut first, &frame, usize::MAX);
-        assert_eq!(first.next_frame().unwrap().unwrap().frame.payload, b"hello");
     }
 
     #[test]

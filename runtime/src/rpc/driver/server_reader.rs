@@ -62,21 +62,20 @@ pub(crate) async fn read_calls(
             drained = false;
             // Every buffered frame is dispatched: send the replies that are ready now.
             conn.flush_inline();
-            // Its read buffer holds nothing now: the other connections may read into it
-            // while this one waits its turn (with many connections each holding one across
-            // the yield, a thread's few spares ran out and every read took a fresh one).
-            rq.release_if_empty();
-            // Let the other connections (and this one's handlers) run before reading more:
-            // a peer that keeps its socket full would otherwise hold the thread for a
-            // whole cooperative budget of reads, and the calls of every other connection
-            // wait (measured: a one-at-a-time call's p99 went to 25 ms beside a connection
-            // with 64 calls in flight).
-            tokio::task::yield_now().await;
             match read_more(conn, &mut rq, budget, &mut parked, timeout, stop).await {
-                Ok(true) => conn.defer_flush(),
-                Ok(false) => break Ok(()),
+                Ok(Read::AfterWait) => {}
+                // More was already there: let the other connections (and this one's
+                // handlers) run before dispatching it. A peer that keeps its socket full
+                // would otherwise hold the thread for a whole cooperative budget of reads,
+                // and the calls of every other connection wait (measured: a one-at-a-time
+                // call's p99 went to 25 ms beside a connection with 64 calls in flight).
+                // A read that waited has given way already: no second turn of the
+                // runtime's driver (an `epoll_wait`) for each call of a quiet connection.
+                Ok(Read::AtOnce) => tokio::task::yield_now().await,
+                Ok(Read::End) => break Ok(()),
                 Err(e) => break Err(e),
             }
+            conn.defer_flush();
         }
         // Take a call slot before reading the next frame: a peer that floods calls stops
         // being read, and its fds stay in the kernel's socket buffer, not ours.
@@ -241,9 +240,18 @@ async fn peer_gone(conn: &TokioConn) {
     }
 }
 
+/// What [`read_more`] brought.
+enum Read {
+    /// Bytes that were waiting already: the task has not given way to others.
+    AtOnce,
+    /// Bytes, after the task waited for them.
+    AfterWait,
+    /// The end: of the stream, or by `stop`.
+    End,
+}
+
 /// Nothing complete is buffered: waits for data and reads it, within the fd budget, unless
-/// the peer stalls or `stop` says so. `Ok(false)` at a clean end (of the stream, or by
-/// `stop`).
+/// the peer stalls or `stop` says so.
 ///
 /// An idle connection waits here, so what this future holds is what every idle connection
 /// costs: the socket's readiness is polled in place (its waker lives in the runtime's
@@ -256,7 +264,8 @@ async fn read_more(
     parked: &mut Option<OwnedSemaphorePermit>,
     timeout: std::time::Duration,
     stop: &mut watch::Receiver<bool>,
-) -> Result<bool, ConnectionError> {
+) -> Result<Read, ConnectionError> {
+    let mut waited = false;
     let mut stalled = rq
         .stall_deadline(timeout)
         .map(|d| Box::pin(tokio::time::sleep_until(d.into())));
@@ -284,13 +293,14 @@ async fn read_more(
                         return Poll::Ready(Woke::Stop);
                     }
                 }
+                waited = true;
                 Poll::Pending
             })
             .await;
             match woke {
                 Woke::Ready(r) => r.map_err(|e| ConnectionError::new(e.into()))?,
                 Woke::Stalled => return Err(stalled_error()),
-                Woke::Stop => return Ok(false),
+                Woke::Stop => return Ok(Read::End),
             }
         };
         let reservation = match budget.clone().try_acquire_many_owned(SCM_MAX_FD as u32) {
@@ -299,15 +309,16 @@ async fn read_more(
             // The budget is spent: wait for it (rare; boxed, so an idle connection's future
             // does not carry this wait).
             Err(tokio::sync::TryAcquireError::NoPermits) => {
+                waited = true;
                 match Box::pin(wait_budget(budget, stalled.as_mut(), stop)).await {
                     Budget::Taken(r) => r,
                     Budget::Stalled => return Err(stalled_error()),
-                    Budget::Stop => return Ok(false),
+                    Budget::Stop => return Ok(Read::End),
                 }
             }
         };
         let Some(mut reservation) = reservation else {
-            return Ok(false);
+            return Ok(Read::End);
         };
         let before = rq.queued_fds();
         let filled = try_fill(&mut ready, rq);
@@ -324,7 +335,9 @@ async fn read_more(
         match filled {
             // Spurious readiness: wait again.
             Ok(None) => continue,
-            Ok(Some(more)) => return Ok(more),
+            Ok(Some(false)) => return Ok(Read::End),
+            Ok(Some(true)) if waited => return Ok(Read::AfterWait),
+            Ok(Some(true)) => return Ok(Read::AtOnce),
             Err(e) => return Err(ConnectionError::new(e)),
         }
     }
@@ -361,5 +374,70 @@ async fn wait_budget(
         r = budget.clone().acquire_many_owned(SCM_MAX_FD as u32) => Budget::Taken(r.ok()),
         () = stalled => Budget::Stalled,
         _ = stop.changed() => Budget::Stop,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rpc::conn::Role;
+    use crate::rpc::driver::socket::Socket;
+
+    fn server_conn() -> (Arc<TokioConn>, UnixStream) {
+        let (a, peer) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let conn = TokioConn::new(
+            Socket::new(OwnedFd::from(a)).unwrap(),
+            Role::Server,
+            &Settings::default(),
+        );
+        (conn, peer)
+    }
+
+    /// The reader gives way to other tasks after a read only when the read did not wait:
+    /// `read_more` says which it was.
+    #[tokio::test]
+    async fn a_read_says_whether_it_waited_for_its_bytes() {
+        let (conn, mut peer) = server_conn();
+        let settings = Settings::default();
+        let mut rq = RecvQueue::for_server(&settings);
+        let budget = Arc::new(Semaphore::new(1024));
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let mut parked = None;
+        let timeout = Duration::from_secs(10);
+
+        // Nothing there: the read waits (the task is pending), then the bytes come.
+        let write = async {
+            tokio::task::yield_now().await;
+            peer.write_all(b"abc").unwrap();
+        };
+        let (read, ()) = tokio::join!(
+            read_more(&conn, &mut rq, &budget, &mut parked, timeout, &mut stop),
+            write
+        );
+        assert!(
+            matches!(read, Ok(Read::AfterWait)),
+            "{:?}",
+            read.map(|_| ())
+        );
+        assert_eq!(rq.buffered_bytes(), 3);
+
+        // Bytes there already (the socket known readable since): read at once.
+        peer.write_all(b"def").unwrap();
+        let read = read_more(&conn, &mut rq, &budget, &mut parked, timeout, &mut stop).await;
+        assert!(matches!(read, Ok(Read::AtOnce)), "{:?}", read.map(|_| ()));
+        assert_eq!(rq.buffered_bytes(), 6);
+
+        // A peer that closed with nothing unread: the end.
+        let (conn, peer) = server_conn();
+        let mut rq = RecvQueue::for_server(&settings);
+        drop(peer);
+        let read = read_more(&conn, &mut rq, &budget, &mut parked, timeout, &mut stop).await;
+        assert!(matches!(read, Ok(Read::End)), "{:?}", read.map(|_| ()));
     }
 }
