@@ -14,11 +14,11 @@ use crate::transport::{RecvQueue, SenderCredentials};
 #[derive(Debug)]
 #[allow(dead_code)]
 pub(crate) enum CallPermit {
-    /// On tokio: its slot, and a permit of the fd budget's semaphore.
+    /// On tokio: its slot, and the frame's share of the fd budget.
     #[cfg(feature = "tokio")]
     Tokio(
         super::call_slots::CallSlot,
-        Option<tokio::sync::OwnedSemaphorePermit>,
+        Option<super::fd_budget::BudgetShare>,
     ),
     /// On a polled connection: its slot, and the frame's share of the fd budget.
     Polled(Slot, Option<BudgetShare>),

@@ -17,6 +17,9 @@
 //! - `handle`: [`Driven`](handle::Driven), a connection as dispatch, producers and
 //!   consumers hold it, whichever driver runs it.
 //! - `call_sink`: what a server's reader hands calls to, and what a call holds.
+//! - `call_slots`, `fd_budget`: what a tokio server's reader takes before it reads (a call's
+//!   slot on its connection, a read's share of the fds held over all connections): counters
+//!   with a wake-up.
 //! - `outq`: `SIOCOUTQ`, how much the peer has not read.
 
 #[cfg(feature = "tokio")]
@@ -25,6 +28,8 @@ pub(crate) mod blocking_conn;
 pub(crate) mod call_sink;
 #[cfg(feature = "tokio")]
 pub(crate) mod call_slots;
+#[cfg(feature = "tokio")]
+pub(crate) mod fd_budget;
 pub(crate) mod handle;
 pub(crate) mod outq;
 pub(crate) mod polled_conn;

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::task::Poll;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 
 use super::call_sink::{Arrival, CallPermit, CallSink};
 use super::call_slots::CallSlots;
+use super::fd_budget::{BudgetShare, FdBudget};
 
 use super::socket::try_fill;
 use super::tokio_conn::TokioConn;
@@ -30,14 +31,14 @@ use tokio::io::unix::AsyncFdReadyGuard;
 pub(crate) async fn read_calls(
     conn: &TokioConn,
     settings: &Settings,
-    budget: &Arc<Semaphore>,
+    budget: &Arc<FdBudget>,
     calls: &impl CallSink,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let in_flight = CallSlots::new(settings.max_in_flight);
     let mut rq = RecvQueue::for_server(settings);
     // Budget units of the fds waiting in `rq`; a frame takes its share with it.
-    let mut parked: Option<OwnedSemaphorePermit> = None;
+    let mut parked: Option<BudgetShare> = None;
     let timeout = settings.stall_timeout;
     let (max_bytes, max_fds) = (settings.max_backlog_bytes, settings.max_backlog_fds);
     let mut wakers = Vec::new();
@@ -267,8 +268,8 @@ enum Read {
 async fn read_more(
     conn: &TokioConn,
     rq: &mut RecvQueue,
-    budget: &Arc<Semaphore>,
-    parked: &mut Option<OwnedSemaphorePermit>,
+    budget: &Arc<FdBudget>,
+    parked: &mut Option<BudgetShare>,
     timeout: std::time::Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Read, ConnectionError> {
@@ -310,12 +311,11 @@ async fn read_more(
                 Woke::Stop => return Ok(Read::End),
             }
         };
-        let reservation = match budget.clone().try_acquire_many_owned(SCM_MAX_FD as u32) {
-            Ok(r) => Some(r),
-            Err(tokio::sync::TryAcquireError::Closed) => None,
+        let mut reservation = match budget.try_take(SCM_MAX_FD) {
+            Some(r) => r,
             // The budget is spent: wait for it (rare; boxed, so an idle connection's future
             // does not carry this wait).
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
+            None => {
                 waited = true;
                 match Box::pin(wait_budget(budget, stalled.as_mut(), stop)).await {
                     Budget::Taken(r) => r,
@@ -323,9 +323,6 @@ async fn read_more(
                     Budget::Stop => return Ok(Read::End),
                 }
             }
-        };
-        let Some(mut reservation) = reservation else {
-            return Ok(Read::End);
         };
         let before = rq.queued_fds();
         let filled = try_fill(&mut ready, rq);
@@ -359,15 +356,14 @@ enum Woke<'a> {
 
 /// What ended a wait for the fd budget.
 enum Budget {
-    /// The share, or `None` if the budget was closed.
-    Taken(Option<OwnedSemaphorePermit>),
+    Taken(BudgetShare),
     Stalled,
     Stop,
 }
 
 /// Waits for a read's share of the fd budget, unless the peer stalls or `stop` says so.
 async fn wait_budget(
-    budget: &Arc<Semaphore>,
+    budget: &Arc<FdBudget>,
     stalled: Option<&mut std::pin::Pin<Box<tokio::time::Sleep>>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Budget {
@@ -378,7 +374,7 @@ async fn wait_budget(
         }
     };
     tokio::select! {
-        r = budget.clone().acquire_many_owned(SCM_MAX_FD as u32) => Budget::Taken(r.ok()),
+        r = budget.take(SCM_MAX_FD) => Budget::Taken(r),
         () = stalled => Budget::Stalled,
         _ = stop.changed() => Budget::Stop,
     }
@@ -413,7 +409,7 @@ mod tests {
         let (conn, mut peer) = server_conn();
         let settings = Settings::default();
         let mut rq = RecvQueue::for_server(&settings);
-        let budget = Arc::new(Semaphore::new(1024));
+        let budget = FdBudget::new(1024);
         let (_stop_tx, mut stop) = watch::channel(false);
         let mut parked = None;
         let timeout = Duration::from_secs(10);

@@ -5,13 +5,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::UnixStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use super::dispatch::{Served, Serving};
 use super::hooks::Hooks;
 use super::host::{Caller, Host};
 use super::services::ServiceSet;
 use crate::rpc::conn::Role;
+use crate::rpc::driver::fd_budget::FdBudget;
 use crate::rpc::driver::handle::Driven;
 use crate::rpc::driver::server_reader::read_calls;
 use crate::rpc::driver::socket::Socket;
@@ -25,7 +26,7 @@ use crate::transport::error::TransportError;
 pub(crate) struct ServerShared {
     settings: Settings,
     /// Fds received and not yet released, over all connections.
-    budget: Arc<Semaphore>,
+    budget: Arc<FdBudget>,
     /// `None` if the server has none.
     hooks: Option<Hooks>,
     pub(crate) host: Host,
@@ -40,7 +41,7 @@ impl ServerShared {
         // receive queue takes the server's fds-per-frame bound (`RecvQueue::for_server`).
         let settings = settings.clone();
         ServerShared {
-            budget: Arc::new(Semaphore::new(settings.fd_budget)),
+            budget: FdBudget::new(settings.fd_budget),
             settings,
             hooks: (!hooks.is_empty()).then(|| hooks.into()),
             host,
