@@ -385,38 +385,15 @@ pub fn oneway_fd(stream: UnixStream, iters: usize) -> Sample {
 
 /// 16 connections to a multi-thread server, 64 calls in flight on each.
 pub fn async_fd_16x64(path: &str, iters: usize) -> Sample {
-    let path = path.to_owned();
-    rt().block_on(async move {
-        let mut clients = Vec::new();
-        for _ in 0..16 {
-            clients.push(BenchClient::connect(&path).await.unwrap());
-        }
-        let run = |total: usize| {
-            let clients = clients.clone();
+    across_connections(path, iters, 16, |c, calls| async move {
+        let data = fdrpc::Binary(payload());
+        concurrent_calls(calls, 64, || {
+            let (c, data) = (c.clone(), data.clone());
             async move {
-                let start = Instant::now();
-                let mut tasks = Vec::new();
-                for c in clients {
-                    tasks.push(tokio::spawn(async move {
-                        let data = fdrpc::Binary(payload());
-                        concurrent_calls(total / 16, 64, || {
-                            let (c, data) = (c.clone(), data.clone());
-                            async move {
-                                drop(c.call_fd(data, fd()).await.unwrap());
-                            }
-                        })
-                        .await
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                start.elapsed()
+                drop(c.call_fd(data, fd()).await.unwrap());
             }
-        };
-        crate::counts::add_ops(iters / 10);
-        run(iters / 10).await;
-        Sample::throughput(iters / 16 * 16, run(iters).await)
+        })
+        .await;
     })
 }
 
@@ -424,35 +401,47 @@ pub fn async_fd_16x64(path: &str, iters: usize) -> Sample {
 /// the server reads every connection once per call, and the connections take turns on its
 /// one thread (its per-thread spare read buffers are fewer than the connections).
 pub fn async_fd_100x1(path: &str, iters: usize) -> Sample {
-    const CONNECTIONS: usize = 100;
+    across_connections(path, iters, 100, |c, calls| async move {
+        let data = fdrpc::Binary(payload());
+        for _ in 0..calls {
+            drop(c.call_fd(data.clone(), fd()).await.unwrap());
+        }
+    })
+}
+
+/// `conns` connections to the server at `path`, each making its share of the calls in a task
+/// of its own (`each(client, calls)`): a tenth of the calls to warm up, then the throughput of
+/// all of them.
+fn across_connections<Fut>(
+    path: &str,
+    iters: usize,
+    conns: usize,
+    each: impl Fn(BenchClient, usize) -> Fut,
+) -> Sample
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let path = path.to_owned();
     rt().block_on(async move {
         let mut clients = Vec::new();
-        for _ in 0..CONNECTIONS {
+        for _ in 0..conns {
             clients.push(BenchClient::connect(&path).await.unwrap());
         }
-        let run = |total: usize| {
-            let clients = clients.clone();
-            async move {
-                let start = Instant::now();
-                let mut tasks = Vec::new();
-                for c in clients {
-                    tasks.push(tokio::spawn(async move {
-                        let data = fdrpc::Binary(payload());
-                        for _ in 0..total / CONNECTIONS {
-                            drop(c.call_fd(data.clone(), fd()).await.unwrap());
-                        }
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                start.elapsed()
+        let (clients, each) = (&clients, &each);
+        let run = |total: usize| async move {
+            let start = Instant::now();
+            let tasks: Vec<_> = clients
+                .iter()
+                .map(|c| tokio::spawn(each(c.clone(), total / conns)))
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
             }
+            start.elapsed()
         };
-        crate::counts::add_ops(iters / 10 / CONNECTIONS * CONNECTIONS);
+        crate::counts::add_ops(iters / 10 / conns * conns);
         run(iters / 10).await;
-        Sample::throughput(iters / CONNECTIONS * CONNECTIONS, run(iters).await)
+        Sample::throughput(iters / conns * conns, run(iters).await)
     })
 }
 
