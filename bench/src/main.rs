@@ -465,12 +465,25 @@ fn spawn_server_reporting(
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).unwrap();
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(args).stdin(Stdio::null());
+    // Not the parent's stdout: a server left behind must not hold a pipe the parent's
+    // output goes down (`--json | ...` waited for it).
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
     match report {
         Some(path) => cmd.env(counts::REPORT_ENV, path),
         None => cmd.env_remove(counts::REPORT_ENV),
     };
     cmd.spawn().unwrap()
+}
+
+/// Waits until a server listens at `path`: the socket's file appears at `bind`, before
+/// `listen`, and a connection made in between is refused (a case's client then panicked, and
+/// its server was left waiting). The probe connection is closed at once.
+fn wait_listening(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(path).is_err() {
+        assert!(Instant::now() < deadline, "no server listens at {path:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn reap(mut child: Child) {
@@ -542,9 +555,7 @@ fn run_case(case: &Case, pin: Pin, iters: usize) -> Sample {
             ];
             let report = dir.join("counts");
             let child = spawn_server_reporting(&args, None, Some(&report));
-            while !path.exists() {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            wait_listening(&path);
             let (counters, start) = counts::Counters::start();
             let mut sample = run(path.to_str().unwrap(), n);
             let mine = counters.finish(start);
@@ -589,9 +600,7 @@ fn memory_case(name: &'static str, pin: Pin, scenario: impl FnOnce(&str)) -> Sam
             .unwrap_or_else(|| "-".into()),
     ];
     let mut child = spawn_server(&args, None);
-    while !path.exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_listening(&path);
     scenario(path.to_str().unwrap());
     let [peak, anon, file] = rss_mib(child.id());
     let _ = child.kill();
@@ -880,11 +889,7 @@ fn main() {
             "-".to_string(),
         ];
         let mut child = spawn_server(&args, None);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !path.exists() {
-            assert!(Instant::now() < deadline, "the soak server did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_listening(&path);
         let ok = soak::run(path.to_str().unwrap(), child.id(), seconds);
         let _ = child.kill();
         let _ = child.wait();
