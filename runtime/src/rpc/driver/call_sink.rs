@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::polled_server::{BudgetShare, Slot};
+use super::polled_limits::{BudgetShare, Slot};
 use crate::rpc::conn::IncomingCall;
 use crate::transport::{RecvQueue, SenderCredentials};
 

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
+use super::budget_share::{Budget, Share};
+
 /// The fd budget of one server.
 #[derive(Debug)]
 pub(crate) struct FdBudget {
@@ -24,11 +26,7 @@ pub(crate) struct FdBudget {
 }
 
 /// Units of an [`FdBudget`], given back when dropped.
-#[derive(Debug)]
-pub(crate) struct BudgetShare {
-    budget: Arc<FdBudget>,
-    n: usize,
-}
+pub(crate) type BudgetShare = Share<FdBudget>;
 
 impl FdBudget {
     /// A budget of `units`.
@@ -49,12 +47,7 @@ impl FdBudget {
                 .free
                 .compare_exchange_weak(free, left, Ordering::SeqCst, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    return Some(BudgetShare {
-                        budget: self.clone(),
-                        n,
-                    });
-                }
+                Ok(_) => return Some(Share::taken(self.clone(), n)),
                 Err(now) => free = now,
             }
         }
@@ -77,7 +70,9 @@ impl FdBudget {
             freed.await;
         }
     }
+}
 
+impl Budget for FdBudget {
     fn give(&self, n: usize) {
         if n == 0 {
             return;
@@ -95,31 +90,6 @@ struct Waiting<'a>(&'a FdBudget);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl BudgetShare {
-    /// Splits `n` units off into a share of their own (`None` for 0, or if there are fewer).
-    pub(crate) fn split(&mut self, n: usize) -> Option<BudgetShare> {
-        if n == 0 || n > self.n {
-            return None;
-        }
-        self.n -= n;
-        Some(BudgetShare {
-            budget: self.budget.clone(),
-            n,
-        })
-    }
-
-    /// Adds `other`'s units to this share.
-    pub(crate) fn merge(&mut self, mut other: BudgetShare) {
-        self.n += std::mem::take(&mut other.n);
-    }
-}
-
-impl Drop for BudgetShare {
-    fn drop(&mut self) {
-        self.budget.give(self.n);
     }
 }
 
@@ -170,7 +140,7 @@ mod tests {
             .await
             .expect("woken")
             .unwrap();
-        assert_eq!((share.n, free(&budget)), (2, 2));
+        assert_eq!((share.units(), free(&budget)), (2, 2));
         assert_eq!(budget.waiting.load(Ordering::SeqCst), 0);
     }
 

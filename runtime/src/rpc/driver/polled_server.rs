@@ -4,128 +4,18 @@
 //! connection's tasks, writes, and sleeps in `poll(2)`; then lets calls in flight finish.
 //! The counterpart of `server_reader` for [`PolledConn`].
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::call_sink::{Arrival, CallPermit, CallSink};
-use super::polled_conn::{LoopWake, PolledConn, Tasks};
+use super::polled_conn::{PolledConn, Tasks};
+use super::polled_limits::{BudgetShare, FdBudget, InFlight};
 use crate::rpc::conn::Received;
 use crate::rpc::error::ConnectionError;
 use crate::settings::Settings;
 use crate::transport::error::{FdStreamError, TransportError};
 use crate::transport::{Fill, RecvQueue, SCM_MAX_FD};
-
-/// The fds a blocking server holds over all its connections (its
-/// [`fd_budget`](Settings::fd_budget)): received and waiting for their frame, or owned by
-/// calls whose handlers have not finished.
-#[derive(Debug)]
-pub(crate) struct FdBudget {
-    state: Mutex<BudgetState>,
-}
-
-#[derive(Debug)]
-struct BudgetState {
-    free: usize,
-    /// Loops that found too little and wait for some to come back.
-    waiting: Vec<Arc<LoopWake>>,
-}
-
-impl FdBudget {
-    pub(crate) fn new(settings: &Settings) -> Arc<Self> {
-        Arc::new(FdBudget {
-            state: Mutex::new(BudgetState {
-                free: settings.fd_budget,
-                waiting: Vec::new(),
-            }),
-        })
-    }
-
-    /// Takes `n` units, or registers `wake` to be woken when some come back.
-    fn take(self: &Arc<Self>, n: usize, wake: &Arc<LoopWake>) -> Option<BudgetShare> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.free >= n {
-            st.free -= n;
-            return Some(BudgetShare {
-                budget: self.clone(),
-                n,
-            });
-        }
-        st.waiting.push(wake.clone());
-        None
-    }
-
-    fn give(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let waiting = {
-            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.free += n;
-            std::mem::take(&mut st.waiting)
-        };
-        for w in waiting {
-            w.wake();
-        }
-    }
-}
-
-/// Units of the fd budget, given back when dropped.
-#[derive(Debug)]
-pub(crate) struct BudgetShare {
-    budget: Arc<FdBudget>,
-    n: usize,
-}
-
-impl BudgetShare {
-    /// Splits `n` units off into a share of their own (`None` for 0, or if there are fewer).
-    fn split(&mut self, n: usize) -> Option<BudgetShare> {
-        if n == 0 || n > self.n {
-            return None;
-        }
-        self.n -= n;
-        Some(BudgetShare {
-            budget: self.budget.clone(),
-            n,
-        })
-    }
-
-    fn merge(&mut self, mut other: BudgetShare) {
-        self.n += std::mem::take(&mut other.n);
-    }
-}
-
-impl Drop for BudgetShare {
-    fn drop(&mut self) {
-        self.budget.give(self.n);
-    }
-}
-
-/// A call's slot among the calls in flight on a polled connection.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    in_flight: Arc<InFlight>,
-}
-
-#[derive(Debug)]
-struct InFlight {
-    count: AtomicUsize,
-    /// `max_in_flight`: the loop reads no call while `count` is there.
-    max: usize,
-    wake: Arc<LoopWake>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let before = self.in_flight.count.fetch_sub(1, Ordering::AcqRel);
-        // Every slot was taken: the loop may sleep until one is free. (Slots are nearly always
-        // given back on the loop's own thread, which looks before it sleeps; a wake is one
-        // syscall, so it is made only when it can matter.)
-        if before >= self.in_flight.max {
-            self.in_flight.wake.wake();
-        }
-    }
-}
 
 /// Serves one connection until the peer closes it, it breaks the protocol, or `stop` is set;
 /// then lets calls in flight finish (for at most the stall timeout). Tasks the connection
@@ -156,11 +46,7 @@ fn read_loop(
     stop: &AtomicBool,
     tasks: &mut Tasks,
 ) -> Result<(), ConnectionError> {
-    let in_flight = Arc::new(InFlight {
-        count: AtomicUsize::new(0),
-        max: settings.max_in_flight,
-        wake: conn.loop_wake().clone(),
-    });
+    let in_flight = InFlight::new(settings.max_in_flight, conn.loop_wake());
     let mut rq = RecvQueue::for_server(settings);
     // Budget units of the fds waiting in `rq`; a frame takes its share with it.
     let mut parked: Option<BudgetShare> = None;
@@ -189,14 +75,11 @@ fn read_loop(
         }
         let (bytes, fds) = conn.lock().backlog();
         let room = bytes <= max_bytes && fds <= max_fds;
-        let slot_free = in_flight.count.load(Ordering::Acquire) < settings.max_in_flight;
+        let slot_free = in_flight.has_room();
         let may_read = oneway.is_none() && room && slot_free;
         // Every complete frame already buffered, while there is a slot and room for it.
         let mut dispatched = false;
-        while may_read
-            && oneway.is_none()
-            && in_flight.count.load(Ordering::Acquire) < settings.max_in_flight
-        {
+        while may_read && oneway.is_none() && in_flight.has_room() {
             let arrived = Arrival::of(&rq);
             let Some(frame) = rq.next_frame().map_err(ConnectionError::new)? else {
                 break;
@@ -221,13 +104,7 @@ fn read_loop(
                 }
             };
             if let Some(call) = call {
-                in_flight.count.fetch_add(1, Ordering::AcqRel);
-                let permit = CallPermit::Polled(
-                    Slot {
-                        in_flight: in_flight.clone(),
-                    },
-                    lease,
-                );
+                let permit = CallPermit::Polled(in_flight.take(), lease);
                 if let Some(inline) = calls.dispatch(call, arrived, permit, &mut cx) {
                     oneway = tasks.run_inline(conn, inline, &mut cx);
                 }
@@ -245,10 +122,7 @@ fn read_loop(
         // Waiting for the peer: every complete frame is taken (none is left because every slot
         // is taken or a oneway runs), and the peer has more to send. Only then can what is
         // buffered be the peer's stall (a half-sent frame, unclaimed fds).
-        let waiting_for_peer = oneway.is_none()
-            && room
-            && in_flight.count.load(Ordering::Acquire) < settings.max_in_flight
-            && !rq.is_eof();
+        let waiting_for_peer = oneway.is_none() && room && in_flight.has_room() && !rq.is_eof();
         let mut read = waiting_for_peer;
         if read && readable {
             // A share of the fd budget for the one read that follows: an idle connection
