@@ -38,10 +38,9 @@ impl Broker for FileBroker {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("fdrpc-quickstart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let socket = dir.join("broker.sock");
-    let path = dir.join("greeting.txt");
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("broker.sock");
+    let path = dir.path().join("greeting.txt");
     std::fs::File::create(&path)?.write_all(b"hello from a file the broker opened\n")?;
 
     // The server: one task serving the broker on a Unix socket.
@@ -64,6 +63,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     server.abort();
-    std::fs::remove_dir_all(&dir)?;
+    dir.close()?;
     Ok(())
 }

@@ -130,8 +130,7 @@ fn a_graceful_shutdown_lets_the_call_in_flight_finish_then_refuses_more() {
     let _check = fd_leak_check();
     let service = WaiterImpl::default();
     let started = service.started.clone();
-    let dir = std::env::temp_dir().join(format!("fdrpc-blocking-shutdown-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("blocking-shutdown");
     let path = dir.join("s.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let shutdown = fdrpc::Shutdown::new();
@@ -173,5 +172,4 @@ fn a_graceful_shutdown_lets_the_call_in_flight_finish_then_refuses_more() {
         "still listening"
     );
     drop((back, client));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -33,13 +33,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Set in a re-executed test binary: which child to be.
 const CHILD: &str = "FDRPC_TEST_CHILD";
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fdrpc-daemon-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// This test binary, to run as `child` (one of the ignored tests below).
 fn child_command(child: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -80,7 +73,7 @@ fn terminate(child: &mut Child) {
 #[test]
 fn bind_replaces_only_a_stale_socket_file() {
     run_async(async {
-        let dir = tempdir("bind");
+        let dir = scratch_dir("daemon-bind");
         let path = dir.join("s.sock");
         // A socket file nobody listens on any more: replaced.
         drop(UnixListener::bind(&path).unwrap());
@@ -111,7 +104,6 @@ fn bind_replaces_only_a_stale_socket_file() {
         let e = fdrpc::Listener::bind(&file).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
         assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -224,7 +216,7 @@ fn abstract_names_for_servers_and_both_clients() {
 #[test]
 fn listeners_and_connections_from_std_and_from_fds() {
     run_async(async {
-        let dir = tempdir("fds");
+        let dir = scratch_dir("daemon-fds");
         // A std listener, and the fd of one.
         for (i, as_fd) in [false, true].into_iter().enumerate() {
             let path = dir.join(format!("{i}.sock"));
@@ -278,7 +270,6 @@ fn listeners_and_connections_from_std_and_from_fds() {
                 .await
         });
         server.await.unwrap().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -416,7 +407,7 @@ fn a_daemon_under_socket_activation_keeps_its_state_in_the_fd_store() {
     if !activator_present() {
         return;
     }
-    let dir = tempdir("counter");
+    let dir = scratch_dir("daemon-counter");
     let notify = NotifySocket::bind(&dir);
     let path = dir.join("counter.sock");
     // Started by the real activator, which listens and passes the socket named "counter".
@@ -477,7 +468,6 @@ fn a_daemon_under_socket_activation_keeps_its_state_in_the_fd_store() {
     terminate(&mut daemon);
     notify.expect(&["STOPPING=1"]);
     drop(notify);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The server of `conformance_serve_takes_the_activated_socket_and_says_it_is_ready`.
@@ -502,7 +492,7 @@ fn conformance_serve_takes_the_activated_socket_and_says_it_is_ready() {
     if !activator_present() {
         return;
     }
-    let dir = tempdir("conformance");
+    let dir = scratch_dir("daemon-conformance");
     let notify = NotifySocket::bind(&dir);
     let path = dir.join("conformance.sock");
     let child = child_command("conformance_child");
@@ -535,7 +525,6 @@ fn conformance_serve_takes_the_activated_socket_and_says_it_is_ready() {
     terminate(&mut activator);
     notify.expect(&["STOPPING=1"]);
     drop(notify);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[allow(dead_code)]
@@ -547,7 +536,7 @@ fn unused(_: &dyn AsFd) {}
 #[test]
 fn a_symlink_at_the_socket_path_is_refused_and_its_target_untouched() {
     run_async(async {
-        let dir = tempdir("bind-symlink");
+        let dir = scratch_dir("daemon-bind-symlink");
         let victim = dir.join("victim");
         std::fs::write(&victim, b"private").unwrap();
         std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -578,7 +567,6 @@ fn a_symlink_at_the_socket_path_is_refused_and_its_target_untouched() {
             .collect();
         names.sort();
         assert_eq!(names, ["s.sock", "victim"]);
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -590,13 +578,13 @@ fn a_symlink_at_the_socket_path_is_refused_and_its_target_untouched() {
 fn the_mode_holds_from_the_first_connection() {
     use rustix::fs::inotify;
     run_async(async {
-        let dir = tempdir("bind-mode");
+        let dir = scratch_dir("daemon-bind-mode");
         let path = dir.join("s.sock");
         let watch =
             inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).unwrap();
         inotify::add_watch(
             &watch,
-            &dir,
+            &*dir,
             inotify::WatchFlags::CREATE
                 | inotify::WatchFlags::MOVED_TO
                 | inotify::WatchFlags::ATTRIB,
@@ -634,7 +622,6 @@ fn the_mode_holds_from_the_first_connection() {
         );
         std::os::unix::net::UnixStream::connect(&long_path).unwrap();
         drop(listener);
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -659,7 +646,7 @@ fn notify_child() {
 #[test]
 fn under_a_service_manager_every_notification_is_sent_and_says_so() {
     let _check = fd_leak_check();
-    let dir = tempdir("notify");
+    let dir = scratch_dir("daemon-notify");
     let notify = NotifySocket::bind(&dir);
     let status = child_command("notify_child")
         .env("NOTIFY_SOCKET", &notify.path)
@@ -676,5 +663,4 @@ fn under_a_service_manager_every_notification_is_sent_and_says_so() {
             .is_empty()
     );
     assert!(notify.expect(&["STOPPING=1"]).is_empty());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -437,7 +437,7 @@ fn dropping_the_server_closes_its_endpoints() {
     let brokerage = Brokerage::default();
     let b = brokerage.clone();
     run_async(async move {
-        let dir = tempdir();
+        let dir = scratch_dir("endpoints");
         let path = dir.join("broker.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let serving = tokio::spawn(fdrpc::Server::new().serve(listener, BrokerServer::new(b)));
@@ -457,7 +457,6 @@ fn dropping_the_server_closes_its_endpoints() {
         assert!(erin.user().await.is_err());
         drop((erin, broker));
         let _ = serving.await;
-        let _ = std::fs::remove_dir_all(&dir);
     });
     await_ended(&brokerage, 1);
 }
@@ -738,7 +737,7 @@ fn found_instead(fd: impl Into<OwnedFd>) -> String {
 fn an_endpoint_field_refuses_every_other_kind_of_fd() {
     let _check = fd_leak_check();
     assert_eq!(found_instead(memfd(b"x")), "a regular file");
-    let dir = tempdir();
+    let dir = scratch_dir("endpoints");
     let listening = UnixListener::bind(dir.join("l.sock")).unwrap();
     assert_eq!(found_instead(listening), "a listening unix stream socket");
     let unconnected = rustix::net::socket_with(
@@ -754,7 +753,6 @@ fn an_endpoint_field_refuses_every_other_kind_of_fd() {
     );
     let (dgram, _other) = UnixDatagram::pair().unwrap();
     assert_eq!(found_instead(dgram), "a datagram socket");
-    let _ = std::fs::remove_dir_all(&dir);
     // Both ends of a pair arrive, as either end type, and stay connected to each other.
     let (a, b) = UnixStream::pair().unwrap();
     let (bytes, fds) = fdrpc::encode(Any { fd: a.into() }).unwrap();
@@ -798,15 +796,4 @@ fn the_idl_names_the_service_of_each_endpoint() {
 
 fn brokerage_ended(b: &Brokerage) -> usize {
     b.ended.load(Ordering::SeqCst)
-}
-
-fn tempdir() -> std::path::PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "fdrpc-endpoints-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

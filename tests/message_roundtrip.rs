@@ -112,8 +112,7 @@ fn channel_pair() -> (fdrpc::Channel, fdrpc::Channel) {
 #[test]
 fn every_type_round_trips_through_a_socket() {
     let _check = fd_leak_check();
-    let dir = std::env::temp_dir().join(format!("fdrpc-rt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("roundtrip");
     let sock_path = dir.join("l.sock");
 
     let sent_fd = memfd(b"fd");
@@ -327,7 +326,6 @@ fn every_type_round_trips_through_a_socket() {
     }
     drop(got);
     drop((keep_fd, keep_list, tx, rx));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

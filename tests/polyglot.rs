@@ -53,13 +53,6 @@ fn tools_present() -> bool {
     )
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fdrpc-polyglot-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Writes `idl` as `name.thrift` in `dir` and generates Python from it into `dir/gen`.
 fn compile(dir: &Path, name: &str, idl: &str) -> PathBuf {
     let file = dir.join(format!("{name}.thrift"));
@@ -188,7 +181,7 @@ fn every_service_idl_is_accepted_by_the_thrift_compiler() {
     if !tools_present() {
         return;
     }
-    let dir = tempdir("idl");
+    let dir = scratch_dir("polyglot-idl");
     compile(&dir, "conformance", &ConformanceClient::idl());
     compile(&dir, "quickstart", &quickstart::BrokerClient::idl());
     let handoff = handoff::SupervisorClient::idl();
@@ -241,7 +234,7 @@ fn every_service_idl_is_accepted_by_the_thrift_compiler() {
     // Compiled for another language too.
     let out = Command::new("thrift")
         .args(["--gen", "cpp", "-out"])
-        .arg(&dir)
+        .arg(&*dir)
         .arg(dir.join("kinds.thrift"))
         .output()
         .unwrap();
@@ -250,7 +243,6 @@ fn every_service_idl_is_accepted_by_the_thrift_compiler() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -259,7 +251,7 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
         if !tools_present() {
             return;
         }
-        let dir = tempdir("pyclient");
+        let dir = scratch_dir("polyglot-pyclient");
         let gen_dir = compile(&dir, "conformance", &ConformanceClient::idl());
         let path = dir.join("conformance.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
@@ -280,7 +272,6 @@ fn a_stock_python_client_calls_the_rust_server_with_fds() {
         }
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -332,7 +323,7 @@ fn a_stock_python_client_reads_and_releases_pool_buffers() {
         if !tools_present() {
             return;
         }
-        let dir = tempdir("pool");
+        let dir = scratch_dir("polyglot-pool");
         let gen_dir = compile(&dir, "lender", &lender::LenderClient::idl());
         let path = dir.join("lender.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
@@ -348,7 +339,6 @@ fn a_stock_python_client_reads_and_releases_pool_buffers() {
         assert!(out.contains("passed"));
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -384,7 +374,7 @@ fn a_stock_python_multiplexed_client_calls_two_services_on_one_socket() {
         if !tools_present() {
             return;
         }
-        let dir = tempdir("multiplexed");
+        let dir = scratch_dir("polyglot-multiplexed");
         let path = dir.join("services.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -407,7 +397,6 @@ fn a_stock_python_multiplexed_client_calls_two_services_on_one_socket() {
         assert!(out.contains("all calls passed"));
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -417,7 +406,7 @@ fn the_rust_client_calls_a_stock_python_server_with_fds() {
     if !tools_present() {
         return;
     }
-    let dir = tempdir("pyserver");
+    let dir = scratch_dir("polyglot-pyserver");
     let gen_dir = compile(&dir, "conformance", &ConformanceClient::idl());
     let path = dir.join("python.sock");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/server.py");
@@ -515,13 +504,12 @@ fn the_rust_client_calls_a_stock_python_server_with_fds() {
         said.contains("connection closed, 1 streams cancelled"),
         "the python server said: {said}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_live_server_answers_introspection_with_its_idl() {
     run_async(async {
-        let dir = tempdir("introspect");
+        let dir = scratch_dir("polyglot-introspect");
         let path = dir.join("live.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -541,7 +529,6 @@ fn a_live_server_answers_introspection_with_its_idl() {
         drop(client);
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -612,7 +599,7 @@ fn declared_stream_errors_cross_between_rust_and_python_both_ways() {
     if !tools_present() {
         return;
     }
-    let dir = tempdir("countdown");
+    let dir = scratch_dir("polyglot-countdown");
     let gen_dir = compile(&dir, "countdown", &countdown::CountdownClient::idl());
     let path = dir.join("rust.sock");
     run_async(async {
@@ -679,5 +666,4 @@ fn declared_stream_errors_cross_between_rust_and_python_both_ways() {
     drop(client);
     let status = child.wait().unwrap();
     assert!(status.success(), "python server failed: {status}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

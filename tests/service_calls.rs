@@ -234,7 +234,7 @@ fn peer_credentials_are_the_callers() {
 #[test]
 fn an_authorization_hook_can_refuse_the_uid() {
     run_async(async {
-        let dir = tempdir();
+        let dir = scratch_dir("calls");
         let path = dir.join("auth.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let me = rustix::process::getuid().as_raw();
@@ -256,7 +256,6 @@ fn an_authorization_hook_can_refuse_the_uid() {
         drop(client);
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -484,7 +483,7 @@ mod misbehaving {
     #[test]
     fn graceful_shutdown_finishes_calls_in_flight() {
         run_async(async {
-            let dir = tempdir();
+            let dir = scratch_dir("calls");
             let path = dir.join("slow.sock");
             let listener = tokio::net::UnixListener::bind(&path).unwrap();
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -525,7 +524,6 @@ mod misbehaving {
             assert!(client.sleep_then_fd(0).await.is_err());
             assert!(idle.sleep_then_fd(0).await.is_err());
             drop((client, idle, fd));
-            std::fs::remove_dir_all(&dir).unwrap();
         });
     }
 }
@@ -558,7 +556,7 @@ mod server_killed {
     #[test]
     fn server_killed_mid_call() {
         run_async(async {
-            let dir = tempdir();
+            let dir = scratch_dir("calls");
             let path = dir.join("child.sock");
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
@@ -607,20 +605,8 @@ mod server_killed {
             child.wait().unwrap();
             assert!(client.client().is_closed());
             drop(client);
-            std::fs::remove_dir_all(&dir).unwrap();
         });
     }
-}
-
-fn tempdir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "fdrpc-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[allow(dead_code)]
@@ -825,7 +811,7 @@ mod aborted_server {
     #[test]
     fn aborting_the_server_ends_every_connection_within_a_second() {
         run_async(async {
-            let dir = tempdir();
+            let dir = scratch_dir("calls");
             let path = dir.join("held.sock");
             let listener = tokio::net::UnixListener::bind(&path).unwrap();
             let seen = Arc::new(Seen::default());
@@ -863,7 +849,6 @@ mod aborted_server {
             seen.wait(|s| s.dropped.load(Ordering::SeqCst) == 2).await;
             assert!(client.client().is_closed());
             drop(client);
-            std::fs::remove_dir_all(&dir).unwrap();
         });
     }
 }

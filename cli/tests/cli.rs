@@ -67,12 +67,32 @@ fn sock(s: &ThreadServer) -> &str {
     s.path.to_str().unwrap()
 }
 
-fn scratch(name: &str, contents: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("fdrpc-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A file with `contents` in a scratch directory of its own, removed when dropped; derefs to
+/// its path.
+struct ScratchFile {
+    path: std::path::PathBuf,
+    _dir: ScratchDir,
+}
+
+impl std::ops::Deref for ScratchFile {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchFile {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+fn scratch(name: &str, contents: &str) -> ScratchFile {
+    let dir = scratch_dir("cli-test");
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
-    path
+    ScratchFile { path, _dir: dir }
 }
 
 #[test]

@@ -53,8 +53,9 @@ impl Files for Parent {
 }
 
 async fn parent() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("fdrpc-worker-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("jail"))?;
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().to_path_buf();
+    std::fs::create_dir(dir.join("jail"))?;
     let mut names = Vec::new();
     for (name, lines) in [("a.txt", 3), ("b.txt", 5), ("c.txt", 8)] {
         let text: String = (0..lines).map(|i| format!("line {i}\n")).collect();
@@ -75,7 +76,7 @@ async fn parent() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     let status = tokio::task::spawn_blocking(move || child.wait()).await??;
-    std::fs::remove_dir_all(&dir)?;
+    scratch.close()?;
     if !status.success() {
         return Err(format!("the worker failed: {status}").into());
     }

@@ -80,9 +80,8 @@ impl Conformance for NoTokio {
 /// Serves [`NoTokio`] on a fresh socket with the blocking server, calls it, then shuts the
 /// server down gracefully.
 fn serve_and_call() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("fdrpc-no-tokio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("server.sock");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("server.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path)?;
     let shutdown = fdrpc::Shutdown::new();
     let server = std::thread::spawn({
@@ -106,7 +105,7 @@ fn serve_and_call() -> Result<(), Box<dyn std::error::Error>> {
     });
     shutdown.shutdown();
     let served = server.join().map_err(|_| "the server panicked")?;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     called?;
     served?;
     println!("fdrpc without tokio: the blocking server served them");

@@ -11,6 +11,37 @@ pub mod raw;
 
 static FD_LOCK: Mutex<()> = Mutex::new(());
 
+/// A directory of its own under the temp dir, removed (with what is in it) when dropped;
+/// derefs to its path.
+pub struct ScratchDir(tempfile::TempDir);
+
+/// A fresh [`ScratchDir`] named `fdrpc-{tag}-` and random characters, made by `mkdir`, so that
+/// no other test or process has it. A name made of the process id is not enough: pids wrap (at
+/// 32,768 on the CI machines), and a directory an earlier process of the same id left behind
+/// made a later test's `bind` fail with `AddrInUse`.
+pub fn scratch_dir(tag: &str) -> ScratchDir {
+    ScratchDir(
+        tempfile::Builder::new()
+            .prefix(&format!("fdrpc-{tag}-"))
+            .tempdir()
+            .expect("make a scratch directory"),
+    )
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchDir {
+    fn as_ref(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
 /// Number of open fds of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -307,7 +338,8 @@ pub fn settle_fd_count(baseline: usize) {
 pub struct ThreadServer {
     /// The socket the server listens on.
     pub path: std::path::PathBuf,
-    dir: std::path::PathBuf,
+    /// Removed once the server has stopped (fields drop after [`Drop::drop`] joined it).
+    _dir: ScratchDir,
     stop: Option<Stop>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -365,20 +397,14 @@ impl ThreadServer {
         }
         ThreadServer {
             path,
-            dir,
+            _dir: dir,
             stop: Some(Stop::Blocking(shutdown)),
             thread: Some(thread),
         }
     }
 
-    fn fresh_path() -> (std::path::PathBuf, std::path::PathBuf) {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fdrpc-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+    fn fresh_path() -> (ScratchDir, std::path::PathBuf) {
+        let dir = scratch_dir("test");
         let path = dir.join("server.sock");
         (dir, path)
     }
@@ -426,7 +452,7 @@ impl ThreadServer {
         ready_rx.recv().unwrap();
         ThreadServer {
             path,
-            dir,
+            _dir: dir,
             stop: Some(Stop::Tokio(stop_tx)),
             thread: Some(thread),
         }
@@ -458,6 +484,5 @@ impl Drop for ThreadServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

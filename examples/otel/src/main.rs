@@ -123,9 +123,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return serve(&path).await;
         }
     }
-    let dir = std::env::temp_dir().join(format!("fdrpc-otel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("inventory.sock");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("inventory.sock");
     let mut server = Command::new(std::env::current_exe()?)
         .arg("serve")
         .arg(&path)
@@ -153,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mine = lines(&exporter.get_finished_spans()?);
     let theirs: Vec<String> = out.lines().collect::<Result<_, _>>()?;
     assert!(server.wait()?.success(), "the server failed");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     println!("client spans (name trace span parent):");
     mine.iter().for_each(|l| println!("  {l}"));
     println!("server spans:");

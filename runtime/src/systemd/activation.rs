@@ -450,9 +450,12 @@ mod tests {
         let listening = |path: &std::path::Path| -> OwnedFd {
             std::os::unix::net::UnixListener::bind(path).unwrap().into()
         };
-        let dir = std::env::temp_dir().join(format!("fdrpc-listenfds-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
+        // Not named by the pid: pids wrap, and one an earlier process left would be in use.
+        let dir = tempfile::Builder::new()
+            .prefix("fdrpc-listenfds-")
+            .tempdir()
+            .unwrap();
+        let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
         let file = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         // One unnamed socket (and an unnamed file beside it): taken for any name.
         let mut fds = ListenFds {
@@ -483,7 +486,6 @@ mod tests {
         assert_eq!(fds.names().collect::<Vec<_>>(), ["admin", UNNAMED]);
         assert!(fds.take_listener(Some("broker")).unwrap().is_none());
         assert_eq!(fds.into_iter().count(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
