@@ -8,6 +8,7 @@ skipped, unless FDRPC_REQUIRE_INTEROP=1 (CI), where they fail."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import shutil
@@ -51,6 +52,7 @@ def calc():
                 raise RuntimeError("the thrift compiler is required (FDRPC_REQUIRE_INTEROP=1)")
             raise unittest.SkipTest("no thrift compiler")
         out = tempfile.mkdtemp(prefix="fdrpc-py-test-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
         path = os.path.join(out, "calc.thrift")
         with open(path, "w") as f:
             f.write(IDL)
