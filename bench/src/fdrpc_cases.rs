@@ -219,6 +219,24 @@ pub fn async_fd(stream: UnixStream, iters: usize) -> Sample {
     })
 }
 
+/// As [`async_fd`], from a spawned task rather than from `block_on`'s own future: tokio's
+/// current-thread scheduler polls its I/O driver before it runs a `block_on` future another
+/// task woke (one more `epoll_wait` a call), not before a task it woke.
+pub fn async_fd_in_task(stream: UnixStream, iters: usize) -> Sample {
+    rt().block_on(async move {
+        let c = client(stream);
+        let data = fdrpc::Binary(payload());
+        tokio::spawn(async move {
+            latencies_async(iters, || async {
+                drop(c.call_fd(data.clone(), fd()).await.unwrap());
+            })
+            .await
+        })
+        .await
+        .unwrap()
+    })
+}
+
 pub fn async_fd_64(stream: UnixStream, iters: usize) -> Sample {
     rt().block_on(async move {
         let c = client(stream);

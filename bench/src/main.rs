@@ -226,6 +226,13 @@ fn cases() -> Vec<Case> {
             1.0,
         ),
         c(
+            "fdrpc_async_fd_in_task",
+            "ops/s",
+            Fdrpc,
+            Pair(fdrpc_cases::async_fd_in_task),
+            1.0,
+        ),
+        c(
             "fdrpc_async_fd_loaded",
             "ops/s",
             FdrpcListener,
