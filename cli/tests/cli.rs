@@ -67,32 +67,8 @@ fn sock(s: &ThreadServer) -> &str {
     s.path.to_str().unwrap()
 }
 
-/// A file with `contents` in a scratch directory of its own, removed when dropped; derefs to
-/// its path.
-struct ScratchFile {
-    path: std::path::PathBuf,
-    _dir: ScratchDir,
-}
-
-impl std::ops::Deref for ScratchFile {
-    type Target = std::path::Path;
-
-    fn deref(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-impl AsRef<std::path::Path> for ScratchFile {
-    fn as_ref(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-fn scratch(name: &str, contents: &str) -> ScratchFile {
-    let dir = scratch_dir("cli-test");
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    ScratchFile { path, _dir: dir }
+fn scratch(name: &str, contents: &str) -> Scratch {
+    scratch_file("cli-test", name, contents)
 }
 
 #[test]

@@ -11,34 +11,47 @@ pub mod raw;
 
 static FD_LOCK: Mutex<()> = Mutex::new(());
 
-/// A directory of its own under the temp dir, removed (with what is in it) when dropped;
-/// derefs to its path.
-pub struct ScratchDir(tempfile::TempDir);
-
-/// A fresh [`ScratchDir`] named `fdrpc-{tag}-` and random characters, made by `mkdir`, so that
-/// no other test or process has it. A name made of the process id is not enough: pids wrap (at
-/// 32,768 on the CI machines), and a directory an earlier process of the same id left behind
-/// made a later test's `bind` fail with `AddrInUse`.
-pub fn scratch_dir(tag: &str) -> ScratchDir {
-    ScratchDir(
-        tempfile::Builder::new()
-            .prefix(&format!("fdrpc-{tag}-"))
-            .tempdir()
-            .expect("make a scratch directory"),
-    )
+/// A path in a directory of its own under the temp dir (the directory itself, or a file in
+/// it), removed with the directory when dropped; derefs to the path.
+pub struct Scratch {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-impl std::ops::Deref for ScratchDir {
-    type Target = std::path::Path;
-
-    fn deref(&self) -> &std::path::Path {
-        self.0.path()
+/// A fresh directory named `fdrpc-{tag}-` and random characters, made by `mkdir`, so that no
+/// other test or process has it. A name made of the process id is not enough: pids wrap (at
+/// 32,768 on the CI machines), and a directory an earlier process of the same id left behind
+/// made a later test's `bind` fail with `AddrInUse`.
+pub fn scratch_dir(tag: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("fdrpc-{tag}-"))
+        .tempdir()
+        .expect("make a scratch directory");
+    Scratch {
+        path: dir.path().to_path_buf(),
+        _dir: dir,
     }
 }
 
-impl AsRef<std::path::Path> for ScratchDir {
+/// A file `name` holding `contents`, in a fresh [`scratch_dir`] of its own.
+pub fn scratch_file(tag: &str, name: &str, contents: &str) -> Scratch {
+    let Scratch { path, _dir } = scratch_dir(tag);
+    let path = path.join(name);
+    std::fs::write(&path, contents).expect("write a scratch file");
+    Scratch { path, _dir }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
     fn as_ref(&self) -> &std::path::Path {
-        self.0.path()
+        &self.path
     }
 }
 
@@ -339,7 +352,7 @@ pub struct ThreadServer {
     /// The socket the server listens on.
     pub path: std::path::PathBuf,
     /// Removed once the server has stopped (fields drop after [`Drop::drop`] joined it).
-    _dir: ScratchDir,
+    _dir: Scratch,
     stop: Option<Stop>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -403,7 +416,7 @@ impl ThreadServer {
         }
     }
 
-    fn fresh_path() -> (ScratchDir, std::path::PathBuf) {
+    fn fresh_path() -> (Scratch, std::path::PathBuf) {
         let dir = scratch_dir("test");
         let path = dir.join("server.sock");
         (dir, path)
